@@ -1,0 +1,1 @@
+"""The `bpm` command: the application shell over engine, processes and web."""

@@ -1,0 +1,5 @@
+import sys
+
+from bpm.cli import main
+
+sys.exit(main())

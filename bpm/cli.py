@@ -1,0 +1,296 @@
+"""The `bpm` command line: the public names of CLI.md, with `--json`, exit codes and one-line errors.
+
+Exit status: 0 done; 1 refused or failed, one sentence on stderr; 2 bad usage (argparse).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import access, clock, inbox, timers, versions
+from engine.definitions import DefinitionError
+from engine.runtime import EngineError, Runtime
+from engine.store import Incident, Store, migrate
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Refused(Exception):
+    """A bad input caught by the command line itself."""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    source = "--data"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Refused(f"cannot read {what} file {path}: {exc.strerror}") from None
+        source = str(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Refused(f"{source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _correlation(pairs: list[str] | None) -> dict[str, str]:
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Refused(f"--correlation {pair!r} is not KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def _store() -> Store:
+    return Store()
+
+
+def _runtime(store: Store) -> Runtime:
+    from processes import SERVICES
+    return Runtime(store, SERVICES)
+
+
+def _print(args, data: Any, text: Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        out = text()
+        if out:
+            print(out)
+
+
+def _task_line(t: dict) -> str:
+    holder = t["assignee"] or f"(role {t['role']})"
+    due = f" due {t['due']}" if t["due"] else ""
+    return f"{t['id']}  {t['process_id']}  {t['name']}  {holder}{due}"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_init(args) -> None:
+    store = _store()
+    migrate(store)
+    with store.write() as session:
+        access.seed_roles(session)
+        added = access.seed_demo(session) if args.demo else 0
+    folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
+    deployed = versions.deploy(store, folders, actor="init") if folders else []
+    result = {"database": store.url.split("@")[-1], "demo_users_added": added,
+              "deployed": [d.as_json() for d in deployed]}
+    _print(args, result, lambda: "\n".join(
+        [f"database ready: {result['database']}"]
+        + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
+        + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
+
+
+def cmd_deploy(args) -> None:
+    store = _store()
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise Refused(f"{missing[0]}: no such file or folder")
+    deployed = versions.deploy(store, args.paths, actor=args.actor)
+    _print(args, [d.as_json() for d in deployed],
+           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}" for d in deployed))
+
+
+def cmd_definitions(args) -> None:
+    rows = versions.listing(_store())
+    _print(args, rows, lambda: "\n".join(
+        f"{r['process_id']}  v{r['version']}  {r['name']}  {r['deployed_at']}" for r in rows))
+
+
+def cmd_start(args) -> None:
+    data = _json_arg(args.data, "data")
+    view = _runtime(_store()).start(args.process_id, args.user, data)
+    _print(args, {"id": view.id, "process_id": view.process_id, "version": view.version,
+                  "status": view.status, "tasks": [t.as_json() for t in view.tasks]},
+           lambda: view.id)
+
+
+def cmd_tasks(args) -> None:
+    store = _store()
+    with store.read() as session:
+        try:
+            who = access.person(session, args.user)
+        except access.UnknownUser as exc:
+            raise Refused(str(exc)) from None
+        rows = [t.as_json() for t in inbox.tasks_for(session, who)]
+    _print(args, rows, lambda: "\n".join(_task_line(t) for t in rows) or "no tasks")
+
+
+def cmd_claim(args) -> None:
+    view = _runtime(_store()).claim(args.task_id, args.user)
+    _print(args, view.as_json(), lambda: f"{view.id} claimed by {view.assignee}")
+
+
+def cmd_unclaim(args) -> None:
+    view = _runtime(_store()).unclaim(args.task_id, args.user)
+    _print(args, view.as_json(), lambda: f"{view.id} given back to role {view.role}")
+
+
+def cmd_complete(args) -> None:
+    data = _json_arg(args.data, "data")
+    view = _runtime(_store()).complete(args.task_id, args.user, data)
+    _print(args, view.as_json(), lambda: "\n".join(
+        [f"instance {view.id} {view.status}"] + [_task_line(t.as_json()) for t in view.tasks]))
+
+
+def cmd_message(args) -> None:
+    data = _json_arg(args.data, "data")
+    ids = _runtime(_store()).message(args.name, data, _correlation(args.correlation), actor=args.actor)
+    _print(args, {"delivered_to": ids}, lambda: "delivered to " + ", ".join(ids))
+
+
+def cmd_worker(args) -> None:
+    runtime = _runtime(_store())
+    now = clock.parse_instant(args.now, "--now") if args.now else None
+    if args.once:
+        result = timers.run_once(runtime, now)
+        _print(args, result.as_json(), lambda: "\n".join(
+            [f"fired timers of {len(result.fired)} instance(s)"]
+            + [f"failed {i}: {m}" for i, m in result.failed.items()]))
+        if result.failed:
+            raise Refused(f"{len(result.failed)} timer(s) failed; see `bpm incidents`")
+        return
+    if now is not None:
+        raise Refused("--now only makes sense with --once")
+    print("timer worker running; Ctrl-C stops it", file=sys.stderr)
+    try:
+        timers.run_forever(runtime, args.interval)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_instance(args) -> None:
+    view = _runtime(_store()).instance(args.instance_id)
+    _print(args, view.as_json(), lambda: "\n".join(
+        [f"instance {view.id}", f"process {view.process_id} v{view.version}", f"status {view.status}",
+         f"data {json.dumps(view.data, ensure_ascii=False)}"]
+        + [f"task {_task_line(t.as_json())}" for t in view.tasks]
+        + [f"incident {i['id']}: {i['message']}" for i in view.incidents]))
+
+
+def cmd_incidents(args) -> None:
+    from sqlalchemy import select
+    store = _store()
+    with store.read() as session:
+        query = select(Incident).order_by(Incident.id)
+        if not args.all:
+            query = query.where(Incident.status == "open")
+        rows = [{"id": i.id, "instance_id": i.instance_id, "process_id": i.process_id,
+                 "command": i.command, "element_id": i.element_id, "actor": i.actor,
+                 "message": i.message, "status": i.status, "at": i.created_at.isoformat()}
+                for i in session.scalars(query)]
+    _print(args, rows, lambda: "\n".join(
+        f"{r['id']}  {r['status']}  {r['process_id']}  {r['instance_id'] or '-'}  {r['message']}"
+        for r in rows) or "no incidents")
+
+
+def cmd_retry(args) -> None:
+    result = _runtime(_store()).retry(args.incident_id, args.user)
+    data = result.as_json() if hasattr(result, "as_json") else result
+    _print(args, data, lambda: f"incident {args.incident_id} retried and resolved")
+
+
+def cmd_serve(args) -> None:
+    import threading
+
+    from waitress import serve
+
+    from web import create_app
+
+    store = _store()
+    runtime = _runtime(store)
+    stop = threading.Event()
+    worker = threading.Thread(target=timers.run_forever, args=(runtime, 0.5, stop), daemon=True,
+                              name="timer-worker")
+    worker.start()
+    print(f"serving on http://{args.host}:{args.port} (timer worker running)", file=sys.stderr)
+    try:
+        serve(create_app(store), host=args.host, port=args.port, threads=8)
+    finally:
+        stop.set()
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bpm", description="BPM engine for sales organisations")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", cmd_init, "create or migrate the database and deploy bpmn/")
+    p.add_argument("--demo", action="store_true", help="also seed the demo organisation")
+    p = command("serve", cmd_serve, "run the web app and a timer worker")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--as", dest="actor", default="designer")
+    command("definitions", cmd_definitions, "list deployed processes and versions")
+    p = command("start", cmd_start, "start an instance")
+    p.add_argument("process_id")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--data")
+    p = command("tasks", cmd_tasks, "a user's inbox")
+    p.add_argument("--as", dest="user", required=True)
+    for name, func, text in (("claim", cmd_claim, "take a task"), ("unclaim", cmd_unclaim, "give a task back")):
+        p = command(name, func, text)
+        p.add_argument("task_id")
+        p.add_argument("--as", dest="user", required=True)
+    p = command("complete", cmd_complete, "submit a task's form")
+    p.add_argument("task_id")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--data")
+    p = command("message", cmd_message, "deliver a message to the waiting instance")
+    p.add_argument("name")
+    p.add_argument("--data")
+    p.add_argument("--correlation", action="append", metavar="KEY=VALUE")
+    p.add_argument("--as", dest="actor", default="system")
+    p = command("worker", cmd_worker, "fire due timers")
+    p.add_argument("--once", action="store_true")
+    p.add_argument("--now")
+    p.add_argument("--interval", type=float, default=0.5)
+    p = command("instance", cmd_instance, "an instance's status, tasks and data")
+    p.add_argument("instance_id")
+    p = command("incidents", cmd_incidents, "failed commands waiting for a person")
+    p.add_argument("--all", action="store_true", help="include resolved incidents")
+    p = command("retry", cmd_retry, "run a failed command again")
+    p.add_argument("incident_id", type=int)
+    p.add_argument("--as", dest="user", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return 1
+    except (EngineError, Refused, clock.ClockError) as exc:
+        print(f"bpm {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback to a user; the log has the details
+        logging.getLogger("bpm").debug("unexpected error", exc_info=True)
+        print(f"bpm {args.command}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,146 @@
+"""Who is who and who may act: users, roles, superiors and offices, and the demo organisation.
+
+No Flask in here; the web layer and the command line both ask these functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .store import Office, Role, User, UserRole
+
+# The roles of the domain (RULES.md); seeded by every `bpm init`, since lanes resolve to them.
+ROLES: dict[str, tuple[str, str]] = {
+    "sales_rep": ("业务员", "Sales representative"),
+    "office_manager": ("办事处经理", "Office manager"),
+    "regional_manager": ("区域经理", "Regional manager"),
+    "dept_manager": ("业务部经理", "Business department manager"),
+    "vp_sales": ("销售副总经理", "VP of sales"),
+    "general_manager": ("总经理", "General manager"),
+    "board": ("董事会", "Board of directors"),
+    "hq_admin": ("总部行政部", "HQ administration"),
+    "sales_plan": ("销售计划部", "Sales planning"),
+    "finance": ("财务部", "Finance"),
+    "warehouse": ("仓库/储运部", "Warehouse and shipping"),
+    "production": ("生产部", "Production"),
+    "sales_secretary": ("销售部秘书组", "Sales secretary group"),
+    "auditor": ("审计/合规部", "Auditor"),
+    "designer": ("流程设计", "Process designer"),
+}
+
+DEMO_OFFICES = [
+    ("HQ", "总部 Headquarters", None),
+    ("south_china", "华南大区 South China region", "HQ"),
+    ("guangzhou", "广州办事处 Guangzhou office", "south_china"),
+]
+
+# username, display name, role, superior, office
+DEMO_USERS = [
+    ("gm.zhao", "赵总 Zhao", "general_manager", None, "HQ"),
+    ("board.sun", "孙董 Sun", "board", None, "HQ"),
+    ("vp.qian", "钱副总 Qian", "vp_sales", "gm.zhao", "HQ"),
+    ("hq.li", "李 Li", "hq_admin", "gm.zhao", "HQ"),
+    ("dm.zhou", "周经理 Zhou", "dept_manager", "vp.qian", "HQ"),
+    ("rm.zheng", "郑经理 Zheng", "regional_manager", "vp.qian", "south_china"),
+    ("om.wu", "吴主任 Wu", "office_manager", "rm.zheng", "guangzhou"),
+    ("rep.wang", "王 Wang", "sales_rep", "om.wu", "guangzhou"),
+    ("rep.feng", "冯 Feng", "sales_rep", "om.wu", "guangzhou"),
+    ("plan.chen", "陈 Chen", "sales_plan", "vp.qian", "HQ"),
+    ("fin.chu", "褚 Chu", "finance", "gm.zhao", "HQ"),
+    ("wh.wei", "卫 Wei", "warehouse", "gm.zhao", "HQ"),
+    ("prod.jiang", "蒋 Jiang", "production", "gm.zhao", "HQ"),
+    ("ssg.shen", "沈 Shen", "sales_secretary", "vp.qian", "HQ"),
+    ("audit.han", "韩 Han", "auditor", None, "HQ"),
+    ("design.yang", "杨 Yang", "designer", None, "HQ"),
+]
+
+DEMO_PASSWORD = "demo"
+
+
+class UnknownUser(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user as the engine needs to know them: name, roles, superior."""
+    username: str
+    display_name: str
+    roles: frozenset[str]
+    superior: str | None
+    office_id: str | None
+
+
+def seed_roles(session: Session) -> None:
+    existing = set(session.scalars(select(Role.id)))
+    for role_id, (zh, en) in ROLES.items():
+        if role_id not in existing:
+            session.add(Role(id=role_id, name_zh=zh, name_en=en))
+
+
+def seed_demo(session: Session) -> int:
+    """Add the demo organisation of CLI.md; users already present are left as they are."""
+    seed_roles(session)
+    offices = set(session.scalars(select(Office.id)))
+    for office_id, name, parent in DEMO_OFFICES:
+        if office_id not in offices:
+            session.add(Office(id=office_id, name=name, parent_id=parent))
+            session.flush()
+    users = set(session.scalars(select(User.username)))
+    # One hash for all demo users: they share the password and hashing is deliberately slow.
+    password_hash = generate_password_hash(DEMO_PASSWORD)
+    added = 0
+    for username, display, role, superior, office in DEMO_USERS:
+        if username in users:
+            continue
+        session.add(User(username=username, display_name=display, password_hash=password_hash,
+                         office_id=office, superior=superior, active=True))
+        session.flush()
+        session.add(UserRole(username=username, role_id=role))
+        added += 1
+    return added
+
+
+def add_user(session: Session, username: str, password: str, roles: list[str], *,
+             display_name: str | None = None, superior: str | None = None,
+             office_id: str | None = None) -> User:
+    unknown = [r for r in roles if session.get(Role, r) is None]
+    if unknown:
+        raise ValueError(f"unknown role {unknown[0]!r}")
+    user = User(username=username, display_name=display_name or username,
+                password_hash=generate_password_hash(password), office_id=office_id,
+                superior=superior, active=True)
+    session.add(user)
+    session.flush()
+    for role in roles:
+        session.add(UserRole(username=username, role_id=role))
+    return user
+
+
+def person(session: Session, username: str) -> Person:
+    user = session.get(User, username)
+    if user is None or not user.active:
+        raise UnknownUser(f"there is no user {username!r}")
+    roles = frozenset(session.scalars(select(UserRole.role_id).where(UserRole.username == username)))
+    return Person(user.username, user.display_name, roles, user.superior, user.office_id)
+
+
+def check_password(session: Session, username: str, password: str) -> Person | None:
+    user = session.get(User, username)
+    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+        return None
+    return person(session, username)
+
+
+def known_roles(session: Session) -> set[str]:
+    return set(session.scalars(select(Role.id)))
+
+
+def may_act(who: Person, role: str | None, assignee: str | None) -> bool:
+    """A task held by someone is theirs alone; an open task belongs to its role."""
+    if assignee is not None:
+        return assignee == who.username
+    return role is not None and role in who.roles

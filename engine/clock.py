@@ -1,0 +1,55 @@
+"""The one source of "now": `BPM_NOW`, a per-command fixed instant, or the wall clock.
+
+Every command runs inside `command_context` (see `engine.determinism`), which pins "now"
+to the command's logged time; outside a command, `now()` reads `BPM_NOW` if set.
+"""
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from datetime import datetime, timezone
+
+_fixed: ContextVar[datetime | None] = ContextVar("bpm_fixed_now", default=None)
+
+
+class ClockError(ValueError):
+    """A time given by the user (BPM_NOW, --now) is not ISO 8601 with an offset."""
+
+
+def parse_instant(text: str, what: str = "time") -> datetime:
+    """Parse an ISO 8601 instant; a naive time is refused, since it is ambiguous."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ClockError(f"{what} {text!r} is not an ISO 8601 date-time such as 2026-11-23T09:00:00+08:00") from None
+    if value.tzinfo is None:
+        raise ClockError(f"{what} {text!r} has no UTC offset; write it like 2026-11-23T09:00:00+08:00")
+    return value.astimezone(timezone.utc)
+
+
+def now() -> datetime:
+    """The present, as an aware UTC datetime."""
+    fixed = _fixed.get()
+    if fixed is not None:
+        return fixed
+    env = os.environ.get("BPM_NOW")
+    if env:
+        return parse_instant(env, "BPM_NOW")
+    return datetime.now(timezone.utc)
+
+
+class fixed_now:
+    """Context manager pinning `now()` to one instant for the current thread/task."""
+
+    def __init__(self, instant: datetime):
+        if instant.tzinfo is None:
+            raise ClockError("a fixed instant must carry a UTC offset")
+        self.instant = instant.astimezone(timezone.utc)
+        self._token = None
+
+    def __enter__(self) -> datetime:
+        self._token = _fixed.set(self.instant)
+        return self.instant
+
+    def __exit__(self, *exc) -> None:
+        _fixed.reset(self._token)

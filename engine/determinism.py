@@ -1,0 +1,137 @@
+"""The deterministic context every command runs in, so a logged instance can be replayed exactly.
+
+SpiffWorkflow draws on three sources of non-determinism through module-level names: `uuid4`
+(task ids) and `time.time()` (`last_state_change`) in `SpiffWorkflow.task`, and
+`datetime.now()` in the timer event definitions. `install()` redirects them once, for the whole
+process, to a per-command context held in a `ContextVar` (threads do not interfere); outside a
+command they behave as before. Inside a command:
+
+* task ids are `uuid5(instance id, counter)` where the counter is kept in the instance state;
+* `time.time()` and timer `now` are the command's logged time;
+* service-task results are recorded (first run) or played back (replay).
+"""
+from __future__ import annotations
+
+import time as _time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from . import clock
+
+_NAMESPACE = uuid.UUID("6f1c0c52-6a43-4c1e-9d55-2f0b8a3b9e10")
+
+
+@dataclass
+class CommandContext:
+    instance_id: str
+    at: datetime
+    counter: int = 0
+    service_results: list[Any] = field(default_factory=list)
+    replaying: bool = False
+    _replay_cursor: int = 0
+
+    def next_task_id(self) -> uuid.UUID:
+        self.counter += 1
+        return uuid.uuid5(_NAMESPACE, f"{self.instance_id}/{self.counter}")
+
+    @property
+    def epoch(self) -> float:
+        return self.at.timestamp()
+
+
+_current: ContextVar[CommandContext | None] = ContextVar("bpm_command", default=None)
+
+
+def current() -> CommandContext | None:
+    return _current.get()
+
+
+class command_context:
+    """Run a block as one command of one instance, at one instant."""
+
+    def __init__(self, ctx: CommandContext):
+        self.ctx = ctx
+        self._tokens: tuple = ()
+
+    def __enter__(self) -> CommandContext:
+        self._tokens = (_current.set(self.ctx), clock.fixed_now(self.ctx.at))
+        self._tokens[1].__enter__()
+        return self.ctx
+
+    def __exit__(self, *exc) -> None:
+        self._tokens[1].__exit__(*exc)
+        _current.reset(self._tokens[0])
+
+
+def call_service(name: str, call: Callable[[], Any]) -> Any:
+    """Run a service call, or play back its recorded result when replaying.
+
+    The result is recorded in the command's context so the log can keep it as an input.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        return call()
+    if ctx.replaying:
+        if ctx._replay_cursor >= len(ctx.service_results):
+            raise RuntimeError(f"replay asked for service {name!r} but the log recorded no result for it")
+        recorded = ctx.service_results[ctx._replay_cursor]
+        ctx._replay_cursor += 1
+        if recorded.get("service") != name:
+            raise RuntimeError(
+                f"replay called service {name!r} where the log recorded {recorded.get('service')!r}")
+        return recorded["result"]
+    result = call()
+    ctx.service_results.append({"service": name, "result": result})
+    return result
+
+
+# --- redirection of SpiffWorkflow's module-level names -------------------------------------
+
+def _uuid4() -> uuid.UUID:
+    ctx = _current.get()
+    return ctx.next_task_id() if ctx is not None else uuid.uuid4()
+
+
+class _Time:
+    """Stands in for the `time` module inside `SpiffWorkflow.task`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+    @staticmethod
+    def time() -> float:
+        ctx = _current.get()
+        return ctx.epoch if ctx is not None else _time.time()
+
+
+class _DateTime(datetime):
+    """`datetime` whose `now()` is the command's time (used by timer event definitions)."""
+
+    @classmethod
+    def now(cls, tz=None):  # type: ignore[override]
+        instant = clock.now()
+        return instant.astimezone(tz) if tz is not None else instant.astimezone().replace(tzinfo=None)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Redirect SpiffWorkflow's sources of non-determinism; idempotent."""
+    global _installed
+    if _installed:
+        return
+    import SpiffWorkflow.task as spiff_task
+    from SpiffWorkflow.bpmn.specs.event_definitions import timer as spiff_timer
+
+    spiff_task.uuid4 = _uuid4
+    spiff_task.time = _Time()
+    spiff_timer.datetime = _DateTime
+    _installed = True
+
+
+def utc(dt: datetime) -> datetime:
+    return dt.astimezone(timezone.utc)

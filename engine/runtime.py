@@ -1,0 +1,644 @@
+"""The only code that changes an instance: start, claim, unclaim, complete, message, timer, retry.
+
+Every command goes through `Runtime._unit_of_work`: lock the instance, restore its state, apply
+the command inside the deterministic context, run engine steps, derive the projections, append
+the hash-chained log entry, and save it all in one transaction — or roll everything back and
+record an incident a person can see and retry.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+from SpiffWorkflow.bpmn import BpmnEvent
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.util.task import TaskState
+
+from . import access, clock, determinism, state
+from .determinism import CommandContext, command_context
+from .store import (Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
+                    Store)
+
+GENESIS_HASH = "0" * 64
+BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
+
+
+# --- errors: each carries one sentence a person can act on ------------------------------------
+
+class EngineError(Exception):
+    """A refused or failed command; `str()` is the sentence to show."""
+    status = "refused"
+
+
+class NotFound(EngineError):
+    status = "not_found"
+
+
+class Forbidden(EngineError):
+    status = "forbidden"
+
+
+class Conflict(EngineError):
+    """The task or instance changed under the caller (already done, held by someone else)."""
+    status = "conflict"
+
+
+class InvalidInput(EngineError):
+    status = "invalid"
+
+
+class CommandFailed(EngineError):
+    """A script or service failed; the command was rolled back and an incident recorded."""
+    status = "failed"
+
+    def __init__(self, message: str, incident_id: int | None):
+        super().__init__(message)
+        self.incident_id = incident_id
+
+
+# --- loaded definitions -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadedDefinition:
+    id: int
+    process_id: str
+    version: int
+    spec: Any
+    subprocess_specs: dict
+    lane_roles: dict[str, str]
+
+
+_definitions: dict[int, LoadedDefinition] = {}
+_retrying: ContextVar[int | None] = ContextVar("bpm_retrying_incident", default=None)
+_definitions_lock = threading.Lock()
+
+
+def loaded_definition(session: Session, definition_id: int) -> LoadedDefinition:
+    """Deployed versions are immutable, so each is restored once per process and shared."""
+    found = _definitions.get(definition_id)
+    if found is not None:
+        return found
+    row = session.get(Definition, definition_id)
+    if row is None:
+        raise NotFound(f"there is no deployed definition {definition_id}")
+    spec, subs = state.load_spec(row.spec)
+    found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles))
+    with _definitions_lock:
+        _definitions[definition_id] = found
+    return found
+
+
+# --- results ---------------------------------------------------------------------------------
+
+@dataclass
+class TaskView:
+    id: str
+    instance_id: str
+    process_id: str
+    name: str
+    element_id: str
+    role: str | None
+    assignee: str | None
+    due: datetime | None
+    created: datetime
+    form: str | None = None
+    business_key: str | None = None
+    customer: str | None = None
+    amount: float | None = None
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "instance_id": self.instance_id, "process_id": self.process_id,
+                "name": self.name, "element_id": self.element_id, "role": self.role,
+                "assignee": self.assignee, "due": self.due.isoformat() if self.due else None,
+                "created": self.created.isoformat(), "form": self.form,
+                "business_key": self.business_key, "customer": self.customer, "amount": self.amount}
+
+
+@dataclass
+class InstanceView:
+    id: str
+    process_id: str
+    version: int
+    status: str
+    data: dict
+    tasks: list[TaskView] = field(default_factory=list)
+    business_key: str | None = None
+    initiator: str | None = None
+    created: datetime | None = None
+    updated: datetime | None = None
+    incidents: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "process_id": self.process_id, "version": self.version,
+                "status": self.status, "business_key": self.business_key,
+                "initiator": self.initiator,
+                "created": self.created.isoformat() if self.created else None,
+                "updated": self.updated.isoformat() if self.updated else None,
+                "data": self.data, "tasks": [t.as_json() for t in self.tasks],
+                "incidents": self.incidents}
+
+
+# --- commands: pure functions of (workflow, input), replayed as they are ---------------------
+
+def _find_task(workflow: BpmnWorkflow, task_id: str):
+    try:
+        return workflow.get_task_from_id(uuid.UUID(task_id))
+    except Exception:
+        return None
+
+
+def _apply_complete(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    task = _find_task(workflow, inputs["task_id"])
+    if task is None or not task.task_spec.manual:
+        raise NotFound(f"instance has no user task {inputs['task_id']}")
+    if task.state != TaskState.READY:
+        raise Conflict(f"task {inputs['task_id']} ({task.task_spec.bpmn_name or task.task_spec.name}) "
+                       f"is {TaskState.get_name(task.state).lower()}, not waiting for input")
+    # Fresh copies: nested task data is shared between SpiffWorkflow tasks.
+    task.set_data(**copy.deepcopy(inputs.get("data") or {}))
+    task._set_internal_data(completed_by=actor)
+    task.run()
+    workflow.do_engine_steps()
+
+
+def _apply_claim(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    task = _find_task(workflow, inputs["task_id"])
+    task._set_internal_data(assignee=actor)
+
+
+def _apply_unclaim(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    task = _find_task(workflow, inputs["task_id"])
+    task.internal_data.pop("assignee", None)
+
+
+def _apply_message(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    name = inputs["name"]
+    waiting = [t for t in workflow.get_tasks(state=TaskState.WAITING)
+               if isinstance(getattr(t.task_spec, "event_definition", None), MessageEventDefinition)
+               and t.task_spec.event_definition.name == name]
+    if not waiting:
+        raise Conflict(f"the instance is not waiting for message {name!r}")
+    event = BpmnEvent(waiting[0].task_spec.event_definition, payload=copy.deepcopy(inputs.get("payload") or {}))
+    workflow.send_event(event)
+    workflow.do_engine_steps()
+
+
+def _apply_timer(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    # do_engine_steps does not run fired timers by itself: refresh them first.
+    workflow.refresh_timers()
+    workflow.do_engine_steps()
+
+
+COMMANDS: dict[str, Callable[[BpmnWorkflow, dict, str], None]] = {
+    "complete": _apply_complete,
+    "claim": _apply_claim,
+    "unclaim": _apply_unclaim,
+    "message": _apply_message,
+    "timer": _apply_timer,
+}
+
+
+def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
+    workflow = BpmnWorkflow(loaded.spec, loaded.subprocess_specs, script_engine=script_engine)
+    workflow.task_tree.data = copy.deepcopy(data)
+    workflow.do_engine_steps()
+    return workflow
+
+
+# --- projections -----------------------------------------------------------------------------
+
+def instance_data(workflow: BpmnWorkflow) -> dict:
+    """What the instance knows now: the data of the last completed task, or the start data."""
+    task = workflow.last_task or workflow.task_tree
+    return task.data
+
+
+def _business_fields(data: dict) -> tuple[str | None, str | None, float | None]:
+    key = next((str(data[f]) for f in BUSINESS_KEY_FIELDS if isinstance(data.get(f), (str, int))), None)
+    customer = data.get("customer")
+    customer = str(customer) if isinstance(customer, (str, int)) else None
+    amount = data.get("amount")
+    amount = float(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else None
+    return key, customer, amount
+
+
+def _timer_due(task) -> datetime | None:
+    value = task._get_internal_data("event_value")
+    if isinstance(value, dict):  # cycle timer
+        value = value.get("next") if value.get("cycles") != 0 else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return TimerEventDefinition.get_datetime(value).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def _task_properties(task_spec) -> dict:
+    extensions = getattr(task_spec, "extensions", None) or {}
+    return extensions.get("properties") or {}
+
+
+def project(session: Session, instance: Instance, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+            fresh: bool) -> None:
+    """Rewrite the instance's projection rows from its state, in the caller's transaction."""
+    data = instance_data(workflow)
+    instance.business_key, instance.customer, instance.amount = _business_fields(data)
+    if not fresh:
+        for model in (HumanTask, DueTimer, MessageWait):
+            session.execute(delete(model).where(model.instance_id == instance.id))
+    human, timers, waits = [], [], []
+    for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
+        spec = task.task_spec
+        if task.state == TaskState.READY and spec.manual:
+            props = _task_properties(spec)
+            human.append({
+                "id": str(task.id), "instance_id": instance.id, "process_id": loaded.process_id,
+                "element_id": spec.bpmn_id or spec.name, "name": spec.bpmn_name or spec.bpmn_id or spec.name,
+                "role": loaded.lane_roles.get(spec.lane) if spec.lane else None,
+                "assignee": task._get_internal_data("assignee"),
+                "form": props.get("formJsonSchemaFilename") or props.get("form"),
+                "business_key": instance.business_key, "customer": instance.customer,
+                "amount": instance.amount,
+                "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
+                "due_at": None,
+            })
+        elif task.state == TaskState.WAITING:
+            definition = getattr(spec, "event_definition", None)
+            if isinstance(definition, TimerEventDefinition):
+                due = _timer_due(task)
+                if due is not None:
+                    timers.append({"id": str(task.id), "instance_id": instance.id,
+                                   "element_id": spec.bpmn_id or spec.name, "due_at": due})
+            elif isinstance(definition, MessageEventDefinition):
+                waits.append({"id": str(task.id), "instance_id": instance.id,
+                              "message": definition.name, "element_id": spec.bpmn_id or spec.name})
+    for model, rows in ((HumanTask, human), (DueTimer, timers), (MessageWait, waits)):
+        if rows:
+            session.execute(insert(model), rows)
+
+
+def _status(workflow: BpmnWorkflow) -> str:
+    if workflow.is_completed():
+        return "completed" if workflow.success else "cancelled"
+    return "running"
+
+
+def _entry_hash(instance_id: str, seq: int, at: datetime, actor: str, command: str, inputs: dict,
+                state_hash: str, prev_hash: str) -> str:
+    return state.digest(state.canonical({
+        "instance": instance_id, "seq": seq, "at": at.isoformat(), "actor": actor,
+        "command": command, "input": inputs, "state": state_hash, "prev": prev_hash}))
+
+
+def _failure_sentence(exc: BaseException, command: str) -> tuple[str, str | None]:
+    """One sentence naming what failed and where, and the BPMN element id if known."""
+    task = getattr(exc, "task", None)
+    element = None
+    where = f"the {command} command"
+    if task is not None:
+        spec = task.task_spec
+        element = spec.bpmn_id or spec.name
+        label = f" ({spec.bpmn_name})" if spec.bpmn_name else ""
+        where = f"{type(spec).__name__.replace('Task', ' task').lower().strip()} '{element}'{label}"
+    detail = exc.error_line if getattr(exc, "error_line", None) else None
+    base = str(exc).strip().rstrip(".") or type(exc).__name__
+    if isinstance(exc, SpiffWorkflowException):
+        base = exc.args[0] if exc.args else base
+        inner = getattr(exc, "exception", None)
+        if inner is not None and str(inner) and str(inner) not in base:
+            base = f"{base} ({inner})"
+    line = f" at line {exc.line_number}" if getattr(exc, "line_number", None) else ""
+    message = f"{where} failed{line}: {base}"
+    if detail:
+        message += f" [{detail.strip()}]"
+    return message, element
+
+
+# --- the runtime -----------------------------------------------------------------------------
+
+class Runtime:
+    """Runs commands against instances stored in `store`."""
+
+    def __init__(self, store: Store, services: Mapping[str, Callable[..., Any]] | None = None,
+                 script_engine=None):
+        determinism.install()
+        self.store = store
+        self.services = dict(services or {})
+        if script_engine is None:
+            from .scripts import SandboxedScriptEngine
+            script_engine = SandboxedScriptEngine(self.services)
+        self.script_engine = script_engine
+
+    # --- starting ---
+
+    def start(self, process_id: str, actor: str, data: Any = None, *, at: datetime | None = None,
+              version: int | None = None) -> InstanceView:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise InvalidInput("start data must be a JSON object")
+        at = at or clock.now()
+        instance_id = str(uuid.uuid4())
+        with self.store.read() as session:
+            who = self._person(session, actor)
+            definition = self._definition_for(session, process_id, version)
+        inputs = {"process_id": process_id, "version": definition.version, "data": data}
+        try:
+            with self.store.write() as session:
+                loaded = loaded_definition(session, definition.id)
+                ctx = CommandContext(instance_id, at)
+                with command_context(ctx):
+                    workflow = new_workflow(loaded, data, self.script_engine)
+                if ctx.service_results:
+                    inputs["service_results"] = ctx.service_results
+                text = state.dump_state(workflow, ctx.counter)
+                state_hash = state.digest(text)
+                row = Instance(id=instance_id, definition_id=loaded.id, process_id=process_id,
+                               status=_status(workflow), initiator=who.username, state=text,
+                               state_hash=state_hash, revision=1, log_hash=GENESIS_HASH,
+                               created_at=at, updated_at=at,
+                               completed_at=at if workflow.is_completed() else None)
+                session.add(row)
+                session.flush()
+                project(session, row, workflow, loaded, fresh=True)
+                self._append_log(session, row, 1, at, who.username, "start", None, inputs, state_hash)
+                result = self._view(row, workflow, loaded, session)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise self._incident(exc, None, process_id, "start", inputs, actor, at) from exc
+        return result
+
+    # --- acting on tasks ---
+
+    def claim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
+        def check(task_row: HumanTask, who: access.Person) -> None:
+            if task_row.assignee == who.username:
+                return
+            if task_row.assignee is not None:
+                raise Conflict(f"task {task_row.id} is already held by {task_row.assignee}")
+            if task_row.role not in who.roles:
+                raise Forbidden(f"{who.username} may not claim task {task_row.id}: it is for role "
+                                f"{task_row.role}")
+        return self._task_command("claim", task_id, actor, {}, at, check)
+
+    def unclaim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
+        def check(task_row: HumanTask, who: access.Person) -> None:
+            if task_row.assignee != who.username:
+                raise Forbidden(f"{who.username} does not hold task {task_row.id}, so cannot give it back")
+        return self._task_command("unclaim", task_id, actor, {}, at, check)
+
+    def complete(self, task_id: str, actor: str, data: Any = None, *,
+                 at: datetime | None = None) -> InstanceView:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise InvalidInput("task data must be a JSON object")
+
+        def check(task_row: HumanTask, who: access.Person) -> None:
+            if not access.may_act(who, task_row.role, task_row.assignee):
+                holder = f"held by {task_row.assignee}" if task_row.assignee else f"for role {task_row.role}"
+                raise Forbidden(f"{who.username} may not complete task {task_row.id}: it is {holder}")
+        return self._task_command("complete", task_id, actor, {"data": data}, at, check)
+
+    def _task_command(self, command: str, task_id: str, actor: str, inputs: dict,
+                      at: datetime | None, check) -> Any:
+        at = at or clock.now()
+        inputs = {"task_id": task_id, **inputs}
+        with self.store.read() as session:
+            who = self._person(session, actor)
+            task_row = session.get(HumanTask, task_id)
+            if task_row is None:
+                raise self._missing_task(session, task_id)
+            instance_id = task_row.instance_id
+
+        def guard(session: Session, workflow: BpmnWorkflow) -> None:
+            # Re-read under the instance lock: the row may have changed since the first look.
+            row = session.get(HumanTask, task_id, populate_existing=True)
+            if row is None:
+                raise self._missing_task(session, task_id)
+            check(row, who)
+
+        view = self._unit_of_work(instance_id, command, who.username, inputs, at, guard)
+        if command in ("claim", "unclaim"):
+            return next(t for t in view.tasks if t.id == task_id)
+        return view
+
+    def _missing_task(self, session: Session, task_id: str) -> EngineError:
+        done = session.execute(
+            select(LogEntry.actor, LogEntry.at).where(LogEntry.task_id == task_id,
+                                                      LogEntry.command == "complete")
+        ).first()
+        if done is not None:
+            return Conflict(f"task {task_id} is already done (completed by {done.actor} at "
+                            f"{done.at.isoformat()})")
+        return NotFound(f"there is no open task {task_id}")
+
+    # --- messages and timers ---
+
+    def message(self, name: str, payload: Any = None, correlation: Mapping[str, str] | None = None,
+                *, actor: str = "system", at: datetime | None = None) -> list[str]:
+        """Deliver message `name` to the one waiting instance that matches `correlation`."""
+        payload = {} if payload is None else payload
+        if not isinstance(payload, dict):
+            raise InvalidInput("message data must be a JSON object")
+        correlation = dict(correlation or {})
+        at = at or clock.now()
+        with self.store.read() as session:
+            candidates = session.execute(
+                select(MessageWait.instance_id, Instance.business_key, Instance.state,
+                       Instance.definition_id)
+                .join(Instance, Instance.id == MessageWait.instance_id)
+                .where(MessageWait.message == name).distinct()).all()
+            matches = [c for c in candidates if self._correlates(session, c, correlation)]
+        described = f"message {name!r}" + (
+            " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
+        if not matches:
+            raise NotFound(f"no instance is waiting for {described}")
+        if len(matches) > 1:
+            raise Conflict(f"{len(matches)} instances are waiting for {described}; "
+                           f"name one with --correlation")
+        instance_id = matches[0].instance_id
+        inputs = {"name": name, "payload": payload, "correlation": correlation}
+        self._unit_of_work(instance_id, "message", actor, inputs, at, None)
+        return [instance_id]
+
+    def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
+        if not correlation:
+            return True
+        values = [str(v) for v in correlation.values()]
+        if candidate.business_key is not None and all(v == candidate.business_key for v in values):
+            return True
+        loaded = loaded_definition(session, candidate.definition_id)
+        workflow, _ = state.load_state(candidate.state, loaded.spec, loaded.subprocess_specs)
+        data = instance_data(workflow)
+        return all(str(data.get(k)) == str(v) for k, v in correlation.items())
+
+    def fire_timer(self, instance_id: str, at: datetime, actor: str = "worker") -> InstanceView:
+        return self._unit_of_work(instance_id, "timer", actor, {}, at, None)
+
+    # --- incidents ---
+
+    def retry(self, incident_id: int, actor: str, *, at: datetime | None = None) -> Any:
+        with self.store.read() as session:
+            self._person(session, actor)
+            incident = session.get(Incident, incident_id)
+            if incident is None:
+                raise NotFound(f"there is no incident {incident_id}")
+            if incident.status != "open":
+                raise Conflict(f"incident {incident_id} is already {incident.status}")
+            command, inputs, original = incident.command, dict(incident.input), incident.actor
+        at = at or clock.now()
+        token = _retrying.set(incident_id)
+        try:
+            if command == "start":
+                result = self.start(inputs["process_id"], original, inputs.get("data"), at=at,
+                                    version=inputs.get("version"))
+            elif command == "complete":
+                result = self.complete(inputs["task_id"], original, inputs.get("data"), at=at)
+            elif command == "message":
+                result = self.message(inputs["name"], inputs.get("payload"), inputs.get("correlation"),
+                                      actor=original, at=at)
+            elif command == "timer":
+                result = self.fire_timer(incident.instance_id, at, original)
+            else:
+                raise InvalidInput(f"incident {incident_id} records command {command!r}, which cannot be retried")
+        finally:
+            _retrying.reset(token)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            row.status, row.resolved_at = "resolved", at
+        return result
+
+    def _incident(self, exc: BaseException, instance_id: str | None, process_id: str, command: str,
+                  inputs: dict, actor: str, at: datetime) -> CommandFailed:
+        message, element = _failure_sentence(exc, command)
+        with self.store.write() as session:
+            retrying = _retrying.get()
+            if retrying is not None:
+                row = session.get(Incident, retrying)
+                row.message, row.element_id, row.created_at = message, element, at
+            else:
+                row = Incident(instance_id=instance_id, process_id=process_id, command=command,
+                               input=inputs, actor=actor, element_id=element, message=message,
+                               status="open", created_at=at)
+                session.add(row)
+            session.flush()
+            incident_id = row.id
+        return CommandFailed(f"{message} — nothing was changed; incident {incident_id} records it", incident_id)
+
+    # --- the unit of work ---
+
+    def _unit_of_work(self, instance_id: str, command: str, actor: str, inputs: dict, at: datetime,
+                      guard: Callable[[Session, BpmnWorkflow], None] | None) -> InstanceView:
+        process_id = "?"
+        try:
+            with self.store.write() as session:
+                query = select(Instance).where(Instance.id == instance_id)
+                if not self.store.is_sqlite:
+                    query = query.with_for_update()
+                row = session.scalars(query.execution_options(populate_existing=True)).first()
+                if row is None:
+                    raise NotFound(f"there is no instance {instance_id}")
+                process_id = row.process_id
+                if row.status != "running":
+                    raise Conflict(f"instance {instance_id} is {row.status}")
+                loaded = loaded_definition(session, row.definition_id)
+                ctx = CommandContext(instance_id, at)
+                with command_context(ctx):
+                    workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+                    workflow.script_engine = self.script_engine  # lost on every deserialisation
+                    if guard is not None:
+                        guard(session, workflow)
+                    COMMANDS[command](workflow, inputs, actor)
+                logged = dict(inputs)
+                if ctx.service_results:
+                    logged["service_results"] = ctx.service_results
+                text = state.dump_state(workflow, ctx.counter)
+                state_hash = state.digest(text)
+                seq = row.revision + 1
+                status = _status(workflow)
+                done = session.execute(
+                    update(Instance).where(Instance.id == instance_id, Instance.revision == row.revision)
+                    .values(state=text, state_hash=state_hash, revision=seq, status=status,
+                            updated_at=at, completed_at=at if status != "running" else None)
+                ).rowcount
+                if done != 1:
+                    raise Conflict(f"instance {instance_id} was changed by someone else at the same "
+                                   f"moment; look again and retry")
+                row.state, row.state_hash, row.revision, row.status, row.updated_at = \
+                    text, state_hash, seq, status, at
+                project(session, row, workflow, loaded, fresh=False)
+                self._append_log(session, row, seq, at, actor, command, inputs.get("task_id"),
+                                 logged, state_hash)
+                return self._view(row, workflow, loaded, session)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise self._incident(exc, instance_id, process_id, command, inputs, actor, at) from exc
+
+    def _append_log(self, session: Session, row: Instance, seq: int, at: datetime, actor: str,
+                    command: str, task_id: str | None, inputs: dict, state_hash: str) -> None:
+        prev = row.log_hash
+        entry_hash = _entry_hash(row.id, seq, at, actor, command, inputs, state_hash, prev)
+        session.execute(insert(LogEntry), [{
+            "instance_id": row.id, "seq": seq, "at": at, "actor": actor, "command": command,
+            "task_id": task_id, "input": inputs, "state_hash": state_hash, "prev_hash": prev,
+            "hash": entry_hash}])
+        session.execute(update(Instance).where(Instance.id == row.id).values(log_hash=entry_hash))
+        row.log_hash = entry_hash
+
+    # --- reading ---
+
+    def instance(self, instance_id: str) -> InstanceView:
+        with self.store.read() as session:
+            row = session.get(Instance, instance_id)
+            if row is None:
+                raise NotFound(f"there is no instance {instance_id}")
+            loaded = loaded_definition(session, row.definition_id)
+            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+            return self._view(row, workflow, loaded, session)
+
+    def _view(self, row: Instance, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+              session: Session) -> InstanceView:
+        tasks = [task_view(t) for t in session.scalars(
+            select(HumanTask).where(HumanTask.instance_id == row.id).order_by(HumanTask.created_at))]
+        incidents = [{"id": i.id, "command": i.command, "element_id": i.element_id,
+                      "message": i.message, "at": i.created_at.isoformat()}
+                     for i in session.scalars(select(Incident).where(
+                         Incident.instance_id == row.id, Incident.status == "open"))]
+        return InstanceView(row.id, row.process_id, loaded.version, row.status,
+                            copy.deepcopy(instance_data(workflow)), tasks, row.business_key,
+                            row.initiator, row.created_at, row.updated_at, incidents)
+
+    def _person(self, session: Session, username: str) -> access.Person:
+        try:
+            return access.person(session, username)
+        except access.UnknownUser as exc:
+            raise NotFound(str(exc)) from None
+
+    def _definition_for(self, session: Session, process_id: str, version: int | None) -> Definition:
+        query = select(Definition).where(Definition.process_id == process_id)
+        if version is not None:
+            query = query.where(Definition.version == version)
+        found = session.scalars(query.order_by(Definition.version.desc()).limit(1)).first()
+        if found is None:
+            if version is not None:
+                raise NotFound(f"process {process_id!r} has no version {version}")
+            raise NotFound(f"there is no deployed process {process_id!r}")
+        return found
+
+
+def task_view(row: HumanTask) -> TaskView:
+    return TaskView(row.id, row.instance_id, row.process_id, row.name, row.element_id, row.role,
+                    row.assignee, row.due_at, row.created_at, row.form, row.business_key,
+                    row.customer, row.amount)

@@ -1,0 +1,265 @@
+"""Persistence: SQLAlchemy 2.0 typed models, the database connection and its transactions.
+
+SQLite (WAL, under `instance/`) by default, PostgreSQL through `BPM_DATABASE_URL`. The schema is
+owned by the Alembic migrations in `engine/migrations`; `migrate()` applies them.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint, create_engine, event)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# --- organisation -----------------------------------------------------------------------------
+
+class Office(Base):
+    __tablename__ = "office"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[Optional[str]] = mapped_column(ForeignKey("office.id"))
+
+
+class Role(Base):
+    __tablename__ = "role"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(100))
+
+
+class User(Base):
+    __tablename__ = "app_user"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    office_id: Mapped[Optional[str]] = mapped_column(ForeignKey("office.id"))
+    superior: Mapped[Optional[str]] = mapped_column(ForeignKey("app_user.username"))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class UserRole(Base):
+    __tablename__ = "user_role"
+    username: Mapped[str] = mapped_column(ForeignKey("app_user.username"), primary_key=True)
+    role_id: Mapped[str] = mapped_column(ForeignKey("role.id"), primary_key=True)
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+class Definition(Base):
+    """One deployed, immutable version of one process."""
+    __tablename__ = "definition"
+    __table_args__ = (UniqueConstraint("process_id", "version"),
+                      UniqueConstraint("process_id", "content_hash"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(300))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict[str, str]] = mapped_column(JSON)
+    spec: Mapped[str] = mapped_column(Text)  # serialized spec + subprocess specs, shared by instances
+    lane_roles: Mapped[dict[str, str]] = mapped_column(JSON)
+    deployed_by: Mapped[str] = mapped_column(String(64))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- runtime ----------------------------------------------------------------------------------
+
+class Instance(Base):
+    __tablename__ = "instance"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
+    process_id: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    business_key: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    customer: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    amount: Mapped[Optional[float]] = mapped_column(Float)
+    initiator: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(Text)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)  # = log length; checked at write (races)
+    log_hash: Mapped[str] = mapped_column(String(64))  # hash of the last log entry
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class HumanTask(Base):
+    """Inbox projection: one row per READY user task; derived from the state, never edited."""
+    __tablename__ = "human_task"
+    __table_args__ = (Index("ix_human_task_role_due", "role", "due_at"),
+                      Index("ix_human_task_assignee_due", "assignee", "due_at"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    process_id: Mapped[str] = mapped_column(String(200))
+    element_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(300))
+    role: Mapped[Optional[str]] = mapped_column(String(64))
+    assignee: Mapped[Optional[str]] = mapped_column(String(64))
+    form: Mapped[Optional[str]] = mapped_column(String(200))
+    business_key: Mapped[Optional[str]] = mapped_column(String(200))
+    customer: Mapped[Optional[str]] = mapped_column(String(200))
+    amount: Mapped[Optional[float]] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class DueTimer(Base):
+    """A waiting timer event of an instance with the instant it fires; derived from the state."""
+    __tablename__ = "due_timer"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the waiting task's id
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    element_id: Mapped[str] = mapped_column(String(200))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class MessageWait(Base):
+    """A message an instance waits for; derived from the state."""
+    __tablename__ = "message_wait"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the waiting task's id
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    message: Mapped[str] = mapped_column(String(200), index=True)
+    element_id: Mapped[str] = mapped_column(String(200))
+
+
+class LogEntry(Base):
+    """Append-only, hash-chained log of the commands an instance received."""
+    __tablename__ = "log_entry"
+    __table_args__ = (UniqueConstraint("instance_id", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Incident(Base):
+    """A command that failed and was rolled back, kept so a person can see it and retry."""
+    __tablename__ = "incident"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    process_id: Mapped[str] = mapped_column(String(200))
+    command: Mapped[str] = mapped_column(String(32))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(64))
+    element_id: Mapped[Optional[str]] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+# --- connection -------------------------------------------------------------------------------
+
+def default_url() -> str:
+    url = os.environ.get("BPM_DATABASE_URL")
+    if url:
+        return url
+    folder = PROJECT_ROOT / "instance"
+    folder.mkdir(exist_ok=True)
+    return f"sqlite:///{folder / 'bpm.sqlite3'}"
+
+
+class Store:
+    """The database: an SQLAlchemy engine and the transactions the engine runs in."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        if self.url.startswith("postgresql://"):
+            self.url = "postgresql+psycopg://" + self.url[len("postgresql://"):]
+        self.engine: Engine = _create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # Writers on SQLite take the write lock at BEGIN, so two commands never both read a
+        # revision and then race to write it (a deferred transaction would fail at upgrade).
+        writer = self.engine.execution_options(bpm_write=True) if self.is_sqlite else self.engine
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(writer, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction that commits on success and rolls back on any exception."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("bpm_write")
+                                 else "BEGIN")
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(store: Store) -> None:
+    """Bring the schema up to date with the Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    folder = Path(__file__).resolve().parent / "migrations"
+    config = Config()
+    config.set_main_option("script_location", str(folder))
+    config.set_main_option("sqlalchemy.url", store.url.replace("%", "%%"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,66 @@
+"""Deployed versions: store parsed definitions as immutable numbered versions keyed by content hash."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from sqlalchemy import func, select
+
+from . import access, clock, state
+from .definitions import load_definitions
+from .store import Definition, Store
+
+
+@dataclass(frozen=True)
+class Deployed:
+    process_id: str
+    version: int
+    status: str  # "deployed" or "unchanged"
+
+    def as_json(self) -> dict:
+        return {"process_id": self.process_id, "version": self.version, "status": self.status}
+
+
+def deploy(store: Store, paths: Sequence[str | Path], actor: str = "system",
+           at: datetime | None = None) -> list[Deployed]:
+    """Validate every file, then deploy all processes in one transaction, or none.
+
+    A process whose files are byte-for-byte those of a deployed version is `unchanged`.
+    Raises `definitions.DefinitionError` listing every problem.
+    """
+    at = at or clock.now()
+    with store.read() as session:
+        roles = access.known_roles(session)
+    definitions = load_definitions(paths, roles)
+    results: list[Deployed] = []
+    with store.write() as session:
+        for definition in definitions:
+            existing = session.scalars(select(Definition).where(
+                Definition.process_id == definition.process_id,
+                Definition.content_hash == definition.content_hash)).first()
+            if existing is not None:
+                results.append(Deployed(definition.process_id, existing.version, "unchanged"))
+                continue
+            latest = session.scalar(select(func.max(Definition.version)).where(
+                Definition.process_id == definition.process_id)) or 0
+            session.add(Definition(
+                process_id=definition.process_id, version=latest + 1, name=definition.name,
+                content_hash=definition.content_hash,
+                files={name: data.decode("utf-8") for name, data in definition.files.items()},
+                spec=state.dump_spec(definition.spec, definition.subprocess_specs),
+                lane_roles=definition.lane_roles, deployed_by=actor, deployed_at=at))
+            results.append(Deployed(definition.process_id, latest + 1, "deployed"))
+    return results
+
+
+def listing(store: Store) -> list[dict]:
+    with store.read() as session:
+        rows = session.execute(select(Definition.process_id, Definition.version, Definition.name,
+                                      Definition.content_hash, Definition.deployed_by,
+                                      Definition.deployed_at)
+                               .order_by(Definition.process_id, Definition.version)).all()
+    return [{"process_id": r.process_id, "version": r.version, "name": r.name,
+             "content_hash": r.content_hash, "deployed_by": r.deployed_by,
+             "deployed_at": r.deployed_at.isoformat()} for r in rows]
