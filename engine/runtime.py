@@ -66,6 +66,14 @@ class CommandFailed(EngineError):
         self.incident_id = incident_id
 
 
+class _ExecutionFailed(Exception):
+    """Raised around an exception from the workflow itself (script, service, expression)."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(str(original))
+        self.original = original
+
+
 # --- loaded definitions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -78,14 +86,15 @@ class LoadedDefinition:
     lane_roles: dict[str, str]
 
 
-_definitions: dict[int, LoadedDefinition] = {}
+_definitions: dict[tuple[str, int], LoadedDefinition] = {}
 _retrying: ContextVar[int | None] = ContextVar("bpm_retrying_incident", default=None)
 _definitions_lock = threading.Lock()
 
 
 def loaded_definition(session: Session, definition_id: int) -> LoadedDefinition:
     """Deployed versions are immutable, so each is restored once per process and shared."""
-    found = _definitions.get(definition_id)
+    key = (str(session.get_bind().url), definition_id)
+    found = _definitions.get(key)
     if found is not None:
         return found
     row = session.get(Definition, definition_id)
@@ -94,7 +103,7 @@ def loaded_definition(session: Session, definition_id: int) -> LoadedDefinition:
     spec, subs = state.load_spec(row.spec)
     found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles))
     with _definitions_lock:
-        _definitions[definition_id] = found
+        _definitions[key] = found
     return found
 
 
@@ -358,7 +367,12 @@ class Runtime:
                 loaded = loaded_definition(session, definition.id)
                 ctx = CommandContext(instance_id, at)
                 with command_context(ctx):
-                    workflow = new_workflow(loaded, data, self.script_engine)
+                    try:
+                        workflow = new_workflow(loaded, data, self.script_engine)
+                    except EngineError:
+                        raise
+                    except Exception as exc:
+                        raise _ExecutionFailed(exc) from exc
                 if ctx.service_results:
                     inputs["service_results"] = ctx.service_results
                 text = state.dump_state(workflow, ctx.counter)
@@ -373,10 +387,8 @@ class Runtime:
                 project(session, row, workflow, loaded, fresh=True)
                 self._append_log(session, row, 1, at, who.username, "start", None, inputs, state_hash)
                 result = self._view(row, workflow, loaded, session)
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise self._incident(exc, None, process_id, "start", inputs, actor, at) from exc
+        except _ExecutionFailed as failure:
+            raise self._incident(failure.original, None, process_id, "start", inputs, actor, at) from None
         return result
 
     # --- acting on tasks ---
@@ -559,7 +571,12 @@ class Runtime:
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
                     if guard is not None:
                         guard(session, workflow)
-                    COMMANDS[command](workflow, inputs, actor)
+                    try:
+                        COMMANDS[command](workflow, inputs, actor)
+                    except EngineError:
+                        raise
+                    except Exception as exc:
+                        raise _ExecutionFailed(exc) from exc
                 logged = dict(inputs)
                 if ctx.service_results:
                     logged["service_results"] = ctx.service_results
@@ -581,10 +598,9 @@ class Runtime:
                 self._append_log(session, row, seq, at, actor, command, inputs.get("task_id"),
                                  logged, state_hash)
                 return self._view(row, workflow, loaded, session)
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise self._incident(exc, instance_id, process_id, command, inputs, actor, at) from exc
+        except _ExecutionFailed as failure:
+            raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
+                                 at) from None
 
     def _append_log(self, session: Session, row: Instance, seq: int, at: datetime, actor: str,
                     command: str, task_id: str | None, inputs: dict, state_hash: str) -> None:

@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('definition',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('process_id', sa.String(length=200), nullable=False),
@@ -88,6 +88,7 @@ def upgrade() -> None:
     sa.Column('state', sa.Text(), nullable=False),
     sa.Column('state_hash', sa.String(length=64), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=False),
+    sa.Column('log_hash', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
@@ -142,6 +143,7 @@ def upgrade() -> None:
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=64), nullable=False),
     sa.Column('command', sa.String(length=32), nullable=False),
+    sa.Column('task_id', sa.String(length=36), nullable=True),
     sa.Column('input', sa.JSON(), nullable=False),
     sa.Column('state_hash', sa.String(length=64), nullable=False),
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
@@ -150,6 +152,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('instance_id', 'seq')
     )
+    with op.batch_alter_table('log_entry', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_log_entry_task_id'), ['task_id'], unique=False)
+
     op.create_table('message_wait',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('instance_id', sa.String(length=36), nullable=False),
@@ -169,17 +174,20 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['username'], ['app_user.username'], ),
     sa.PrimaryKeyConstraint('username', 'role_id')
     )
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('user_role')
     with op.batch_alter_table('message_wait', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_wait_message'))
         batch_op.drop_index(batch_op.f('ix_message_wait_instance_id'))
 
     op.drop_table('message_wait')
+    with op.batch_alter_table('log_entry', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_log_entry_task_id'))
+
     op.drop_table('log_entry')
     with op.batch_alter_table('human_task', schema=None) as batch_op:
         batch_op.drop_index('ix_human_task_role_due')
@@ -212,4 +220,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_definition_process_id'))
 
     op.drop_table('definition')
-    
+

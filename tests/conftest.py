@@ -1,0 +1,77 @@
+"""Fixtures: a migrated database on SQLite and, when `BPM_TEST_POSTGRES_URL` is set, on PostgreSQL.
+
+CI sets `BPM_TEST_POSTGRES_URL`; there a missing PostgreSQL fails the run instead of skipping.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from engine import access
+from engine.runtime import Runtime
+from engine.store import Base, Store, migrate
+
+DATA = Path(__file__).parent / "data"
+POSTGRES_URL = os.environ.get("BPM_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A throw-away database on the PostgreSQL server, migrated once, dropped at the end."""
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: BPM_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL tests need BPM_TEST_POSTGRES_URL "
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    admin_url = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    name = f"bpm_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    store = Store(url)
+    migrate(store)
+    store.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'bpm.sqlite3'}")
+        migrate(s)
+    else:
+        s = Store(request.getfixturevalue("postgres_database"))
+        _empty(s)
+    with s.write() as session:
+        access.seed_demo(session)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'bpm.sqlite3'}")
+    migrate(s)
+    with s.write() as session:
+        access.seed_demo(session)
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def runtime(store):
+    return Runtime(store)

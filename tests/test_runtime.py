@@ -1,0 +1,314 @@
+"""The unit of work on SQLite and PostgreSQL: versions, tasks, access, races, rollback, timers, replay."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from engine import access, audit, inbox, timers, versions
+from engine.runtime import CommandFailed, Conflict, Forbidden, InvalidInput, NotFound, Runtime
+from engine.store import DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait
+
+from .conftest import DATA
+
+RUNTIME = DATA / "runtime"
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def deploy(store, *names):
+    return versions.deploy(store, [RUNTIME / n for n in names], actor="design.yang", at=T0)
+
+
+def snapshot(store, instance_id):
+    """Everything a command may change for one instance."""
+    with store.read() as s:
+        row = s.get(Instance, instance_id)
+        return {
+            "state_hash": row.state_hash, "revision": row.revision, "status": row.status,
+            "log": s.scalar(select(func.count()).select_from(LogEntry).where(LogEntry.instance_id == instance_id)),
+            "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
+                select(HumanTask).where(HumanTask.instance_id == instance_id))),
+            "timers": s.scalar(select(func.count()).select_from(DueTimer).where(DueTimer.instance_id == instance_id)),
+        }
+
+
+def only_task(view):
+    assert len(view.tasks) == 1, view.tasks
+    return view.tasks[0]
+
+
+def inbox_of(store, username):
+    with store.read() as s:
+        return inbox.tasks_for(s, access.person(s, username))
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+def test_deploy_versions_and_running_instances_keep_theirs(store, tmp_path):
+    assert [d.as_json() for d in deploy(store, "approval.bpmn")] == [
+        {"process_id": "approval", "version": 1, "status": "deployed"}]
+    assert [d.status for d in deploy(store, "approval.bpmn")] == ["unchanged"]
+
+    runtime = Runtime(store)
+    old = runtime.start("approval", "rep.wang", {"amount": 10}, at=T0)
+    assert old.version == 1
+
+    changed = tmp_path / "approval.bpmn"
+    changed.write_text((RUNTIME / "approval.bpmn").read_text().replace(
+        "total = amount * 2", "total = amount * 3"))
+    assert [(d.version, d.status) for d in versions.deploy(store, [changed], at=T0)] == [(2, "deployed")]
+    assert [(d.version, d.status) for d in versions.deploy(store, [changed], at=T0)] == [(2, "unchanged")]
+
+    new = runtime.start("approval", "rep.wang", {"amount": 10}, at=T0)
+    assert new.version == 2
+    for view, expected in ((old, 20), (new, 30)):
+        view = runtime.complete(only_task(view).id, "rep.wang", {}, at=T0)
+        view = runtime.complete(only_task(view).id, "dm.zhou", {"decision": "approve"}, at=T0)
+        assert view.version == (1 if expected == 20 else 2)
+        assert view.data["total"] == expected
+
+
+# --- the happy path and the inbox -------------------------------------------------------------
+
+def test_three_step_approval_through_roles_and_mapped_lane(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("approval", "rep.wang", {"amount": 50, "customer": "C-A01"}, at=T0)
+    task = only_task(view)
+    assert (task.element_id, task.role, task.assignee) == ("submit", "sales_rep", None)
+    assert [t.id for t in inbox_of(store, "rep.feng")] == [task.id]
+    assert inbox_of(store, "dm.zhou") == []
+
+    view = runtime.complete(task.id, "rep.wang", {"note": "please"}, at=T0 + timedelta(minutes=1))
+    task = only_task(view)
+    assert (task.element_id, task.role, task.customer, task.amount) == ("review", "dept_manager", "C-A01", 50)
+    view = runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(minutes=2))
+    task = only_task(view)
+    assert (task.element_id, task.role) == ("confirm", "finance")  # lane "Finance desk" mapped by property
+    view = runtime.complete(task.id, "fin.chu", {}, at=T0 + timedelta(minutes=3))
+    assert view.status == "completed" and view.tasks == []
+    assert view.data["total"] == 100 and view.data["note"] == "please"
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(HumanTask)) == 0
+        entries = s.scalars(select(LogEntry).order_by(LogEntry.seq)).all()
+    assert [e.command for e in entries] == ["start", "complete", "complete", "complete"]
+    assert [e.actor for e in entries] == ["rep.wang", "rep.wang", "dm.zhou", "fin.chu"]
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
+
+
+def test_claim_makes_the_task_the_holders_alone(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    task = only_task(runtime.start("approval", "rep.wang", {"amount": 1}, at=T0))
+    held = runtime.claim(task.id, "rep.feng", at=T0)
+    assert held.assignee == "rep.feng"
+    assert [t.id for t in inbox_of(store, "rep.wang")] == []
+    with pytest.raises(Conflict, match="already held by rep.feng"):
+        runtime.claim(task.id, "rep.wang", at=T0)
+    with pytest.raises(Forbidden, match="held by rep.feng"):
+        runtime.complete(task.id, "rep.wang", {}, at=T0)
+    with pytest.raises(Forbidden, match="does not hold"):
+        runtime.unclaim(task.id, "rep.wang", at=T0)
+    assert runtime.unclaim(task.id, "rep.feng", at=T0).assignee is None
+    assert [t.id for t in inbox_of(store, "rep.wang")] == [task.id]
+
+
+# --- bad input changes nothing ----------------------------------------------------------------
+
+def test_refusals_name_the_problem_and_change_nothing(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("approval", "rep.wang", {"amount": 1}, at=T0)
+    task = only_task(view)
+    before = snapshot(store, view.id)
+
+    with pytest.raises(NotFound, match="no deployed process 'nope'"):
+        runtime.start("nope", "rep.wang", {}, at=T0)
+    with pytest.raises(InvalidInput, match="JSON object"):
+        runtime.start("approval", "rep.wang", [1, 2], at=T0)
+    with pytest.raises(NotFound, match="no user 'nobody'"):
+        runtime.complete(task.id, "nobody", {}, at=T0)
+    with pytest.raises(Forbidden, match="dm.zhou may not complete .* for role sales_rep"):
+        runtime.complete(task.id, "dm.zhou", {}, at=T0)
+    with pytest.raises(Forbidden):
+        runtime.complete(task.id, "audit.han", {}, at=T0)
+    with pytest.raises(InvalidInput, match="JSON object"):
+        runtime.complete(task.id, "rep.wang", "approve", at=T0)
+    with pytest.raises(NotFound, match="no open task"):
+        runtime.complete("00000000-0000-0000-0000-000000000000", "rep.wang", {}, at=T0)
+    assert snapshot(store, view.id) == before
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 1
+
+    runtime.complete(task.id, "rep.wang", {}, at=T0)
+    with pytest.raises(Conflict, match="already done .*rep.wang"):
+        runtime.complete(task.id, "rep.wang", {}, at=T0)
+
+
+def test_a_task_that_is_not_ready_is_refused_by_the_command_itself(store):
+    """The projection is not trusted alone: the command checks the task's state in the workflow."""
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("approval", "rep.wang", {"amount": 1}, at=T0)
+    from engine.runtime import _apply_complete, loaded_definition
+    from engine import state
+    with store.read() as s:
+        row = s.get(Instance, view.id)
+        loaded = loaded_definition(s, row.definition_id)
+    workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+    future = next(t for t in workflow.get_tasks() if t.task_spec.name == "review")
+    with pytest.raises(Conflict, match="not waiting for input"):
+        _apply_complete(workflow, {"task_id": str(future.id), "data": {}}, "dm.zhou")
+
+
+# --- the race ---------------------------------------------------------------------------------
+
+def test_two_approvers_completing_one_task_at_once_one_wins(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    task = only_task(runtime.start("approval", "rep.wang", {"amount": 1}, at=T0))
+    barrier = threading.Barrier(2)
+    outcomes: list = []
+
+    def approve(user):
+        barrier.wait()
+        try:
+            outcomes.append(("ok", runtime.complete(task.id, user, {"by": user}, at=T0)))
+        except Exception as exc:  # noqa: BLE001 - the test inspects what came back
+            outcomes.append(("error", exc))
+
+    threads = [threading.Thread(target=approve, args=(u,)) for u in ("rep.wang", "rep.feng")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    kinds = sorted(kind for kind, _ in outcomes)
+    assert kinds == ["error", "ok"], outcomes
+    error = next(value for kind, value in outcomes if kind == "error")
+    assert isinstance(error, Conflict) and "already done" in str(error)
+    with store.read() as s:
+        completes = s.scalars(select(LogEntry).where(LogEntry.command == "complete")).all()
+    assert len(completes) == 1
+
+
+# --- a failing script rolls everything back ---------------------------------------------------
+
+def test_failing_script_rolls_back_and_records_an_incident(store):
+    deploy(store, "failing.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("failing", "rep.wang", {}, at=T0)
+    task = only_task(view)
+    before = snapshot(store, view.id)
+    with pytest.raises(CommandFailed) as failure:
+        runtime.complete(task.id, "rep.wang", {"amount": 0}, at=T0)
+    message = str(failure.value)
+    assert "'share'" in message and "ZeroDivisionError" in message and "nothing was changed" in message
+    assert snapshot(store, view.id) == before
+    with store.read() as s:
+        incident = s.scalars(select(Incident)).one()
+    assert (incident.instance_id, incident.element_id, incident.status) == (view.id, "share", "open")
+    assert runtime.instance(view.id).incidents[0]["id"] == incident.id
+    # The person fixes the input and submits again: the task is still there and works.
+    view = runtime.complete(task.id, "rep.wang", {"amount": 4}, at=T0)
+    assert view.data["share"] == 25 and only_task(view).element_id == "check"
+
+
+def test_retry_of_an_incident_runs_the_command_again(store):
+    deploy(store, "failing.bpmn")
+    calls = {"n": 0}
+    runtime = Runtime(store)
+    view = runtime.start("failing", "rep.wang", {}, at=T0)
+    with pytest.raises(CommandFailed) as failure:
+        runtime.complete(only_task(view).id, "rep.wang", {"amount": 0}, at=T0)
+    incident_id = failure.value.incident_id
+    with pytest.raises(CommandFailed):  # same input, same failure: the incident stays open
+        runtime.retry(incident_id, "gm.zhao", at=T0)
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Incident)) == 1
+        assert s.get(Incident, incident_id).status == "open"
+    calls["n"] += 1
+
+
+# --- timers and messages ----------------------------------------------------------------------
+
+def test_timer_fires_only_when_due_then_message_is_delivered(store):
+    deploy(store, "waiting.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("waiting", "fin.chu", {"order_no": "SO-1"}, at=T0)
+    with store.read() as s:
+        timer = s.scalars(select(DueTimer)).one()
+    assert timer.due_at == T0 + timedelta(hours=4)
+
+    assert timers.run_once(runtime, T0 + timedelta(hours=3)).fired == []
+    assert snapshot(store, view.id)["log"] == 1
+    with pytest.raises(NotFound, match="no instance is waiting for message 'payment_received'"):
+        runtime.message("payment_received", {"amount": 5}, {"order_no": "SO-1"}, at=T0)
+
+    assert timers.run_once(runtime, T0 + timedelta(hours=5)).fired == [view.id]
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(DueTimer)) == 0
+        assert s.scalars(select(MessageWait.message)).all() == ["payment_received"]
+
+    before = snapshot(store, view.id)
+    with pytest.raises(NotFound, match="order_no=SO-404"):
+        runtime.message("payment_received", {"amount": 5}, {"order_no": "SO-404"}, at=T0)
+    assert snapshot(store, view.id) == before
+
+    delivered = runtime.message("payment_received", {"amount": 5}, {"order_no": "SO-1"},
+                                at=T0 + timedelta(hours=6))
+    assert delivered == [view.id]
+    view = runtime.instance(view.id)
+    assert only_task(view).element_id == "reconcile"
+    assert view.data["payment"] == {"amount": 5}
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+def test_replaying_the_logged_inputs_gives_the_same_state_hash_at_every_step(store):
+    deploy(store, "approval.bpmn", "waiting.bpmn")
+    runtime = Runtime(store)
+    a = runtime.start("approval", "rep.wang", {"amount": 7}, at=T0)
+    a = runtime.claim(only_task(a).id, "rep.wang", at=T0 + timedelta(seconds=5))
+    view = runtime.complete(a.id, "rep.wang", {"lines": [{"q": 1}]}, at=T0 + timedelta(minutes=1))
+    view = runtime.complete(only_task(view).id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(minutes=9))
+    w = runtime.start("waiting", "fin.chu", {"order_no": "SO-9"}, at=T0)
+    timers.run_once(runtime, T0 + timedelta(hours=4, seconds=1))
+    runtime.message("payment_received", {"amount": 1.5}, {"order_no": "SO-9"}, at=T0 + timedelta(hours=5))
+
+    with store.read() as s:
+        for instance_id, length in ((view.id, 4), (w.id, 3)):
+            steps = audit.replay(s, instance_id, runtime.script_engine)
+            assert len(steps) == length
+            assert all(step.ok for step in steps), steps
+            assert steps[-1].replayed_hash == s.get(Instance, instance_id).state_hash
+
+
+def test_replay_detects_a_tampered_input(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("approval", "rep.wang", {"amount": 7}, at=T0)
+    runtime.complete(only_task(view).id, "rep.wang", {"x": 1}, at=T0)
+    with store.write() as s:
+        entry = s.scalars(select(LogEntry).where(LogEntry.seq == 2)).one()
+        entry.input = {**entry.input, "data": {"x": 2}}
+    with store.read() as s:
+        steps = audit.replay(s, view.id, runtime.script_engine)
+    assert steps[0].ok and not steps[1].ok
+    assert steps[1].recorded_hash != steps[1].replayed_hash and not steps[1].chain_ok
+
+
+def test_task_ids_come_from_the_instance_not_from_chance(store):
+    deploy(store, "approval.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("approval", "rep.wang", {"amount": 7}, at=T0)
+    with store.read() as s:
+        state = json.loads(s.get(Instance, view.id).state)
+    import uuid
+    from engine.determinism import _NAMESPACE
+    expected = {str(uuid.uuid5(_NAMESPACE, f"{view.id}/{n}")) for n in range(1, state["counter"] + 1)}
+    assert set(state["workflow"]["tasks"]) <= expected
+    assert "spec" not in state["workflow"] and "subprocess_specs" not in state["workflow"]
