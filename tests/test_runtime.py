@@ -217,20 +217,44 @@ def test_failing_script_rolls_back_and_records_an_incident(store):
     assert view.data["share"] == 25 and only_task(view).element_id == "check"
 
 
-def test_retry_of_an_incident_runs_the_command_again(store):
-    deploy(store, "failing.bpmn")
-    calls = {"n": 0}
-    runtime = Runtime(store)
-    view = runtime.start("failing", "rep.wang", {}, at=T0)
-    with pytest.raises(CommandFailed) as failure:
-        runtime.complete(only_task(view).id, "rep.wang", {"amount": 0}, at=T0)
+def test_retry_runs_the_failed_command_again_and_replay_uses_recorded_service_results(store):
+    deploy(store, "credit.bpmn")
+    bank = {"up": False, "calls": 0}
+
+    def credit_level(customer):
+        bank["calls"] += 1
+        if not bank["up"]:
+            raise ConnectionError("credit bureau unreachable")
+        return {"customer": customer, "level": "A"}
+
+    runtime = Runtime(store, {"credit_level": credit_level})
+    view = runtime.start("credit", "ssg.shen", {}, at=T0)
+    task = only_task(view)
+    before = snapshot(store, view.id)
+    with pytest.raises(CommandFailed, match="credit bureau unreachable") as failure:
+        runtime.complete(task.id, "ssg.shen", {"customer": "C-A01"}, at=T0)
+    assert snapshot(store, view.id) == before
     incident_id = failure.value.incident_id
-    with pytest.raises(CommandFailed):  # same input, same failure: the incident stays open
+
+    with pytest.raises(CommandFailed):  # still down: the same incident stays open, no new one
         runtime.retry(incident_id, "gm.zhao", at=T0)
     with store.read() as s:
-        assert s.scalar(select(func.count()).select_from(Incident)) == 1
-        assert s.get(Incident, incident_id).status == "open"
-    calls["n"] += 1
+        assert [(i.id, i.status) for i in s.scalars(select(Incident))] == [(incident_id, "open")]
+
+    bank["up"] = True
+    view = runtime.retry(incident_id, "gm.zhao", at=T0 + timedelta(minutes=5))
+    assert view.data["credit"] == {"customer": "C-A01", "level": "A"}
+    assert only_task(view).element_id == "review"
+    with store.read() as s:
+        assert s.get(Incident, incident_id).status == "resolved"
+        entry = s.scalars(select(LogEntry).where(LogEntry.seq == 2)).one()
+        assert (entry.actor, entry.command) == ("ssg.shen", "complete")
+        assert entry.input["service_results"] == [
+            {"service": "credit_level", "result": {"customer": "C-A01", "level": "A"}}]
+        # Replay plays the recorded result back: the bureau is not called again.
+        bank["up"], calls = False, bank["calls"]
+        steps = audit.replay(s, view.id, runtime.script_engine)
+    assert all(step.ok for step in steps) and bank["calls"] == calls
 
 
 # --- timers and messages ----------------------------------------------------------------------

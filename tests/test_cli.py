@@ -1,0 +1,176 @@
+"""The `bpm` command line: JSON shapes, exit codes, one-line errors, BPM_NOW, and the MIWG corpus."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpm.cli import main
+
+from .conftest import DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+MIWG = ROOT.parent / "shared" / "conformance" / "miwg"
+APPROVAL = str(DATA / "runtime" / "approval.bpmn")
+WAITING = str(DATA / "runtime" / "waiting.bpmn")
+PROBLEM_LINE = re.compile(r"^.+:\d+: [^\s:]+: \S.*$")
+
+
+@pytest.fixture
+def bpm(tmp_path, monkeypatch, capsys):
+    """Run `bpm ARGS` in-process against a fresh SQLite database; returns (code, stdout, stderr)."""
+    monkeypatch.setenv("BPM_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    monkeypatch.delenv("BPM_NOW", raising=False)
+
+    def run(*args: str, now: str | None = None):
+        if now:
+            monkeypatch.setenv("BPM_NOW", now)
+        else:
+            monkeypatch.delenv("BPM_NOW", raising=False)
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = run("init", "--demo")
+    assert code == 0, err
+    return run
+
+
+def test_init_is_safe_to_run_twice(bpm):
+    code, out, _ = bpm("init", "--demo", "--json")
+    assert code == 0 and json.loads(out)["demo_users_added"] == 0
+
+
+def test_deploy_json_and_unchanged(bpm):
+    code, out, _ = bpm("deploy", APPROVAL, "--json")
+    assert code == 0 and json.loads(out) == [{"process_id": "approval", "version": 1, "status": "deployed"}]
+    code, out, _ = bpm("deploy", APPROVAL)
+    assert code == 0 and out.strip() == "approval 1 unchanged"
+    code, out, _ = bpm("definitions", "--json")
+    assert [(d["process_id"], d["version"]) for d in json.loads(out)] == [("approval", 1)]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("<bpmn:definitions><bpmn:process id='p'>", r":1: -: "),
+    ('<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">]>\n<definitions/>', r"DOCTYPE"),
+    ("not xml at all", r":1: -: "),
+])
+def test_deploy_refuses_bad_files_with_file_line_element(bpm, tmp_path, content, expected):
+    bad = tmp_path / "bad.bpmn"
+    bad.write_text(content)
+    code, out, err = bpm("deploy", APPROVAL, str(bad))
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert lines and all(PROBLEM_LINE.match(line) for line in lines), err
+    assert str(bad) in err and re.search(expected, err)
+    assert "Traceback" not in err
+    code, out, _ = bpm("definitions", "--json")
+    assert json.loads(out) == []  # nothing deployed, not even the good file
+
+
+def test_deploy_of_a_missing_path(bpm):
+    code, _, err = bpm("deploy", "no/such.bpmn")
+    assert code == 1 and err.strip() == "bpm deploy: no/such.bpmn: no such file or folder"
+
+
+def test_start_tasks_complete_instance_shapes(bpm):
+    bpm("deploy", APPROVAL)
+    code, out, err = bpm("start", "approval", "--as", "rep.wang", "--data", '{"amount": 3}', "--json")
+    assert code == 0, err
+    started = json.loads(out)
+    assert {"id", "process_id", "version", "status"} <= started.keys()
+    assert (started["process_id"], started["version"], started["status"]) == ("approval", 1, "running")
+
+    code, out, _ = bpm("tasks", "--as", "rep.wang", "--json")
+    tasks = json.loads(out)
+    assert len(tasks) == 1
+    assert {"id", "instance_id", "process_id", "name", "role", "assignee", "due"} <= tasks[0].keys()
+    assert (tasks[0]["instance_id"], tasks[0]["assignee"], tasks[0]["role"]) == (started["id"], None, "sales_rep")
+
+    task_id = tasks[0]["id"]
+    code, _, err = bpm("complete", task_id, "--as", "dm.zhou")
+    assert code == 1 and "dm.zhou may not complete" in err and len(err.strip().splitlines()) == 1
+
+    code, out, _ = bpm("claim", task_id, "--as", "rep.wang", "--json")
+    assert code == 0 and json.loads(out)["assignee"] == "rep.wang"
+    code, _, err = bpm("complete", task_id, "--as", "rep.wang", "--data", "{}")
+    assert code == 0, err
+    code, _, err = bpm("complete", task_id, "--as", "rep.wang")
+    assert code == 1 and "already done" in err
+
+    code, out, _ = bpm("instance", started["id"], "--json")
+    view = json.loads(out)
+    assert {"id", "process_id", "version", "status", "data", "tasks"} <= view.keys()
+    assert view["status"] == "running" and view["tasks"][0]["role"] == "dept_manager"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("start", "nope", "--as", "rep.wang"), "there is no deployed process 'nope'"),
+    (("start", "approval", "--as", "rep.wang", "--data", "{amount: 3}"), "--data is not JSON"),
+    (("start", "approval", "--as", "rep.wang", "--data", "@/no/such/file.json"), "cannot read data file"),
+    (("start", "approval", "--as", "ghost"), "there is no user 'ghost'"),
+    (("message", "payment_received", "--data", "{}", "--correlation", "order_no=X"),
+     "no instance is waiting for message 'payment_received'"),
+    (("message", "payment_received", "--correlation", "order_no"), "is not KEY=VALUE"),
+    (("instance", "123"), "there is no instance 123"),
+    (("worker", "--once", "--now", "tomorrow"), "not an ISO 8601"),
+    (("worker", "--once", "--now", "2026-11-23T09:00:00"), "no UTC offset"),
+    (("retry", "99", "--as", "gm.zhao"), "there is no incident 99"),
+])
+def test_refusals_are_one_sentence_and_exit_1(bpm, args, message):
+    bpm("deploy", APPROVAL)
+    code, out, err = bpm(*args)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_bad_usage_exits_2(bpm):
+    code, _, err = bpm("start")
+    assert code == 2 and "usage" in err
+
+
+def test_bpm_now_and_worker_now_drive_timers(bpm):
+    bpm("deploy", WAITING)
+    code, out, _ = bpm("start", "waiting", "--as", "fin.chu", "--data", '{"order_no": "SO-7"}', "--json",
+                       now="2026-11-23T09:00:00+08:00")
+    instance_id = json.loads(out)["id"]
+    code, out, _ = bpm("worker", "--once", "--now", "2026-11-23T12:59:00+08:00", "--json")
+    assert code == 0 and json.loads(out)["fired"] == []
+    code, out, _ = bpm("worker", "--once", "--now", "2026-11-23T13:00:01+08:00", "--json")
+    assert code == 0 and json.loads(out)["fired"] == [instance_id]
+    code, out, err = bpm("message", "payment_received", "--data", '{"amount": 10}',
+                         "--correlation", "order_no=SO-7", "--json")
+    assert code == 0, err
+    code, out, _ = bpm("instance", instance_id, "--json")
+    assert json.loads(out)["tasks"][0]["element_id"] == "reconcile"
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    env = {**os.environ, "BPM_DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+    bin_bpm = Path(sys.executable).parent / "bpm"
+    for command in ([str(bin_bpm)], [sys.executable, "-m", "bpm"]):
+        done = subprocess.run(command + ["start", "x", "--as", "y"], env=env, capture_output=True, text=True)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().startswith("bpm start: "), done.stderr
+
+
+@pytest.mark.skipif(not MIWG.is_dir(), reason="the MIWG corpus lives in ../shared/conformance/miwg")
+@pytest.mark.parametrize("path", sorted(MIWG.glob("*.bpmn")) if MIWG.is_dir() else [], ids=lambda p: p.name)
+def test_miwg_files_deploy_or_are_refused_with_located_problems(bpm, path):
+    code, out, err = bpm("deploy", str(path))
+    assert code in (0, 1)
+    assert "Traceback" not in err and "unexpected" not in err
+    if code == 1:
+        lines = err.strip().splitlines()
+        assert lines and all(PROBLEM_LINE.match(line) for line in lines), err
+        assert all(line.startswith(str(path)) for line in lines)
+    else:
+        assert out.strip()
