@@ -336,3 +336,59 @@ def test_task_ids_come_from_the_instance_not_from_chance(store):
     expected = {str(uuid.uuid5(_NAMESPACE, f"{view.id}/{n}")) for n in range(1, state["counter"] + 1)}
     assert set(state["workflow"]["tasks"]) <= expected
     assert "spec" not in state["workflow"] and "subprocess_specs" not in state["workflow"]
+
+
+# --- the sandbox, through the engine ----------------------------------------------------------
+
+ESCAPE_BPMN = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="esc_defs" targetNamespace="http://bpm.example/test">
+  <bpmn:process id="escape" isExecutable="true">
+    <bpmn:laneSet id="lanes"><bpmn:lane id="lane" name="sales_rep">
+      <bpmn:flowNodeRef>start</bpmn:flowNodeRef><bpmn:flowNodeRef>enter</bpmn:flowNodeRef>
+      <bpmn:flowNodeRef>probe</bpmn:flowNodeRef><bpmn:flowNodeRef>end</bpmn:flowNodeRef>
+    </bpmn:lane></bpmn:laneSet>
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="enter" />
+    <bpmn:userTask id="enter" />
+    <bpmn:sequenceFlow id="f2" sourceRef="enter" targetRef="probe" />
+    <bpmn:scriptTask id="probe"><bpmn:script>SCRIPT</bpmn:script></bpmn:scriptTask>
+    <bpmn:sequenceFlow id="f3" sourceRef="probe" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+@pytest.mark.parametrize("script, named", [
+    ("x = ().__class__.__base__.__subclasses__()", "__class__"),
+    ("x = __import__('os').getcwd()", "__import__"),
+    ("x = open('/etc/passwd').read()", "open"),
+    ("x = getattr(1, '__class__')", "__class__"),
+    ("x = '{0.__class__}'.format(1)", "format"),
+])
+def test_escapes_seen_statically_are_deploy_errors(store, tmp_path, script, named):
+    from engine.definitions import DefinitionError
+    path = tmp_path / "escape.bpmn"
+    path.write_text(ESCAPE_BPMN.replace("SCRIPT", script.replace("'", "&apos;")))
+    with pytest.raises(DefinitionError) as refused:
+        versions.deploy(store, [path])
+    problem = refused.value.problems[0]
+    assert problem.element_id == "probe" and named in problem.message and problem.line == 12
+
+
+@pytest.mark.parametrize("script, named", [
+    ("x = getattr(1, '_' + '_class__')", "__class__"),
+    ("x = getattr('{0.' + '_' * 2 + 'class__}', 'for' + 'mat')(1)", "format"),
+    ("x = getattr((y for y in [1]), 'gi_' + 'frame')", "gi_frame"),
+])
+def test_escapes_built_at_run_time_fail_cleanly_and_change_nothing(store, tmp_path, script, named):
+    path = tmp_path / "escape.bpmn"
+    path.write_text(ESCAPE_BPMN.replace("SCRIPT", script.replace("'", "&apos;")))
+    versions.deploy(store, [path])
+    runtime = Runtime(store)
+    view = runtime.start("escape", "rep.wang", {}, at=T0)
+    before = snapshot(store, view.id)
+    with pytest.raises(CommandFailed) as failure:
+        runtime.complete(only_task(view).id, "rep.wang", {}, at=T0)
+    assert named in str(failure.value) and "'probe'" in str(failure.value)
+    assert snapshot(store, view.id) == before
