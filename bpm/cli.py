@@ -211,6 +211,7 @@ def cmd_serve(args) -> None:
     from web import create_app
 
     store = _store()
+    migrate(store)  # serving an old or empty database would fail on every request
     runtime = _runtime(store)
     stop = threading.Event()
     worker = threading.Thread(target=timers.run_forever, args=(runtime, 0.5, stop), daemon=True,

@@ -57,9 +57,14 @@ def run_once(runtime: Runtime, now: datetime | None = None, limit: int = 500) ->
 
 def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
+    last_error = None
     while not stop.is_set():
         try:
             run_once(runtime)
-        except Exception:  # a worker must outlive a bad pass (database restart, say)
-            log.exception("timer pass failed")
+            last_error = None
+        except Exception as exc:  # a worker must outlive a bad pass (database restart, say)
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if error != last_error:  # one line per new problem, not one every interval
+                log.error("timer pass failed: %s", error)
+            last_error = error
         stop.wait(interval)
