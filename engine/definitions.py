@@ -1,0 +1,954 @@
+"""Reading BPMN and DMN files into deployable process definitions: parsing with SpiffWorkflow and
+every deploy-time check, reported as FILE:LINE: ELEMENT_ID: message (pure; no database here).
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Collection, Iterable, Sequence
+
+from lxml import etree
+from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
+from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.dmn.parser.BpmnDmnParser import SCHEMAS as DMN_SCHEMAS
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.spiff.parser.process import VALIDATOR as SPIFF_VALIDATOR
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
+
+from .scripts import check_code
+
+BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
+NS = {"bpmn": BPMN_NS, "spiffworkflow": SPIFF_NS}
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_SCHEMA_ERRORS_PER_FILE = 20
+
+# Every flow-node element of BPMN 2.0 (tFlowNode subclasses).  Those SpiffWorkflow's parser has no
+# parser class for are refused; it would fail on them only if a token could reach them, or never.
+FLOW_NODES = frozenset({
+    "task", "userTask", "manualTask", "scriptTask", "serviceTask", "sendTask", "receiveTask",
+    "businessRuleTask", "subProcess", "adHocSubProcess", "transaction", "callActivity",
+    "exclusiveGateway", "inclusiveGateway", "parallelGateway", "complexGateway", "eventBasedGateway",
+    "startEvent", "endEvent", "intermediateCatchEvent", "intermediateThrowEvent", "boundaryEvent",
+    "implicitThrowEvent", "callChoreography", "choreographyTask", "subChoreography",
+})
+SUPPORTED_TAGS = frozenset(SpiffBpmnParser.PARSER_CLASSES) | frozenset(SpiffBpmnParser.OVERRIDE_PARSER_CLASSES)
+
+# The event definitions SpiffWorkflow 3.2's event parsers look for, per event element
+# (bpmn/parser/event_parsers.py).  Any other one is dropped without a word, so the event would
+# silently become a plain (none) event: refuse it instead.
+EVENT_DEFINITIONS_READ = {
+    "startEvent": {"message", "signal", "timer", "conditional"},
+    "endEvent": {"message", "cancel", "error", "escalation", "terminate"},
+    "intermediateCatchEvent": {"message", "signal", "timer", "conditional"},
+    "intermediateThrowEvent": {"escalation", "message", "signal", "timer"},
+    "boundaryEvent": {"cancel", "error", "escalation", "message", "signal", "timer", "conditional"},
+    "sendTask": {"message"},
+    "receiveTask": {"message"},
+}
+
+# DMNEngine implements UNIQUE and COLLECT, and returns the first match otherwise, which is right
+# for FIRST and ANY only; it ignores a COLLECT aggregation.
+DMN_HIT_POLICIES = frozenset({"UNIQUE", "FIRST", "ANY", "COLLECT"})
+
+# SpiffWorkflow names its own task specs so; an element with such an id would collide with them.
+RESERVED_IDS = frozenset({"Start", "End", "StartEventSplit", "StartEventJoin"})
+RESERVED_SUFFIXES = (".EndJoin", ".BoundaryEventSplit", ".BoundaryEventJoin")
+
+# Elements whose id names "where" a nested expression or definition is, for problems.
+_OWNER_TAGS = FLOW_NODES | {"sequenceFlow", "process", "message", "signal", "error", "escalation",
+                            "correlationProperty", "lane", "dataStore"}
+
+_DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_ISO_SHAPE = re.compile(
+    r"^(R\d*/)?(P(\d|T\d)[0-9A-Z.,]*|\d{4}-\d{2}-\d{2}([T ][0-9:.,]+)?(Z|[+-]\d{2}(:?\d{2})?)?)"
+    r"(/[0-9A-Z:.,+\-]+)?$",
+    re.IGNORECASE,
+)
+_DMN_QUESTION_MARK = re.compile(r"(\?)(?=(?:[^'\"]|['\"][^'\"]*['\"])*$)")  # as DMNEngine.evaluate
+_ELEMENT_REPR = re.compile(r"<Element \{[^}]*\}(\w+) at 0x[0-9a-f]+>")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str            # the path as given by the user
+    line: int | None
+    element_id: str      # the BPMN/DMN element id, or "-" when there is none
+    message: str         # one clear sentence
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line or 0}: {self.element_id}: {self.message}"
+
+
+class DefinitionError(Exception):
+    """The files cannot be deployed; `problems` lists every reason found."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class ProcessDefinition:
+    process_id: str
+    name: str
+    spec: BpmnProcessSpec
+    subprocess_specs: dict[str, BpmnProcessSpec]
+    files: dict[str, bytes]
+    content_hash: str
+    lane_roles: dict[str, str]
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    """sha256 over the files sorted by name; a length prefix keeps name/content boundaries exact."""
+    digest = hashlib.sha256()
+    for name, data in sorted(files.items()):
+        encoded = name.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str]) -> list[ProcessDefinition]:
+    """Paths may be files (.bpmn, .dmn) or folders (searched recursively for *.bpmn and *.dmn).
+    Returns the executable top-level processes, sorted by process_id. Raises DefinitionError with
+    ALL problems found (not just the first) if anything is wrong; never any other exception."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    load = _Load(known_roles)
+    try:
+        definitions = load.run(paths)
+    except DefinitionError:
+        raise
+    except Exception as exc:  # a bug of ours must still reach the user as a problem, not a traceback
+        where = load.current.path if load.current is not None else (str(paths[0]) if paths else "-")
+        load.problems.append(Problem(where, 1, "-", f"internal error while checking the definitions: "
+                                                    f"{type(exc).__name__}: {_one_line(str(exc))}"))
+    if load.problems:
+        raise DefinitionError(load.sorted_problems())
+    return definitions
+
+
+# --- internals --------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Source:
+    path: str                     # as the user gave it (a folder's files: folder joined with the relative path)
+    name: str                     # basename: key of `files`, and the file name SpiffWorkflow records in specs
+    index: int
+    data: bytes = b""
+    kind: str = ""                # "bpmn" or "dmn", from the root element
+    tree: etree._ElementTree | None = None
+    schema_valid: bool = False
+    duplicate: bool = False       # declares a process or decision another file already declares
+    in_spiff: bool = False        # handed to SpiffWorkflow's parser without error
+    _ids: dict[str, etree._Element] | None = None
+    _lines: dict[int, list[etree._Element]] | None = None
+
+    @property
+    def root(self) -> etree._Element | None:
+        return self.tree.getroot() if self.tree is not None else None
+
+    def element(self, element_id: str | None) -> etree._Element | None:
+        if self.tree is None or not element_id:
+            return None
+        if self._ids is None:
+            self._ids = {}
+            for el in self.tree.iter():
+                if isinstance(el.tag, str) and el.get("id") is not None:
+                    self._ids.setdefault(el.get("id"), el)
+        return self._ids.get(element_id)
+
+    def elements_at(self, line: int) -> list[etree._Element]:
+        if self.tree is None:
+            return []
+        if self._lines is None:
+            self._lines = {}
+            for el in self.tree.iter():
+                if isinstance(el.tag, str):
+                    self._lines.setdefault(el.sourceline, []).append(el)
+        return self._lines.get(line, [])
+
+
+@dataclass
+class _Process:
+    source: _Source
+    element: etree._Element
+    calls: list[str] = field(default_factory=list)        # calledElement of its call activities
+    decisions: list[str] = field(default_factory=list)    # calledDecisionId of its business rule tasks
+    lane_roles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.element.get("id")
+
+    @property
+    def executable(self) -> bool:
+        # Stricter than SpiffWorkflow (which takes a missing attribute as "true"): only processes
+        # the modeller explicitly marked executable are deployed.
+        return self.element.get("isExecutable") == "true"
+
+
+_schema_lock = threading.Lock()
+_dmn_schemas: dict[str, etree.XMLSchema] = {}
+_registry = None
+
+
+def _spec_registry():
+    global _registry
+    if _registry is None:
+        _registry = BpmnWorkflowSerializer.configure(SPIFF_CONFIG)
+    return _registry
+
+
+def _dmn_schema(namespace: str) -> etree.XMLSchema | None:
+    path = DMN_SCHEMAS.get(namespace)
+    if path is None:
+        return None
+    if namespace not in _dmn_schemas:
+        _dmn_schemas[namespace] = BpmnValidator(path).validator
+    return _dmn_schemas[namespace]
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+def _is_bpmn(el: etree._Element, *names: str) -> bool:
+    return isinstance(el.tag, str) and etree.QName(el).namespace == BPMN_NS and (
+        not names or etree.QName(el).localname in names)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _xml_message(message: str) -> str:
+    """lxml names elements {namespace}local; write them as the prefixes people see in their files."""
+    message = message.replace("{%s}" % BPMN_NS, "bpmn:").replace("{%s}" % SPIFF_NS, "spiffworkflow:")
+    message = re.sub(r"\{[^}]*DMN[^}]*\}", "dmn:", message)
+    return _one_line(message)
+
+
+def _exception_message(exc: BaseException) -> str:
+    if exc.args and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    else:
+        text = str(exc)
+    notes = getattr(exc, "notes", None) or getattr(exc, "__notes__", None) or []
+    if notes:
+        text = text.rstrip(". ") + ". " + ". ".join(str(n) for n in notes)
+    text = _ELEMENT_REPR.sub(lambda m: m.group(1), text)
+    text = _one_line(text).rstrip().rstrip(".")
+    if not isinstance(exc, SpiffWorkflowException):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
+
+
+class _Load:
+    def __init__(self, known_roles: Collection[str]):
+        self.known_roles = set(known_roles)
+        # Messages name a few roles; keep the caller's order when it has one, so they read naturally.
+        ordered = list(known_roles) if isinstance(known_roles, Sequence) else sorted(known_roles)
+        self.role_examples = list(dict.fromkeys(ordered))
+        self.problems: list[Problem] = []
+        self.sources: list[_Source] = []
+        self.by_name: dict[str, _Source] = {}
+        self.unreadable = False       # some file could not be parsed at all: its ids are unknown
+        self.processes: dict[str, _Process] = {}
+        self.decisions: dict[str, _Source] = {}
+        self.current: _Source | None = None
+        self.fs_paths: dict[int, Path] = {}   # id(source) -> where to read it
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def report(self, source: _Source | str, line: int | None, element_id: str | None, message: str) -> None:
+        path = source.path if isinstance(source, _Source) else source
+        self.problems.append(Problem(path, line if line is not None else 1, element_id or "-", message))
+
+    def report_at(self, source: _Source, el: etree._Element | None, message: str) -> None:
+        if el is None:
+            el = source.root
+        if el is None:
+            self.report(source, 1, "-", message)
+            return
+        self.report(source, el.sourceline, self._id_of(el), message)
+
+    @staticmethod
+    def _id_of(el: etree._Element) -> str:
+        node = el
+        while node is not None:
+            if isinstance(node.tag, str) and node.get("id"):
+                return node.get("id")
+            node = node.getparent()
+        return "-"
+
+    @staticmethod
+    def _owner(el: etree._Element) -> etree._Element:
+        node = el
+        while node is not None:
+            if _is_bpmn(node) and _local(node) in _OWNER_TAGS and node.get("id"):
+                return node
+            node = node.getparent()
+        node = el
+        while node is not None and not (isinstance(node.tag, str) and node.get("id")):
+            node = node.getparent()
+        return node if node is not None else el
+
+    def sorted_problems(self) -> list[Problem]:
+        order = {s.path: s.index for s in self.sources}
+        unique = list(dict.fromkeys(self.problems))
+        return sorted(unique, key=lambda p: (order.get(p.file, -1), p.line or 0))
+
+    def has_problem(self, source: _Source, element_id: str | None = None) -> bool:
+        return any(p.file == source.path and (element_id is None or p.element_id == element_id)
+                   for p in self.problems)
+
+    # -- the whole load ----------------------------------------------------------------------
+
+    def run(self, paths: Sequence[str | Path]) -> list[ProcessDefinition]:
+        self.collect(paths)
+        for source in self.sources:
+            self.current = source
+            self.read(source)
+        self.current = None
+        if not any(s.kind == "bpmn" for s in self.sources) and not self.problems:
+            self.report(str(paths[0]) if paths else "-", 1, "-", "no .bpmn file was given, so there is no process to deploy")
+        self.index()
+        checked = self.checked_processes()
+        for process in checked:
+            self.current = process.source
+            self.check_process(process)
+        for source in self.sources:
+            self.current = source
+            if source.kind == "bpmn" and source.tree is not None:
+                self.check_bpmn_file(source, any(p.source is source for p in checked))
+            elif source.kind == "dmn" and source.tree is not None:
+                self.check_dmn(source)
+        self.current = None
+        return self.build(checked)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def collect(self, paths: Sequence[str | Path]) -> None:
+        seen: set[str] = set()
+
+        def add(shown: str, real: Path) -> None:
+            key = os.path.realpath(real)
+            if key in seen:
+                return
+            seen.add(key)
+            source = _Source(shown, real.name, len(self.sources))
+            self.sources.append(source)
+            self.fs_paths[id(source)] = real
+            other = self.by_name.get(source.name)
+            if other is not None:
+                self.report(source, 1, "-", f"another file named {source.name} is in this deployment "
+                                            f"({other.path}); deployed files are stored by name, so names must differ")
+                source.duplicate = True
+            else:
+                self.by_name[source.name] = source
+
+        for given in paths:
+            shown, path = str(given), Path(given)
+            if path.is_dir():
+                # Hidden files and folders (.git, editor backups such as .#x.bpmn) are not deployed.
+                found = sorted(p for p in path.rglob("*")
+                               if p.suffix.lower() in (".bpmn", ".dmn") and p.is_file()
+                               and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                for p in found:
+                    add(str(path / p.relative_to(path)), p)
+            elif path.is_file():
+                if path.suffix.lower() not in (".bpmn", ".dmn"):
+                    self.report(shown, 1, "-", "this is not a .bpmn or .dmn file")
+                else:
+                    add(shown, path)
+            else:
+                self.report(shown, 1, "-", "there is no such file or folder")
+
+    def read(self, source: _Source) -> None:
+        try:
+            path = self.fs_paths[id(source)]
+            if path.stat().st_size > MAX_FILE_BYTES:
+                self.report(source, 1, "-", f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+                self.unreadable = True
+                return
+            source.data = path.read_bytes()
+        except OSError as exc:
+            self.report(source, 1, "-", f"the file cannot be read: {exc.strerror or exc}")
+            self.unreadable = True
+            return
+        # Before any XML parsing: external entities and entity expansion ("billion laughs") need a
+        # DTD.  Also look with NUL bytes dropped, which catches UTF-16/32 encoded declarations.
+        for data in (source.data, source.data.replace(b"\x00", b"")):
+            found = _DECLARATION.search(data)
+            if found:
+                line = data.count(b"\n", 0, found.start()) + 1
+                self.report(source, line, "-", "DOCTYPE and entity declarations are not allowed")
+                self.unreadable = True
+                return
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                                 dtd_validation=False, huge_tree=False)
+        try:
+            tree = etree.parse(io.BytesIO(source.data), parser)
+        except etree.XMLSyntaxError as exc:
+            self.report(source, exc.lineno or 1, "-", f"malformed XML: {_one_line(exc.msg or str(exc))}")
+            self.unreadable = True
+            return
+        if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+            self.report(source, 1, "-", "DOCTYPE and entity declarations are not allowed")
+            self.unreadable = True
+            return
+        root = tree.getroot()
+        qname = etree.QName(root)
+        if qname.localname == "definitions" and qname.namespace == BPMN_NS:
+            source.kind = "bpmn"
+        elif qname.localname == "definitions" and qname.namespace and "/DMN/" in qname.namespace.upper():
+            source.kind = "dmn"
+        else:
+            self.report(source, root.sourceline, root.get("id") or "-",
+                        f"the root element is {_xml_message(root.tag)}, not BPMN 2.0 or DMN definitions")
+            self.unreadable = True
+            return
+        source.tree = tree
+        self.validate(source)
+
+    def validate(self, source: _Source) -> None:
+        """XSD validation with SpiffWorkflow's own schemas (BPMN 2.0 + spiffworkflow.xsd; DMN 1.1-1.3)
+        done here rather than by the parser, which would report only the last error of a file."""
+        root = source.root
+        if source.kind == "bpmn":
+            schema = SPIFF_VALIDATOR.validator
+            SPIFF_VALIDATOR.preprocess(source.tree)
+            label = "BPMN 2.0"
+        else:
+            schema = _dmn_schema(etree.QName(root).namespace)
+            label = "DMN"
+            if schema is None:  # a DMN version SpiffWorkflow has no schema for: its parser decides
+                source.schema_valid = True
+                return
+        with _schema_lock:
+            valid = schema.validate(source.tree)
+            errors = [(e.line, e.message) for e in schema.error_log]
+        if valid:
+            source.schema_valid = True
+            return
+        for line, message in errors[:MAX_SCHEMA_ERRORS_PER_FILE]:
+            at = source.elements_at(line)
+            element_id = next((el.get("id") for el in at if el.get("id")), None)
+            if element_id is None and at:
+                element_id = self._id_of(at[0])
+            self.report(source, line, element_id, f"not valid {label}: {_xml_message(message)}")
+        if len(errors) > MAX_SCHEMA_ERRORS_PER_FILE:
+            self.report(source, errors[MAX_SCHEMA_ERRORS_PER_FILE][0], "-",
+                        f"{len(errors) - MAX_SCHEMA_ERRORS_PER_FILE} more schema errors are not listed")
+
+    # -- what is declared where ----------------------------------------------------------------
+
+    def index(self) -> None:
+        for source in self.sources:
+            if source.tree is None:
+                continue
+            self.current = source
+            if source.kind == "bpmn":
+                for el in source.root.iterfind(f"{{{BPMN_NS}}}process"):
+                    pid = el.get("id")
+                    if not pid:
+                        self.report_at(source, el, "the process has no id")
+                        continue
+                    if pid in self.processes:
+                        first = self.processes[pid].source
+                        self.report_at(source, el, f"process id {pid} is already declared in {first.path}; "
+                                                   f"process ids must be unique across the files deployed together")
+                        source.duplicate = True
+                        continue
+                    process = _Process(source, el)
+                    for call in el.iter(f"{{{BPMN_NS}}}callActivity"):
+                        if call.get("calledElement"):
+                            process.calls.append(call.get("calledElement"))
+                    for task in el.iter(f"{{{BPMN_NS}}}businessRuleTask"):
+                        ref = task.findtext("bpmn:extensionElements/spiffworkflow:calledDecisionId", None, NS)
+                        if ref:
+                            process.decisions.append(ref)
+                    self.processes[pid] = process
+                if not any(p.source is source and p.executable for p in self.processes.values()) \
+                        and not source.duplicate:
+                    first = source.root.find(f"{{{BPMN_NS}}}process")
+                    target = first if first is not None else source.root
+                    self.report_at(source, target, f"no executable process in {source.name}; mark the process "
+                                                   f'to deploy with isExecutable="true"')
+            else:
+                dmn = {"dmn": etree.QName(source.root).namespace}
+                decisions = source.root.xpath("./dmn:decision", namespaces=dmn)
+                if not decisions:
+                    self.report_at(source, source.root, "the DMN file declares no decision")
+                for n, el in enumerate(decisions):
+                    did = el.get("id")
+                    if n > 0:
+                        self.report_at(source, el, f"decision {did} is the second decision of this file, but "
+                                                   f"SpiffWorkflow reads one decision per DMN file; move it to a file of its own")
+                        continue
+                    if not el.xpath("./dmn:decisionTable", namespaces=dmn):
+                        self.report_at(source, el, f"decision {did} has no decision table; only decision tables are supported")
+                    if did in self.decisions:
+                        self.report_at(source, el, f"decision id {did} is already declared in "
+                                                   f"{self.decisions[did].path}; decision ids must be unique")
+                        source.duplicate = True
+                    elif did:
+                        self.decisions[did] = source
+
+    def closure(self, pid: str) -> list[_Process]:
+        """The process and every process it calls, directly or not (those found)."""
+        found: dict[str, _Process] = {}
+        todo = [pid]
+        while todo:
+            current = todo.pop()
+            if current in found or current not in self.processes:
+                continue
+            found[current] = self.processes[current]
+            todo.extend(found[current].calls)
+        return list(found.values())
+
+    def top_level(self) -> list[_Process]:
+        return sorted((p for p in self.processes.values() if p.executable), key=lambda p: p.id)
+
+    def checked_processes(self) -> list[_Process]:
+        checked: dict[str, _Process] = {}
+        for process in self.top_level():
+            for p in self.closure(process.id):
+                checked.setdefault(p.id, p)
+        return list(checked.values())
+
+    # -- checks on the XML of each process that will run ----------------------------------------
+
+    def check_process(self, process: _Process) -> None:
+        for check in (self.check_ids, self.check_supported, self.check_expressions,
+                      self.check_lanes, self.check_human_tasks, self.check_references):
+            try:
+                check(process)
+            except Exception as exc:  # one broken check must not hide the others' findings
+                self.report_at(process.source, process.element,
+                               f"could not be checked ({check.__name__}): {_exception_message(exc)}")
+
+    def check_ids(self, process: _Process) -> None:
+        for el in process.element.iter():
+            element_id = el.get("id") if isinstance(el.tag, str) else None
+            if element_id and (element_id in RESERVED_IDS or element_id.endswith(RESERVED_SUFFIXES)):
+                self.report(process.source, el.sourceline, element_id,
+                            f"element id {element_id} is reserved by SpiffWorkflow, which gives that name to an "
+                            f"internal task; rename the element")
+
+    def check_supported(self, process: _Process) -> None:
+        source = process.source
+        for el in process.element.iter():
+            if not _is_bpmn(el):
+                continue
+            local = _local(el)
+            if local in FLOW_NODES and el.tag not in SUPPORTED_TAGS:
+                self.report_at(source, el, f"{local} is not supported")
+                continue
+            if local in FLOW_NODES and el.get("isForCompensation") == "true":
+                self.report_at(source, el, "compensation activities (isForCompensation) are not supported")
+            if local in EVENT_DEFINITIONS_READ:
+                for child in el:
+                    child_name = _local(child)
+                    if _is_bpmn(child) and child_name == "eventDefinitionRef":
+                        self.report_at(source, el, f"eventDefinitionRef is not supported; put the event "
+                                                   f"definition inside the {local}")
+                    elif _is_bpmn(child) and child_name.endswith("EventDefinition"):
+                        kind = child_name[: -len("EventDefinition")]
+                        if kind not in EVENT_DEFINITIONS_READ[local]:
+                            self.report_at(source, el, f"{child_name} on a {local} is not supported")
+
+    def check_expressions(self, process: _Process) -> None:
+        for el in process.element.iter():
+            self._check_expression_element(process.source, el)
+
+    def _check_expression_element(self, source: _Source, el: etree._Element) -> None:
+        if not isinstance(el.tag, str):
+            return
+        qname = etree.QName(el)
+        local, text = qname.localname, el.text
+        if qname.namespace == BPMN_NS:
+            if local == "scriptTask":
+                script_format = el.get("scriptFormat")
+                scripts = el.findall("bpmn:script", NS)
+                if script_format and "python" not in script_format.lower():
+                    self.report_at(source, el, f"the script is written in {script_format}; only Python scripts run here")
+                elif not scripts or not (scripts[0].text or "").strip():
+                    self.report_at(source, el, f"script task {el.get('id')} has no script")
+                else:
+                    self._code(source, el, scripts[0].text, "exec", "script")
+            elif local == "conditionExpression":
+                owner = self._owner(el)
+                language = el.get("language")
+                if language and "python" not in language.lower():
+                    self.report_at(source, owner, f"the condition is written in {language}; only Python expressions run here")
+                elif not (text or "").strip():
+                    self.report_at(source, owner, "the condition is empty")
+                else:
+                    self._code(source, owner, text, "eval", f"condition {_short(text)!r}")
+            elif local in ("timeDate", "timeDuration", "timeCycle"):
+                self._timer(source, self._owner(el), local, text)
+            elif local in ("loopCardinality", "completionCondition", "loopCondition", "condition") \
+                    and (text or "").strip():
+                self._code(source, self._owner(el), text, "eval", f"{local} {_short(text)!r}")
+            elif local in ("formalExpression", "messagePath") and _is_bpmn(el.getparent(), "correlationPropertyRetrievalExpression") \
+                    and (text or "").strip():
+                self._code(source, self._owner(el), text, "eval", f"correlation expression {_short(text)!r}")
+        elif qname.namespace == SPIFF_NS:
+            if local in ("preScript", "postScript") and (text or "").strip():
+                what = "pre-script" if local == "preScript" else "post-script"
+                self._code(source, self._owner(el), text, "exec", what)
+            elif local in ("messagePayload", "payloadExpression") and (text or "").strip():
+                self._code(source, self._owner(el), text, "eval", f"{local} {_short(text)!r}")
+            elif local == "expression" and _local(el.getparent()) == "processVariableCorrelation" \
+                    and (text or "").strip():
+                self._code(source, self._owner(el), text, "eval", f"correlation expression {_short(text)!r}")
+
+    def _code(self, source: _Source, owner: etree._Element, code: str, mode: str, what: str) -> None:
+        message = check_code(code, mode)
+        if message is not None:
+            self.report_at(source, owner, f"{what}: {message}")
+
+    def _timer(self, source: _Source, owner: etree._Element, kind: str, text: str | None) -> None:
+        expression = (text or "").strip()
+        if not expression:
+            self.report_at(source, owner, f"the timer's {kind} is empty")
+            return
+        literal = None
+        try:
+            body = ast.parse(expression, mode="eval").body
+            if isinstance(body, ast.Constant) and isinstance(body.value, str):
+                literal = body.value
+        except SyntaxError:
+            pass
+        if literal is None and _ISO_SHAPE.match(expression):
+            self.report_at(source, owner, f'timer expression {expression} is a Python expression; '
+                                          f'quote it: "{expression}"')
+            return
+        message = check_code(text, "eval")
+        if message is not None:
+            self.report_at(source, owner, f"timer expression {_short(expression)}: {message}")
+            return
+        if literal is not None:
+            problem = _iso_problem(kind, literal.strip())
+            if problem:
+                self.report_at(source, owner, f"timer expression {expression} {problem}")
+
+    def check_lanes(self, process: _Process) -> None:
+        source = process.source
+        examples = ", ".join(self.role_examples[:2] + ["…"]) if self.role_examples else "none are known"
+        holding = {id(lane) for lane in self.lanes_by_node(source).values()}
+        for lane in process.element.iter(f"{{{BPMN_NS}}}lane"):
+            if lane.find("bpmn:childLaneSet/bpmn:lane", NS) is not None and id(lane) not in holding:
+                continue  # only groups other lanes: no task ever gets its name
+            name = lane.get("name")
+            roles = lane.xpath("./bpmn:extensionElements/spiffworkflow:properties/"
+                               "spiffworkflow:property[@name='role']/@value", namespaces=NS)
+            lane_id = lane.get("id") or "-"
+            if not name:
+                # SpiffWorkflow gives tasks their lane's name; tasks of a nameless lane have none.
+                self.report_at(source, lane, f"lane {lane_id} has no name, so its tasks cannot be told apart "
+                                             f"from tasks in no lane; name it after a role ({examples})")
+                continue
+            role = roles[0].strip() if roles else name.strip()
+            if role not in self.known_roles:
+                if roles:
+                    message = (f"lane '{name}' has role property '{role}', which is not a known role "
+                               f"({examples})")
+                else:
+                    message = (f"lane '{name}' maps to no known role; name it after a role ({examples}) "
+                               f"or give it a spiffworkflow property 'role'")
+                self.report_at(source, lane, message)
+                continue
+            previous = process.lane_roles.get(name)
+            if previous is not None and previous != role:
+                self.report_at(source, lane, f"lane '{name}' maps to role '{role}' but another lane of the same "
+                                             f"name maps to '{previous}'; a lane name must mean one role")
+                continue
+            process.lane_roles[name] = role
+
+    @staticmethod
+    def lanes_by_node(source: _Source) -> dict[str, etree._Element]:
+        """Flow node id -> its lane, as SpiffWorkflow indexes lanes: by flowNodeRef over the whole
+        document, the last one winning (so a nested lane beats its parent)."""
+        lane_of: dict[str, etree._Element] = {}
+        for ref in source.root.iter(f"{{{BPMN_NS}}}flowNodeRef"):
+            if ref.text:
+                lane_of[ref.text] = ref.getparent()
+        return lane_of
+
+    def check_human_tasks(self, process: _Process) -> None:
+        source = process.source
+        lane_of = self.lanes_by_node(source)
+        for task in process.element.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask"):
+            # SpiffWorkflow hands a subprocess's lane down to everything inside it; the outermost wins.
+            chain = [task]
+            node = task.getparent()
+            while node is not None and node is not process.element:
+                if _is_bpmn(node, "subProcess", "transaction", "adHocSubProcess"):
+                    chain.append(node)
+                node = node.getparent()
+            lane = next((lane_of[n.get("id")] for n in reversed(chain) if n.get("id") in lane_of), None)
+            if lane is None:
+                kind = "user task" if _local(task) == "userTask" else "manual task"
+                self.report_at(source, task, f"{kind} {task.get('id')} is in no lane, so no role could act on it")
+
+    def check_references(self, process: _Process) -> None:
+        source = process.source
+        for call in process.element.iter(f"{{{BPMN_NS}}}callActivity"):
+            called = call.get("calledElement")
+            if not called:
+                self.report_at(source, call, f"call activity {call.get('id')} names no process to call (calledElement)")
+            elif called not in self.processes and not self.unreadable:
+                self.report_at(source, call, f"call activity {call.get('id')} calls process '{called}', "
+                                             f"which is in none of the files loaded")
+        for task in process.element.iter(f"{{{BPMN_NS}}}businessRuleTask"):
+            ref = task.findtext("bpmn:extensionElements/spiffworkflow:calledDecisionId", None, NS)
+            if not ref:
+                self.report_at(source, task, f"business rule task {task.get('id')} names no decision; "
+                                             f"add spiffworkflow:calledDecisionId")
+            elif ref not in self.decisions and not self.unreadable:
+                self.report_at(source, task, f"business rule task {task.get('id')} calls decision '{ref}', "
+                                             f"which is in none of the DMN files loaded")
+
+    def check_bpmn_file(self, source: _Source, runs: bool) -> None:
+        """Checks of what lies outside the processes; only for files with a process that runs."""
+        if not runs:
+            return
+        try:
+            root = source.root
+            for store in root.iter(f"{{{BPMN_NS}}}dataStore"):
+                if store.get("name") not in SpiffBpmnParser.DATA_STORE_CLASSES:
+                    self.report_at(source, store, f"data store '{store.get('name') or store.get('id')}' is not "
+                                                  f"supported; the engine has no data store implementations")
+            for child in root:
+                if _is_bpmn(child, "message", "signal", "error", "escalation", "correlationProperty"):
+                    for el in child.iter():
+                        self._check_expression_element(source, el)
+        except Exception as exc:
+            self.report_at(source, source.root, f"could not be checked: {_exception_message(exc)}")
+
+    def check_dmn(self, source: _Source) -> None:
+        """Decision tables are Python too: input expressions, input entries (as DMNEngine combines
+        them with their input) and output entries are checked like scripts."""
+        try:
+            dmn = {"dmn": etree.QName(source.root).namespace}
+            for table in source.root.xpath(".//dmn:decisionTable", namespaces=dmn):
+                policy = (table.get("hitPolicy") or "UNIQUE").upper()
+                if policy not in DMN_HIT_POLICIES or (policy == "COLLECT" and table.get("aggregation")):
+                    shown = f"{policy} {table.get('aggregation')}" if table.get("aggregation") else policy
+                    self.report_at(source, table, f"hit policy {shown} is not supported; use UNIQUE, FIRST, "
+                                                  f"ANY or COLLECT without aggregation")
+                inputs: list[str | None] = []
+                for column in table.xpath("./dmn:input", namespaces=dmn):
+                    expression = column.findtext("dmn:inputExpression/dmn:text", None, dmn)
+                    if not (expression or "").strip():
+                        self.report_at(source, column, f"input '{column.get('label') or column.get('id')}' "
+                                                       f"has no input expression")
+                        inputs.append(None)
+                        continue
+                    inputs.append(expression)
+                    message = check_code(expression, "eval")
+                    if message:
+                        self.report_at(source, column, f"input expression {_short(expression)!r}: {message}")
+                        inputs[-1] = None
+                for rule in table.xpath("./dmn:rule", namespaces=dmn):
+                    entries = rule.xpath("./dmn:inputEntry", namespaces=dmn)
+                    for entry, expression in zip(entries, inputs):
+                        text = entry.findtext("dmn:text", None, dmn)
+                        if expression is None or not (text or "").strip() or text.strip() == "-":
+                            continue
+                        message = check_code(_dmn_test(expression, text), "eval")
+                        if message:
+                            self.report_at(source, entry, f"input entry {_short(text)!r}: {message}")
+                    for entry in rule.xpath("./dmn:outputEntry", namespaces=dmn):
+                        text = entry.findtext("dmn:text", None, dmn)
+                        if (text or "").strip():
+                            message = check_code(text, "eval")
+                            if message:
+                                self.report_at(source, entry, f"output entry {_short(text)!r}: {message}")
+        except Exception as exc:
+            self.report_at(source, source.root, f"could not be checked: {_exception_message(exc)}")
+
+    # -- SpiffWorkflow: parse, serialise, instantiate -------------------------------------------
+
+    def build(self, checked: list[_Process]) -> list[ProcessDefinition]:
+        # validator=None: the same XSDs already ran in `validate`, which reports every error.
+        parser = SpiffBpmnParser()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for source in self.sources:
+                if source.tree is None or not source.schema_valid or source.duplicate:
+                    continue
+                self.current = source
+                if source.kind == "dmn":
+                    self._add_dmn(parser, source)
+                else:
+                    self._add_bpmn(parser, source)
+            self.current = None
+            definitions = []
+            for process in self.top_level():
+                definition = self._definition(parser, process)
+                if definition is not None:
+                    definitions.append(definition)
+        return definitions
+
+    def _add_dmn(self, parser: SpiffBpmnParser, source: _Source) -> None:
+        try:
+            parser.add_dmn_xml(source.root, filename=source.name)
+            decision_id = source.root.xpath("./dmn:decision[1]/@id",
+                                            namespaces={"dmn": etree.QName(source.root).namespace})[0]
+            parser.dmn_parsers[decision_id].parse()  # SpiffWorkflow parses lazily; find errors now
+            source.in_spiff = True
+        except Exception as exc:
+            self._spiff_problem(exc, source, source.root)
+
+    def _add_bpmn(self, parser: SpiffBpmnParser, source: _Source) -> None:
+        try:
+            parser.add_bpmn_xml(source.tree, filename=source.name)
+            source.in_spiff = True
+        except Exception as exc:
+            self._spiff_problem(exc, source, source.root)
+
+    def _ready(self, process: _Process) -> bool:
+        """All its parts reached SpiffWorkflow; if not, the reason has been reported already."""
+        for p in self.closure(process.id):
+            if not p.source.in_spiff or any(c not in self.processes for c in p.calls):
+                return False
+            if any(d not in self.decisions or not self.decisions[d].in_spiff for d in p.decisions):
+                return False
+        return True
+
+    def _definition(self, parser: SpiffBpmnParser, process: _Process) -> ProcessDefinition | None:
+        if not self._ready(process):
+            return None
+        source, element = process.source, process.element
+        self.current = source
+        try:
+            spec = parser.get_spec(process.id)
+            subprocess_specs = parser.get_subprocess_specs(process.id)
+        except Exception as exc:
+            self._spiff_problem(exc, source, element)
+            return None
+        closure = self.closure(process.id)
+        if any(self.has_problem(part.source) for part in closure):
+            return None  # what follows would mostly report consequences of problems already listed
+        name = process.id
+        try:
+            registry = _spec_registry()
+            for name, each in [(process.id, spec), *subprocess_specs.items()]:
+                registry.convert(each)
+        except Exception as exc:
+            self.report_at(source, element, f"SpiffWorkflow cannot serialise the spec of {name}: "
+                                            f"{_exception_message(exc)}")
+            return None
+        try:
+            BpmnWorkflow(spec, subprocess_specs)
+        except Exception as exc:
+            self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
+                                            f"{_exception_message(exc)}")
+            return None
+
+        lane_roles: dict[str, str] = {}
+        for part in closure:
+            for lane, role in part.lane_roles.items():
+                if lane_roles.setdefault(lane, role) != role:
+                    self.report_at(part.source, part.element,
+                                   f"lane '{lane}' maps to role '{role}' in process {part.id} but to "
+                                   f"'{lane_roles[lane]}' elsewhere in process {process.id}; a lane name must "
+                                   f"mean one role throughout a process and the processes it calls")
+        files = {part.source.name: part.source.data for part in closure}
+        for part in closure:
+            for decision in part.decisions:
+                dmn = self.decisions[decision]
+                files[dmn.name] = dmn.data
+        return ProcessDefinition(
+            process_id=process.id,
+            name=element.get("name") or process.id,
+            spec=spec,
+            subprocess_specs=subprocess_specs,
+            files=files,
+            content_hash=content_hash(files),
+            lane_roles=lane_roles,
+        )
+
+    def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:
+        """SpiffWorkflow's errors name an element id (seldom a line): find it in the files."""
+        file_name = getattr(exc, "file_name", None)
+        where = self.by_name.get(file_name, source) if file_name else source
+        element_id = getattr(exc, "id", None) or getattr(getattr(exc, "task_spec", None), "bpmn_id", None)
+        element = where.element(element_id)
+        if element is None and element_id:
+            for other in self.sources:
+                element = other.element(element_id)
+                if element is not None:
+                    where = other
+                    break
+        message = _exception_message(exc)
+        if element is None:
+            for token in re.findall(r"['\"]([^'\"]+)['\"]", message):
+                element = where.element(token)
+                if element is not None:
+                    break
+        # SpiffWorkflow stops at its first error, which our own checks may already have reported:
+        # skip it if it names an element we reported on, or names none in a file we reported on.
+        if element is not None:
+            element_id = self._id_of(element)
+            if not self.has_problem(where, element_id):
+                self.report(where, element.sourceline, element_id, message)
+        elif not self.has_problem(where):
+            self.report_at(source, fallback, message)
+
+
+def _iso_problem(kind: str, value: str) -> str | None:
+    """None if `value` parses as SpiffWorkflow's timer of this kind will parse it, else why not."""
+    try:
+        if kind == "timeDuration":
+            if not value.upper().startswith("P"):
+                raise ValueError(value)
+            TimerEventDefinition.parse_iso_duration(value)
+        elif kind == "timeDate":
+            TimerEventDefinition.parse_time_or_duration(value)
+        else:
+            if not value.upper().startswith("R"):
+                raise ValueError(value)
+            TimerEventDefinition.parse_iso_recurring_interval(value)
+    except Exception:
+        return {
+            "timeDuration": 'is not an ISO 8601 duration such as "PT4H" or "P2D"',
+            "timeDate": 'is not an ISO 8601 date-time such as "2026-11-23T09:00:00+08:00"',
+            "timeCycle": 'is not an ISO 8601 repeating interval such as "R3/PT1H"',
+        }[kind]
+    return None
+
+
+def _dmn_test(input_expression: str, entry: str) -> str:
+    """The expression DMNEngine evaluates for one input entry of one rule."""
+    replaced = _DMN_QUESTION_MARK.sub("dmninputexpr", entry)
+    if "dmninputexpr" in replaced:
+        return replaced
+    try:
+        ast.parse(entry, mode="eval")
+    except SyntaxError:
+        return input_expression + entry  # an operator: "< 1000" becomes "amount< 1000"
+    return f"({input_expression}) == ({entry})"
