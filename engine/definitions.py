@@ -156,10 +156,16 @@ class _Source:
     in_spiff: bool = False        # handed to SpiffWorkflow's parser without error
     _ids: dict[str, etree._Element] | None = None
     _lines: dict[int, list[etree._Element]] | None = None
+    _root: etree._Element | None = None
 
     @property
     def root(self) -> etree._Element | None:
-        return self.tree.getroot() if self.tree is not None else None
+        # Hold one proxy for the root as long as the source lives: SpiffWorkflow's parser keys
+        # each document's lanes by `id(root)`, and lxml makes a new proxy (with a new id, or a
+        # recycled one from another document) whenever nobody keeps the old one alive.
+        if self._root is None and self.tree is not None:
+            self._root = self.tree.getroot()
+        return self._root
 
     def element(self, element_id: str | None) -> etree._Element | None:
         if self.tree is None or not element_id:
@@ -657,9 +663,11 @@ class _Load:
     def check_lanes(self, process: _Process) -> None:
         source = process.source
         examples = ", ".join(self.role_examples[:2] + ["…"]) if self.role_examples else "none are known"
-        holding = {id(lane) for lane in self.lanes_by_node(source).values()}
+        # Compare lanes as elements, not by id(): lxml proxies die and their ids get reused.
+        holding = list(self.lanes_by_node(source).values())
         for lane in process.element.iter(f"{{{BPMN_NS}}}lane"):
-            if lane.find("bpmn:childLaneSet/bpmn:lane", NS) is not None and id(lane) not in holding:
+            if lane.find("bpmn:childLaneSet/bpmn:lane", NS) is not None and not any(
+                    lane is held for held in holding):
                 continue  # only groups other lanes: no task ever gets its name
             name = lane.get("name")
             roles = lane.xpath("./bpmn:extensionElements/spiffworkflow:properties/"
