@@ -392,3 +392,18 @@ def test_escapes_built_at_run_time_fail_cleanly_and_change_nothing(store, tmp_pa
         runtime.complete(only_task(view).id, "rep.wang", {}, at=T0)
     assert named in str(failure.value) and "'probe'" in str(failure.value)
     assert snapshot(store, view.id) == before
+
+
+def test_a_failing_timer_becomes_one_incident_and_the_worker_stops_retrying_it(store):
+    deploy(store, "late_failing.bpmn")
+    runtime = Runtime(store)
+    view = runtime.start("late_failing", "rep.wang", {"amount": 0}, at=T0)
+    before = snapshot(store, view.id)
+    first = timers.run_once(runtime, T0 + timedelta(hours=2))
+    assert first.fired == [] and "ZeroDivisionError" in first.failed[view.id]
+    assert snapshot(store, view.id) == before  # rolled back: the timer is still waiting
+    second = timers.run_once(runtime, T0 + timedelta(hours=3))
+    assert second.fired == [] and second.failed == {}  # parked until a person retries
+    with store.read() as s:
+        incident = s.scalars(select(Incident)).one()
+    assert (incident.command, incident.element_id, incident.instance_id) == ("timer", "share", view.id)
