@@ -393,15 +393,13 @@ def _phase_targets() -> list[tuple[Any, str, str]]:
     """(owner, attribute, label): disjoint steps of Runtime.start/complete, wrapped by `breakdown`."""
     from engine import runtime
     return [
-        (runtime.Runtime, "_person", "user lookup (access.person, own read session)"),
-        (runtime.Runtime, "_definition_for", "definition lookup (start, own read session)"),
+        (runtime, "person", "user lookup (runtime.person, one query)"),
         (state, "load_state", "restore state (engine.state.load_state)"),
         (runtime, "new_workflow", "new workflow + engine steps (start)"),
         (runtime.COMMANDS, "complete", "complete task + engine steps"),
         (state, "dump_state", "serialise state (engine.state.dump_state)"),
         (runtime, "project", "projection rows (project)"),
-        (runtime.Runtime, "_append_log", "log entry (_append_log)"),
-        (runtime.Runtime, "_view", "result view (_view)"),
+        (runtime, "_append_log", "log entry (_append_log)"),
     ]
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
@@ -27,7 +28,7 @@ from SpiffWorkflow.util.task import TaskState
 from . import access, clock, determinism, state
 from .determinism import CommandContext, command_context
 from .store import (Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
-                    Store)
+                    Store, User, UserRole)
 
 GENESIS_HASH = "0" * 64
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
@@ -84,27 +85,103 @@ class LoadedDefinition:
     spec: Any
     subprocess_specs: dict
     lane_roles: dict[str, str]
+    has_timers: bool = True    # lets a command skip clearing projections that cannot exist
+    has_messages: bool = True
 
 
 _definitions: dict[tuple[str, int], LoadedDefinition] = {}
-_retrying: ContextVar[int | None] = ContextVar("bpm_retrying_incident", default=None)
 _definitions_lock = threading.Lock()
+_retrying: ContextVar[int | None] = ContextVar("bpm_retrying_incident", default=None)
 
 
-def loaded_definition(session: Session, definition_id: int) -> LoadedDefinition:
+def _event_kinds(specs: Iterable) -> set[type]:
+    kinds: set[type] = set()
+    for spec in specs:
+        for task_spec in spec.task_specs.values():
+            definition = getattr(task_spec, "event_definition", None)
+            inner = getattr(definition, "event_definitions", None) or [definition]
+            kinds.update(type(d) for d in inner if d is not None)
+    return kinds
+
+
+def _url_of(executor) -> str:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor.engine
+    return str(bind.url)
+
+
+def loaded_definition(executor: Session | Connection, definition_id: int) -> LoadedDefinition:
     """Deployed versions are immutable, so each is restored once per process and shared."""
-    key = (str(session.get_bind().url), definition_id)
+    key = (_url_of(executor), definition_id)
     found = _definitions.get(key)
     if found is not None:
         return found
-    row = session.get(Definition, definition_id)
+    row = executor.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.spec,
+                                  _DEF.c.lane_roles).where(_DEF.c.id == definition_id)).first()
     if row is None:
         raise NotFound(f"there is no deployed definition {definition_id}")
     spec, subs = state.load_spec(row.spec)
-    found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles))
+    kinds = _event_kinds([spec, *subs.values()])
+    found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles),
+                             has_timers=any(issubclass(k, TimerEventDefinition) for k in kinds),
+                             has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds))
     with _definitions_lock:
         _definitions[key] = found
     return found
+
+
+# --- the statements of the hot path, built once ----------------------------------------------
+
+_I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, MessageWait.__table__
+_L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
+_U, _UR = User.__table__, UserRole.__table__
+
+_SELECT_PERSON = (select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id,
+                         _UR.c.role_id)
+                  .select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
+                  .where(_U.c.username == bindparam("username"), _U.c.active.is_(True)))
+_SELECT_TASK = select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
+    _H.c.id == bindparam("task_id"))
+_SELECT_INSTANCE = select(_I.c.id, _I.c.definition_id, _I.c.process_id, _I.c.status, _I.c.state,
+                          _I.c.revision, _I.c.log_hash, _I.c.initiator, _I.c.created_at).where(
+    _I.c.id == bindparam("instance_id"))
+_SELECT_INSTANCE_LOCKED = _SELECT_INSTANCE.with_for_update()
+_TASK_COLUMNS = (_H.c.id.label("task_id"), _H.c.role, _H.c.assignee)
+_SELECT_TASK_INSTANCE = (select(*_TASK_COLUMNS, *_SELECT_INSTANCE.selected_columns)
+                         .join(_I, _I.c.id == _H.c.instance_id)
+                         .where(_H.c.id == bindparam("task_id")))
+_SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update(of=_I)
+_UPDATE_INSTANCE = (update(_I)
+                    .where(_I.c.id == bindparam("w_id"), _I.c.revision == bindparam("w_revision"))
+                    .values(state=bindparam("v_state"), state_hash=bindparam("v_state_hash"),
+                            revision=bindparam("v_revision"), status=bindparam("v_status"),
+                            business_key=bindparam("v_business_key"),
+                            customer=bindparam("v_customer"), amount=bindparam("v_amount"),
+                            updated_at=bindparam("v_at"), completed_at=bindparam("v_completed_at"),
+                            log_hash=bindparam("v_log_hash")))
+_CLEAR = {table: delete(table).where(table.c.instance_id == bindparam("instance_id"))
+          for table in (_H, _T, _M)}
+_INSERT = {table: insert(table) for table in (_H, _T, _M, _L, _I)}
+_SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
+                                _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
+                                                       _X.c.status == "open")
+_SELECT_LATEST_DEFINITION = (select(_DEF.c.id, _DEF.c.version)
+                             .where(_DEF.c.process_id == bindparam("process_id"))
+                             .order_by(_DEF.c.version.desc()).limit(1))
+_SELECT_DEFINITION_VERSION = select(_DEF.c.id, _DEF.c.version).where(
+    _DEF.c.process_id == bindparam("process_id"), _DEF.c.version == bindparam("version"))
+_SELECT_COMPLETION = select(_L.c.actor, _L.c.at).where(
+    _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1)
+
+
+def person(executor: Session | Connection, username: str) -> access.Person:
+    """The acting user and their roles, in one query."""
+    rows = executor.execute(_SELECT_PERSON, {"username": username}).all()
+    if not rows:
+        raise NotFound(f"there is no user {username!r}")
+    first = rows[0]
+    return access.Person(first.username, first.display_name,
+                         frozenset(r.role_id for r in rows if r.role_id), first.superior,
+                         first.office_id)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -145,7 +222,7 @@ class InstanceView:
     initiator: str | None = None
     created: datetime | None = None
     updated: datetime | None = None
-    incidents: list[dict] = field(default_factory=list)
+    incidents: list[dict] | None = None  # None: not looked up (command results)
 
     def as_json(self) -> dict:
         return {"id": self.id, "process_id": self.process_id, "version": self.version,
@@ -154,7 +231,7 @@ class InstanceView:
                 "created": self.created.isoformat() if self.created else None,
                 "updated": self.updated.isoformat() if self.updated else None,
                 "data": self.data, "tasks": [t.as_json() for t in self.tasks],
-                "incidents": self.incidents}
+                **({"incidents": self.incidents} if self.incidents is not None else {})}
 
 
 # --- commands: pure functions of (workflow, input), replayed as they are ---------------------
@@ -258,27 +335,36 @@ def _task_properties(task_spec) -> dict:
     return extensions.get("properties") or {}
 
 
-def project(session: Session, instance: Instance, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool) -> None:
+@dataclass
+class Projection:
+    business_key: str | None
+    customer: str | None
+    amount: float | None
+    tasks: list[dict]
+
+
+def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+            fresh: bool) -> Projection:
     """Rewrite the instance's projection rows from its state, in the caller's transaction."""
-    data = instance_data(workflow)
-    instance.business_key, instance.customer, instance.amount = _business_fields(data)
+    key, customer, amount = _business_fields(instance_data(workflow))
     if not fresh:
-        for model in (HumanTask, DueTimer, MessageWait):
-            session.execute(delete(model).where(model.instance_id == instance.id))
+        conn.execute(_CLEAR[_H], {"instance_id": instance_id})
+        if loaded.has_timers:
+            conn.execute(_CLEAR[_T], {"instance_id": instance_id})
+        if loaded.has_messages:
+            conn.execute(_CLEAR[_M], {"instance_id": instance_id})
     human, timers, waits = [], [], []
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
         if task.state == TaskState.READY and spec.manual:
             props = _task_properties(spec)
             human.append({
-                "id": str(task.id), "instance_id": instance.id, "process_id": loaded.process_id,
+                "id": str(task.id), "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": spec.bpmn_id or spec.name, "name": spec.bpmn_name or spec.bpmn_id or spec.name,
                 "role": loaded.lane_roles.get(spec.lane) if spec.lane else None,
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
-                "business_key": instance.business_key, "customer": instance.customer,
-                "amount": instance.amount,
+                "business_key": key, "customer": customer, "amount": amount,
                 "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
                 "due_at": None,
             })
@@ -287,14 +373,15 @@ def project(session: Session, instance: Instance, workflow: BpmnWorkflow, loaded
             if isinstance(definition, TimerEventDefinition):
                 due = _timer_due(task)
                 if due is not None:
-                    timers.append({"id": str(task.id), "instance_id": instance.id,
+                    timers.append({"id": str(task.id), "instance_id": instance_id,
                                    "element_id": spec.bpmn_id or spec.name, "due_at": due})
             elif isinstance(definition, MessageEventDefinition):
-                waits.append({"id": str(task.id), "instance_id": instance.id,
+                waits.append({"id": str(task.id), "instance_id": instance_id,
                               "message": definition.name, "element_id": spec.bpmn_id or spec.name})
-    for model, rows in ((HumanTask, human), (DueTimer, timers), (MessageWait, waits)):
+    for table, rows in ((_H, human), (_T, timers), (_M, waits)):
         if rows:
-            session.execute(insert(model), rows)
+            conn.execute(_INSERT[table], rows)
+    return Projection(key, customer, amount, human)
 
 
 def _status(workflow: BpmnWorkflow) -> str:
@@ -336,6 +423,9 @@ def _failure_sentence(exc: BaseException, command: str) -> tuple[str, str | None
 
 # --- the runtime -----------------------------------------------------------------------------
 
+TaskCheck = Callable[[Any, access.Person], None]
+
+
 class Runtime:
     """Runs commands against instances stored in `store`."""
 
@@ -358,13 +448,18 @@ class Runtime:
             raise InvalidInput("start data must be a JSON object")
         at = at or clock.now()
         instance_id = str(uuid.uuid4())
-        with self.store.read() as session:
-            who = self._person(session, actor)
-            definition = self._definition_for(session, process_id, version)
-        inputs = {"process_id": process_id, "version": definition.version, "data": data}
+        inputs: dict = {"process_id": process_id, "version": version, "data": data}
         try:
-            with self.store.write() as session:
-                loaded = loaded_definition(session, definition.id)
+            with self.store.transaction() as conn:
+                who = person(conn, actor)
+                found = conn.execute(
+                    _SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION,
+                    {"process_id": process_id, "version": version}).first()
+                if found is None:
+                    raise NotFound(f"process {process_id!r} has no version {version}" if version
+                                   else f"there is no deployed process {process_id!r}")
+                inputs["version"] = found.version
+                loaded = loaded_definition(conn, found.id)
                 ctx = CommandContext(instance_id, at)
                 with command_context(ctx):
                     try:
@@ -377,24 +472,30 @@ class Runtime:
                     inputs["service_results"] = ctx.service_results
                 text = state.dump_state(workflow, ctx.counter)
                 state_hash = state.digest(text)
-                row = Instance(id=instance_id, definition_id=loaded.id, process_id=process_id,
-                               status=_status(workflow), initiator=who.username, state=text,
-                               state_hash=state_hash, revision=1, log_hash=GENESIS_HASH,
-                               created_at=at, updated_at=at,
-                               completed_at=at if workflow.is_completed() else None)
-                session.add(row)
-                session.flush()
-                project(session, row, workflow, loaded, fresh=True)
-                self._append_log(session, row, 1, at, who.username, "start", None, inputs, state_hash)
-                result = self._view(row, workflow, loaded, session)
+                status = _status(workflow)
+                log_hash = _entry_hash(instance_id, 1, at, who.username, "start", inputs, state_hash,
+                                       GENESIS_HASH)
+                key, customer, amount = _business_fields(instance_data(workflow))
+                conn.execute(_INSERT[_I], [{
+                    "id": instance_id, "definition_id": loaded.id, "process_id": process_id,
+                    "business_key": key, "customer": customer, "amount": amount,
+                    "status": status, "initiator": who.username, "state": text,
+                    "state_hash": state_hash, "revision": 1, "log_hash": log_hash,
+                    "created_at": at, "updated_at": at,
+                    "completed_at": at if status != "running" else None}])
+                projection = project(conn, instance_id, workflow, loaded, fresh=True)
+                _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
+                                 state_hash, GENESIS_HASH, log_hash)
+                return InstanceView(instance_id, process_id, loaded.version, status,
+                                    instance_data(workflow), [_task_view(t) for t in projection.tasks],
+                                    projection.business_key, who.username, at, at)
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, None, process_id, "start", inputs, actor, at) from None
-        return result
 
     # --- acting on tasks ---
 
     def claim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
-        def check(task_row: HumanTask, who: access.Person) -> None:
+        def check(task_row, who: access.Person) -> None:
             if task_row.assignee == who.username:
                 return
             if task_row.assignee is not None:
@@ -402,13 +503,15 @@ class Runtime:
             if task_row.role not in who.roles:
                 raise Forbidden(f"{who.username} may not claim task {task_row.id}: it is for role "
                                 f"{task_row.role}")
-        return self._task_command("claim", task_id, actor, {}, at, check)
+        view = self._unit_of_work("claim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
+        return next(t for t in view.tasks if t.id == task_id)
 
     def unclaim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
-        def check(task_row: HumanTask, who: access.Person) -> None:
+        def check(task_row, who: access.Person) -> None:
             if task_row.assignee != who.username:
                 raise Forbidden(f"{who.username} does not hold task {task_row.id}, so cannot give it back")
-        return self._task_command("unclaim", task_id, actor, {}, at, check)
+        view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
+        return next(t for t in view.tasks if t.id == task_id)
 
     def complete(self, task_id: str, actor: str, data: Any = None, *,
                  at: datetime | None = None) -> InstanceView:
@@ -416,40 +519,15 @@ class Runtime:
         if not isinstance(data, dict):
             raise InvalidInput("task data must be a JSON object")
 
-        def check(task_row: HumanTask, who: access.Person) -> None:
+        def check(task_row, who: access.Person) -> None:
             if not access.may_act(who, task_row.role, task_row.assignee):
                 holder = f"held by {task_row.assignee}" if task_row.assignee else f"for role {task_row.role}"
                 raise Forbidden(f"{who.username} may not complete task {task_row.id}: it is {holder}")
-        return self._task_command("complete", task_id, actor, {"data": data}, at, check)
+        return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
+                                  task_id=task_id, check=check)
 
-    def _task_command(self, command: str, task_id: str, actor: str, inputs: dict,
-                      at: datetime | None, check) -> Any:
-        at = at or clock.now()
-        inputs = {"task_id": task_id, **inputs}
-        with self.store.read() as session:
-            who = self._person(session, actor)
-            task_row = session.get(HumanTask, task_id)
-            if task_row is None:
-                raise self._missing_task(session, task_id)
-            instance_id = task_row.instance_id
-
-        def guard(session: Session, workflow: BpmnWorkflow) -> None:
-            # Re-read under the instance lock: the row may have changed since the first look.
-            row = session.get(HumanTask, task_id, populate_existing=True)
-            if row is None:
-                raise self._missing_task(session, task_id)
-            check(row, who)
-
-        view = self._unit_of_work(instance_id, command, who.username, inputs, at, guard)
-        if command in ("claim", "unclaim"):
-            return next(t for t in view.tasks if t.id == task_id)
-        return view
-
-    def _missing_task(self, session: Session, task_id: str) -> EngineError:
-        done = session.execute(
-            select(LogEntry.actor, LogEntry.at).where(LogEntry.task_id == task_id,
-                                                      LogEntry.command == "complete")
-        ).first()
+    def _missing_task(self, conn, task_id: str) -> EngineError:
+        done = conn.execute(_SELECT_COMPLETION, {"task_id": task_id}).first()
         if done is not None:
             return Conflict(f"task {task_id} is already done (completed by {done.actor} at "
                             f"{done.at.isoformat()})")
@@ -467,10 +545,9 @@ class Runtime:
         at = at or clock.now()
         with self.store.read() as session:
             candidates = session.execute(
-                select(MessageWait.instance_id, Instance.business_key, Instance.state,
-                       Instance.definition_id)
-                .join(Instance, Instance.id == MessageWait.instance_id)
-                .where(MessageWait.message == name).distinct()).all()
+                select(_M.c.instance_id, _I.c.business_key, _I.c.state, _I.c.definition_id)
+                .join(_I, _I.c.id == _M.c.instance_id)
+                .where(_M.c.message == name).distinct()).all()
             matches = [c for c in candidates if self._correlates(session, c, correlation)]
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
@@ -481,7 +558,7 @@ class Runtime:
                            f"name one with --correlation")
         instance_id = matches[0].instance_id
         inputs = {"name": name, "payload": payload, "correlation": correlation}
-        self._unit_of_work(instance_id, "message", actor, inputs, at, None)
+        self._unit_of_work("message", actor, inputs, at, instance_id=instance_id)
         return [instance_id]
 
     def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
@@ -496,13 +573,13 @@ class Runtime:
         return all(str(data.get(k)) == str(v) for k, v in correlation.items())
 
     def fire_timer(self, instance_id: str, at: datetime, actor: str = "worker") -> InstanceView:
-        return self._unit_of_work(instance_id, "timer", actor, {}, at, None)
+        return self._unit_of_work("timer", actor, {}, at, instance_id=instance_id)
 
     # --- incidents ---
 
     def retry(self, incident_id: int, actor: str, *, at: datetime | None = None) -> Any:
         with self.store.read() as session:
-            self._person(session, actor)
+            person(session, actor)
             incident = session.get(Incident, incident_id)
             if incident is None:
                 raise NotFound(f"there is no incident {incident_id}")
@@ -550,27 +627,43 @@ class Runtime:
 
     # --- the unit of work ---
 
-    def _unit_of_work(self, instance_id: str, command: str, actor: str, inputs: dict, at: datetime,
-                      guard: Callable[[Session, BpmnWorkflow], None] | None) -> InstanceView:
+    def _unit_of_work(self, command: str, actor: str, inputs: dict, at: datetime | None, *,
+                      task_id: str | None = None, instance_id: str | None = None,
+                      check: TaskCheck | None = None) -> InstanceView:
+        """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
+        at = at or clock.now()
         process_id = "?"
+        sqlite = self.store.is_sqlite
         try:
-            with self.store.write() as session:
-                query = select(Instance).where(Instance.id == instance_id)
-                if not self.store.is_sqlite:
-                    query = query.with_for_update()
-                row = session.scalars(query.execution_options(populate_existing=True)).first()
-                if row is None:
-                    raise NotFound(f"there is no instance {instance_id}")
+            with self.store.transaction() as conn:
+                who = person(conn, actor) if check is not None else None
+                # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL
+                # locks the instance row, and the task is read again once the lock is ours.
+                if task_id is not None:
+                    row = conn.execute(_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED,
+                                       {"task_id": task_id}).first()
+                    if row is None:
+                        raise self._missing_task(conn, task_id)
+                    instance_id, task_row = row.id, row
+                    if not sqlite:
+                        task_row = conn.execute(_SELECT_TASK, {"task_id": task_id}).first()
+                        if task_row is None:
+                            raise self._missing_task(conn, task_id)
+                else:
+                    row = conn.execute(_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED,
+                                       {"instance_id": instance_id}).first()
+                    if row is None:
+                        raise NotFound(f"there is no instance {instance_id}")
+                if check is not None:
+                    check(_TaskRef(task_id, task_row.role, task_row.assignee), who)
                 process_id = row.process_id
                 if row.status != "running":
                     raise Conflict(f"instance {instance_id} is {row.status}")
-                loaded = loaded_definition(session, row.definition_id)
+                loaded = loaded_definition(conn, row.definition_id)
                 ctx = CommandContext(instance_id, at)
                 with command_context(ctx):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
-                    if guard is not None:
-                        guard(session, workflow)
                     try:
                         COMMANDS[command](workflow, inputs, actor)
                     except EngineError:
@@ -584,34 +677,27 @@ class Runtime:
                 state_hash = state.digest(text)
                 seq = row.revision + 1
                 status = _status(workflow)
-                done = session.execute(
-                    update(Instance).where(Instance.id == instance_id, Instance.revision == row.revision)
-                    .values(state=text, state_hash=state_hash, revision=seq, status=status,
-                            updated_at=at, completed_at=at if status != "running" else None)
-                ).rowcount
+                log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False)
+                done = conn.execute(_UPDATE_INSTANCE, {
+                    "w_id": instance_id, "w_revision": row.revision, "v_state": text,
+                    "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
+                    "v_business_key": projection.business_key, "v_customer": projection.customer,
+                    "v_amount": projection.amount, "v_at": at,
+                    "v_completed_at": at if status != "running" else None, "v_log_hash": log_hash,
+                }).rowcount
                 if done != 1:
                     raise Conflict(f"instance {instance_id} was changed by someone else at the same "
                                    f"moment; look again and retry")
-                row.state, row.state_hash, row.revision, row.status, row.updated_at = \
-                    text, state_hash, seq, status, at
-                project(session, row, workflow, loaded, fresh=False)
-                self._append_log(session, row, seq, at, actor, command, inputs.get("task_id"),
-                                 logged, state_hash)
-                return self._view(row, workflow, loaded, session)
+                _append_log(conn, instance_id, seq, at, actor, command, inputs.get("task_id"),
+                                 logged, state_hash, row.log_hash, log_hash)
+                # The workflow is discarded now, so its data need not be copied.
+                return InstanceView(instance_id, row.process_id, loaded.version, status,
+                                    instance_data(workflow), [_task_view(t) for t in projection.tasks],
+                                    projection.business_key, row.initiator, row.created_at, at)
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
                                  at) from None
-
-    def _append_log(self, session: Session, row: Instance, seq: int, at: datetime, actor: str,
-                    command: str, task_id: str | None, inputs: dict, state_hash: str) -> None:
-        prev = row.log_hash
-        entry_hash = _entry_hash(row.id, seq, at, actor, command, inputs, state_hash, prev)
-        session.execute(insert(LogEntry), [{
-            "instance_id": row.id, "seq": seq, "at": at, "actor": actor, "command": command,
-            "task_id": task_id, "input": inputs, "state_hash": state_hash, "prev_hash": prev,
-            "hash": entry_hash}])
-        session.execute(update(Instance).where(Instance.id == row.id).values(log_hash=entry_hash))
-        row.log_hash = entry_hash
 
     # --- reading ---
 
@@ -622,36 +708,41 @@ class Runtime:
                 raise NotFound(f"there is no instance {instance_id}")
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
-            return self._view(row, workflow, loaded, session)
+            tasks = [task_view(t) for t in session.scalars(
+                select(HumanTask).where(HumanTask.instance_id == row.id).order_by(HumanTask.created_at))]
+            incidents = [_incident_json(i) for i in
+                         session.execute(_SELECT_OPEN_INCIDENTS, {"instance_id": instance_id})]
+            return InstanceView(row.id, row.process_id, loaded.version, row.status,
+                                copy.deepcopy(instance_data(workflow)), tasks, row.business_key,
+                                row.initiator, row.created_at, row.updated_at, incidents)
 
-    def _view(self, row: Instance, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-              session: Session) -> InstanceView:
-        tasks = [task_view(t) for t in session.scalars(
-            select(HumanTask).where(HumanTask.instance_id == row.id).order_by(HumanTask.created_at))]
-        incidents = [{"id": i.id, "command": i.command, "element_id": i.element_id,
-                      "message": i.message, "at": i.created_at.isoformat()}
-                     for i in session.scalars(select(Incident).where(
-                         Incident.instance_id == row.id, Incident.status == "open"))]
-        return InstanceView(row.id, row.process_id, loaded.version, row.status,
-                            copy.deepcopy(instance_data(workflow)), tasks, row.business_key,
-                            row.initiator, row.created_at, row.updated_at, incidents)
 
-    def _person(self, session: Session, username: str) -> access.Person:
-        try:
-            return access.person(session, username)
-        except access.UnknownUser as exc:
-            raise NotFound(str(exc)) from None
+def _append_log(conn: Connection, instance_id: str, seq: int, at: datetime, actor: str,
+                command: str, task_id: str | None, inputs: dict, state_hash: str, prev: str,
+                entry_hash: str) -> None:
+    conn.execute(_INSERT[_L], [{
+        "instance_id": instance_id, "seq": seq, "at": at, "actor": actor, "command": command,
+        "task_id": task_id, "input": inputs, "state_hash": state_hash, "prev_hash": prev,
+        "hash": entry_hash}])
 
-    def _definition_for(self, session: Session, process_id: str, version: int | None) -> Definition:
-        query = select(Definition).where(Definition.process_id == process_id)
-        if version is not None:
-            query = query.where(Definition.version == version)
-        found = session.scalars(query.order_by(Definition.version.desc()).limit(1)).first()
-        if found is None:
-            if version is not None:
-                raise NotFound(f"process {process_id!r} has no version {version}")
-            raise NotFound(f"there is no deployed process {process_id!r}")
-        return found
+
+@dataclass(frozen=True)
+class _TaskRef:
+    """What an access check needs to know of a task."""
+    id: str
+    role: str | None
+    assignee: str | None
+
+
+def _incident_json(row) -> dict:
+    return {"id": row.id, "command": row.command, "element_id": row.element_id,
+            "message": row.message, "at": row.created_at.isoformat()}
+
+
+def _task_view(row: dict) -> TaskView:
+    return TaskView(row["id"], row["instance_id"], row["process_id"], row["name"], row["element_id"],
+                    row["role"], row["assignee"], row["due_at"], row["created_at"], row["form"],
+                    row["business_key"], row["customer"], row["amount"])
 
 
 def task_view(row: HumanTask) -> TaskView:

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String,
                         Text, UniqueConstraint, create_engine, event)
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -213,6 +213,13 @@ class Store:
         writer = self.engine.execution_options(bpm_write=True) if self.is_sqlite else self.engine
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
+        self._write_engine = writer
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one write transaction: the commands' hot path, without the ORM."""
+        with self._write_engine.begin() as connection:
+            yield connection
 
     @contextmanager
     def write(self) -> Iterator[Session]:
