@@ -1,0 +1,137 @@
+"""Form schemas: JSON Schema (2020-12) with the engine's keywords, and the check of submitted data.
+
+Keywords beyond the standard: `x-lookup` (the value must be known to a named lookup that
+`processes/` registers, e.g. `customer`), `x-not-before: "today"` (a date not before the present
+day, by the engine clock), `x-title-zh` (Chinese title, ignored here). Every error is reported
+by field path, in one sentence, so a page can show it next to the field.
+"""
+from __future__ import annotations
+
+import copy
+from contextvars import ContextVar
+from datetime import date
+from typing import Any, Callable, Mapping
+
+from jsonschema import Draft202012Validator, FormatChecker, validators
+from jsonschema.exceptions import SchemaError, ValidationError
+
+from . import clock
+
+Lookup = Callable[[Any], bool]
+# jsonschema validators are frozen: the lookups of the current check travel beside them.
+_lookups: ContextVar[Mapping[str, Lookup]] = ContextVar("bpm_form_lookups", default={})
+
+
+class FormError(ValueError):
+    """Submitted data breaks its form; `fields` maps a field path ("lines/0/quantity") to a sentence."""
+
+    def __init__(self, form: str, fields: dict[str, str]):
+        self.form = form
+        self.fields = fields
+        listed = "; ".join(f"{path or '(form)'}: {message}" for path, message in fields.items())
+        super().__init__(f"the data does not satisfy form {form}: {listed}")
+
+
+def _x_lookup(validator, lookup_name, instance, schema):
+    lookup = _lookups.get().get(lookup_name)
+    if lookup is None:
+        yield ValidationError(f"no lookup {lookup_name!r} is registered to check this value")
+    elif not lookup(instance):
+        yield ValidationError(f"{instance!r} is not a known {lookup_name}")
+
+
+def _x_not_before(validator, bound, instance, schema):
+    if not isinstance(instance, str):
+        return
+    try:
+        value = date.fromisoformat(instance[:10])
+    except ValueError:
+        return  # `format: date` reports it
+    if bound == "today":
+        limit = clock.now().date()
+    else:
+        limit = date.fromisoformat(bound)
+    if value < limit:
+        yield ValidationError(f"{instance} is in the past; the earliest allowed date is {limit.isoformat()}")
+
+
+_BpmValidator = validators.extend(Draft202012Validator, {
+    "x-lookup": _x_lookup,
+    "x-not-before": _x_not_before,
+})
+_FORMATS = FormatChecker()
+
+
+def check_schema(schema: Any) -> str | None:
+    """None if `schema` is a usable form, else one sentence saying why not."""
+    if not isinstance(schema, dict):
+        return "a form must be a JSON object (a JSON Schema)"
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        return f"invalid JSON Schema at {where}: {exc.message}"
+    return None
+
+
+def _path(error: ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        # "'comment' is a required property" belongs to the missing field itself
+        missing = [name for name in error.validator_value if name not in error.instance]
+        if missing:
+            parts.append(missing[0])
+    return "/".join(parts)
+
+
+def _sentence(error: ValidationError) -> str:
+    if error.validator == "required":
+        return "this field is required"
+    if error.validator == "enum":
+        return f"must be one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "minItems" and error.validator_value == 1:
+        return "needs at least one entry"
+    simple = {
+        "exclusiveMinimum": "must be greater than {v}",
+        "minimum": "must be at least {v}",
+        "maximum": "must be at most {v}",
+        "exclusiveMaximum": "must be less than {v}",
+        "type": "must be of type {v}",
+        "format": "is not a valid {v}",
+        "minLength": "must not be empty" if error.validator_value == 1 else "must have at least {v} characters",
+        "maxLength": "must have at most {v} characters",
+        "const": "must be {v}",
+    }.get(error.validator)
+    if simple:
+        return simple.format(v=error.validator_value)
+    return error.message
+
+
+def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] | None = None) -> dict:
+    """Return the data the form accepts (read-only fields dropped) or raise `FormError`."""
+    if not isinstance(data, dict):
+        raise FormError(form, {"": "the data must be a JSON object"})
+    submitted = {k: v for k, v in data.items()
+                 if not (schema.get("properties", {}).get(k, {}) or {}).get("readOnly")}
+    validator = _BpmValidator(schema, format_checker=_FORMATS)
+    token = _lookups.set(lookups or {})
+    try:
+        errors = sorted(validator.iter_errors(submitted),
+                        key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    finally:
+        _lookups.reset(token)
+    fields: dict[str, str] = {}
+    for error in errors:
+        if error.validator in ("allOf", "anyOf", "oneOf") and error.context:
+            for sub in error.context:
+                fields.setdefault(_path(sub), _sentence(sub))
+            continue
+        fields.setdefault(_path(error), _sentence(error))
+    if fields:
+        raise FormError(form, fields)
+    return copy.deepcopy(submitted)
+
+
+def needs_decision(schema: dict | None) -> bool:
+    """An approval form: it asks for a decision."""
+    return bool(schema) and "decision" in (schema.get("properties") or {})
