@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import io
 import os
 import re
@@ -26,6 +27,7 @@ from SpiffWorkflow.spiff.parser.process import VALIDATOR as SPIFF_VALIDATOR
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
+from .forms import check_schema
 from .scripts import check_code
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -109,6 +111,11 @@ class ProcessDefinition:
     files: dict[str, bytes]
     content_hash: str
     lane_roles: dict[str, str]
+    forms: dict[str, dict] = field(default_factory=dict)   # form file name -> JSON Schema
+
+
+# Properties a user task (or start event) may carry; see docs/conventions.md.
+TASK_PROPERTIES = ("form", "due", "remind_before", "assignee", "four_eyes", "role")
 
 
 def content_hash(files: dict[str, bytes]) -> str:
@@ -890,6 +897,11 @@ class _Load:
             for decision in part.decisions:
                 dmn = self.decisions[decision]
                 files[dmn.name] = dmn.data
+        forms: dict[str, dict] = {}
+        for part in closure:
+            self.check_task_properties(part, forms, files)
+        if any(self.has_problem(part.source) for part in closure):
+            return None
         return ProcessDefinition(
             process_id=process.id,
             name=element.get("name") or process.id,
@@ -898,7 +910,60 @@ class _Load:
             files=files,
             content_hash=content_hash(files),
             lane_roles=lane_roles,
+            forms=forms,
         )
+
+    def check_task_properties(self, part: _Process, forms: dict[str, dict], files: dict[str, bytes]) -> None:
+        """`form` files exist and are JSON Schemas; `due`, `remind_before`, `assignee` are valid."""
+        source = part.source
+        folder = self.fs_paths[id(source)].parent
+        for el in part.element.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask",
+                                    f"{{{BPMN_NS}}}startEvent"):
+            props = {p.get("name"): p.get("value") for p in el.iterfind(
+                "bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", NS)}
+            kind = etree.QName(el).localname
+            label = {"userTask": "user task", "manualTask": "manual task", "startEvent": "start event"}[kind]
+            what = f"{label} {el.get('id')}"
+            for name in ("due", "remind_before"):
+                value = props.get(name)
+                if value is None or (name == "due" and value.strip().lower() == "none"):
+                    continue
+                try:
+                    TimerEventDefinition.parse_iso_duration(value.strip())
+                except Exception:
+                    self.report_at(source, el, f"{what}: property {name} is {value!r}, not an ISO 8601 "
+                                               f"duration such as PT4H or P14D" + (" (or none)" if name == "due" else ""))
+            if props.get("assignee"):
+                problem = check_code(props["assignee"], "eval")
+                if problem:
+                    self.report_at(source, el, f"{what}: assignee expression {props['assignee']!r}: {problem}")
+            if props.get("four_eyes") not in (None, "true", "false"):
+                self.report_at(source, el, f"{what}: property four_eyes must be true or false")
+            form = props.get("form")
+            if not form:
+                continue
+            if "/" in form or "\\" in form or form.startswith("."):
+                self.report_at(source, el, f"{what}: form {form!r} must be a file name in forms/")
+                continue
+            candidates = [folder / form, folder.parent / "forms" / form]
+            path = next((c for c in candidates if c.is_file()), None)
+            if path is None:
+                self.report_at(source, el, f"{what} names form {form!r}, which is in neither "
+                                           f"{folder} nor {folder.parent / 'forms'}")
+                continue
+            if form in forms:
+                continue
+            try:
+                schema = json.loads(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                self.report_at(source, el, f"{what}: form {form} is not JSON: {exc}")
+                continue
+            problem = check_schema(schema)
+            if problem:
+                self.report_at(source, el, f"{what}: form {form}: {problem}")
+                continue
+            forms[form] = schema
+            files[f"forms/{form}"] = path.read_bytes()
 
     def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:
         """SpiffWorkflow's errors name an element id (seldom a line): find it in the files."""

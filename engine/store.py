@@ -91,6 +91,7 @@ class Definition(Base):
     files: Mapped[dict[str, str]] = mapped_column(JSON)
     spec: Mapped[str] = mapped_column(Text)  # serialized spec + subprocess specs, shared by instances
     lane_roles: Mapped[dict[str, str]] = mapped_column(JSON)
+    forms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # form name -> JSON Schema
     deployed_by: Mapped[str] = mapped_column(String(64))
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -137,12 +138,15 @@ class HumanTask(Base):
 
 
 class DueTimer(Base):
-    """A waiting timer event of an instance with the instant it fires; derived from the state."""
+    """Something of an instance due at an instant — a waiting timer event (`timer`), a reminder
+    to a task's holder (`reminder`) or a task's escalation (`escalation`); derived from the state."""
     __tablename__ = "due_timer"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the waiting task's id
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # task id, or task id:kind
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
     element_id: Mapped[str] = mapped_column(String(200))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="timer")
+    task_id: Mapped[Optional[str]] = mapped_column(String(36))
 
 
 class MessageWait(Base):
@@ -170,6 +174,29 @@ class LogEntry(Base):
     state_hash: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class SlaBreach(Base):
+    """A task that passed its due time and was escalated (the 4-hour reply rule), for the auditor."""
+    __tablename__ = "sla_breach"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    element_id: Mapped[str] = mapped_column(String(200))
+    holder: Mapped[Optional[str]] = mapped_column(String(64))
+    escalated_to: Mapped[Optional[str]] = mapped_column(String(64))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    breached_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TaskDraft(Base):
+    """Form data saved but not submitted; kept by task, so escalation does not lose it."""
+    __tablename__ = "task_draft"
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Incident(Base):

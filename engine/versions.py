@@ -50,7 +50,8 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str = "system",
                 content_hash=definition.content_hash,
                 files={name: data.decode("utf-8") for name, data in definition.files.items()},
                 spec=state.dump_spec(definition.spec, definition.subprocess_specs),
-                lane_roles=definition.lane_roles, deployed_by=actor, deployed_at=at))
+                lane_roles=definition.lane_roles, forms=definition.forms, deployed_by=actor,
+                deployed_at=at))
             results.append(Deployed(definition.process_id, latest + 1, "deployed"))
     return results
 

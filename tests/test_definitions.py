@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import json
 import re
 import shutil
 import time
@@ -438,3 +439,49 @@ def test_miwg_reference_models(name):
             assert problem.message and "\n" not in problem.message
     else:
         assert definitions and all(isinstance(d.spec, BpmnProcessSpec) for d in definitions)
+
+
+# --- task properties and forms ------------------------------------------------------------------
+
+def _task(props: dict[str, str], tag: str = "userTask") -> str:
+    inner = "".join(f'<spiffworkflow:property name="{k}" value="{v}" />' for k, v in props.items())
+    return (f'<bpmn:{tag} id="approve"><bpmn:extensionElements><spiffworkflow:properties>{inner}'
+            f'</spiffworkflow:properties></bpmn:extensionElements></bpmn:{tag}>')
+
+
+def test_a_task_form_is_found_in_the_sibling_forms_folder_and_pinned_by_the_hash(tmp_path):
+    (tmp_path / "bpmn").mkdir()
+    (tmp_path / "forms").mkdir()
+    form = tmp_path / "forms" / "p.approve.json"
+    form.write_text('{"type": "object", "properties": {"decision": {"enum": ["approve", "reject"]}}}')
+    bpmn = write(tmp_path / "bpmn", "p.bpmn", chain(_task({"form": "p.approve.json", "due": "PT8H"})))
+    (first,) = load_definitions([bpmn], ROLES)
+    assert first.forms == {"p.approve.json": json.loads(form.read_text())}
+    assert "forms/p.approve.json" in first.files
+    form.write_text('{"type": "object", "properties": {"decision": {"enum": ["approve"]}}}')
+    (second,) = load_definitions([bpmn], ROLES)
+    assert second.content_hash != first.content_hash  # a changed form is a new version
+
+
+@pytest.mark.parametrize("props, expected", [
+    ({"form": "missing.json"}, "names form 'missing.json', which is in neither"),
+    ({"form": "../etc/passwd"}, "must be a file name in forms/"),
+    ({"form": "broken.json"}, "form broken.json is not JSON"),
+    ({"form": "bad_schema.json"}, "form bad_schema.json: invalid JSON Schema at type"),
+    ({"due": "4 hours"}, "property due is '4 hours', not an ISO 8601 duration"),
+    ({"remind_before": "PT1HH"}, "property remind_before is 'PT1HH'"),
+    ({"assignee": "__import__('os')"}, "assignee expression"),
+    ({"four_eyes": "maybe"}, "four_eyes must be true or false"),
+])
+def test_task_property_problems_name_the_task_and_line(tmp_path, props, expected):
+    write(tmp_path, "broken.json", "{not json")
+    write(tmp_path, "bad_schema.json", '{"type": "nonsense"}')
+    text = chain(_task(props))
+    problem = only(problems_of(write(tmp_path, "p.bpmn", text)))
+    assert problem.element_id == "approve" and problem.line == line_of(text, 'id="approve"')
+    assert expected in problem.message and problem.message.startswith("user task approve")
+
+
+def test_due_none_is_allowed(tmp_path):
+    (definition,) = load_definitions([write(tmp_path, "p.bpmn", chain(_task({"due": "none"})))], ROLES)
+    assert definition.forms == {}
