@@ -1,6 +1,23 @@
-"""The company's own code: service tasks registered with the engine by name."""
+"""The company's own code: service tasks and form lookups registered with the engine by name.
+
+`SERVICES` are called by service tasks (`spiffworkflow:serviceTaskOperator id="NAME"`);
+`LOOKUPS` check form fields marked `"x-lookup": "NAME"`. The engine adds its own services
+(`superior_of`).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-SERVICES: dict[str, Callable[..., Any]] = {}
+from . import customers, notices, orders
+
+SERVICES: dict[str, Callable[..., Any]] = {
+    "assign_order_number": orders.assign_order_number,
+    "credit_level": orders.credit_level,
+    "reserve_stock": orders.reserve_stock,
+    "send_notice": notices.send_notice,
+    "record_complaint": notices.record_complaint,
+}
+
+LOOKUPS: dict[str, Callable[[Any], bool]] = {
+    "customer": customers.is_customer,
+}

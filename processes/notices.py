@@ -1,0 +1,33 @@
+"""Notices to people (reminders) and the customer-complaint record (客户投诉) for after-sales."""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from engine import clock
+
+# What was sent and recorded, newest last: a stand-in for the mail gateway and the after-sales
+# system, so tests and demos can see the effect.
+OUTBOX: list[dict[str, Any]] = []
+COMPLAINTS: list[dict[str, Any]] = []
+
+
+def send_notice(to: str, subject: str, body: str) -> dict[str, Any]:
+    """Send a notice to a user (by username)."""
+    if not to:
+        raise ValueError("a notice needs a recipient")
+    notice = {"sent": True, "to": to, "subject": subject, "body": body,
+              "at": clock.now().isoformat(), "notice_id": f"N-{secrets.token_hex(4)}"}
+    OUTBOX.append(notice)
+    return notice
+
+
+def record_complaint(customer: str, order_no: str, reason: str, description: str = "",
+                     lines: list | None = None) -> str:
+    """File a quality complaint for after-sales; returns the complaint id."""
+    day = clock.now().strftime("%Y%m%d")
+    complaint_id = f"CP-{day}-{secrets.token_hex(3)}"
+    COMPLAINTS.append({"id": complaint_id, "customer": customer, "order_no": order_no, "reason": reason,
+                       "description": description or "", "lines": list(lines or []),
+                       "at": clock.now().isoformat()})
+    return complaint_id
