@@ -27,6 +27,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from . import access, clock, determinism, state
 from .determinism import CommandContext, command_context
+from .statements import Prepared
 from .store import (Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
                     Store, User, UserRole)
 
@@ -130,17 +131,19 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
 
 
 # --- the statements of the hot path, built once ----------------------------------------------
+# Those run by the unit of work are `Prepared`: compiled once per dialect and executed on the DBAPI
+# cursor of the transaction's connection, with SQLAlchemy's own type processing (statements.py).
 
 _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, MessageWait.__table__
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
 
-_SELECT_PERSON = (select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id,
-                         _UR.c.role_id)
-                  .select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
-                  .where(_U.c.username == bindparam("username"), _U.c.active.is_(True)))
-_SELECT_TASK = select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
-    _H.c.id == bindparam("task_id"))
+_SELECT_PERSON = Prepared(select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id,
+                                 _UR.c.role_id)
+                          .select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
+                          .where(_U.c.username == bindparam("username"), _U.c.active.is_(True)))
+_SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
+    _H.c.id == bindparam("task_id")))
 _SELECT_INSTANCE = select(_I.c.id, _I.c.definition_id, _I.c.process_id, _I.c.status, _I.c.state,
                           _I.c.revision, _I.c.log_hash, _I.c.initiator, _I.c.created_at).where(
     _I.c.id == bindparam("instance_id"))
@@ -150,32 +153,36 @@ _SELECT_TASK_INSTANCE = (select(*_TASK_COLUMNS, *_SELECT_INSTANCE.selected_colum
                          .join(_I, _I.c.id == _H.c.instance_id)
                          .where(_H.c.id == bindparam("task_id")))
 _SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update(of=_I)
-_UPDATE_INSTANCE = (update(_I)
-                    .where(_I.c.id == bindparam("w_id"), _I.c.revision == bindparam("w_revision"))
-                    .values(state=bindparam("v_state"), state_hash=bindparam("v_state_hash"),
-                            revision=bindparam("v_revision"), status=bindparam("v_status"),
-                            business_key=bindparam("v_business_key"),
-                            customer=bindparam("v_customer"), amount=bindparam("v_amount"),
-                            updated_at=bindparam("v_at"), completed_at=bindparam("v_completed_at"),
-                            log_hash=bindparam("v_log_hash")))
-_CLEAR = {table: delete(table).where(table.c.instance_id == bindparam("instance_id"))
+_SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _SELECT_TASK_INSTANCE, _SELECT_TASK_INSTANCE_LOCKED = map(
+    Prepared, (_SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _SELECT_TASK_INSTANCE,
+               _SELECT_TASK_INSTANCE_LOCKED))
+_UPDATE_INSTANCE = Prepared(update(_I)
+                            .where(_I.c.id == bindparam("w_id"), _I.c.revision == bindparam("w_revision"))
+                            .values(state=bindparam("v_state"), state_hash=bindparam("v_state_hash"),
+                                    revision=bindparam("v_revision"), status=bindparam("v_status"),
+                                    business_key=bindparam("v_business_key"),
+                                    customer=bindparam("v_customer"), amount=bindparam("v_amount"),
+                                    updated_at=bindparam("v_at"),
+                                    completed_at=bindparam("v_completed_at"),
+                                    log_hash=bindparam("v_log_hash")))
+_CLEAR = {table: Prepared(delete(table).where(table.c.instance_id == bindparam("instance_id")))
           for table in (_H, _T, _M)}
-_INSERT = {table: insert(table) for table in (_H, _T, _M, _L, _I)}
+_INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _L, _I)}
 _SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
                                 _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
                                                        _X.c.status == "open")
-_SELECT_LATEST_DEFINITION = (select(_DEF.c.id, _DEF.c.version)
-                             .where(_DEF.c.process_id == bindparam("process_id"))
-                             .order_by(_DEF.c.version.desc()).limit(1))
-_SELECT_DEFINITION_VERSION = select(_DEF.c.id, _DEF.c.version).where(
-    _DEF.c.process_id == bindparam("process_id"), _DEF.c.version == bindparam("version"))
-_SELECT_COMPLETION = select(_L.c.actor, _L.c.at).where(
-    _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1)
+_SELECT_LATEST_DEFINITION = Prepared(select(_DEF.c.id, _DEF.c.version)
+                                     .where(_DEF.c.process_id == bindparam("process_id"))
+                                     .order_by(_DEF.c.version.desc()).limit(1))
+_SELECT_DEFINITION_VERSION = Prepared(select(_DEF.c.id, _DEF.c.version).where(
+    _DEF.c.process_id == bindparam("process_id"), _DEF.c.version == bindparam("version")))
+_SELECT_COMPLETION = Prepared(select(_L.c.actor, _L.c.at).where(
+    _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1))
 
 
 def person(executor: Session | Connection, username: str) -> access.Person:
     """The acting user and their roles, in one query."""
-    rows = executor.execute(_SELECT_PERSON, {"username": username}).all()
+    rows = _SELECT_PERSON.all(executor, {"username": username})
     if not rows:
         raise NotFound(f"there is no user {username!r}")
     first = rows[0]
@@ -348,11 +355,11 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
     """Rewrite the instance's projection rows from its state, in the caller's transaction."""
     key, customer, amount = _business_fields(instance_data(workflow))
     if not fresh:
-        conn.execute(_CLEAR[_H], {"instance_id": instance_id})
+        _CLEAR[_H].execute(conn, {"instance_id": instance_id})
         if loaded.has_timers:
-            conn.execute(_CLEAR[_T], {"instance_id": instance_id})
+            _CLEAR[_T].execute(conn, {"instance_id": instance_id})
         if loaded.has_messages:
-            conn.execute(_CLEAR[_M], {"instance_id": instance_id})
+            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
     human, timers, waits = [], [], []
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
@@ -380,7 +387,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                               "message": definition.name, "element_id": spec.bpmn_id or spec.name})
     for table, rows in ((_H, human), (_T, timers), (_M, waits)):
         if rows:
-            conn.execute(_INSERT[table], rows)
+            _INSERT[table].executemany(conn, rows)
     return Projection(key, customer, amount, human)
 
 
@@ -452,9 +459,8 @@ class Runtime:
         try:
             with self.store.transaction() as conn:
                 who = person(conn, actor)
-                found = conn.execute(
-                    _SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION,
-                    {"process_id": process_id, "version": version}).first()
+                found = (_SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION
+                         ).first(conn, {"process_id": process_id, "version": version})
                 if found is None:
                     raise NotFound(f"process {process_id!r} has no version {version}" if version
                                    else f"there is no deployed process {process_id!r}")
@@ -476,13 +482,13 @@ class Runtime:
                 log_hash = _entry_hash(instance_id, 1, at, who.username, "start", inputs, state_hash,
                                        GENESIS_HASH)
                 key, customer, amount = _business_fields(instance_data(workflow))
-                conn.execute(_INSERT[_I], [{
+                _INSERT[_I].execute(conn, {
                     "id": instance_id, "definition_id": loaded.id, "process_id": process_id,
                     "business_key": key, "customer": customer, "amount": amount,
                     "status": status, "initiator": who.username, "state": text,
                     "state_hash": state_hash, "revision": 1, "log_hash": log_hash,
                     "created_at": at, "updated_at": at,
-                    "completed_at": at if status != "running" else None}])
+                    "completed_at": at if status != "running" else None})
                 projection = project(conn, instance_id, workflow, loaded, fresh=True)
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
@@ -527,7 +533,7 @@ class Runtime:
                                   task_id=task_id, check=check)
 
     def _missing_task(self, conn, task_id: str) -> EngineError:
-        done = conn.execute(_SELECT_COMPLETION, {"task_id": task_id}).first()
+        done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
         if done is not None:
             return Conflict(f"task {task_id} is already done (completed by {done.actor} at "
                             f"{done.at.isoformat()})")
@@ -640,18 +646,18 @@ class Runtime:
                 # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL
                 # locks the instance row, and the task is read again once the lock is ours.
                 if task_id is not None:
-                    row = conn.execute(_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED,
-                                       {"task_id": task_id}).first()
+                    row = (_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED).first(
+                        conn, {"task_id": task_id})
                     if row is None:
                         raise self._missing_task(conn, task_id)
                     instance_id, task_row = row.id, row
                     if not sqlite:
-                        task_row = conn.execute(_SELECT_TASK, {"task_id": task_id}).first()
+                        task_row = _SELECT_TASK.first(conn, {"task_id": task_id})
                         if task_row is None:
                             raise self._missing_task(conn, task_id)
                 else:
-                    row = conn.execute(_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED,
-                                       {"instance_id": instance_id}).first()
+                    row = (_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED).first(
+                        conn, {"instance_id": instance_id})
                     if row is None:
                         raise NotFound(f"there is no instance {instance_id}")
                 if check is not None:
@@ -679,13 +685,13 @@ class Runtime:
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
                 projection = project(conn, instance_id, workflow, loaded, fresh=False)
-                done = conn.execute(_UPDATE_INSTANCE, {
+                done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
                     "v_business_key": projection.business_key, "v_customer": projection.customer,
                     "v_amount": projection.amount, "v_at": at,
                     "v_completed_at": at if status != "running" else None, "v_log_hash": log_hash,
-                }).rowcount
+                })
                 if done != 1:
                     raise Conflict(f"instance {instance_id} was changed by someone else at the same "
                                    f"moment; look again and retry")
@@ -720,10 +726,10 @@ class Runtime:
 def _append_log(conn: Connection, instance_id: str, seq: int, at: datetime, actor: str,
                 command: str, task_id: str | None, inputs: dict, state_hash: str, prev: str,
                 entry_hash: str) -> None:
-    conn.execute(_INSERT[_L], [{
+    _INSERT[_L].execute(conn, {
         "instance_id": instance_id, "seq": seq, "at": at, "actor": actor, "command": command,
         "task_id": task_id, "input": inputs, "state_hash": state_hash, "prev_hash": prev,
-        "hash": entry_hash}])
+        "hash": entry_hash})
 
 
 @dataclass(frozen=True)
