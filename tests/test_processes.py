@@ -579,7 +579,7 @@ def test_order_form_refuses_empty_lines_and_zero_quantities(rt):
         rt.start("order_to_settlement", "rep.wang", order("C-A01", lines=[
             {"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 0, "unit_price": 500}]), at=T0)
     with pytest.raises(InvalidInput):
-        rt.start("order_to_settlement", "rep.wang", order("C-A01", customer="C-ZZ9"), at=T0)
+        rt.start("order_to_settlement", "rep.wang", dict(order("C-A01"), customer="C-ZZ9"), at=T0)
 
 
 # --- the files themselves ----------------------------------------------------------------------
