@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from . import state
 from .determinism import CommandContext, command_context
-from .runtime import COMMANDS, GENESIS_HASH, _entry_hash, loaded_definition, new_workflow
+from .runtime import GENESIS_HASH, _entry_hash, apply_command, loaded_definition, new_workflow
 from .store import Instance, LogEntry
 
 
@@ -47,7 +47,7 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
             else:
                 workflow, ctx.counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
                 workflow.script_engine = script_engine
-                COMMANDS[entry.command](workflow, inputs, entry.actor)
+                apply_command(entry.command, workflow, inputs, entry.actor, script_engine)
         text = state.dump_state(workflow, ctx.counter)
         counter = ctx.counter
         replayed_hash = state.digest(text)

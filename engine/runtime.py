@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from SpiffWorkflow.bpmn import BpmnEvent
@@ -25,11 +25,11 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, clock, determinism, state
+from . import access, clock, determinism, forms, state, tasks
 from .determinism import CommandContext, command_context
 from .statements import Prepared
 from .store import (Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
-                    Store, User, UserRole)
+                    SlaBreach, Store, TaskDraft, User, UserRole)
 
 GENESIS_HASH = "0" * 64
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
@@ -56,16 +56,30 @@ class Conflict(EngineError):
 
 
 class InvalidInput(EngineError):
+    """Bad input; `fields` maps a form field path to what is wrong with it, when a form said so."""
     status = "invalid"
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = fields or {}
 
 
 class CommandFailed(EngineError):
     """A script or service failed; the command was rolled back and an incident recorded."""
     status = "failed"
 
-    def __init__(self, message: str, incident_id: int | None):
+    def __init__(self, message: str, incident_id: int | None, instance_id: str | None = None):
         super().__init__(message)
         self.incident_id = incident_id
+        self.instance_id = instance_id
+
+
+class _NothingToDo(Exception):
+    """Leaves a unit of work without writing anything."""
+
+    def __init__(self, view):
+        super().__init__("nothing to do")
+        self.view = view
 
 
 class _ExecutionFailed(Exception):
@@ -88,11 +102,20 @@ class LoadedDefinition:
     lane_roles: dict[str, str]
     has_timers: bool = True    # lets a command skip clearing projections that cannot exist
     has_messages: bool = True
+    forms: dict[str, dict] = field(default_factory=dict)
+    start_form: str | None = None
+    approval_tasks: frozenset[str] = frozenset()  # task spec names where four-eyes applies
+
+    def form_of(self, task_spec) -> tuple[str, dict] | None:
+        name = tasks.properties(task_spec).get("form")
+        return (name, self.forms[name]) if name in self.forms else None
 
 
 _definitions: dict[tuple[str, int], LoadedDefinition] = {}
 _definitions_lock = threading.Lock()
 _retrying: ContextVar[int | None] = ContextVar("bpm_retrying_incident", default=None)
+# SLA breaches found by the current command, written in its transaction if it commits.
+_pending_breaches: ContextVar[list] = ContextVar("bpm_pending_breaches", default=[])
 
 
 def _event_kinds(specs: Iterable) -> set[type]:
@@ -117,14 +140,27 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     if found is not None:
         return found
     row = executor.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.spec,
-                                  _DEF.c.lane_roles).where(_DEF.c.id == definition_id)).first()
+                                  _DEF.c.lane_roles, _DEF.c.forms).where(_DEF.c.id == definition_id)).first()
     if row is None:
         raise NotFound(f"there is no deployed definition {definition_id}")
     spec, subs = state.load_spec(row.spec)
-    kinds = _event_kinds([spec, *subs.values()])
+    all_specs = [spec, *subs.values()]
+    kinds = _event_kinds(all_specs)
+    form_schemas = dict(row.forms or {})
+    manual = [ts for each in all_specs for ts in each.task_specs.values() if getattr(ts, "manual", False)]
+    approvals = set()
+    for task_spec in manual:
+        props = tasks.properties(task_spec)
+        flag = props.get("four_eyes")
+        if flag == "true" or (flag != "false" and forms.needs_decision(form_schemas.get(props.get("form")))):
+            approvals.add(task_spec.name)
+    start_form = next((tasks.properties(ts).get("form") for ts in spec.task_specs.values()
+                       if type(ts).__name__ == "StartEvent" and tasks.properties(ts).get("form")), None)
     found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles),
-                             has_timers=any(issubclass(k, TimerEventDefinition) for k in kinds),
-                             has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds))
+                             has_timers=bool(manual) or any(issubclass(k, TimerEventDefinition) for k in kinds),
+                             has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
+                             forms=form_schemas, start_form=start_form,
+                             approval_tasks=frozenset(approvals))
     with _definitions_lock:
         _definitions[key] = found
     return found
@@ -145,7 +181,7 @@ _SELECT_PERSON = Prepared(select(_U.c.username, _U.c.display_name, _U.c.superior
 _SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
     _H.c.id == bindparam("task_id")))
 _SELECT_INSTANCE = select(_I.c.id, _I.c.definition_id, _I.c.process_id, _I.c.status, _I.c.state,
-                          _I.c.revision, _I.c.log_hash, _I.c.initiator, _I.c.created_at).where(
+                          _I.c.state_hash, _I.c.revision, _I.c.log_hash, _I.c.initiator, _I.c.created_at).where(
     _I.c.id == bindparam("instance_id"))
 _SELECT_INSTANCE_LOCKED = _SELECT_INSTANCE.with_for_update()
 _TASK_COLUMNS = (_H.c.id.label("task_id"), _H.c.role, _H.c.assignee)
@@ -178,6 +214,56 @@ _SELECT_DEFINITION_VERSION = Prepared(select(_DEF.c.id, _DEF.c.version).where(
     _DEF.c.process_id == bindparam("process_id"), _DEF.c.version == bindparam("version")))
 _SELECT_COMPLETION = Prepared(select(_L.c.actor, _L.c.at).where(
     _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1))
+
+
+_TD, _B = TaskDraft.__table__, SlaBreach.__table__
+_INSERT_BREACH = Prepared(insert(_B))
+_DELETE_DRAFT = Prepared(delete(_TD).where(_TD.c.task_id == bindparam("task_id")))
+_DELETE_INSTANCE_DRAFTS = Prepared(delete(_TD).where(_TD.c.instance_id == bindparam("instance_id")))
+_OPEN_TIMER_INCIDENTS = select(_X.c.instance_id).where(
+    _X.c.status == "open", _X.c.command == "timer", _X.c.instance_id.is_not(None))
+
+
+def _pick_due(conn: Connection, sqlite: bool, now: datetime, exclude: frozenset[str]):
+    """The instance with the earliest due work before `now`, locked for this transaction."""
+    query = (select(*_SELECT_INSTANCE.statement.selected_columns)
+             .select_from(_T.join(_I, _I.c.id == _T.c.instance_id))
+             .where(_T.c.due_at < now, _I.c.status == "running", _I.c.id.not_in(_OPEN_TIMER_INCIDENTS))
+             .order_by(_T.c.due_at).limit(1))
+    if exclude:
+        query = query.where(_T.c.instance_id.not_in(sorted(exclude)))
+    if not sqlite:
+        # Lock the due row too: one fired by another worker meanwhile is then deleted, not re-fired.
+        query = query.with_for_update(of=(_T, _I), skip_locked=True)
+    return conn.execute(query).first()
+
+
+def _sole_member(conn: Connection, role: str | None) -> str | None:
+    """The one active user holding `role`, if exactly one does (an open task then has a holder)."""
+    if role is None:
+        return None
+    names = conn.execute(select(_UR.c.username).join(_U, _U.c.username == _UR.c.username)
+                         .where(_UR.c.role_id == role, _U.c.active.is_(True)).limit(2)).scalars().all()
+    return names[0] if len(names) == 1 else None
+
+
+def _superior(conn: Connection, username: str) -> str | None:
+    return conn.execute(select(_U.c.superior).where(_U.c.username == username)).scalar()
+
+
+def _common_superior(conn: Connection, role: str | None) -> str | None:
+    """For a task open to several people: the superior most of them share (ties: by name)."""
+    if role is None:
+        return None
+    rows = conn.execute(select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username)
+                        .where(_UR.c.role_id == role, _U.c.active.is_(True), _U.c.superior.is_not(None))
+                        .group_by(_U.c.superior)).all()
+    return min(rows, key=lambda r: (-r[1], r[0]))[0] if rows else None
+
+
+def _role_of(loaded: "LoadedDefinition", task) -> str:
+    lane = task.task_spec.lane
+    return (loaded.lane_roles.get(lane) if lane else None) or "approver"
 
 
 def person(executor: Session | Connection, username: str) -> access.Person:
@@ -230,6 +316,7 @@ class InstanceView:
     created: datetime | None = None
     updated: datetime | None = None
     incidents: list[dict] | None = None  # None: not looked up (command results)
+    changed: bool = True  # False: a timer command found nothing to do and wrote nothing
 
     def as_json(self) -> dict:
         return {"id": self.id, "process_id": self.process_id, "version": self.version,
@@ -264,6 +351,10 @@ def _apply_complete(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     workflow.do_engine_steps()
 
 
+def _apply_hand_back(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    tasks.hand_back(_find_task(workflow, inputs["task_id"]), clock.now())
+
+
 def _apply_claim(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     task = _find_task(workflow, inputs["task_id"])
     task._set_internal_data(assignee=actor)
@@ -287,6 +378,17 @@ def _apply_message(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
 
 
 def _apply_timer(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    """What is due: reminders (from the state), escalations (targets logged as input), timers."""
+    now = clock.now()
+    escalate = inputs.get("escalate") or {}
+    for task in workflow.get_tasks(state=TaskState.READY, manual=True):
+        if str(task.id) in escalate:
+            target = escalate[str(task.id)]
+            tasks.escalate(task, target["to"], target["from"], now)
+            continue
+        remind_at = tasks.parse(task._get_internal_data("remind_at"))
+        if remind_at is not None and remind_at < now and not task._get_internal_data("reminded"):
+            tasks.remind(task)
     # do_engine_steps does not run fired timers by itself: refresh them first.
     workflow.refresh_timers()
     workflow.do_engine_steps()
@@ -298,13 +400,21 @@ COMMANDS: dict[str, Callable[[BpmnWorkflow, dict, str], None]] = {
     "unclaim": _apply_unclaim,
     "message": _apply_message,
     "timer": _apply_timer,
+    "hand_back": _apply_hand_back,
 }
+
+
+def apply_command(command: str, workflow: BpmnWorkflow, inputs: dict, actor: str, script_engine) -> None:
+    """Run one logged command on a restored workflow; new user tasks get their holder and due time."""
+    COMMANDS[command](workflow, inputs, actor)
+    tasks.stamp_new_tasks(workflow, script_engine)
 
 
 def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
     workflow = BpmnWorkflow(loaded.spec, loaded.subprocess_specs, script_engine=script_engine)
     workflow.task_tree.data = copy.deepcopy(data)
     workflow.do_engine_steps()
+    tasks.stamp_new_tasks(workflow, script_engine)
     return workflow
 
 
@@ -363,28 +473,38 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
     human, timers, waits = [], [], []
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
+        element = spec.bpmn_id or spec.name
         if task.state == TaskState.READY and spec.manual:
             props = _task_properties(spec)
+            task_id = str(task.id)
+            due_at = tasks.parse(task._get_internal_data("due_at"))
             human.append({
-                "id": str(task.id), "instance_id": instance_id, "process_id": loaded.process_id,
-                "element_id": spec.bpmn_id or spec.name, "name": spec.bpmn_name or spec.bpmn_id or spec.name,
+                "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
+                "element_id": element, "name": spec.bpmn_name or element,
                 "role": loaded.lane_roles.get(spec.lane) if spec.lane else None,
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
                 "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
-                "due_at": None,
+                "due_at": due_at,
             })
+            remind_at = tasks.parse(task._get_internal_data("remind_at"))
+            if remind_at is not None and not task._get_internal_data("reminded"):
+                timers.append({"id": f"{task_id}:reminder", "instance_id": instance_id, "element_id": element,
+                               "due_at": remind_at, "kind": "reminder", "task_id": task_id})
+            if due_at is not None:
+                timers.append({"id": f"{task_id}:escalation", "instance_id": instance_id, "element_id": element,
+                               "due_at": due_at, "kind": "escalation", "task_id": task_id})
         elif task.state == TaskState.WAITING:
             definition = getattr(spec, "event_definition", None)
             if isinstance(definition, TimerEventDefinition):
                 due = _timer_due(task)
                 if due is not None:
-                    timers.append({"id": str(task.id), "instance_id": instance_id,
-                                   "element_id": spec.bpmn_id or spec.name, "due_at": due})
+                    timers.append({"id": str(task.id), "instance_id": instance_id, "element_id": element,
+                                   "due_at": due, "kind": "timer", "task_id": None})
             elif isinstance(definition, MessageEventDefinition):
                 waits.append({"id": str(task.id), "instance_id": instance_id,
-                              "message": definition.name, "element_id": spec.bpmn_id or spec.name})
+                              "message": definition.name, "element_id": element})
     for table, rows in ((_H, human), (_T, timers), (_M, waits)):
         if rows:
             _INSERT[table].executemany(conn, rows)
@@ -437,10 +557,11 @@ class Runtime:
     """Runs commands against instances stored in `store`."""
 
     def __init__(self, store: Store, services: Mapping[str, Callable[..., Any]] | None = None,
-                 script_engine=None):
+                 script_engine=None, lookups: Mapping[str, forms.Lookup] | None = None):
         determinism.install()
         self.store = store
-        self.services = dict(services or {})
+        self.services = {"superior_of": self._superior_of, **(services or {})}
+        self.lookups = dict(lookups or {})
         if script_engine is None:
             from .scripts import SandboxedScriptEngine
             script_engine = SandboxedScriptEngine(self.services)
@@ -466,6 +587,11 @@ class Runtime:
                                    else f"there is no deployed process {process_id!r}")
                 inputs["version"] = found.version
                 loaded = loaded_definition(conn, found.id)
+                if loaded.start_form:
+                    with clock.fixed_now(at):
+                        data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
+                data = {**data, "initiator": who.username}
+                inputs["data"] = data
                 ctx = CommandContext(instance_id, at)
                 with command_context(ctx):
                     try:
@@ -529,8 +655,76 @@ class Runtime:
             if not access.may_act(who, task_row.role, task_row.assignee):
                 holder = f"held by {task_row.assignee}" if task_row.assignee else f"for role {task_row.role}"
                 raise Forbidden(f"{who.username} may not complete task {task_row.id}: it is {holder}")
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            task = _find_task(workflow, task_id)
+            if task is None or task.state != TaskState.READY:
+                return  # the command itself says what is wrong
+            form = loaded.form_of(task.task_spec)
+            if form is not None:
+                inputs["data"] = self._checked(form[0], form[1], inputs["data"])
+            if task.task_spec.name in loaded.approval_tasks:
+                seen = tasks.editors(workflow, row.initiator, loaded.approval_tasks)
+                if who.username == seen.initiator:
+                    raise Forbidden(f"four-eyes: {who.username} submitted this request and may not "
+                                    f"approve it; another {_role_of(loaded, task)} must")
+                if who.username == seen.last_editor:
+                    raise Forbidden(f"four-eyes: {who.username} last edited this request and may not "
+                                    f"approve it; another {_role_of(loaded, task)} must")
         return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
-                                  task_id=task_id, check=check)
+                                  task_id=task_id, check=check, inspect=inspect)
+
+    def hand_back(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
+        """The superior an overdue task was escalated to returns it to its previous holder."""
+        def check(task_row, who: access.Person) -> None:
+            if task_row.assignee != who.username:
+                raise Forbidden(f"{who.username} does not hold task {task_row.id}, so cannot hand it back")
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            task = _find_task(workflow, task_id)
+            if not task._get_internal_data("escalated_from"):
+                raise Forbidden(f"task {task_id} was not escalated to {who.username}; "
+                                f"there is no one to hand it back to")
+        view = self._unit_of_work("hand_back", actor, {"task_id": task_id}, at, task_id=task_id,
+                                  check=check, inspect=inspect)
+        return next(t for t in view.tasks if t.id == task_id)
+
+    # --- drafts: form data kept with the task, not yet submitted (not a change of the instance) ---
+
+    def save_draft(self, task_id: str, actor: str, data: Any, *, at: datetime | None = None) -> None:
+        if not isinstance(data, dict):
+            raise InvalidInput("draft data must be a JSON object")
+        at = at or clock.now()
+        with self.store.write() as session:
+            who = person(session, actor)
+            row = session.get(HumanTask, task_id)
+            if row is None:
+                raise NotFound(f"there is no open task {task_id}")
+            if not access.may_act(who, row.role, row.assignee):
+                raise Forbidden(f"{who.username} may not edit task {task_id}")
+            draft = session.get(TaskDraft, task_id)
+            if draft is None:
+                session.add(TaskDraft(task_id=task_id, instance_id=row.instance_id, username=who.username,
+                                      data=copy.deepcopy(data), saved_at=at))
+            else:
+                draft.username, draft.data, draft.saved_at = who.username, copy.deepcopy(data), at
+
+    def draft(self, task_id: str) -> dict | None:
+        with self.store.read() as session:
+            row = session.get(TaskDraft, task_id)
+            return copy.deepcopy(row.data) if row is not None else None
+
+    def _checked(self, name: str, schema: dict, data: dict) -> dict:
+        try:
+            return forms.validate(name, schema, data, self.lookups)
+        except forms.FormError as exc:
+            raise InvalidInput(str(exc), exc.fields) from None
+
+    def _superior_of(self, username: str) -> str | None:
+        """Engine service for BPMN: the direct superior (直接上级) of a user."""
+        with self.store.read() as session:
+            user = session.get(User, username)
+            return user.superior if user is not None else None
 
     def _missing_task(self, conn, task_id: str) -> EngineError:
         done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
@@ -577,9 +771,6 @@ class Runtime:
         workflow, _ = state.load_state(candidate.state, loaded.spec, loaded.subprocess_specs)
         data = instance_data(workflow)
         return all(str(data.get(k)) == str(v) for k, v in correlation.items())
-
-    def fire_timer(self, instance_id: str, at: datetime, actor: str = "worker") -> InstanceView:
-        return self._unit_of_work("timer", actor, {}, at, instance_id=instance_id)
 
     # --- incidents ---
 
@@ -629,23 +820,65 @@ class Runtime:
                 session.add(row)
             session.flush()
             incident_id = row.id
-        return CommandFailed(f"{message} — nothing was changed; incident {incident_id} records it", incident_id)
+        return CommandFailed(f"{message} — nothing was changed; incident {incident_id} records it",
+                             incident_id, instance_id)
 
     # --- the unit of work ---
 
+    def fire_next_due(self, now: datetime, exclude: Iterable[str] = ()) -> tuple[str, bool] | None:
+        """Take one instance with something due before `now` and fire it: (its id, whether anything
+        changed), or None when nothing is due.
+
+        The pick and the work share one transaction: on PostgreSQL the instance row is taken with
+        `FOR UPDATE SKIP LOCKED`, so concurrent workers never take the same instance.
+        """
+        view = self._unit_of_work("timer", "worker", {}, now, pick_due=(now, frozenset(exclude)),
+                                  inspect=self._escalations)
+        return (view.id, view.changed) if view is not None else None
+
+    def fire_timer(self, instance_id: str, at: datetime, actor: str = "worker") -> InstanceView:
+        return self._unit_of_work("timer", actor, {}, at, instance_id=instance_id, inspect=self._escalations)
+
+    def _escalations(self, conn, workflow, row, loaded, who, inputs) -> None:
+        """Decide, outside the workflow, whom each overdue task goes to; the log keeps the answer."""
+        now = clock.now()
+        escalate, breaches = {}, []
+        for task in workflow.get_tasks(state=TaskState.READY, manual=True):
+            due_at = tasks.parse(task._get_internal_data("due_at"))
+            if due_at is None or not due_at < now:
+                continue
+            role = loaded.lane_roles.get(task.task_spec.lane) if task.task_spec.lane else None
+            holder = tasks.holder(task) or _sole_member(conn, role)
+            target = _superior(conn, holder) if holder else _common_superior(conn, role)
+            escalate[str(task.id)] = {"to": target, "from": holder}
+            breaches.append({"instance_id": row.id, "task_id": str(task.id),
+                             "element_id": task.task_spec.bpmn_id or task.task_spec.name,
+                             "holder": holder, "escalated_to": target, "due_at": due_at, "breached_at": now})
+        if escalate:
+            inputs["escalate"] = escalate
+        _pending_breaches.set(breaches)
+
     def _unit_of_work(self, command: str, actor: str, inputs: dict, at: datetime | None, *,
                       task_id: str | None = None, instance_id: str | None = None,
-                      check: TaskCheck | None = None) -> InstanceView:
+                      check: TaskCheck | None = None, inspect: Callable | None = None,
+                      pick_due: tuple[datetime, frozenset[str]] | None = None) -> InstanceView | None:
         """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
         at = at or clock.now()
         process_id = "?"
         sqlite = self.store.is_sqlite
+        token = _pending_breaches.set([])
         try:
             with self.store.transaction() as conn:
                 who = person(conn, actor) if check is not None else None
+                task_row = None
                 # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL
                 # locks the instance row, and the task is read again once the lock is ours.
-                if task_id is not None:
+                if pick_due is not None:
+                    row = _pick_due(conn, sqlite, *pick_due)
+                    if row is None:
+                        return None
+                    instance_id = row.id
+                elif task_id is not None:
                     row = (_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED).first(
                         conn, {"task_id": task_id})
                     if row is None:
@@ -670,8 +903,10 @@ class Runtime:
                 with command_context(ctx):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
+                    if inspect is not None:
+                        inspect(conn, workflow, row, loaded, who, inputs)
                     try:
-                        COMMANDS[command](workflow, inputs, actor)
+                        apply_command(command, workflow, inputs, actor, self.script_engine)
                     except EngineError:
                         raise
                     except Exception as exc:
@@ -681,6 +916,11 @@ class Runtime:
                     logged["service_results"] = ctx.service_results
                 text = state.dump_state(workflow, ctx.counter)
                 state_hash = state.digest(text)
+                if command == "timer" and state_hash == row.state_hash:
+                    # Nothing was due after all (fired by someone else): roll back, log nothing.
+                    raise _NothingToDo(InstanceView(instance_id, row.process_id, loaded.version,
+                                                    row.status, instance_data(workflow), [], None,
+                                                    row.initiator, row.created_at, at, changed=False))
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
@@ -696,14 +936,25 @@ class Runtime:
                     raise Conflict(f"instance {instance_id} was changed by someone else at the same "
                                    f"moment; look again and retry")
                 _append_log(conn, instance_id, seq, at, actor, command, inputs.get("task_id"),
-                                 logged, state_hash, row.log_hash, log_hash)
+                            logged, state_hash, row.log_hash, log_hash)
+                breaches = _pending_breaches.get()
+                if breaches:
+                    _INSERT_BREACH.executemany(conn, breaches)
+                if status != "running":
+                    _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
+                elif command == "complete":
+                    _DELETE_DRAFT.execute(conn, {"task_id": task_id})
                 # The workflow is discarded now, so its data need not be copied.
                 return InstanceView(instance_id, row.process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, row.initiator, row.created_at, at)
+        except _NothingToDo as nothing:
+            return nothing.view
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
                                  at) from None
+        finally:
+            _pending_breaches.reset(token)
 
     # --- reading ---
 

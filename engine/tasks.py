@@ -71,11 +71,13 @@ def remind(task) -> None:
     task._set_internal_data(reminded=True)
 
 
-def escalate(task, to: str | None, at: datetime) -> None:
-    """Hand the task to `to` (the holder's superior) with a fresh due time; remember who had it."""
+def escalate(task, to: str | None, previous: str | None, at: datetime) -> None:
+    """Hand the task to `to` (the holder's superior) with a fresh due time; remember who had it.
+
+    With no one above (`to` is None) the holder keeps it, with a fresh due time."""
     props = properties(task.task_spec)
-    previous = holder(task)
-    stamp = {"assignee": to, "escalated_from": previous, "escalations":
+    to = to or previous
+    stamp = {"assignee": to, "escalated_from": previous if to != previous else None, "escalations":
              (task._get_internal_data("escalations") or 0) + 1}
     stamp.update(_deadline(props, at))
     task._set_internal_data(**stamp)

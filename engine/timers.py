@@ -1,7 +1,11 @@
-"""The timer worker: fires waiting timers whose due time has come, one unit of work per instance.
+"""The timer worker: fires what is due — timer events, reminders, escalations — one instance per
+unit of work.
 
-The due-time rows are a projection of the state, so a pass reads only what is due (an index on
-`due_at`), whatever the number of timers still waiting.
+The due rows are a projection of the state with an index on `due_at`, so a pass reads only what
+is due, whatever the number of timers still waiting. Each unit of work picks its instance itself
+(`Runtime.fire_next_due`): on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so any number of workers
+share the work, none fires a timer twice, and a worker killed mid-pass leaves its instance to the
+next one (its transaction never committed).
 """
 from __future__ import annotations
 
@@ -10,13 +14,12 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
-
 from . import clock
-from .runtime import EngineError, Runtime
-from .store import DueTimer, Incident
+from .runtime import CommandFailed, EngineError, Runtime
 
 log = logging.getLogger(__name__)
+
+PASS_LIMIT = 10_000  # instances per pass; the next pass continues
 
 
 @dataclass
@@ -28,30 +31,28 @@ class Pass:
         return {"fired": self.fired, "failed": self.failed}
 
 
-def due_instances(runtime: Runtime, now: datetime, limit: int = 500) -> list[str]:
-    blocked = select(Incident.instance_id).where(Incident.status == "open", Incident.command == "timer",
-                                                 Incident.instance_id.is_not(None))
-    query = (select(DueTimer.instance_id, DueTimer.due_at)
-             .where(DueTimer.due_at <= now, DueTimer.instance_id.not_in(blocked))
-             .order_by(DueTimer.due_at).limit(limit))
-    with runtime.store.read() as session:
-        seen: dict[str, None] = {}
-        for row in session.execute(query):
-            seen.setdefault(row.instance_id)
-    return list(seen)
-
-
-def run_once(runtime: Runtime, now: datetime | None = None, limit: int = 500) -> Pass:
-    """Fire everything due at `now` (default: the clock)."""
+def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LIMIT) -> Pass:
+    """Fire everything due before `now` (default: the clock), each instance at most once."""
     now = now or clock.now()
     result = Pass()
-    for instance_id in due_instances(runtime, now, limit):
+    seen: set[str] = set()
+    while len(seen) < limit:
         try:
-            runtime.fire_timer(instance_id, now)
-            result.fired.append(instance_id)
-        except EngineError as exc:
+            picked = runtime.fire_next_due(now, exclude=seen)
+        except CommandFailed as exc:
+            instance_id = exc.instance_id
             result.failed[instance_id] = str(exc)
-            log.warning("timer of instance %s: %s", instance_id, exc)
+            log.warning("due work of instance %s failed: %s", instance_id, exc)
+        except EngineError as exc:  # e.g. a conflict with a person acting at the same moment
+            log.info("due work stopped for this pass: %s", exc)
+            break
+        else:
+            if picked is None:
+                break
+            instance_id, changed = picked
+            if changed:
+                result.fired.append(instance_id)
+        seen.add(instance_id)
     return result
 
 
