@@ -57,8 +57,8 @@ def _store() -> Store:
 
 
 def _runtime(store: Store) -> Runtime:
-    from processes import SERVICES
-    return Runtime(store, SERVICES)
+    from processes import LOOKUPS, SERVICES
+    return Runtime(store, SERVICES, lookups=LOOKUPS)
 
 
 def _print(args, data: Any, text: Callable[[], str]) -> None:
@@ -137,6 +137,19 @@ def cmd_claim(args) -> None:
 def cmd_unclaim(args) -> None:
     view = _runtime(_store()).unclaim(args.task_id, args.user)
     _print(args, view.as_json(), lambda: f"{view.id} given back to role {view.role}")
+
+
+def cmd_hand_back(args) -> None:
+    view = _runtime(_store()).hand_back(args.task_id, args.user)
+    _print(args, view.as_json(), lambda: f"{view.id} handed back to {view.assignee}")
+
+
+def cmd_draft(args) -> None:
+    runtime = _runtime(_store())
+    if args.data is not None:
+        runtime.save_draft(args.task_id, args.user, _json_arg(args.data, "data"))
+    draft = runtime.draft(args.task_id)
+    _print(args, draft, lambda: json.dumps(draft, ensure_ascii=False) if draft is not None else "no draft")
 
 
 def cmd_complete(args) -> None:
@@ -255,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, func, text)
         p.add_argument("task_id")
         p.add_argument("--as", dest="user", required=True)
+    p = command("hand-back", cmd_hand_back, "return an escalated task to its previous holder")
+    p.add_argument("task_id")
+    p.add_argument("--as", dest="user", required=True)
+    p = command("draft", cmd_draft, "save (with --data) or show a task's draft")
+    p.add_argument("task_id")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--data")
     p = command("complete", cmd_complete, "submit a task's form")
     p.add_argument("task_id")
     p.add_argument("--as", dest="user", required=True)

@@ -178,3 +178,29 @@ def test_miwg_files_deploy_or_are_refused_with_located_problems(bpm, path):
         assert all(line.startswith(str(path)) for line in lines)
     else:
         assert out.strip()
+
+
+def test_the_scripted_walk_of_a_silent_approver(tmp_path):
+    """Issue 3's walk, from a shell: a price below quote goes to dm.zhou; five hours of silence
+    later one worker pass hands it to his superior vp.qian."""
+    env = {**os.environ, "BPM_DATABASE_URL": f"sqlite:///{tmp_path / 'walk.sqlite3'}",
+           "BPM_NOW": "2026-11-23T09:00:00+08:00"}
+    bin_bpm = str(Path(sys.executable).parent / "bpm")
+
+    def bpm(*args, **extra):
+        done = subprocess.run([bin_bpm, *args], env={**env, **extra}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    bpm("init", "--demo")
+    data = json.dumps({"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
+                       "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2026-12-20"})
+    instance = json.loads(bpm("start", "contract_review", "--as", "rep.wang", "--data", data, "--json"))["id"]
+    tasks = json.loads(bpm("tasks", "--as", "dm.zhou", "--json"))
+    assert [(t["instance_id"], t["role"]) for t in tasks] == [(instance, "dept_manager")]
+    assert json.loads(bpm("tasks", "--as", "vp.qian", "--json")) == []
+    fired = json.loads(bpm("worker", "--once", "--now", "2026-11-23T14:00:00+08:00", "--json"))
+    assert instance in fired["fired"]
+    tasks = json.loads(bpm("tasks", "--as", "vp.qian", "--json"))
+    assert [(t["instance_id"], t["assignee"]) for t in tasks] == [(instance, "vp.qian")]
+    assert json.loads(bpm("tasks", "--as", "dm.zhou", "--json")) == []
