@@ -232,7 +232,7 @@ def cmd_serve(args) -> None:
     worker.start()
     print(f"serving on http://{args.host}:{args.port} (timer worker running)", file=sys.stderr)
     try:
-        serve(create_app(store), host=args.host, port=args.port, threads=8)
+        serve(create_app(runtime), host=args.host, port=args.port, threads=8)
     finally:
         stop.set()
 

@@ -1,0 +1,4 @@
+"""Placeholder blueprint 'inbox' (being written)."""
+from flask import Blueprint
+
+bp = Blueprint("inbox", __name__)
