@@ -32,6 +32,9 @@ class CommandContext:
     service_results: list[Any] = field(default_factory=list)
     replaying: bool = False
     _replay_cursor: int = 0
+    # Things people should hear about (assigned, reminder, escalated, returned): written as
+    # notifications by the command's transaction; not part of the state, not replayed.
+    events: list[dict] = field(default_factory=list)
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1
@@ -64,6 +67,17 @@ class command_context:
     def __exit__(self, *exc) -> None:
         self._tokens[1].__exit__(*exc)
         _current.reset(self._tokens[0])
+
+
+def notify(kind: str, username: str | None, task, **extra: Any) -> None:
+    """Record that `username` (None: the task's role) should hear of `kind` about `task`."""
+    ctx = _current.get()
+    if ctx is None or ctx.replaying:
+        return
+    spec = task.task_spec
+    ctx.events.append({"kind": kind, "username": username, "task_id": str(task.id),
+                       "element_id": spec.bpmn_id or spec.name, "name": spec.bpmn_name or spec.name,
+                       "lane": spec.lane, **extra})
 
 
 def call_service(name: str, call: Callable[[], Any]) -> Any:

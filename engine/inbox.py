@@ -1,19 +1,171 @@
-"""Queries over the human-task projection: a user's inbox (held by them or open to their roles)."""
+"""Queries over the human-task projection: a user's inbox (held by them or open to their roles),
+with filters, sorting and paging that never touch an instance's state; saved filters.
+"""
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Mapping
+
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from .access import Person
-from .runtime import TaskView, task_view
-from .store import HumanTask
+from .runtime import InvalidInput, TaskView, task_view
+from .store import HumanTask, SavedFilter
+
+SORT_KEYS = ("process", "business_key", "customer", "amount", "step", "assignee", "created", "due")
+_COLUMNS = {"process": HumanTask.process_id, "business_key": HumanTask.business_key,
+            "customer": HumanTask.customer, "amount": HumanTask.amount, "step": HumanTask.name,
+            "assignee": HumanTask.assignee, "created": HumanTask.created_at, "due": HumanTask.due_at}
+SCOPES = ("all", "mine", "claimable")
+MAX_PER_PAGE = 200
+
+
+@dataclass(frozen=True)
+class InboxQuery:
+    process: str | None = None
+    overdue: bool = False
+    customer: str | None = None
+    amount_min: float | None = None
+    amount_max: float | None = None
+    scope: str = "all"
+    sort: str = "due"
+    desc: bool = False
+    page: int = 1
+    per_page: int = 50
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> "InboxQuery":
+        """Read a query from URL parameters; a bad value is refused naming its field."""
+        problems: dict[str, str] = {}
+        values: dict = {}
+
+        def number(name: str, kind=float, low=None, high=None):
+            raw = (args.get(name) or "").strip()
+            if not raw:
+                return None
+            try:
+                value = kind(raw)
+            except ValueError:
+                problems[name] = f"{raw!r} is not a number"
+                return None
+            if (low is not None and value < low) or (high is not None and value > high):
+                problems[name] = f"must be between {low} and {high}"
+                return None
+            return value
+
+        for name in ("process", "customer"):
+            raw = (args.get(name) or "").strip()
+            values[name] = raw or None
+        values["overdue"] = (args.get("overdue") or "").lower() in ("1", "true", "on", "yes")
+        values["desc"] = (args.get("desc") or "").lower() in ("1", "true", "on", "yes")
+        values["amount_min"] = number("amount_min")
+        values["amount_max"] = number("amount_max")
+        values["page"] = number("page", int, 1, 10**6) or 1
+        values["per_page"] = number("per_page", int, 1, MAX_PER_PAGE) or 50
+        scope = (args.get("scope") or "all").strip()
+        if scope not in SCOPES:
+            problems["scope"] = f"must be one of {', '.join(SCOPES)}"
+        values["scope"] = scope if scope in SCOPES else "all"
+        sort = (args.get("sort") or "due").strip()
+        if sort not in SORT_KEYS:
+            problems["sort"] = f"must be one of {', '.join(SORT_KEYS)}"
+        values["sort"] = sort if sort in SORT_KEYS else "due"
+        if problems:
+            listed = "; ".join(f"{k}: {v}" for k, v in problems.items())
+            raise InvalidInput(f"the inbox filter is not valid: {listed}", problems)
+        return cls(**values)
+
+    def to_args(self) -> dict[str, str]:
+        """The non-default values as URL parameters (bookmarkable, shareable)."""
+        default = InboxQuery()
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(default, f.name):
+                continue
+            out[f.name] = ("1" if value else "") if isinstance(value, bool) else str(value)
+        return out
+
+    def replace(self, **changes) -> "InboxQuery":
+        return InboxQuery(**{**asdict(self), **changes})
+
+
+@dataclass
+class InboxPage:
+    tasks: list[TaskView]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+
+def _visible(who: Person, scope: str):
+    mine = HumanTask.assignee == who.username
+    claimable = and_(HumanTask.assignee.is_(None), HumanTask.role.in_(sorted(who.roles)))
+    return {"mine": mine, "claimable": claimable, "all": or_(mine, claimable)}[scope]
+
+
+def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> InboxPage:
+    """One page of the user's inbox; every filter and sort key is an indexed column."""
+    conditions = [_visible(who, query.scope)]
+    if query.process:
+        conditions.append(HumanTask.process_id == query.process)
+    if query.customer:
+        conditions.append(HumanTask.customer == query.customer)
+    if query.amount_min is not None:
+        conditions.append(HumanTask.amount >= query.amount_min)
+    if query.amount_max is not None:
+        conditions.append(HumanTask.amount <= query.amount_max)
+    if query.overdue:
+        conditions.append(HumanTask.due_at < now)
+    column = _COLUMNS[query.sort]
+    order = [column.is_(None), column.desc() if query.desc else column.asc(), HumanTask.created_at,
+             HumanTask.id]
+    total = session.scalar(select(func.count()).select_from(HumanTask).where(*conditions)) or 0
+    rows = session.scalars(select(HumanTask).where(*conditions).order_by(*order)
+                           .offset((query.page - 1) * query.per_page).limit(query.per_page))
+    return InboxPage([task_view(r) for r in rows], total, query.page, query.per_page)
 
 
 def tasks_for(session: Session, who: Person, limit: int = 500) -> list[TaskView]:
     """Tasks held by `who` and open tasks of their roles, soonest due first, then oldest."""
-    query = (select(HumanTask)
-             .where(or_(HumanTask.assignee == who.username,
-                        and_(HumanTask.assignee.is_(None), HumanTask.role.in_(sorted(who.roles)))))
-             .order_by(HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at)
-             .limit(limit))
-    return [task_view(row) for row in session.scalars(query)]
+    return search(session, who, InboxQuery(per_page=limit), datetime.max).tasks
+
+
+def due_soon(task: TaskView, now: datetime, within: timedelta = timedelta(hours=1)) -> str | None:
+    """'overdue', 'soon' (within the hour) or None — how the inbox colours the due column."""
+    if task.due is None:
+        return None
+    if task.due < now:
+        return "overdue"
+    return "soon" if task.due - now <= within else None
+
+
+# --- saved filters -------------------------------------------------------------------------------
+
+def save_filter(session: Session, username: str, name: str, args: Mapping[str, str]) -> None:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a saved filter needs a name", {"name": "this field is required"})
+    InboxQuery.from_args(args)  # refuse a filter that could not be shown
+    row = session.get(SavedFilter, (username, name))
+    if row is None:
+        session.add(SavedFilter(username=username, name=name, args=dict(args)))
+    else:
+        row.args = dict(args)
+
+
+def saved_filters(session: Session, username: str) -> list[dict]:
+    rows = session.scalars(select(SavedFilter).where(SavedFilter.username == username)
+                           .order_by(SavedFilter.name))
+    return [{"name": r.name, "args": dict(r.args)} for r in rows]
+
+
+def delete_filter(session: Session, username: str, name: str) -> None:
+    session.execute(delete(SavedFilter).where(SavedFilter.username == username, SavedFilter.name == name))

@@ -25,11 +25,11 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, clock, determinism, forms, state, tasks
+from . import access, clock, determinism, forms, notifications, state, tasks
 from .determinism import CommandContext, command_context
 from .statements import Prepared
-from .store import (Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
-                    SlaBreach, Store, TaskDraft, User, UserRole)
+from .store import (Comment, Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
+                    Notification, Outbox, SlaBreach, Store, TaskDraft, User, UserRole)
 
 GENESIS_HASH = "0" * 64
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
@@ -216,8 +216,9 @@ _SELECT_COMPLETION = Prepared(select(_L.c.actor, _L.c.at).where(
     _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1))
 
 
-_TD, _B = TaskDraft.__table__, SlaBreach.__table__
+_TD, _B, _N, _O = TaskDraft.__table__, SlaBreach.__table__, Notification.__table__, Outbox.__table__
 _INSERT_BREACH = Prepared(insert(_B))
+_INSERT_NOTIFICATION = Prepared(insert(_N))
 _DELETE_DRAFT = Prepared(delete(_TD).where(_TD.c.task_id == bindparam("task_id")))
 _DELETE_INSTANCE_DRAFTS = Prepared(delete(_TD).where(_TD.c.instance_id == bindparam("instance_id")))
 _OPEN_TIMER_INCIDENTS = select(_X.c.instance_id).where(
@@ -355,6 +356,10 @@ def _apply_hand_back(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     tasks.hand_back(_find_task(workflow, inputs["task_id"]), clock.now())
 
 
+def _apply_delegate(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    tasks.delegate(_find_task(workflow, inputs["task_id"]), inputs["to"])
+
+
 def _apply_claim(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     task = _find_task(workflow, inputs["task_id"])
     task._set_internal_data(assignee=actor)
@@ -401,6 +406,7 @@ COMMANDS: dict[str, Callable[[BpmnWorkflow, dict, str], None]] = {
     "message": _apply_message,
     "timer": _apply_timer,
     "hand_back": _apply_hand_back,
+    "delegate": _apply_delegate,
 }
 
 
@@ -618,6 +624,7 @@ class Runtime:
                 projection = project(conn, instance_id, workflow, loaded, fresh=True)
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
+                self._notify(conn, ctx.events, instance_id, at, loaded)
                 return InstanceView(instance_id, process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, who.username, at, at)
@@ -940,6 +947,7 @@ class Runtime:
                 breaches = _pending_breaches.get()
                 if breaches:
                     _INSERT_BREACH.executemany(conn, breaches)
+                self._notify(conn, ctx.events, instance_id, at, loaded)
                 if status != "running":
                     _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
                 elif command == "complete":
@@ -955,6 +963,169 @@ class Runtime:
                                  at) from None
         finally:
             _pending_breaches.reset(token)
+
+    def _notify(self, conn: Connection, events: list[dict], instance_id: str, at: datetime,
+                loaded: LoadedDefinition) -> None:
+        if not events:
+            return
+
+        def recipients(event: dict) -> list[str]:
+            if event.get("username"):
+                return [event["username"]]
+            role = loaded.lane_roles.get(event.get("lane")) if event.get("lane") else None
+            return list(conn.execute(select(_UR.c.username).where(_UR.c.role_id == role)).scalars()) if role else []
+
+        rows = notifications.rows_for(events, instance_id, at, recipients)
+        if rows:
+            _INSERT_NOTIFICATION.executemany(conn, rows)
+            if notifications.smtp_enabled():
+                conn.execute(insert(_O), [{"recipient": r["username"], "subject": r["message"][:300],
+                                           "body": r["message"], "status": "pending", "created_at": at}
+                                          for r in rows])
+
+    # --- delegation and comments ---
+
+    def delegate(self, task_id: str, actor: str, to: str, note: str = "", *,
+                 at: datetime | None = None) -> TaskView:
+        """Hand a task to a colleague of the same role, with a note kept as a comment."""
+        at = at or clock.now()
+        with self.store.read() as session:
+            colleague = person(session, to)
+
+        def check(task_row, who: access.Person) -> None:
+            if not access.may_act(who, task_row.role, task_row.assignee):
+                raise Forbidden(f"{who.username} may not delegate task {task_row.id}")
+            if task_row.role not in colleague.roles:
+                raise InvalidInput(f"{to} does not have role {task_row.role}, so cannot take task {task_row.id}",
+                                   {"to": f"not a {task_row.role}"})
+            if to == who.username:
+                raise InvalidInput("a task cannot be delegated to oneself", {"to": "choose a colleague"})
+        view = self._unit_of_work("delegate", actor, {"task_id": task_id, "to": to, "note": note}, at,
+                                  task_id=task_id, check=check)
+        if note.strip():
+            self.comment(task_id, actor, note, at=at, instance_id=view.id)
+        return next(t for t in view.tasks if t.id == task_id)
+
+    def comment(self, task_id: str | None, actor: str, body: str, *, at: datetime | None = None,
+                instance_id: str | None = None) -> dict:
+        body = (body or "").strip()
+        if not body:
+            raise InvalidInput("a comment cannot be empty", {"body": "this field is required"})
+        at = at or clock.now()
+        with self.store.write() as session:
+            who = person(session, actor)
+            if instance_id is None:
+                row = session.get(HumanTask, task_id)
+                if row is None:
+                    raise NotFound(f"there is no open task {task_id}")
+                instance_id = row.instance_id
+            comment = Comment(instance_id=instance_id, task_id=task_id, author=who.username, body=body, at=at)
+            session.add(comment)
+            session.flush()
+            return {"id": comment.id, "task_id": task_id, "author": who.username, "body": body, "at": at}
+
+    def comments(self, instance_id: str) -> list[dict]:
+        with self.store.read() as session:
+            rows = session.scalars(select(Comment).where(Comment.instance_id == instance_id)
+                                   .order_by(Comment.at, Comment.id))
+            return [{"id": c.id, "task_id": c.task_id, "author": c.author, "body": c.body, "at": c.at}
+                    for c in rows]
+
+    # --- what pages show ---
+
+    def history(self, instance_id: str) -> list[dict]:
+        """The instance's log, one line per command, with the step each command acted on."""
+        with self.store.read() as session:
+            row = session.get(Instance, instance_id)
+            if row is None:
+                raise NotFound(f"there is no instance {instance_id}")
+            loaded = loaded_definition(session, row.definition_id)
+            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+            entries = session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
+                                      .order_by(LogEntry.seq)).all()
+        out = []
+        for e in entries:
+            task = _find_task(workflow, e.task_id) if e.task_id else None
+            spec = task.task_spec if task is not None else None
+            out.append({"seq": e.seq, "at": e.at, "actor": e.actor, "command": e.command,
+                        "task_id": e.task_id, "element_id": (spec.bpmn_id or spec.name) if spec else None,
+                        "name": (spec.bpmn_name or spec.name) if spec else None,
+                        "data": e.input.get("data") if isinstance(e.input, dict) else None,
+                        "hash": e.hash})
+        return out
+
+    def task_detail(self, task_id: str, actor: str) -> dict:
+        """What a task page needs: the task, its form, the data it starts from, the saved draft."""
+        with self.store.read() as session:
+            who = person(session, actor)
+            row = session.get(HumanTask, task_id)
+            if row is None:
+                raise self._missing_task(session.connection(), task_id)
+            if not (access.may_act(who, row.role, row.assignee) or "auditor" in who.roles):
+                raise Forbidden(f"{who.username} may not open task {task_id}")
+            instance = session.get(Instance, row.instance_id)
+            loaded = loaded_definition(session, instance.definition_id)
+            workflow, _ = state.load_state(instance.state, loaded.spec, loaded.subprocess_specs)
+            task = _find_task(workflow, task_id)
+            form = loaded.form_of(task.task_spec)
+            draft = session.get(TaskDraft, task_id)
+            return {"task": task_view(row), "form": form[0] if form else None,
+                    "schema": form[1] if form else None, "data": copy.deepcopy(task.data),
+                    "draft": copy.deepcopy(draft.data) if draft else None,
+                    "instance_id": row.instance_id, "process_id": row.process_id,
+                    "may_act": access.may_act(who, row.role, row.assignee)}
+
+    def startable(self, actor: str) -> list[dict]:
+        """The processes `actor` may start: those whose start event lies in a lane of their roles."""
+        with self.store.read() as session:
+            who = person(session, actor)
+            latest = (select(Definition.process_id, func.max(Definition.version).label("version"))
+                      .group_by(Definition.process_id).subquery())
+            rows = session.execute(select(Definition.id, Definition.process_id, Definition.version,
+                                          Definition.name)
+                                   .join(latest, (latest.c.process_id == Definition.process_id)
+                                         & (latest.c.version == Definition.version))
+                                   .order_by(Definition.process_id)).all()
+            out = []
+            for r in rows:
+                loaded = loaded_definition(session, r.id)
+                start = next((ts for ts in loaded.spec.task_specs.values()
+                              if type(ts).__name__ == "StartEvent"), None)
+                role = loaded.lane_roles.get(start.lane) if start is not None and start.lane else None
+                if role is not None and role not in who.roles:
+                    continue
+                out.append({"process_id": r.process_id, "version": r.version, "name": r.name,
+                            "form": loaded.start_form,
+                            "schema": loaded.forms.get(loaded.start_form) if loaded.start_form else None})
+            return out
+
+    def diagram(self, instance_id: str, now: datetime | None = None) -> dict:
+        """The instance's BPMN source with the element ids done, active now, and overdue."""
+        now = now or clock.now()
+        with self.store.read() as session:
+            row = session.get(Instance, instance_id)
+            if row is None:
+                raise NotFound(f"there is no instance {instance_id}")
+            definition = session.get(Definition, row.definition_id)
+            loaded = loaded_definition(session, row.definition_id)
+            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+        spec_file = getattr(loaded.spec, "file", None)
+        xml = definition.files.get(spec_file) or next(
+            (text for name, text in definition.files.items() if name.endswith(".bpmn")), "")
+        completed, active, overdue = set(), set(), set()
+        for task in workflow.get_tasks():
+            element = getattr(task.task_spec, "bpmn_id", None)
+            if not element:
+                continue
+            if task.state == TaskState.COMPLETED:
+                completed.add(element)
+            elif task.state in (TaskState.READY, TaskState.WAITING, TaskState.STARTED):
+                active.add(element)
+                due = tasks.parse(task._get_internal_data("due_at"))
+                if due is not None and due < now:
+                    overdue.add(element)
+        return {"xml": xml, "completed": sorted(completed - active), "active": sorted(active),
+                "overdue": sorted(overdue)}
 
     # --- reading ---
 

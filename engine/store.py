@@ -199,6 +199,59 @@ class TaskDraft(Base):
     saved_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Comment(Base):
+    """A remark on a task, kept with its instance (delegation notes too)."""
+    __tablename__ = "comment"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    task_id: Mapped[Optional[str]] = mapped_column(String(36))
+    author: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """In-app notice to a user: a task assigned, a reminder, an escalation, a task returned."""
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_user_read", "username", "read"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36))
+    task_id: Mapped[Optional[str]] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read: Mapped[bool] = mapped_column(default=False)
+
+
+class Outbox(Base):
+    """Mail waiting to be sent for a notification (only when BPM_SMTP_URL is set)."""
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recipient: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class SavedFilter(Base):
+    """An inbox filter a user named and kept (the query string of the inbox URL)."""
+    __tablename__ = "saved_filter"
+    username: Mapped[str] = mapped_column(ForeignKey("app_user.username"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+    __tablename__ = "api_token"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("app_user.username"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Incident(Base):
     """A command that failed and was rolled back, kept so a person can see it and retry."""
     __tablename__ = "incident"

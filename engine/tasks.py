@@ -13,7 +13,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinitio
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import clock
+from . import clock, determinism
 
 DEFAULT_DUE = "PT4H"  # 4小时复命: reply to the superior within four hours
 DEFAULT_REMIND_BEFORE = "PT1H"
@@ -51,6 +51,8 @@ def stamp_new_tasks(workflow: BpmnWorkflow, script_engine) -> None:
                 stamp["assignee"] = str(holder)
         stamp.update(_deadline(props, now))
         task._set_internal_data(**stamp)
+        if stamp.get("assignee"):
+            determinism.notify("assigned", stamp["assignee"], task)
 
 
 def _deadline(props: dict, start: datetime) -> dict:
@@ -69,6 +71,7 @@ def holder(task) -> str | None:
 
 def remind(task) -> None:
     task._set_internal_data(reminded=True)
+    determinism.notify("reminder", holder(task), task, due_at=task._get_internal_data("due_at"))
 
 
 def escalate(task, to: str | None, previous: str | None, at: datetime) -> None:
@@ -81,6 +84,8 @@ def escalate(task, to: str | None, previous: str | None, at: datetime) -> None:
              (task._get_internal_data("escalations") or 0) + 1}
     stamp.update(_deadline(props, at))
     task._set_internal_data(**stamp)
+    if to and to != previous:
+        determinism.notify("escalated", to, task, holder=previous)
 
 
 def hand_back(task, at: datetime) -> None:
@@ -89,6 +94,12 @@ def hand_back(task, at: datetime) -> None:
     stamp = {"assignee": previous, "escalated_from": None}
     stamp.update(_deadline(properties(task.task_spec), at))
     task._set_internal_data(**stamp)
+    determinism.notify("returned", previous, task)
+
+
+def delegate(task, to: str) -> None:
+    task._set_internal_data(assignee=to)
+    determinism.notify("assigned", to, task)
 
 
 @dataclass(frozen=True)

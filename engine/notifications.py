@@ -1,0 +1,57 @@
+"""In-app notifications (assigned to you, reminder, escalated to you, returned to you) and the
+mail outbox they feed when `BPM_SMTP_URL` is set.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .store import Notification
+
+MESSAGES = {
+    "assigned": "任务已分配给您 / Assigned to you: {name}",
+    "reminder": "任务即将到期 / Reminder, due soon: {name}",
+    "escalated": "逾期任务已升级给您 / Escalated to you (overdue with {holder}): {name}",
+    "returned": "任务已交还给您 / Returned to you: {name}",
+}
+
+
+def message(event: dict) -> str:
+    return MESSAGES.get(event["kind"], "{name}").format(**{"holder": "-", **event})
+
+
+def smtp_enabled() -> bool:
+    return bool(os.environ.get("BPM_SMTP_URL"))
+
+
+def for_user(session: Session, username: str, limit: int = 50) -> list[dict]:
+    rows = session.scalars(select(Notification).where(Notification.username == username)
+                           .order_by(Notification.at.desc(), Notification.id.desc()).limit(limit))
+    return [{"id": r.id, "kind": r.kind, "message": r.message, "instance_id": r.instance_id,
+             "task_id": r.task_id, "at": r.at, "read": r.read} for r in rows]
+
+
+def unread_count(session: Session, username: str) -> int:
+    return session.scalar(select(func.count()).select_from(Notification).where(
+        Notification.username == username, Notification.read.is_(False))) or 0
+
+
+def mark_read(session: Session, username: str, ids: list[int] | None = None) -> None:
+    query = update(Notification).where(Notification.username == username, Notification.read.is_(False))
+    if ids is not None:
+        query = query.where(Notification.id.in_(ids))
+    session.execute(query.values(read=True))
+
+
+def rows_for(events: list[dict], instance_id: str, at: datetime, recipients) -> list[dict]:
+    """Notification rows for a command's events; `recipients(event)` names who hears of each."""
+    rows = []
+    for event in events:
+        for username in recipients(event):
+            rows.append({"username": username, "kind": event["kind"], "message": message(event),
+                         "instance_id": instance_id, "task_id": event["task_id"], "at": at,
+                         "read": False})
+    return rows

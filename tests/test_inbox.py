@@ -1,0 +1,123 @@
+"""What the pages and the API read: inbox search, saved filters, delegation, comments,
+notifications, startable processes, the diagram's markers, history, task details."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from engine import access, inbox, notifications, timers, versions
+from engine.inbox import InboxQuery
+from engine.runtime import Forbidden, InvalidInput, Runtime
+
+from .conftest import DATA
+from .test_runtime import only_task
+
+T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
+CUSTOMERS = {"C-A01", "C-B01", "C-C01"}
+
+
+@pytest.fixture
+def runtime(store):
+    versions.deploy(store, [DATA / "runtime" / "review.bpmn", DATA / "runtime" / "approval.bpmn"], at=T0)
+    return Runtime(store, lookups={"customer": lambda v: v in CUSTOMERS})
+
+
+def start_review(runtime, customer="C-A01", amount=100.0, at=T0):
+    return runtime.start("review", "rep.wang", {"customer": customer, "amount": amount,
+                                                "delivery_date": "2026-12-20"}, at=at)
+
+
+def search(store, username, now=T0, **args):
+    with store.read() as s:
+        return inbox.search(s, access.person(s, username), InboxQuery.from_args(args), now)
+
+
+def test_inbox_filters_sorts_and_pages_from_url_arguments(runtime, store):
+    for n, (customer, amount) in enumerate([("C-A01", 50.0), ("C-B01", 500.0), ("C-C01", 5000.0)]):
+        start_review(runtime, customer, amount, at=T0 + timedelta(minutes=n))
+    assert search(store, "dm.zhou").total == 3
+    assert [t.customer for t in search(store, "dm.zhou", sort="amount", desc="1").tasks] == ["C-C01", "C-B01", "C-A01"]
+    assert [t.amount for t in search(store, "dm.zhou", amount_min="100", amount_max="1000").tasks] == [500.0]
+    assert [t.customer for t in search(store, "dm.zhou", customer="C-B01").tasks] == ["C-B01"]
+    page = search(store, "dm.zhou", per_page="2", page="2")
+    assert (page.total, page.pages, len(page.tasks)) == (3, 2, 1)
+    assert search(store, "dm.zhou", overdue="1").total == 0
+    assert search(store, "dm.zhou", now=T0 + timedelta(hours=5), overdue="1").total == 3
+    assert search(store, "dm.zhou", scope="mine").total == 0
+    assert search(store, "rep.wang").total == 0
+    assert InboxQuery.from_args({"sort": "amount", "desc": "1"}).to_args() == {"sort": "amount", "desc": "1"}
+    with pytest.raises(InvalidInput) as bad:
+        InboxQuery.from_args({"sort": "state", "amount_min": "lots"})
+    assert set(bad.value.fields) == {"sort", "amount_min"}
+
+
+def test_saved_filters_per_user(store):
+    with store.write() as s:
+        inbox.save_filter(s, "dm.zhou", "big ones", {"amount_min": "1000", "sort": "amount"})
+        inbox.save_filter(s, "dm.zhou", "big ones", {"amount_min": "2000"})
+        with pytest.raises(InvalidInput):
+            inbox.save_filter(s, "dm.zhou", "broken", {"sort": "nonsense"})
+    with store.read() as s:
+        assert inbox.saved_filters(s, "dm.zhou") == [{"name": "big ones", "args": {"amount_min": "2000"}}]
+        assert inbox.saved_filters(s, "vp.qian") == []
+    with store.write() as s:
+        inbox.delete_filter(s, "dm.zhou", "big ones")
+    with store.read() as s:
+        assert inbox.saved_filters(s, "dm.zhou") == []
+
+
+def test_delegation_to_a_colleague_of_the_same_role_with_a_note(runtime, store):
+    with store.write() as s:
+        access.add_user(s, "dm.he", "pw", ["dept_manager"], superior="vp.qian")
+    task = only_task(start_review(runtime))
+    with pytest.raises(InvalidInput, match="does not have role dept_manager"):
+        runtime.delegate(task.id, "dm.zhou", "rep.feng", "please", at=T0)
+    held = runtime.delegate(task.id, "dm.zhou", "dm.he", "on leave today", at=T0)
+    assert held.assignee == "dm.he"
+    with pytest.raises(Forbidden):
+        runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0)
+    assert [c["body"] for c in runtime.comments(task.instance_id)] == ["on leave today"]
+    with store.read() as s:
+        assert [n["kind"] for n in notifications.for_user(s, "dm.he")] == ["assigned"]
+
+
+def test_notifications_for_escalation_reminder_and_return(runtime, store):
+    task = only_task(start_review(runtime))
+    timers.run_once(runtime, T0 + timedelta(hours=3, minutes=30))  # reminder to the role
+    timers.run_once(runtime, T0 + timedelta(hours=5))              # escalated to vp.qian
+    runtime.hand_back(task.id, "vp.qian", at=T0 + timedelta(hours=6))
+    with store.read() as s:
+        assert [n["kind"] for n in notifications.for_user(s, "dm.zhou")] == ["returned", "reminder"]
+        assert [n["kind"] for n in notifications.for_user(s, "vp.qian")] == ["escalated"]
+        assert notifications.unread_count(s, "dm.zhou") == 2
+    with store.write() as s:
+        notifications.mark_read(s, "dm.zhou")
+    with store.read() as s:
+        assert notifications.unread_count(s, "dm.zhou") == 0
+
+
+def test_startable_processes_follow_the_start_lane(runtime):
+    assert {p["process_id"] for p in runtime.startable("rep.wang")} == {"review", "approval"}
+    assert runtime.startable("dm.zhou") == []
+    review = next(p for p in runtime.startable("rep.wang") if p["process_id"] == "review")
+    assert review["form"] == "review.start.json" and "customer" in review["schema"]["properties"]
+
+
+def test_diagram_history_and_task_detail(runtime, store):
+    view = start_review(runtime)
+    task = only_task(view)
+    runtime.save_draft(task.id, "dm.zhou", {"comment": "draft"}, at=T0)
+    detail = runtime.task_detail(task.id, "dm.zhou")
+    assert detail["form"] == "review.decision.json" and detail["draft"] == {"comment": "draft"}
+    assert detail["data"]["customer"] == "C-A01"
+    with pytest.raises(Forbidden):
+        runtime.task_detail(task.id, "rep.feng")
+    assert runtime.task_detail(task.id, "audit.han")["may_act"] is False
+    diagram = runtime.diagram(view.id, now=T0 + timedelta(hours=5))
+    assert "dm_review" in diagram["active"] and "start" in diagram["completed"]
+    assert diagram["overdue"] == ["dm_review"] and diagram["xml"].startswith("<?xml")
+    runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(hours=1))
+    history = runtime.history(view.id)
+    assert [(h["command"], h["actor"], h["element_id"]) for h in history] == [
+        ("start", "rep.wang", None), ("complete", "dm.zhou", "dm_review")]
