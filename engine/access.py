@@ -4,13 +4,16 @@ No Flask in here; the web layer and the command line both ask these functions.
 """
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .store import Office, Role, User, UserRole
+from .store import ApiToken, Office, Role, User, UserRole
 
 # The roles of the domain (RULES.md); seeded by every `bpm init`, since lanes resolve to them.
 ROLES: dict[str, tuple[str, str]] = {
@@ -144,3 +147,24 @@ def may_act(who: Person, role: str | None, assignee: str | None) -> bool:
     if assignee is not None:
         return assignee == who.username
     return role is not None and role in who.roles
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def issue_token(session: Session, username: str, at: datetime) -> str:
+    """A new API bearer token for `username`; only its hash is kept."""
+    token = secrets.token_urlsafe(32)
+    session.add(ApiToken(token_hash=_token_hash(token), username=username, created_at=at))
+    return token
+
+
+def person_for_token(session: Session, token: str) -> Person | None:
+    row = session.get(ApiToken, _token_hash(token))
+    if row is None:
+        return None
+    try:
+        return person(session, row.username)
+    except UnknownUser:
+        return None

@@ -64,6 +64,10 @@ class InvalidInput(EngineError):
         self.fields = fields or {}
 
 
+class FormRejected(InvalidInput):
+    """Data that breaks its task's or start event's form; `fields` names every problem."""
+
+
 class CommandFailed(EngineError):
     """A script or service failed; the command was rolled back and an incident recorded."""
     status = "failed"
@@ -725,7 +729,7 @@ class Runtime:
         try:
             return forms.validate(name, schema, data, self.lookups)
         except forms.FormError as exc:
-            raise InvalidInput(str(exc), exc.fields) from None
+            raise FormRejected(str(exc), exc.fields) from None
 
     def _superior_of(self, username: str) -> str | None:
         """Engine service for BPMN: the direct superior (直接上级) of a user."""

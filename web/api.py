@@ -1,4 +1,236 @@
-"""Placeholder blueprint 'api' (being written)."""
-from flask import Blueprint
+"""The JSON API under /api/v1: everything the pages do, for scripts and other systems.
+
+Authenticated by a bearer token (POST /api/v1/tokens with username and password) or by the
+browser session. Errors are `{"error": sentence, "fields": {...}}` with the status that says
+what happened: 400 bad input, 401 not signed in, 403 not allowed, 404 unknown, 409 already done
+or changed meanwhile, 422 a form's rules broken, 500 a script or service failed (rolled back).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from flask_login import current_user
+
+from engine import access, clock, inbox, notifications
+from engine.inbox import InboxQuery
+from engine.runtime import (CommandFailed, Conflict, EngineError, Forbidden, FormRejected, NotFound,
+                            TaskView)
+
+from . import openapi, runtime
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.status, self.fields = status, fields or {}
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return jsonify({"error": str(exc), "fields": exc.fields}), exc.status
+
+
+@bp.errorhandler(EngineError)
+def _engine_error(exc: EngineError):
+    status = {NotFound: 404, Forbidden: 403, Conflict: 409, CommandFailed: 500,
+              FormRejected: 422}.get(type(exc), 400)
+    body: dict[str, Any] = {"error": str(exc), "fields": getattr(exc, "fields", {}) or {}}
+    if isinstance(exc, CommandFailed):
+        body["incident"] = exc.incident_id
+    return jsonify(body), status
+
+
+@bp.errorhandler(404)
+def _not_found(exc):
+    return jsonify({"error": f"there is no API resource {request.path}", "fields": {}}), 404
+
+
+@bp.errorhandler(405)
+def _not_allowed(exc):
+    return jsonify({"error": f"{request.method} is not allowed on {request.path}", "fields": {}}), 405
+
+
+def _json_body() -> dict:
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def authenticated(view):
+    """Resolve the caller from a bearer token or the session; 401 otherwise."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            with runtime().store.read() as session:
+                who = access.person_for_token(session, header[len("Bearer "):].strip())
+            if who is None:
+                raise ApiError(401, "the bearer token is not valid")
+        elif current_user.is_authenticated:
+            with runtime().store.read() as session:
+                who = access.person(session, current_user.get_id())
+        else:
+            raise ApiError(401, "sign in or send a bearer token (POST /api/v1/tokens)")
+        g.who = who
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _task(t: TaskView) -> dict:
+    return t.as_json()
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(openapi.document())
+
+
+@bp.post("/v1/tokens")
+def issue_token():
+    body = _json_body()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ApiError(400, "send username and password as strings",
+                       {k: "this field is required" for k in ("username", "password") if not body.get(k)})
+    with runtime().store.write() as session:
+        who = access.check_password(session, username, password)
+        if who is None:
+            raise ApiError(401, "wrong username or password")
+        token = access.issue_token(session, who.username, clock.now())
+    return jsonify({"token": token, "username": who.username}), 201
+
+
+@bp.get("/v1/me")
+@authenticated
+def me():
+    who = g.who
+    with runtime().store.read() as session:
+        unread = notifications.unread_count(session, who.username)
+    return jsonify({"username": who.username, "display_name": who.display_name,
+                    "roles": sorted(who.roles), "superior": who.superior, "unread": unread})
+
+
+@bp.get("/v1/processes")
+@authenticated
+def processes():
+    return jsonify(runtime().startable(g.who.username))
+
+
+@bp.post("/v1/processes/<process_id>/instances")
+@authenticated
+def start(process_id: str):
+    body = _json_body()
+    view = runtime().start(process_id, g.who.username, body.get("data", {}))
+    return jsonify(view.as_json()), 201
+
+
+@bp.get("/v1/tasks")
+@authenticated
+def tasks():
+    query = InboxQuery.from_args(request.args)
+    with runtime().store.read() as session:
+        page = inbox.search(session, g.who, query, clock.now())
+    return jsonify({"tasks": [_task(t) for t in page.tasks], "total": page.total, "page": page.page,
+                    "per_page": page.per_page, "pages": page.pages})
+
+
+@bp.get("/v1/tasks/<task_id>")
+@authenticated
+def task(task_id: str):
+    detail = runtime().task_detail(task_id, g.who.username)
+    return jsonify({**detail, "task": _task(detail["task"])})
+
+
+@bp.post("/v1/tasks/<task_id>/claim")
+@authenticated
+def claim(task_id: str):
+    return jsonify(_task(runtime().claim(task_id, g.who.username)))
+
+
+@bp.post("/v1/tasks/<task_id>/unclaim")
+@authenticated
+def unclaim(task_id: str):
+    return jsonify(_task(runtime().unclaim(task_id, g.who.username)))
+
+
+@bp.post("/v1/tasks/<task_id>/complete")
+@authenticated
+def complete(task_id: str):
+    body = _json_body()
+    return jsonify(runtime().complete(task_id, g.who.username, body.get("data", {})).as_json())
+
+
+@bp.put("/v1/tasks/<task_id>/draft")
+@authenticated
+def save_draft(task_id: str):
+    body = _json_body()
+    runtime().save_draft(task_id, g.who.username, body.get("data", {}))
+    return jsonify({"task_id": task_id, "draft": runtime().draft(task_id)})
+
+
+@bp.post("/v1/tasks/<task_id>/delegate")
+@authenticated
+def delegate(task_id: str):
+    body = _json_body()
+    if not isinstance(body.get("to"), str):
+        raise ApiError(400, "name the colleague to delegate to", {"to": "this field is required"})
+    return jsonify(_task(runtime().delegate(task_id, g.who.username, body["to"], str(body.get("note", "")))))
+
+
+@bp.post("/v1/tasks/<task_id>/hand-back")
+@authenticated
+def hand_back(task_id: str):
+    return jsonify(_task(runtime().hand_back(task_id, g.who.username)))
+
+
+@bp.post("/v1/tasks/<task_id>/comments")
+@authenticated
+def comment(task_id: str):
+    body = _json_body()
+    made = runtime().comment(task_id, g.who.username, str(body.get("body", "")))
+    return jsonify({**made, "at": _iso(made["at"])}), 201
+
+
+@bp.get("/v1/instances/<instance_id>")
+@authenticated
+def instance(instance_id: str):
+    view = runtime().instance(instance_id)
+    return jsonify({**view.as_json(), "comments": [{**c, "at": _iso(c["at"])}
+                                                   for c in runtime().comments(instance_id)]})
+
+
+@bp.get("/v1/instances/<instance_id>/history")
+@authenticated
+def history(instance_id: str):
+    return jsonify([{**h, "at": _iso(h["at"])} for h in runtime().history(instance_id)])
+
+
+@bp.post("/v1/messages/<name>")
+@authenticated
+def message(name: str):
+    body = _json_body()
+    correlation = body.get("correlation") or {}
+    if not isinstance(correlation, dict):
+        raise ApiError(400, "correlation must be an object of KEY: VALUE", {"correlation": "not an object"})
+    delivered = runtime().message(name, body.get("data", {}), correlation, actor=g.who.username)
+    return jsonify({"delivered_to": delivered})
+
+
+@bp.get("/v1/notifications")
+@authenticated
+def notices():
+    with runtime().store.read() as session:
+        rows = notifications.for_user(session, g.who.username)
+    return jsonify([{**n, "at": _iso(n["at"])} for n in rows])

@@ -1,0 +1,94 @@
+"""The JSON API: tokens, the inbox, start and complete with every error status, OpenAPI."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from engine import versions
+from engine.runtime import Runtime
+from engine.store import Instance
+from processes import LOOKUPS, SERVICES
+
+from .conftest import DATA
+from .test_runtime import snapshot
+
+ROOT = DATA.parent.parent
+CONTRACT = {"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
+            "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2099-12-20"}
+
+
+@pytest.fixture
+def client(store):
+    from web import create_app
+    versions.deploy(store, [ROOT / "bpmn"])
+    app = create_app(Runtime(store, SERVICES, lookups=LOOKUPS), {"TESTING": True})
+    return app.test_client()
+
+
+def token(client, username: str) -> dict:
+    reply = client.post("/api/v1/tokens", json={"username": username, "password": "demo"})
+    assert reply.status_code == 201, reply.json
+    return {"Authorization": f"Bearer {reply.json['token']}"}
+
+
+def test_tokens_and_401(client):
+    assert client.get("/api/v1/tasks").status_code == 401
+    assert client.get("/api/v1/tasks").json["error"].startswith("sign in")
+    bad = client.post("/api/v1/tokens", json={"username": "dm.zhou", "password": "nope"})
+    assert bad.status_code == 401 and bad.json == {"error": "wrong username or password", "fields": {}}
+    assert client.get("/api/v1/tasks", headers={"Authorization": "Bearer forged"}).status_code == 401
+    assert client.get("/api/v1/me", headers=token(client, "dm.zhou")).json["roles"] == ["dept_manager"]
+
+
+def test_contract_walk_and_every_error_status(client, store):
+    rep, dm = token(client, "rep.wang"), token(client, "dm.zhou")
+    refused = client.post("/api/v1/processes/contract_review/instances", headers=rep,
+                          json={"data": {**CONTRACT, "customer": "C-NOPE", "amount": -1}})
+    assert refused.status_code == 422
+    assert set(refused.json["fields"]) == {"customer", "amount"}
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
+    assert client.post("/api/v1/processes/nope/instances", headers=rep, json={}).status_code == 404
+    assert client.post("/api/v1/processes/contract_review/instances", headers=rep,
+                       data="not json", content_type="application/json").status_code == 400
+
+    started = client.post("/api/v1/processes/contract_review/instances", headers=rep, json={"data": CONTRACT})
+    assert started.status_code == 201
+    instance_id = started.json["id"]
+    inbox = client.get("/api/v1/tasks?sort=amount&desc=1", headers=dm).json
+    assert inbox["total"] == 1
+    task = inbox["tasks"][0]
+    assert {"id", "instance_id", "process_id", "name", "role", "assignee", "due"} <= task.keys()
+    assert client.get("/api/v1/tasks?sort=nonsense", headers=dm).status_code == 400
+
+    before = snapshot(store, instance_id)
+    assert client.post(f"/api/v1/tasks/{task['id']}/complete", headers=rep,
+                       json={"data": {"decision": "approve"}}).status_code == 403
+    invalid = client.post(f"/api/v1/tasks/{task['id']}/complete", headers=dm, json={"data": {"decision": "reject"}})
+    assert invalid.status_code == 422 and "comment" in invalid.json["fields"]
+    assert snapshot(store, instance_id) == before
+
+    done = client.post(f"/api/v1/tasks/{task['id']}/complete", headers=dm,
+                       json={"data": {"decision": "approve", "comment": "ok"}})
+    assert done.status_code == 200 and done.json["tasks"][0]["role"] == "vp_sales"
+    again = client.post(f"/api/v1/tasks/{task['id']}/complete", headers=dm,
+                        json={"data": {"decision": "approve", "comment": "ok"}})
+    assert again.status_code == 409 and "already done" in again.json["error"]
+    assert client.post("/api/v1/tasks/00000000-0000-0000-0000-000000000000/claim", headers=dm).status_code == 404
+
+    history = client.get(f"/api/v1/instances/{instance_id}/history", headers=dm).json
+    assert [h["command"] for h in history] == ["start", "complete"]
+    assert client.get(f"/api/v1/instances/{instance_id}", headers=dm).json["status"] == "running"
+
+
+def test_openapi_describes_every_api_route(client):
+    doc = client.get("/api/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    app = client.application
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1"):
+            continue
+        path = rule.rule[len("/api"):].replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method.lower()) in described, (path, method)

@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
+from __future__ import annotations
+
+from engine.inbox import SCOPES, SORT_KEYS
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {str(code): {"$ref": f"#/components/responses/{name}"} for code, name in (
+    (400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (404, "NotFound"),
+    (409, "Conflict"), (422, "Unprocessable"), (500, "Failed"))}
+
+
+def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
+        codes=(400, 401, 403, 404, 409, 422, 500)) -> dict:
+    op = {"summary": summary, "responses": {**responses, **{str(c): ERRORS[str(c)] for c in codes}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path_param(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+DATA_BODY = {"type": "object", "properties": {"data": {"type": "object"}}}
+
+
+def document() -> dict:
+    task_id, instance_id = _path_param("task_id"), _path_param("instance_id")
+    inbox_params = [
+        {"name": "process", "in": "query", "schema": {"type": "string"}},
+        {"name": "customer", "in": "query", "schema": {"type": "string"}},
+        {"name": "overdue", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "amount_min", "in": "query", "schema": {"type": "number"}},
+        {"name": "amount_max", "in": "query", "schema": {"type": "number"}},
+        {"name": "scope", "in": "query", "schema": {"enum": list(SCOPES)}},
+        {"name": "sort", "in": "query", "schema": {"enum": list(SORT_KEYS)}},
+        {"name": "desc", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Branch BPM API", "version": "1",
+                 "description": "Start processes, work the task inbox, complete forms, read instances "
+                                "and their hash-chained history. Errors: {error, fields}."},
+        "servers": [{"url": "/api"}],
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            "/v1/tokens": {"post": {**_op("Exchange username and password for a bearer token",
+                                          {"201": _json({"type": "object", "properties": {
+                                              "token": {"type": "string"}, "username": {"type": "string"}}},
+                                              "Created")},
+                                          body={"type": "object", "required": ["username", "password"],
+                                                "properties": {"username": {"type": "string"},
+                                                               "password": {"type": "string"}}},
+                                          codes=(400, 401)), "security": []}},
+            "/v1/me": {"get": _op("Who the caller is", {"200": _json(_ref("Me"))}, codes=(401,))},
+            "/v1/processes": {"get": _op("Processes the caller may start, with their start forms",
+                                         {"200": _json({"type": "array", "items": _ref("Startable")})},
+                                         codes=(401,))},
+            "/v1/processes/{process_id}/instances": {"post": _op(
+                "Start an instance", {"201": _json(_ref("Instance"), "Created")}, body=DATA_BODY,
+                params=[_path_param("process_id")])},
+            "/v1/tasks": {"get": _op("The caller's inbox: held tasks and tasks open to their roles",
+                                     {"200": _json(_ref("InboxPage"))}, params=inbox_params,
+                                     codes=(400, 401))},
+            "/v1/tasks/{task_id}": {"get": _op("A task with its form, data and draft",
+                                               {"200": _json(_ref("TaskDetail"))}, params=[task_id],
+                                               codes=(401, 403, 404, 409))},
+            "/v1/tasks/{task_id}/claim": {"post": _op("Take a task", {"200": _json(_ref("Task"))},
+                                                      params=[task_id])},
+            "/v1/tasks/{task_id}/unclaim": {"post": _op("Give a task back to its role",
+                                                        {"200": _json(_ref("Task"))}, params=[task_id])},
+            "/v1/tasks/{task_id}/complete": {"post": _op(
+                "Submit the task's form; 422 with every error by field, nothing changed",
+                {"200": _json(_ref("Instance"))}, body=DATA_BODY, params=[task_id])},
+            "/v1/tasks/{task_id}/draft": {"put": _op("Save form data without submitting",
+                                                     {"200": _json({"type": "object"})}, body=DATA_BODY,
+                                                     params=[task_id])},
+            "/v1/tasks/{task_id}/delegate": {"post": _op(
+                "Hand the task to a colleague of the same role", {"200": _json(_ref("Task"))},
+                body={"type": "object", "required": ["to"], "properties": {
+                    "to": {"type": "string"}, "note": {"type": "string"}}}, params=[task_id])},
+            "/v1/tasks/{task_id}/hand-back": {"post": _op(
+                "Return an escalated task to its previous holder", {"200": _json(_ref("Task"))},
+                params=[task_id])},
+            "/v1/tasks/{task_id}/comments": {"post": _op(
+                "Comment on a task", {"201": _json({"type": "object"}, "Created")},
+                body={"type": "object", "required": ["body"], "properties": {"body": {"type": "string"}}},
+                params=[task_id])},
+            "/v1/instances/{instance_id}": {"get": _op("An instance: status, data, open tasks, comments",
+                                                       {"200": _json(_ref("Instance"))},
+                                                       params=[instance_id], codes=(401, 404))},
+            "/v1/instances/{instance_id}/history": {"get": _op(
+                "The instance's log: step, time, actor, command, data, hash",
+                {"200": _json({"type": "array", "items": _ref("HistoryEntry")})}, params=[instance_id],
+                codes=(401, 404))},
+            "/v1/messages/{name}": {"post": _op(
+                "Deliver a message (a payment notice) to the waiting instance",
+                {"200": _json({"type": "object", "properties": {
+                    "delivered_to": {"type": "array", "items": {"type": "string"}}}})},
+                body={"type": "object", "properties": {"data": {"type": "object"},
+                                                       "correlation": {"type": "object"}}},
+                params=[_path_param("name")])},
+            "/v1/notifications": {"get": _op("The caller's notifications, newest first",
+                                             {"200": _json({"type": "array", "items": {"type": "object"}})},
+                                             codes=(401,))},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "session": {"type": "apiKey", "in": "cookie", "name": "session"}},
+            "responses": {name: _json(_ref("Error"), text) for name, text in (
+                ("BadRequest", "Bad input"), ("Unauthorized", "Not signed in"),
+                ("Forbidden", "Not allowed"), ("NotFound", "Unknown"),
+                ("Conflict", "Already done, or changed by someone else meanwhile"),
+                ("Unprocessable", "The form's rules are broken; fields name each problem"),
+                ("Failed", "A script or service failed; nothing changed, an incident records it"))},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "fields"], "properties": {
+                    "error": {"type": "string"}, "fields": {"type": "object",
+                                                            "additionalProperties": {"type": "string"}},
+                    "incident": {"type": "integer"}}},
+                "Me": {"type": "object", "properties": {"username": {"type": "string"},
+                                                        "roles": {"type": "array", "items": {"type": "string"}},
+                                                        "unread": {"type": "integer"}}},
+                "Task": {"type": "object", "required": ["id", "instance_id", "process_id", "name", "role",
+                                                        "assignee", "due"], "properties": {
+                    "id": {"type": "string"}, "instance_id": {"type": "string"},
+                    "process_id": {"type": "string"}, "name": {"type": "string"},
+                    "element_id": {"type": "string"}, "role": {"type": ["string", "null"]},
+                    "assignee": {"type": ["string", "null"]}, "due": {"type": ["string", "null"]},
+                    "created": {"type": "string"}, "form": {"type": ["string", "null"]},
+                    "business_key": {"type": ["string", "null"]}, "customer": {"type": ["string", "null"]},
+                    "amount": {"type": ["number", "null"]}}},
+                "InboxPage": {"type": "object", "properties": {
+                    "tasks": {"type": "array", "items": _ref("Task")}, "total": {"type": "integer"},
+                    "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"}}},
+                "TaskDetail": {"type": "object", "properties": {
+                    "task": _ref("Task"), "form": {"type": ["string", "null"]},
+                    "schema": {"type": ["object", "null"]}, "data": {"type": "object"},
+                    "draft": {"type": ["object", "null"]}, "may_act": {"type": "boolean"}}},
+                "Instance": {"type": "object", "required": ["id", "process_id", "version", "status", "data",
+                                                            "tasks"], "properties": {
+                    "id": {"type": "string"}, "process_id": {"type": "string"}, "version": {"type": "integer"},
+                    "status": {"enum": ["running", "completed", "cancelled", "error"]},
+                    "data": {"type": "object"}, "tasks": {"type": "array", "items": _ref("Task")}}},
+                "Startable": {"type": "object", "properties": {
+                    "process_id": {"type": "string"}, "version": {"type": "integer"},
+                    "name": {"type": "string"}, "form": {"type": ["string", "null"]},
+                    "schema": {"type": ["object", "null"]}}},
+                "HistoryEntry": {"type": "object", "properties": {
+                    "seq": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
+                    "command": {"type": "string"}, "task_id": {"type": ["string", "null"]},
+                    "element_id": {"type": ["string", "null"]}, "data": {"type": ["object", "null"]},
+                    "hash": {"type": "string"}}},
+            },
+        },
+    }
