@@ -4,14 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test init bench clean
+.PHONY: run test init assets bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(MAKE) --no-print-directory assets
 	touch $(STAMP)
+
+# bpmn-js from the npm registry into web/static/vendor/ (git-ignored); message catalogs compiled.
+# Without npm the pages still work, without the drawn diagram.
+assets:
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: instance pages will show no diagram"; fi
+	@if ls web/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then \
+	$(BIN)/pybabel compile -q -d web/translations; fi
 
 init: $(STAMP)
 	$(BIN)/bpm init --demo
@@ -26,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache node_modules web/static/vendor
