@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test init assets bench clean
 
-$(STAMP): requirements.txt pyproject.toml package.json package-lock.json
+$(STAMP): requirements.txt pyproject.toml $(wildcard package.json package-lock.json)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml package.json package-lock.json
 # bpmn-js from the npm registry into web/static/vendor/ (git-ignored); message catalogs compiled.
 # Without npm the pages still work, without the drawn diagram.
 assets:
-	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	@if [ ! -f package-lock.json ]; then :; elif command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: instance pages will show no diagram"; fi
 	@if ls web/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then \
 	$(BIN)/pybabel compile -q -d web/translations; fi
