@@ -1,4 +1,515 @@
-"""Placeholder blueprint 'inbox' (being written)."""
-from flask import Blueprint
+"""The approvers' pages: the inbox (my tasks and the ones I may claim), a task with its form,
+starting a process, an instance with its diagram, and notifications.
+
+Pages are drawn on the server; every change goes through `engine.runtime.Runtime`, which
+checks who may do what. The inbox reads only the human-task projection, never an instance's
+state.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
+from flask_babel import format_currency, format_decimal, get_locale, gettext as _
+from flask_login import current_user, login_required
+from sqlalchemy import func, select
+
+from engine import access, clock, notifications
+from engine import inbox as engine_inbox
+from engine.inbox import InboxQuery, SORT_KEYS
+from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput, NotFound
+from engine.store import Definition, HumanTask, User, UserRole
+
+from . import forms, runtime
+from .auth import safe_next
 
 bp = Blueprint("inbox", __name__)
+
+STATUS = {NotFound: 404, Forbidden: 403, Conflict: 409, InvalidInput: 422}
+VIEWER = "bpmn-js/bpmn-navigated-viewer.production.min.js"
+
+
+@bp.before_request
+@login_required
+def _signed_in() -> None:
+    """Every page of this blueprint needs a signed-in user."""
+
+
+def _me() -> str:
+    return current_user.username
+
+
+def _lang() -> str:
+    return str(get_locale() or "zh_CN")
+
+
+def _status(exc: EngineError) -> int:
+    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+
+
+@bp.errorhandler(EngineError)
+def _refused(exc: EngineError):
+    return render_template("error.html", message=str(exc), status=_status(exc)), _status(exc)
+
+
+# --- what every page shows ----------------------------------------------------------------------
+
+@bp.app_context_processor
+def _header() -> dict:
+    unread = 0
+    if current_user.is_authenticated:
+        with runtime().store.read() as session:
+            unread = notifications.unread_count(session, current_user.username)
+    return {"unread_count": unread, "forms": forms, "role_name": role_name}
+
+
+@bp.app_template_filter("pick")
+def pick(text: str | None) -> str:
+    """'中文 / English' (the diagrams' names) in the page's language."""
+    if not text:
+        return ""
+    zh, sep, en = str(text).partition(" / ")
+    if not sep:
+        return str(text)
+    return zh.strip() if _lang().startswith("zh") else en.strip()
+
+
+@bp.app_template_filter("when")
+def when(value: datetime | str | None) -> str:
+    """An instant in the company's time zone (BPM_TIMEZONE, default Asia/Shanghai)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    zone = ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai"))
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+@bp.app_template_filter("money")
+def money(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    return format_currency(value, "CNY")
+
+
+@bp.app_template_global()
+def show(field: dict, value: Any) -> str:
+    """A value as read-only text, by its schema."""
+    if value is None or value == "":
+        return "—"
+    if "enum" in field:
+        return forms.enum_label(field, value, _lang())
+    if isinstance(value, bool):
+        return _("Yes") if value else _("No")
+    if isinstance(value, (int, float)):
+        return money(value) if forms.is_money(field) else format_decimal(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def role_name(role: str | None) -> str:
+    names = access.ROLES.get(role or "")
+    if not names:
+        return role or ""
+    return names[0] if _lang().startswith("zh") else names[1]
+
+
+# --- reads of the engine's tables that the engine has no call for (yet) --------------------------
+
+_forms_cache: dict[str, tuple[int, dict]] = {}
+_forms_lock = threading.Lock()
+
+
+def _deployed_forms() -> dict[str, list[dict]]:
+    """Form name -> its schemas in all deployed versions; read again only after a deploy."""
+    store = runtime().store
+    with store.read() as session:
+        newest = session.scalar(select(func.max(Definition.id))) or 0
+        cached = _forms_cache.get(store.url)
+        if cached is not None and cached[0] == newest:
+            return cached[1]
+        found: dict[str, list[dict]] = {}
+        for (schemas,) in session.execute(select(Definition.forms)):
+            for name, schema in (schemas or {}).items():
+                found.setdefault(name, []).append(schema)
+    with _forms_lock:
+        _forms_cache[store.url] = (newest, found)
+    return found
+
+
+def _quick_approvable(form: str | None) -> bool:
+    """The task's form asks only for a decision in every deployed version (bulk approve)."""
+    schemas = _deployed_forms().get(form or "") if form else None
+    return bool(schemas) and all(forms.decision_only(s) for s in schemas)
+
+
+def _titles(process_id: str) -> dict[str, dict]:
+    """Data field -> its schema, from the forms of a process, to title an instance's data."""
+    found: dict[str, dict] = {}
+    for name, schemas in _deployed_forms().items():
+        if name.startswith(process_id + "."):
+            for schema in schemas:
+                for key, field in forms.properties(schema).items():
+                    found.setdefault(key, field)
+    return found
+
+
+def _processes() -> list[tuple[str, str]]:
+    with runtime().store.read() as session:
+        rows = session.execute(select(Definition.process_id, func.max(Definition.name))
+                               .group_by(Definition.process_id).order_by(Definition.process_id))
+        return [(r[0], r[1]) for r in rows]
+
+
+def _colleagues(role: str | None, me: str) -> list[tuple[str, str]]:
+    """Active users holding `role`, but me: whom a task can be delegated to."""
+    if not role:
+        return []
+    with runtime().store.read() as session:
+        rows = session.execute(select(User.username, User.display_name)
+                               .join(UserRole, UserRole.username == User.username)
+                               .where(UserRole.role_id == role, User.active.is_(True),
+                                      User.username != me).order_by(User.username))
+        return [(r.username, r.display_name) for r in rows]
+
+
+def _task_labels(ids: list[str]) -> dict[str, str]:
+    with runtime().store.read() as session:
+        rows = session.execute(select(HumanTask.id, HumanTask.name, HumanTask.business_key,
+                                      HumanTask.form).where(HumanTask.id.in_(ids)))
+        return {r.id: " · ".join(x for x in (r.business_key, pick(r.name)) if x) for r in rows}
+
+
+# --- the inbox ------------------------------------------------------------------------------------
+
+def _column_labels() -> dict[str, str]:
+    return {"process": _("Process"), "business_key": _("Business key"), "customer": _("Customer"),
+            "amount": _("Amount"), "step": _("Step"), "assignee": _("Holder"),
+            "created": _("Created"), "due": _("Due")}
+
+
+@bp.get("/")
+def inbox():
+    errors: dict[str, str] = {}
+    try:
+        query = InboxQuery.from_args(request.args)
+    except InvalidInput as exc:
+        errors, query = exc.fields, None
+    page, now = None, clock.now()
+    with runtime().store.read() as session:
+        if query is not None:
+            page = engine_inbox.search(session, current_user.person, query, now)
+        saved = engine_inbox.saved_filters(session, _me())
+    current = query or InboxQuery()
+
+    def sort_url(key: str) -> str:
+        desc = not current.desc if current.sort == key else False
+        return url_for("inbox.inbox", **current.replace(sort=key, desc=desc, page=1).to_args())
+
+    def page_url(number: int) -> str:
+        return url_for("inbox.inbox", **current.replace(page=number).to_args())
+
+    rows = []
+    for task in page.tasks if page else []:
+        rows.append({"task": task, "due_class": engine_inbox.due_soon(task, now),
+                     "mine": task.assignee == _me(), "quick": _quick_approvable(task.form)})
+    return render_template(
+        "inbox.html", page=page, rows=rows, query=current, args=request.args, errors=errors,
+        columns=_column_labels(), sort_keys=SORT_KEYS, sort_url=sort_url, page_url=page_url,
+        saved=saved, processes=_processes(), here=request.full_path.rstrip("?"),
+        filter_args=current.to_args(),
+    ), (400 if errors else 200)
+
+
+@bp.post("/filters")
+def save_filter():
+    args = {k: v for k, v in request.form.items() if k in InboxQuery.__dataclass_fields__
+            and k != "page" and v != ""}
+    try:
+        args = InboxQuery.from_args(args).replace(page=1).to_args()
+        with runtime().store.write() as session:
+            engine_inbox.save_filter(session, _me(), request.form.get("name", ""), args)
+    except InvalidInput as exc:
+        flash(_("The filter was not saved: %(why)s", why=forms.error_text(
+            next(iter(exc.fields.values()), str(exc)))), "error")
+    else:
+        flash(_("Filter “%(name)s” saved.", name=request.form.get("name", "").strip()), "success")
+    return redirect(url_for("inbox.inbox", **args))
+
+
+@bp.post("/filters/delete")
+def delete_filter():
+    with runtime().store.write() as session:
+        engine_inbox.delete_filter(session, _me(), request.form.get("name", ""))
+    flash(_("Filter “%(name)s” deleted.", name=request.form.get("name", "")), "success")
+    return redirect(_back())
+
+
+def _back(default: str | None = None) -> str:
+    return safe_next(request.form.get("next")) or default or url_for("inbox.inbox")
+
+
+@bp.post("/tasks/<task_id>/claim")
+def claim(task_id: str):
+    try:
+        task = runtime().claim(task_id, _me())
+    except EngineError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("You hold “%(task)s” now.", task=pick(task.name)), "success")
+    return redirect(_back())
+
+
+@bp.post("/tasks/<task_id>/unclaim")
+def unclaim(task_id: str):
+    try:
+        task = runtime().unclaim(task_id, _me())
+    except EngineError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(_("“%(task)s” is open to its role again.", task=pick(task.name)), "success")
+    return redirect(_back())
+
+
+@bp.post("/tasks/bulk")
+def bulk():
+    """Claim or approve the ticked tasks, one command each, saying what happened to each."""
+    ids = list(dict.fromkeys(request.form.getlist("task")))
+    action = request.form.get("action")
+    if not ids:
+        flash(_("Tick the tasks first."), "error")
+        return redirect(_back())
+    if action not in ("claim", "approve"):
+        abort(400)
+    labels = _task_labels(ids)
+    deployed = {t: _quick_approvable(f) for t, f in _task_forms(ids).items()}
+    for task_id in ids:
+        label = labels.get(task_id, task_id)
+        try:
+            if action == "claim":
+                runtime().claim(task_id, _me())
+                flash(_("%(task)s: claimed.", task=label), "success")
+            elif not deployed.get(task_id):
+                flash(_("%(task)s: its form asks for more than a decision; open it to answer.",
+                        task=label), "error")
+            else:
+                runtime().complete(task_id, _me(), {"decision": "approve"})
+                flash(_("%(task)s: approved.", task=label), "success")
+        except EngineError as exc:
+            flash(_("%(task)s: %(why)s", task=label, why=str(exc)), "error")
+    return redirect(_back())
+
+
+def _task_forms(ids: list[str]) -> dict[str, str | None]:
+    with runtime().store.read() as session:
+        return dict(session.execute(select(HumanTask.id, HumanTask.form).where(HumanTask.id.in_(ids))).all())
+
+
+# --- a task ---------------------------------------------------------------------------------------
+
+def _may_view_instance(who: access.Person, view, history: list[dict]) -> bool:
+    """Who may look at an instance: its initiator, anyone who acted on it or may act on one of
+    its open tasks, and the auditors."""
+    if who.username == view.initiator or "auditor" in who.roles:
+        return True
+    if any(access.may_act(who, t.role, t.assignee) for t in view.tasks):
+        return True
+    return any(h["actor"] == who.username for h in history)
+
+
+def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
+               status: int = 200, message: str | None = None):
+    rt = runtime()
+    task, schema = detail["task"], detail["schema"]
+    errors = errors or {}
+    may_act = detail.get("may_act", True)
+    return render_template(
+        "task.html", task=task, detail=detail, schema=schema, values=values, errors=errors,
+        unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
+        history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
+        colleagues=_colleagues(task.role, _me()) if may_act else [],
+        due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
+    ), status
+
+
+def _edit_rows(schema: dict | None, submitted: dict) -> bool:
+    """Add or remove a row, or just redraw (Enter in a field): True if the page is only redrawn."""
+    if "add_row" in request.form:
+        forms.add_row(schema, submitted, request.form["add_row"])
+        return True
+    if "remove_row" in request.form:
+        forms.remove_row(schema, submitted, request.form["remove_row"])
+        return True
+    return "refresh" in request.form
+
+
+@bp.get("/tasks/<task_id>")
+def task(task_id: str):
+    detail = runtime().task_detail(task_id, _me())
+    values = forms.initial(detail["schema"], detail["data"], detail["draft"])
+    return _task_page(detail, values)
+
+
+@bp.post("/tasks/<task_id>")
+def act(task_id: str):
+    rt = runtime()
+    detail = rt.task_detail(task_id, _me())
+    schema = detail["schema"]
+    submitted = forms.parse(schema, request.form)
+
+    def values() -> dict:
+        return forms.with_context(schema, submitted, detail["data"])
+    if _edit_rows(schema, submitted):
+        return _task_page(detail, values())
+    action = request.form.get("action")
+    try:
+        if action == "draft":
+            rt.save_draft(task_id, _me(), submitted)
+            flash(_("Draft saved; nothing was submitted."), "success")
+            return redirect(url_for("inbox.task", task_id=task_id))
+        if action != "complete":
+            abort(400)
+        view = rt.complete(task_id, _me(), submitted)
+    except InvalidInput as exc:
+        return _task_page(detail, values(), forms.errors_by_name(exc.fields), 422,
+                          _("Nothing was submitted: please correct the marked fields.")
+                          if exc.fields else str(exc))
+    except EngineError as exc:
+        return _task_page(detail, values(), status=_status(exc), message=str(exc))
+    _flash_next(view, _("“%(task)s” is done.", task=pick(detail["task"].name)))
+    return redirect(url_for("inbox.inbox"))
+
+
+def _flash_next(view, done: str) -> None:
+    """Say what happened and where the instance went next."""
+    waiting = [f"{pick(t.name)} ({t.assignee or role_name(t.role)})" for t in view.tasks]
+    if view.status != "running":
+        flash(done + " " + _("The process is finished."), "success")
+    elif waiting:
+        flash(done + " " + _("Next: %(steps)s.", steps="; ".join(waiting)), "success")
+    else:
+        flash(done, "success")
+
+
+@bp.post("/tasks/<task_id>/delegate")
+def delegate(task_id: str):
+    to = request.form.get("to", "")
+    try:
+        task = runtime().delegate(task_id, _me(), to, request.form.get("note", ""))
+    except EngineError as exc:
+        fields = getattr(exc, "fields", None) or {}
+        flash(forms.error_text(next(iter(fields.values()))) if fields else str(exc), "error")
+        return redirect(url_for("inbox.task", task_id=task_id) + "#delegate")
+    flash(_("“%(task)s” is with %(user)s now.", task=pick(task.name), user=to), "success")
+    return redirect(url_for("inbox.inbox"))
+
+
+@bp.post("/tasks/<task_id>/comments")
+def comment(task_id: str):
+    rt = runtime()
+    rt.task_detail(task_id, _me())  # only those who may open the task may remark on it
+    try:
+        rt.comment(task_id, _me(), request.form.get("body", ""))
+    except InvalidInput:
+        flash(_("Write something first."), "error")
+    else:
+        flash(_("Comment added."), "success")
+    return redirect(url_for("inbox.task", task_id=task_id) + "#comments")
+
+
+# --- starting a process -----------------------------------------------------------------------------
+
+@bp.get("/start")
+def start_list():
+    return render_template("start_list.html", processes=runtime().startable(_me()))
+
+
+def _startable(process_id: str) -> dict:
+    found = next((p for p in runtime().startable(_me()) if p["process_id"] == process_id), None)
+    if found is None:
+        raise NotFound(_("You cannot start “%(process)s”.", process=process_id))
+    return found
+
+
+def _start_page(process: dict, values: dict, errors: dict | None = None, status: int = 200,
+                message: str | None = None):
+    errors = errors or {}
+    return render_template("start_form.html", process=process, schema=process["schema"],
+                           values=values, errors=errors, message=message,
+                           unplaced=forms.unplaced(process["schema"], values, errors)), status
+
+
+@bp.get("/start/<process_id>")
+def start_form(process_id: str):
+    process = _startable(process_id)
+    return _start_page(process, forms.initial(process["schema"], {}))
+
+
+@bp.post("/start/<process_id>")
+def start(process_id: str):
+    process = _startable(process_id)
+    schema = process["schema"]
+    submitted = forms.parse(schema, request.form)
+    if _edit_rows(schema, submitted):
+        return _start_page(process, submitted)
+    try:
+        view = runtime().start(process_id, _me(), submitted, version=process.get("version"))
+    except InvalidInput as exc:
+        return _start_page(process, submitted, forms.errors_by_name(exc.fields), 422,
+                           _("Nothing was started: please correct the marked fields.")
+                           if exc.fields else str(exc))
+    except EngineError as exc:
+        return _start_page(process, submitted, status=_status(exc), message=str(exc))
+    _flash_next(view, _("Started %(what)s.", what=view.business_key or pick(process["name"])))
+    return redirect(url_for("inbox.instance", instance_id=view.id))
+
+
+# --- an instance ------------------------------------------------------------------------------------
+
+def _viewer_installed() -> bool:
+    return (Path(current_app.config["VENDOR_DIR"]) / VIEWER).is_file()
+
+
+@bp.get("/instances/<instance_id>")
+def instance(instance_id: str):
+    rt = runtime()
+    view = rt.instance(instance_id)
+    history = rt.history(instance_id)
+    if not _may_view_instance(current_user.person, view, history):
+        raise Forbidden(_("You may not see this instance."))
+    diagram = rt.diagram(instance_id)
+    names = {h["element_id"]: h["name"] for h in history if h.get("element_id")}
+    names.update({t.element_id: t.name for t in view.tasks})
+    return render_template(
+        "instance.html", view=view, history=history, comments=rt.comments(instance_id),
+        diagram=diagram, names=names, viewer=_viewer_installed(), titles=_titles(view.process_id),
+        markers={"completed": diagram["completed"], "active": diagram["active"],
+                 "overdue": diagram["overdue"]},
+        now=clock.now(), due_soon=engine_inbox.due_soon,
+    )
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+@bp.get("/notifications")
+def notifications_page():
+    with runtime().store.read() as session:
+        items = notifications.for_user(session, _me(), limit=100)
+    return render_template("notifications.html", items=items)
+
+
+@bp.post("/notifications/read")
+def notifications_read():
+    ids = [int(i) for i in request.form.getlist("id") if i.isdigit()] or None
+    with runtime().store.write() as session:
+        notifications.mark_read(session, _me(), ids)
+    return redirect(_back(url_for("inbox.notifications_page")))

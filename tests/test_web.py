@@ -1,0 +1,616 @@
+"""The approvers' web pages through Flask's test client, on the demo organisation (password "demo"),
+and the posted-form-to-JSON rules of web/forms.py.
+
+"Now" is pinned with BPM_NOW, so due times and the not-before-today dates are stable; the
+catalogs are compiled into a temporary folder, as `pybabel compile` does at install.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from html import unescape
+from pathlib import Path
+
+import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
+
+import processes
+from engine import access, versions
+from engine.runtime import Runtime
+from engine.store import HumanTask, Instance, LogEntry, TaskDraft
+from web import create_app, forms
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMS = ROOT / "forms"
+TRANSLATIONS = ROOT / "web" / "translations"
+T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday 09:00 in China
+
+
+def contract(**changes) -> dict:
+    data = {
+        "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
+        "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
+        "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
+    }
+    data.update(changes)
+    return data
+
+
+def at(when: datetime) -> str:
+    return when.isoformat()
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def catalogs(tmp_path_factory) -> Path:
+    """The .po files compiled, as `pybabel compile -d web/translations` does."""
+    out = tmp_path_factory.mktemp("translations")
+    for po in TRANSLATIONS.glob("*/LC_MESSAGES/messages.po"):
+        target = out / po.parent.parent.name / "LC_MESSAGES"
+        target.mkdir(parents=True)
+        with po.open("rb") as source, (target / "messages.mo").open("wb") as mo:
+            write_mo(mo, read_po(source))
+    return out
+
+
+@pytest.fixture
+def rt(store, monkeypatch):
+    monkeypatch.setenv("BPM_NOW", at(T0))
+    versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
+    return Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
+
+
+@pytest.fixture
+def app(rt, catalogs, tmp_path):
+    return create_app(rt, {
+        "TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
+        "BABEL_TRANSLATION_DIRECTORIES": str(catalogs), "VENDOR_DIR": str(tmp_path / "vendor"),
+    })
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def sign_in(client, username: str, password: str = "demo", **query):
+    return client.post("/login", query_string=query, data={"username": username, "password": password})
+
+
+def as_user(app, username: str, lang: str = "en"):
+    client = app.test_client()
+    assert sign_in(client, username).status_code == 302
+    client.post("/lang", data={"lang": lang})
+    return client
+
+
+def text(response) -> str:
+    return unescape(response.get_data(as_text=True))
+
+
+def snapshot(store, instance_id: str) -> dict:
+    with store.read() as s:
+        row = s.get(Instance, instance_id)
+        return {"state_hash": row.state_hash, "revision": row.revision, "status": row.status,
+                "log": s.scalar(select(func.count()).select_from(LogEntry)
+                                .where(LogEntry.instance_id == instance_id)),
+                "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
+                    select(HumanTask).where(HumanTask.instance_id == instance_id)))}
+
+
+def open_task(store, instance_id: str) -> HumanTask:
+    with store.read() as s:
+        rows = s.scalars(select(HumanTask).where(HumanTask.instance_id == instance_id)).all()
+    assert len(rows) == 1
+    return rows[0]
+
+
+# --- signing in -------------------------------------------------------------------------------
+
+def test_every_page_needs_a_signed_in_user(client):
+    for url in ["/", "/tasks/x", "/start", "/start/contract_review", "/instances/x", "/notifications"]:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response.headers["Location"].startswith("/login?next="), url
+    assert client.post("/tasks/x/claim").status_code == 302
+    assert client.get("/login").status_code == 200
+
+
+def test_signing_in_goes_back_to_the_page_asked_for(client):
+    response = client.get("/notifications")
+    target = response.headers["Location"]
+    next_url = re.search(r"next=([^&]+)", target).group(1)
+    response = client.post(target, data={"username": "dm.zhou", "password": "demo"})
+    assert response.status_code == 302 and response.headers["Location"] == "/notifications"
+    assert "周经理 Zhou" in text(client.get("/notifications"))
+    assert next_url  # the login link carried it
+
+
+def test_sign_in_refuses_to_redirect_to_another_site(client):
+    for evil in ["https://evil.example/x", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"]:
+        response = sign_in(client, "dm.zhou", next=evil)
+        assert response.headers["Location"] == "/", evil
+        client.post("/logout")
+
+
+def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(client):
+    wrong = sign_in(client, "dm.zhou", "nope")
+    unknown = sign_in(client, "no.such.user", "nope")
+    for response in (wrong, unknown):
+        assert response.status_code == 200
+    client.post("/lang", data={"lang": "en"})
+    wrong, unknown = sign_in(client, "dm.zhou", "nope"), sign_in(client, "no.such.user", "nope")
+    assert "Wrong username or password." in text(wrong)
+    strip = lambda r: re.sub(r'value="[^"]*"', "", text(r))  # noqa: E731 (the typed name, CSRF)
+    assert strip(wrong) == strip(unknown)
+    assert client.get("/").status_code == 302  # still signed out
+
+
+def test_signing_out_is_a_post_and_ends_the_session(app):
+    client = as_user(app, "dm.zhou")
+    assert client.get("/logout").status_code == 405
+    assert client.post("/logout").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_csrf_token_is_required_on_every_post(rt, catalogs):
+    app = create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": True,
+                          "BABEL_TRANSLATION_DIRECTORIES": str(catalogs)})
+    client = app.test_client()
+    assert client.post("/login", data={"username": "dm.zhou", "password": "demo"}).status_code == 400
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": "dm.zhou", "password": "demo", "csrf_token": token})
+    assert response.status_code == 302
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    assert client.post(f"/tasks/{task_id}/claim").status_code == 400
+    assert client.post("/lang", data={"lang": "en"}).status_code == 400
+    assert open_task(rt.store, view.id).assignee is None
+    page = client.get("/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post(f"/tasks/{task_id}/claim", data={"csrf_token": token}).status_code == 302
+    assert open_task(rt.store, view.id).assignee == "dm.zhou"
+
+
+def test_security_headers_on_every_page(client, app):
+    for response in (client.get("/login"), as_user(app, "dm.zhou").get("/")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"].split("script-src")[1].split(";")[0]
+    page = text(as_user(app, "dm.zhou").get("/"))
+    assert "<script>" not in page and "onclick" not in page  # CSP allows no inline script
+
+
+# --- the inbox ----------------------------------------------------------------------------------
+
+def test_the_department_manager_sees_the_contract_a_rep_submitted(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    page = text(as_user(app, "dm.zhou").get("/"))
+    assert f"/tasks/{task_id}" in page
+    assert "Department manager review" in page and "C-B01" in page and "260,000.00" in page
+    assert "open to Business department manager" in page
+    assert "1 task" in page
+    other = text(as_user(app, "rep.feng").get("/"))
+    assert f"/tasks/{task_id}" not in other and "No tasks match." in other
+
+
+def test_inbox_filters_and_sort_live_in_the_url(app, rt):
+    small = rt.start("contract_review", "rep.wang", contract(amount=120000)).tasks[0].id
+    large = rt.start("contract_review", "rep.wang", contract(amount=900000, customer="C-A01")).tasks[0].id
+    client = as_user(app, "dm.zhou")
+
+    page = text(client.get("/?sort=amount&desc=1"))
+    assert page.index(large) < page.index(small)
+    assert 'aria-sort="descending"' in page
+    assert 'href="/?sort=amount"' in page  # the column link turns the order around
+    page = text(client.get("/?sort=amount"))
+    assert page.index(small) < page.index(large)
+
+    page = text(client.get("/?customer=C-A01"))
+    assert large in page and small not in page
+    page = text(client.get("/?amount_min=500000&amount_max=1000000"))
+    assert large in page and small not in page
+    assert 'value="500000"' in page  # the filter form shows what the URL asks
+    page = text(client.get("/?scope=mine"))
+    assert large not in page and small not in page
+    page = text(client.get("/?process=return_request"))
+    assert "No tasks match." in page
+
+    response = client.get("/?amount_min=lots")
+    assert response.status_code == 400
+    assert "amount_min" in text(response)
+
+
+def test_inbox_pages(app, rt):
+    ids = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)).tasks[0].id for i in range(3)]
+    client = as_user(app, "dm.zhou")
+    page = text(client.get("/?per_page=2&sort=amount"))
+    assert ids[0] in page and ids[1] in page and ids[2] not in page
+    assert "Page 1 of 2" in page and 'href="/?sort=amount&amp;page=2&amp;per_page=2"' in \
+        client.get("/?per_page=2&sort=amount").get_data(as_text=True)
+    page = text(client.get("/?per_page=2&sort=amount&page=2"))
+    assert ids[2] in page and ids[0] not in page
+
+
+def test_saved_filters(app, rt):
+    client = as_user(app, "dm.zhou")
+    response = client.post("/filters", data={"name": "大单", "amount_min": "500000", "sort": "amount", "desc": "1"})
+    assert response.status_code == 302
+    page = text(client.get("/"))
+    assert "大单" in page
+    assert re.search(r'href="/\?[^"]*amount_min=500000', client.get("/").get_data(as_text=True))
+    assert client.post("/filters/delete", data={"name": "大单"}).status_code == 302
+    page = text(client.get("/"))
+    assert "Filter “大单” deleted." in page and ">大单</a>" not in page
+    page = text(client.post("/filters", data={"name": " ", "amount_min": "1"}, follow_redirects=True))
+    assert "The filter was not saved" in page
+
+
+def test_due_times_are_coloured(app, rt, monkeypatch):
+    task_id = rt.start("contract_review", "rep.wang", contract()).tasks[0].id
+    client = as_user(app, "dm.zhou")
+    row = lambda page: re.search(rf'<tr class="([^"]*)">\s*<td><input type="checkbox" name="task" value="{task_id}"', page).group(1)  # noqa: E731
+    assert "due-" not in row(client.get("/").get_data(as_text=True))
+    monkeypatch.setenv("BPM_NOW", at(T0 + timedelta(hours=3, minutes=30)))
+    assert "due-soon" in row(client.get("/").get_data(as_text=True))
+    monkeypatch.setenv("BPM_NOW", at(T0 + timedelta(hours=5)))
+    assert "due-overdue" in row(client.get("/").get_data(as_text=True))
+    page = text(client.get("/?overdue=1"))
+    assert task_id in page
+
+
+def test_claim_and_unclaim_from_the_inbox(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    client = as_user(app, "dm.zhou")
+    response = client.post(f"/tasks/{task_id}/claim", data={"next": "/?sort=amount"})
+    assert response.headers["Location"] == "/?sort=amount"
+    assert open_task(rt.store, view.id).assignee == "dm.zhou"
+    assert f'formaction="/tasks/{task_id}/unclaim"' in client.get("/").get_data(as_text=True)
+    client.post(f"/tasks/{task_id}/unclaim")
+    assert open_task(rt.store, view.id).assignee is None
+
+
+def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
+    views = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)) for i in range(2)]
+    ids = [v.tasks[0].id for v in views]
+    client = as_user(app, "dm.zhou")
+    client.post("/tasks/bulk", data={"action": "claim", "task": ids})
+    assert [open_task(rt.store, v.id).assignee for v in views] == ["dm.zhou", "dm.zhou"]
+    response = client.post("/tasks/bulk", data={"action": "approve", "task": ids}, follow_redirects=True)
+    page = text(response)
+    assert page.count(": approved.") == 2
+    for view in views:  # standard terms: approved by the manager, back to the rep to file
+        task = open_task(rt.store, view.id)
+        assert (task.element_id, task.assignee) == ("file_contract", "rep.wang")
+
+    # the filing form asks for more than a decision: bulk approval leaves it alone
+    rep = as_user(app, "rep.wang")
+    filing = open_task(rt.store, views[0].id)
+    before = snapshot(rt.store, views[0].id)
+    page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id]}, follow_redirects=True))
+    assert "asks for more than a decision" in page
+    assert snapshot(rt.store, views[0].id) == before
+
+
+def test_delegating_to_a_colleague_of_the_same_role(app, rt, store):
+    with store.write() as s:
+        access.add_user(s, "dm.lin", "demo", ["dept_manager"], display_name="林经理 Lin", superior="vp.qian")
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    client = as_user(app, "dm.zhou")
+    page = text(client.get(f"/tasks/{task_id}"))
+    assert 'id="delegate"' in page and "林经理 Lin (dm.lin)" in page
+    response = client.post(f"/tasks/{task_id}/delegate", data={"to": "dm.lin", "note": "请代为审核"})
+    assert response.status_code == 302
+    assert open_task(store, view.id).assignee == "dm.lin"
+    lin = as_user(app, "dm.lin")
+    page = text(lin.get("/"))
+    assert task_id in page
+    assert re.search(r'class="badge"[^>]*>1<', lin.get("/").get_data(as_text=True))  # unread notice
+    notices = text(lin.get("/notifications"))
+    assert "Assigned" in notices and f"/tasks/{task_id}" in notices
+    lin.post("/notifications/read")
+    assert 'class="badge"' not in lin.get("/").get_data(as_text=True)
+    assert "请代为审核" in text(lin.get(f"/tasks/{task_id}"))  # the note is in the comments
+
+
+# --- the task page ----------------------------------------------------------------------------
+
+def test_task_page_renders_the_form_from_its_schema(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000))
+    task_id = view.tasks[0].id
+    client = as_user(app, "dm.zhou")
+    response = client.get(f"/tasks/{task_id}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    page = text(response)
+    assert '<input type="radio" name="decision" value="approve">' in html
+    assert '<input type="radio" name="decision" value="reject">' in html
+    assert '<textarea id="f-comment" name="comment"' in html
+    assert 'name="customer"' not in html  # read-only context is shown, not posted
+    assert "Negotiated price (CNY)" in page and "CN¥480.00" in page
+    assert "芝麻灰花岗岩板" in page and "600x600x20" in page  # the lines, as a table
+    assert "Price below the quote" in page and "Yes" in page
+    assert "History" in page and "rep.wang" in page and "started" in page
+    zh = text(as_user(app, "dm.zhou", "zh_CN").get(f"/tasks/{task_id}"))
+    assert "业务部经理审核" in zh and "成交价（元）" in zh and "同意" in zh and "驳回" in zh
+
+
+def test_an_invalid_submission_is_shown_again_with_its_values_and_changes_nothing(app, rt, store):
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    before = snapshot(store, view.id)
+    client = as_user(app, "dm.zhou")
+    response = client.post(f"/tasks/{task_id}", data={"action": "complete", "decision": "reject", "comment": ""})
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert '<input type="radio" name="decision" value="reject" checked>' in html
+    comment_field = re.search(r'<div class="field field-textarea has-error" id="field-comment">(.*?)</div>', html, re.S)
+    assert comment_field and "This field is required." in comment_field.group(1)
+    assert "Nothing was submitted" in html
+    assert snapshot(store, view.id) == before
+
+
+def test_an_invalid_start_keeps_every_row_and_says_what_is_wrong_where(app, rt, store):
+    client = as_user(app, "rep.wang")
+    form = {"customer": "C-ZZ9", "amount": "260,000", "quote_price": "520", "price": "520",
+            "payment_terms": "月结30天", "delivery_date": "2026-11-20", "lines": "",
+            "lines-0": "", "lines-0-product": "花岗岩", "lines-0-quantity": "12", "lines-0-unit_price": "500",
+            "lines-1": "", "lines-1-product": "大理石", "lines-1-quantity": "many", "lines-1-unit_price": "80",
+            "action": "start"}
+    response = client.post("/start/contract_review", data=form)
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    for name, value in [("customer", "C-ZZ9"), ("amount", "260000"), ("lines-0-product", "花岗岩"),
+                        ("lines-1-product", "大理石"), ("lines-1-quantity", "many"), ("delivery_date", "2026-11-20")]:
+        assert re.search(rf'name="{name}" value="{value}"', html), name
+    errors = dict(re.findall(r'<p class="field-error" id="e-([^"]+)">([^<]+)</p>', html))
+    assert set(errors) == {"customer", "delivery_date", "lines-1-quantity"}
+    assert "not a known customer" in errors["customer"]
+    assert "in the past" in unescape(errors["delivery_date"])
+    assert errors["lines-1-quantity"] == "Must be a number."
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+def test_a_valid_approval_moves_the_task_to_the_next_approver(app, rt, store):
+    view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000))  # below the quote
+    task_id = view.tasks[0].id
+    client = as_user(app, "dm.zhou")
+    response = client.post(f"/tasks/{task_id}", data={"action": "complete", "decision": "approve",
+                                                        "comment": "价格可接受"})
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    page = text(client.get("/"))
+    assert "is done." in page and "VP approval" in page
+    assert task_id not in page
+    task = open_task(store, view.id)
+    assert task.element_id == "vp_approval" and task.role == "vp_sales"
+    assert task.id in text(as_user(app, "vp.qian").get("/"))
+    assert client.get(f"/tasks/{task_id}").status_code == 409  # done already: said so
+
+
+def test_four_eyes_refusal_is_shown_on_the_page(app, rt, store):
+    with store.write() as s:
+        access.add_user(s, "boss.rep", "demo", ["sales_rep", "dept_manager"])
+    view = rt.start("contract_review", "boss.rep", contract())
+    client = as_user(app, "boss.rep")
+    response = client.post(f"/tasks/{view.tasks[0].id}", data={"action": "complete", "decision": "approve"})
+    assert response.status_code == 403 and "four-eyes" in text(response)
+
+
+def test_a_draft_is_kept_and_shown_again_without_changing_the_instance(app, rt, store):
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    before = snapshot(store, view.id)
+    client = as_user(app, "dm.zhou")
+    response = client.post(f"/tasks/{task_id}", data={"action": "draft", "decision": "reject", "comment": "再议"})
+    assert response.status_code == 302
+    with store.read() as s:
+        assert s.get(TaskDraft, task_id).data == {"decision": "reject", "comment": "再议"}
+    html = client.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert '<input type="radio" name="decision" value="reject" checked>' in html and ">再议</textarea>" in html
+    assert snapshot(store, view.id) == before
+
+
+def test_rows_are_added_and_removed_without_javascript(app, rt):
+    client = as_user(app, "rep.wang")
+    base = {"customer": "C-B01", "lines": "", "lines-0": "", "lines-0-product": "花岗岩", "lines-0-quantity": "3"}
+    html = client.post("/start/contract_review", data={**base, "add_row": "lines"}).get_data(as_text=True)
+    assert 'name="lines-0-product" value="花岗岩"' in html and 'name="lines-1-product" value=""' in html
+    assert 'name="customer" value="C-B01"' in html
+    html = client.post("/start/contract_review", data={
+        **base, "lines-1": "", "lines-1-product": "大理石", "remove_row": "lines-0"}).get_data(as_text=True)
+    assert 'name="lines-0-product" value="大理石"' in html and "花岗岩" not in html
+    assert 'name="lines-1-product"' not in html
+
+
+def test_comments_on_a_task(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    client = as_user(app, "dm.zhou")
+    client.post(f"/tasks/{task_id}/comments", data={"body": "请补充付款担保"})
+    assert "请补充付款担保" in text(client.get(f"/tasks/{task_id}"))
+    assert "请补充付款担保" in text(client.get(f"/instances/{view.id}"))
+    stranger = as_user(app, "fin.chu")
+    assert stranger.post(f"/tasks/{task_id}/comments", data={"body": "x"}).status_code == 403
+
+
+def test_others_may_not_open_a_task_or_an_instance(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract())
+    stranger = as_user(app, "fin.chu")
+    assert stranger.get(f"/tasks/{view.tasks[0].id}").status_code == 403
+    assert stranger.get(f"/instances/{view.id}").status_code == 403
+    assert as_user(app, "audit.han").get(f"/instances/{view.id}").status_code == 200
+    assert stranger.get("/tasks/no-such-task").status_code == 404
+
+
+# --- starting, instances, language ---------------------------------------------------------------
+
+def test_start_lists_what_the_user_may_start_and_starts_it(app, rt, store):
+    client = as_user(app, "rep.wang")
+    page = text(client.get("/start"))
+    assert "/start/contract_review" in page and "/start/return_request" in page
+    assert "/start/branch_establishment" not in page
+    assert as_user(app, "dm.zhou").get("/start/contract_review").status_code == 404
+    form = {"customer": "C-B01", "amount": "260000", "quote_price": "520", "price": "520",
+            "payment_terms": "30% 定金", "delivery_date": "2027-01-15", "lines": "", "lines-0": "",
+            "lines-0-product": "芝麻灰花岗岩板", "lines-0-spec": "600x600x20", "lines-0-quantity": "500",
+            "lines-0-unit_price": "520", "action": "start"}
+    response = client.post("/start/contract_review", data=form)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/instances/")
+    with store.read() as s:
+        row = s.scalars(select(Instance)).one()
+        task = s.scalars(select(HumanTask)).one()
+    assert row.initiator == "rep.wang" and row.amount == 260000
+    assert task.element_id == "dm_review"
+
+
+def test_instance_page_without_the_diagram_viewer(app, rt):
+    view = rt.start("contract_review", "rep.wang", contract())
+    page = text(as_user(app, "rep.wang").get(f"/instances/{view.id}"))
+    assert "The diagram viewer is not installed" in page
+    assert "Department manager review" in page and "running" in page
+    assert "Contract amount (CNY)" in page and "CN¥260,000.00" in page
+    assert "bpmn-navigated-viewer" not in page
+
+
+def test_instance_page_draws_the_diagram_with_markers(app, rt, tmp_path):
+    viewer = tmp_path / "vendor" / "bpmn-js" / "bpmn-navigated-viewer.production.min.js"
+    viewer.parent.mkdir(parents=True)
+    viewer.write_text("/* stand-in */")
+    view = rt.start("contract_review", "rep.wang", contract())
+    html = as_user(app, "rep.wang").get(f"/instances/{view.id}").get_data(as_text=True)
+    assert "/static/vendor/bpmn-js/bpmn-navigated-viewer.production.min.js" in html
+    assert "/static/js/diagram.js" in html
+    data = re.search(r'<script type="application/json" id="diagram-data">(.*?)</script>', html, re.S).group(1)
+    import json
+    parsed = json.loads(data)
+    assert parsed["markers"]["active"] == ["dm_review"]
+    assert "contract_submitted" in parsed["markers"]["completed"]
+    assert parsed["xml"].startswith("<?xml") and "</script" not in data
+
+
+def test_the_language_switch_changes_the_page_language(app, rt):
+    rt.start("contract_review", "rep.wang", contract())
+    client = app.test_client()
+    sign_in(client, "dm.zhou")
+    page = text(client.get("/"))
+    assert "收件箱" in page and "业务部经理审核" in page and '<html lang="zh-CN">' in page
+    response = client.post("/lang", data={"lang": "en", "next": "/?sort=amount"})
+    assert response.headers["Location"] == "/?sort=amount"
+    page = text(client.get("/"))
+    assert "Inbox" in page and "Department manager review" in page and '<html lang="en">' in page
+    assert "收件箱" not in page
+    client.post("/lang", data={"lang": "xx"})  # unknown: unchanged
+    assert "Inbox" in text(client.get("/"))
+    client.post("/logout")
+    assert "Sign in" in text(client.get("/login"))  # the choice outlives the session
+
+
+def test_every_message_has_a_chinese_translation():
+    with (TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po").open("rb") as f:
+        catalog = read_po(f)
+    with (TRANSLATIONS / "messages.pot").open("rb") as f:
+        template = read_po(f)
+    missing = [m.id for m in template if m.id and m.id not in catalog]
+    untranslated = [m.id for m in catalog if m.id and (not m.string or
+                    (isinstance(m.string, tuple) and not all(m.string)) or m.fuzzy)]
+    assert missing == [] and untranslated == []
+
+
+# --- web/forms.py: from posted fields to JSON ------------------------------------------------------
+
+def schema(name: str) -> dict:
+    import json
+    return json.loads((FORMS / name).read_text(encoding="utf-8"))
+
+
+def test_parse_types_fields_by_the_schema():
+    start = schema("contract_review.start.json")
+    posted = MultiDict({"customer": "  C-B01 ", "amount": "1,260,000", "quote_price": "¥520.50",
+                        "price": "abc", "payment_terms": "", "note": "line 1\r\nline 2",
+                        "lines": "", "lines-0": "", "lines-0-product": "花岗岩", "lines-0-quantity": "3",
+                        "lines-3": "", "lines-3-quantity": "2.5", "lines-3-unit_price": "",
+                        "unknown": "ignored"})
+    assert forms.parse(start, posted) == {
+        "customer": "C-B01", "amount": 1260000, "quote_price": 520.5, "price": "abc",
+        "note": "line 1\nline 2",
+        "lines": [{"product": "花岗岩", "quantity": 3}, {"quantity": 2.5}],
+    }
+
+
+def test_parse_leaves_out_read_only_fields_and_reads_booleans_and_integers():
+    review = schema("contract_review.dm_review.json")
+    posted = MultiDict({"customer": "forged", "amount": "1", "decision": "approve", "comment": "ok"})
+    assert forms.parse(review, posted) == {"decision": "approve", "comment": "ok"}
+    made_up = {"type": "object", "properties": {
+        "urgent": {"type": "boolean"}, "count": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "integer"}}}}}
+    assert forms.parse(made_up, MultiDict({"count": "3.0", "tags-0": "a", "tags-1": "", "address-city": "南宁"})) == \
+        {"urgent": False, "count": 3, "tags": ["a", ""], "address": {"city": "南宁"}}
+    assert forms.parse(made_up, MultiDict({"urgent": "true", "count": "2.5"}))["urgent"] is True
+    assert forms.parse(made_up, MultiDict({"count": "2.5"}))["count"] == 2.5  # the engine says it is no integer
+    assert "tags" not in forms.parse(made_up, MultiDict({}))
+
+
+def test_array_without_rows_and_rows_added_and_removed():
+    start = schema("contract_review.start.json")
+    assert forms.parse(start, MultiDict({"lines": ""}))["lines"] == []
+    assert "lines" not in forms.parse(start, MultiDict({}))
+    data = {"lines": [{"product": "a"}]}
+    assert forms.add_row(start, data, "lines") and data["lines"] == [{"product": "a"}, {}]
+    assert forms.remove_row(start, data, "lines-0") and data["lines"] == [{}]
+    assert not forms.remove_row(start, data, "lines-7")
+    assert not forms.add_row(start, data, "customer")
+    review = schema("contract_review.dm_review.json")
+    assert not forms.add_row(review, {}, "lines")  # read-only rows are not edited
+
+
+def test_initial_values_never_carry_over_a_previous_decision():
+    review = schema("contract_review.vp_approval.json")
+    data = {"customer": "C-B01", "amount": 240000, "decision": "approve", "comment": "ok by dm"}
+    assert forms.initial(review, data) == {"customer": "C-B01", "amount": 240000}
+    assert forms.initial(review, data, {"decision": "reject"}) == \
+        {"customer": "C-B01", "amount": 240000, "decision": "reject"}
+    filing = schema("contract_review.file_contract.json")
+    assert forms.initial(filing, {})["archive_location"].startswith("业务部办公室文件柜")
+
+
+def test_errors_by_field_name_and_the_ones_with_no_field():
+    start = schema("contract_review.start.json")
+    errors = forms.errors_by_name({"lines/1/quantity": "must be of type number", "": "the data must be a JSON object"})
+    assert errors == {"lines-1-quantity": "must be of type number", "": "the data must be a JSON object"}
+    values = {"lines": [{}, {}]}
+    assert forms.unplaced(start, values, errors) == {"": "the data must be a JSON object"}
+
+
+def test_which_forms_need_only_a_decision():
+    assert forms.decision_only(schema("contract_review.dm_review.json"))
+    assert not forms.decision_only(schema("contract_review.file_contract.json"))
+    assert not forms.decision_only(schema("contract_review.start.json"))
+    assert not forms.decision_only(None)
+
+
+def test_widgets_follow_the_schema_and_x_ui():
+    review = schema("contract_review.dm_review.json")
+    widgets = forms.ui_widgets(review)
+    kinds = {name: forms.widget(field, widgets.get(name)) for name, field in forms.ordered_fields(review)}
+    assert kinds["decision"] == "radio" and kinds["comment"] == "textarea" and kinds["amount"] == "readonly"
+    start = schema("return_request.start.json")
+    kinds = {name: forms.widget(field, forms.ui_widgets(start).get(name)) for name, field in forms.ordered_fields(start)}
+    assert kinds == {"customer": "text", "order_no": "text", "reason": "select", "kind": "select",
+                     "lines": "rows", "description": "textarea", "attachments": "list"}
+    order = schema("contract_review.start.json")
+    assert forms.widget(forms.properties(order)["amount"]) == "money"
+    assert forms.widget(forms.properties(order)["delivery_date"]) == "date"
+    assert [n for n, _ in forms.ordered_fields(order)][:3] == ["customer", "amount", "quote_price"]
+    assert forms.title(forms.properties(order)["amount"], "zh_CN") == "合同金额（元）"
+    assert forms.enum_label(forms.properties(start)["reason"], "quality", "zh_CN") == "质量问题"
