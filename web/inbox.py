@@ -170,6 +170,10 @@ def _processes() -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in rows]
 
 
+def _process_name(process_id: str) -> str:
+    return dict(_processes()).get(process_id) or process_id
+
+
 def _colleagues(role: str | None, me: str) -> list[tuple[str, str]]:
     """Active users holding `role`, but me: whom a task can be delegated to."""
     if not role:
@@ -335,6 +339,7 @@ def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
     return render_template(
         "task.html", task=task, detail=detail, schema=schema, values=values, errors=errors,
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
+        process_name=_process_name(task.process_id),
         history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
         colleagues=_colleagues(task.role, _me()) if may_act else [],
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
@@ -490,7 +495,7 @@ def instance(instance_id: str):
     names = {h["element_id"]: h["name"] for h in history if h.get("element_id")}
     names.update({t.element_id: t.name for t in view.tasks})
     return render_template(
-        "instance.html", view=view, history=history, comments=rt.comments(instance_id),
+        "instance.html", view=view, history=history, process_name=_process_name(view.process_id), comments=rt.comments(instance_id),
         diagram=diagram, names=names, viewer=_viewer_installed(), titles=_titles(view.process_id),
         markers={"completed": diagram["completed"], "active": diagram["active"],
                  "overdue": diagram["overdue"]},
