@@ -177,6 +177,13 @@ def test_csrf_token_is_required_on_every_post(rt, catalogs):
     assert open_task(rt.store, view.id).assignee == "dm.zhou"
 
 
+def test_a_refused_csrf_token_is_explained(rt, catalogs):
+    app = create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": True,
+                          "BABEL_TRANSLATION_DIRECTORIES": str(catalogs)})
+    response = app.test_client().post("/lang", data={"lang": "en"})
+    assert response.status_code == 400 and "未做任何更改" in text(response)  # Chinese by default
+
+
 def test_security_headers_on_every_page(client, app):
     for response in (client.get("/login"), as_user(app, "dm.zhou").get("/")):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -597,6 +604,24 @@ def test_which_forms_need_only_a_decision():
     assert not forms.decision_only(schema("contract_review.file_contract.json"))
     assert not forms.decision_only(schema("contract_review.start.json"))
     assert not forms.decision_only(None)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_every_form_of_the_company_renders_editable_and_read_only(app, lang):
+    """Each schema in forms/ through the macros of form_macros.html, with an empty row in each array."""
+    from flask import render_template_string, session
+    page = '{% import "form_macros.html" as f with context %}{{ f.form_fields(schema, values, {}, editable) }}'
+    with app.test_request_context("/"):
+        session["lang"] = lang
+        for path in sorted(FORMS.glob("*.json")):
+            form = schema(path.name)
+            values = {name: [{}] for name, field in forms.properties(form).items() if forms.kind(field) == "array"}
+            for editable in (True, False):
+                html = render_template_string(page, schema=form, values=values, editable=editable)
+                for name, field in forms.properties(form).items():
+                    assert forms.title(field, lang) in unescape(html), (path.name, name)
+                    if editable and not field.get("readOnly") and forms.kind(field) not in ("array", "object"):
+                        assert f'name="{name}"' in html, (path.name, name)
 
 
 def test_widgets_follow_the_schema_and_x_ui():

@@ -9,6 +9,7 @@ from flask import (Blueprint, flash, redirect, render_template, request, session
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -114,6 +115,13 @@ def set_language():
         session["lang"] = lang
     back = safe_next(request.form.get("next")) or safe_next(request.referrer) or url_for("inbox.inbox")
     return redirect(back)
+
+
+@bp.app_errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError):
+    message = _("The form was not accepted: it is too old or did not come from this site. "
+                "Nothing was changed; load the page again and retry.")
+    return render_template("error.html", message=message, status=400), 400
 
 
 @bp.app_context_processor
