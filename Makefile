@@ -20,7 +20,7 @@ assets:
 	@if [ ! -f package-lock.json ]; then :; elif command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: instance pages will show no diagram"; fi
 	@if ls web/translations/*/LC_MESSAGES/*.po >/dev/null 2>&1; then \
-	$(BIN)/pybabel compile -q -d web/translations; fi
+	$(BIN)/pybabel -q compile -d web/translations; fi
 
 init: $(STAMP)
 	$(BIN)/bpm init --demo

@@ -131,9 +131,14 @@ def person(session: Session, username: str) -> Person:
     return Person(user.username, user.display_name, roles, user.superior, user.office_id)
 
 
+_UNKNOWN_USER_HASH = generate_password_hash("no such user")
+
+
 def check_password(session: Session, username: str, password: str) -> Person | None:
     user = session.get(User, username)
-    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+    # Hash even for an unknown user, so the answer's timing does not tell which names exist.
+    valid = check_password_hash(user.password_hash if user is not None else _UNKNOWN_USER_HASH, password)
+    if user is None or not user.active or not valid:
         return None
     return person(session, username)
 

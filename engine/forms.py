@@ -74,14 +74,15 @@ def check_schema(schema: Any) -> str | None:
     return None
 
 
-def _path(error: ValidationError) -> str:
+def _paths(error: ValidationError) -> list[str]:
+    """Where to show an error; a missing required field is shown at the field itself."""
     parts = [str(p) for p in error.absolute_path]
     if error.validator == "required" and isinstance(error.instance, dict):
-        # "'comment' is a required property" belongs to the missing field itself
+        # jsonschema reports each missing property as its own error; find the one it names.
         missing = [name for name in error.validator_value if name not in error.instance]
-        if missing:
-            parts.append(missing[0])
-    return "/".join(parts)
+        named = [name for name in missing if repr(name) in error.message] or missing[:1]
+        return ["/".join(parts + [name]) for name in named]
+    return ["/".join(parts)]
 
 
 def _sentence(error: ValidationError) -> str:
@@ -124,9 +125,11 @@ def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] |
     for error in errors:
         if error.validator in ("allOf", "anyOf", "oneOf") and error.context:
             for sub in error.context:
-                fields.setdefault(_path(sub), _sentence(sub))
+                for path in _paths(sub):
+                    fields.setdefault(path, _sentence(sub))
             continue
-        fields.setdefault(_path(error), _sentence(error))
+        for path in _paths(error):
+            fields.setdefault(path, _sentence(error))
     if fields:
         raise FormError(form, fields)
     return copy.deepcopy(submitted)
