@@ -4,6 +4,7 @@ No Flask in here; the web layer and the command line both ask these functions.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -131,13 +132,15 @@ def person(session: Session, username: str) -> Person:
     return Person(user.username, user.display_name, roles, user.superior, user.office_id)
 
 
-_UNKNOWN_USER_HASH = generate_password_hash("no such user")
+@functools.lru_cache(maxsize=1)
+def _unknown_user_hash() -> str:
+    return generate_password_hash("no such user")
 
 
 def check_password(session: Session, username: str, password: str) -> Person | None:
     user = session.get(User, username)
     # Hash even for an unknown user, so the answer's timing does not tell which names exist.
-    valid = check_password_hash(user.password_hash if user is not None else _UNKNOWN_USER_HASH, password)
+    valid = check_password_hash(user.password_hash if user is not None else _unknown_user_hash(), password)
     if user is None or not user.active or not valid:
         return None
     return person(session, username)
