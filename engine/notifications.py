@@ -55,3 +55,35 @@ def rows_for(events: list[dict], instance_id: str, at: datetime, recipients) -> 
                          "instance_id": instance_id, "task_id": event["task_id"], "at": at,
                          "read": False})
     return rows
+
+
+def deliver_outbox(session: Session, url: str, domain: str, now: datetime, limit: int = 100) -> int:
+    """Send pending outbox mail through the SMTP server of `url` (smtp://[user:pass@]host[:port]);
+    recipients are `username@domain`. Returns how many were sent; failures stay pending."""
+    import smtplib
+    from email.message import EmailMessage
+    from urllib.parse import unquote, urlparse
+
+    from .store import Outbox
+
+    parsed = urlparse(url)
+    pending = session.scalars(select(Outbox).where(Outbox.status == "pending").order_by(Outbox.id)
+                              .limit(limit)).all()
+    if not pending:
+        return 0
+    sent = 0
+    with smtplib.SMTP(parsed.hostname or "localhost", parsed.port or 25, timeout=10) as smtp:
+        if parsed.scheme == "smtps" or parsed.query == "starttls":
+            smtp.starttls()
+        if parsed.username:
+            smtp.login(unquote(parsed.username), unquote(parsed.password or ""))
+        for mail in pending:
+            message = EmailMessage()
+            message["From"] = f"bpm@{domain}"
+            message["To"] = f"{mail.recipient}@{domain}"
+            message["Subject"] = mail.subject
+            message.set_content(mail.body)
+            smtp.send_message(message)
+            mail.status, mail.sent_at = "sent", now
+            sent += 1
+    return sent

@@ -10,11 +10,12 @@ next one (its transaction never committed).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from . import clock
+from . import clock, notifications
 from .runtime import CommandFailed, EngineError, Runtime
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,23 @@ def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LI
     return result
 
 
+def deliver_mail(runtime: Runtime, now: datetime | None = None) -> int:
+    """Send the notification outbox when BPM_SMTP_URL is set (off by default)."""
+    url = os.environ.get("BPM_SMTP_URL")
+    if not url:
+        return 0
+    with runtime.store.write() as session:
+        return notifications.deliver_outbox(session, url, os.environ.get("BPM_MAIL_DOMAIN", "localhost"),
+                                            now or clock.now())
+
+
 def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     last_error = None
     while not stop.is_set():
         try:
             run_once(runtime)
+            deliver_mail(runtime)
             last_error = None
         except Exception as exc:  # a worker must outlive a bad pass (database restart, say)
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

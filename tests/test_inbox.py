@@ -121,3 +121,64 @@ def test_diagram_history_and_task_detail(runtime, store):
     history = runtime.history(view.id)
     assert [(h["command"], h["actor"], h["element_id"]) for h in history] == [
         ("start", "rep.wang", None), ("complete", "dm.zhou", "dm_review")]
+
+
+def test_outbox_mail_is_sent_through_smtp_when_configured(runtime, store, monkeypatch):
+    """A tiny SMTP sink on a local port receives the escalation notice."""
+    import socket
+    import threading as th
+
+    received: list[str] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def sink():
+        conn, _ = server.accept()
+        f = conn.makefile("rwb")
+        f.write(b"220 sink\r\n"); f.flush()
+        data = False
+        for line in f:
+            text = line.decode().rstrip("\r\n")
+            if data:
+                if text == ".":
+                    data = False
+                    f.write(b"250 ok\r\n")
+                else:
+                    received.append(text)
+            elif text.upper().startswith("DATA"):
+                data = True
+                f.write(b"354 go\r\n")
+            elif text.upper().startswith("QUIT"):
+                f.write(b"221 bye\r\n"); f.flush()
+                break
+            else:
+                f.write(b"250 ok\r\n")
+            f.flush()
+        conn.close()
+
+    thread = th.Thread(target=sink, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BPM_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("BPM_MAIL_DOMAIN", "example.com")
+    start_review(runtime)
+    timers.run_once(runtime, T0 + timedelta(hours=5))  # escalation: a notice for vp.qian
+    assert timers.deliver_mail(runtime, T0 + timedelta(hours=5)) >= 1
+    thread.join(10)
+    assert any(line == "To: vp.qian@example.com" for line in received)
+    from engine.store import Outbox
+    from sqlalchemy import select
+    with store.read() as s:
+        assert {o.status for o in s.scalars(select(Outbox))} == {"sent"}
+
+
+def test_no_mail_without_smtp_url(runtime, store, monkeypatch):
+    monkeypatch.delenv("BPM_SMTP_URL", raising=False)
+    start_review(runtime)
+    timers.run_once(runtime, T0 + timedelta(hours=5))
+    assert timers.deliver_mail(runtime) == 0
+    from engine.store import Outbox
+    from sqlalchemy import func, select
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox)) == 0
