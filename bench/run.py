@@ -17,8 +17,12 @@ the raw rounds run on SpiffWorkflow's own uuid4/time (the engine's Runtime redir
 whole process, see engine/determinism.py).
 
 Usage: .venv/bin/python bench/run.py [--json] [--instances N] [--seconds S] [--rounds R]
-                                     [--breakdown] [--profile]
+                                     [--breakdown] [--profile] [--all [--postgres URL]]
        make bench
+
+--all then runs bench/processes.py (order_to_settlement end to end, the timer worker at scale) in
+a fresh interpreter, with --postgres passed on; with --json the two documents are printed as one,
+{"engine": ..., "processes": ...}.
 """
 from __future__ import annotations
 
@@ -640,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also profile the engine path with cProfile and list the top functions")
     parser.add_argument("--profile-instances", type=int, default=100)
     parser.add_argument("--top", type=int, default=30, help="functions listed per profile ordering")
+    parser.add_argument("--all", action="store_true",
+                        help="then run bench/processes.py too (order_to_settlement, the timer worker)")
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="with --all: bench/processes.py also measures the timer worker on PostgreSQL")
     args = parser.parse_args(argv)
     if args.instances is not None and args.instances < 1:
         parser.error("--instances must be at least 1")
@@ -650,10 +658,20 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result = run(args, say)
+    if not args.all:
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else report(result))
+        return 0
+    if not args.json:
+        print(report(result), flush=True)
+        print(flush=True)
+    command = [sys.executable, str(BENCH / "processes.py")] + (["--json"] if args.json else []) + (
+        ["--postgres", args.postgres] if args.postgres else [])
+    say("running " + " ".join(command[1:]) + " ...")
+    done = subprocess.run(command, stdout=subprocess.PIPE if args.json else None, text=True)
+    if done.returncode != 0:
+        return done.returncode
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        print(report(result))
+        print(json.dumps({"engine": result, "processes": json.loads(done.stdout)}, indent=2, ensure_ascii=False))
     return 0
 
 
