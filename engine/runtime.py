@@ -233,7 +233,10 @@ def _pick_due(conn: Connection, sqlite: bool, now: datetime, exclude: frozenset[
     """The instance with the earliest due work before `now`, locked for this transaction."""
     query = (select(*_SELECT_INSTANCE.statement.selected_columns)
              .select_from(_T.join(_I, _I.c.id == _T.c.instance_id))
-             .where(_T.c.due_at < now, _I.c.status == "running", _I.c.id.not_in(_OPEN_TIMER_INCIDENTS))
+             # No filter on instance.status: due rows exist only for running instances (the
+             # projection is emptied when one ends), and such a filter lets SQLite's planner
+             # walk instances by status instead of due rows by due time.
+             .where(_T.c.due_at < now, _T.c.instance_id.not_in(_OPEN_TIMER_INCIDENTS))
              .order_by(_T.c.due_at).limit(1))
     if exclude:
         query = query.where(_T.c.instance_id.not_in(sorted(exclude)))
