@@ -25,14 +25,19 @@ Measured in one run:
    (ii)  an empty pass (nothing due) with 10 waiting timers, with 100,000 and with 99,000;
    (iii) lateness: `timers.run_forever` (polling every 0.5 s, real clock) in a worker process
          while 1,000 timers come due at random instants over the next 10 s among 99,000 far in
-         the future; per fired timer, (commit time - due time). With --postgres, (i)-(iii) also
-         on PostgreSQL, and (iii) with 1 and with 2 worker processes.
+         the future; per fired timer, (commit time - due time).
+   On SQLite each of them twice: on the database as the engine leaves it (the engine never runs
+   ANALYZE, so there are no statistics) and after one ANALYZE. With --postgres, also on
+   PostgreSQL (ANALYZE after the bulk load), and (iii) with 1 and with 2 worker processes.
+   The SQLite run without statistics takes most of the ~25 minutes of a full run.
 
 Usage: .venv/bin/python bench/processes.py [--json] [--seconds S] [--rounds R]
            [--waiting N] [--due N] [--window S] [--interval S]
            [--postgres postgresql://postgres@127.0.0.1:5432/test] [--workers 1,2]
+           [--sqlite-variants both|as-deployed|analyze|none] [--lateness-timeout S]
            [--skip-throughput] [--skip-timers]
        .venv/bin/python bench/run.py --all     (bench/run.py, then this script)
+Results and how to read them: docs/benchmarks.md, "Processes and the timer worker".
 """
 from __future__ import annotations
 
