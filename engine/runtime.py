@@ -968,6 +968,13 @@ class Runtime:
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
                                  at) from None
+        except EngineError:
+            raise
+        except Exception as exc:
+            if pick_due is None or instance_id is None:
+                raise
+            # A worker must not stall on one instance: park it as an incident and go on.
+            raise self._incident(exc, instance_id, process_id, command, inputs, actor, at) from None
         finally:
             _pending_breaches.reset(token)
 

@@ -37,7 +37,7 @@ def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LI
     now = now or clock.now()
     result = Pass()
     seen: set[str] = set()
-    while len(seen) < limit:
+    while len(seen) + len(result.fired) < limit:
         try:
             picked = runtime.fire_next_due(now, exclude=seen)
         except CommandFailed as exc:
@@ -52,7 +52,9 @@ def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LI
                 break
             instance_id, changed = picked
             if changed:
+                # Its due rows are gone or moved on; excluding it would only lengthen the query.
                 result.fired.append(instance_id)
+                continue
         seen.add(instance_id)
     return result
 

@@ -150,3 +150,22 @@ def test_two_workers_fire_each_of_many_due_timers_exactly_once(store):
         assert s.scalar(select(func.count()).select_from(DueTimer)) == 0
     if not store.is_sqlite:
         assert all(p.fired for p in passes)  # both workers took a share
+
+
+def test_an_unexpected_error_on_one_instance_does_not_stall_the_worker(store, monkeypatch):
+    import engine.runtime as rt
+    versions.deploy(store, [RUNTIME / "waiting.bpmn"], at=T0)
+    runtime = Runtime(store)
+    bad = runtime.start("waiting", "fin.chu", {"order_no": "SO-BAD"}, at=T0).id
+    good = runtime.start("waiting", "fin.chu", {"order_no": "SO-OK"}, at=T0 + timedelta(minutes=1)).id
+    real = rt.project
+
+    def broken(conn, instance_id, *args, **kwargs):
+        if instance_id == bad:
+            raise RuntimeError("disk said no")
+        return real(conn, instance_id, *args, **kwargs)
+
+    monkeypatch.setattr(rt, "project", broken)
+    first = timers.run_once(runtime, T0 + timedelta(hours=5))
+    assert first.fired == [good] and "disk said no" in first.failed[bad]
+    assert timers.run_once(runtime, T0 + timedelta(hours=6)).failed == {}  # parked as an incident
