@@ -460,11 +460,6 @@ def _timer_due(task) -> datetime | None:
         return None
 
 
-def _task_properties(task_spec) -> dict:
-    extensions = getattr(task_spec, "extensions", None) or {}
-    return extensions.get("properties") or {}
-
-
 @dataclass
 class Projection:
     business_key: str | None
@@ -488,7 +483,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
         spec = task.task_spec
         element = spec.bpmn_id or spec.name
         if task.state == TaskState.READY and spec.manual:
-            props = _task_properties(spec)
+            props = tasks.properties(spec)
             task_id = str(task.id)
             due_at = tasks.parse(task._get_internal_data("due_at"))
             human.append({

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
 from flask_babel import format_currency, format_decimal, get_locale, gettext as _
 from flask_login import current_user, login_required
@@ -130,7 +130,16 @@ _forms_lock = threading.Lock()
 
 
 def _deployed_forms() -> dict[str, list[dict]]:
-    """Form name -> its schemas in all deployed versions; read again only after a deploy."""
+    """Form name -> its schemas in all deployed versions; read again only after a deploy.
+
+    Looked up once per request: an inbox page asks for every row."""
+    if "bpm_forms" in g:
+        return g.bpm_forms
+    g.bpm_forms = _deployed_forms_uncached()
+    return g.bpm_forms
+
+
+def _deployed_forms_uncached() -> dict[str, list[dict]]:
     store = runtime().store
     with store.read() as session:
         newest = session.scalar(select(func.max(Definition.id))) or 0
