@@ -3,13 +3,15 @@ with filters, sorting and paging that never touch an instance's state; saved fil
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Mapping
 
-from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, func, select, union_all
+from sqlalchemy.orm import Session, aliased
 
 from .access import Person
 from .runtime import InvalidInput, TaskView, task_view
@@ -105,15 +107,30 @@ class InboxPage:
         return max(1, math.ceil(self.total / self.per_page))
 
 
-def _visible(who: Person, scope: str):
-    mine = HumanTask.assignee == who.username
-    claimable = and_(HumanTask.assignee.is_(None), HumanTask.role.in_(sorted(who.roles)))
-    return {"mine": mine, "claimable": claimable, "all": or_(mine, claimable)}[scope]
+def _branches(who: Person, scope: str) -> list:
+    """The visible set as disjoint branches: held by `who`; open (no holder) and of each role.
+
+    Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
+    `ix_human_task_open_order`), so its first rows come in order without reading the rest; an OR
+    across them would read and sort every visible task (docs/benchmarks.md, "The inbox")."""
+    branches = []
+    if scope in ("all", "mine"):
+        branches.append(HumanTask.assignee == who.username)
+    if scope in ("all", "claimable"):
+        branches.extend(and_(HumanTask.assignee.is_(None), HumanTask.role == role)
+                        for role in sorted(who.roles))
+    return branches
+
+
+def _order(table, query: InboxQuery) -> list:
+    column = getattr(table, _COLUMNS[query.sort].key)
+    return [column.is_(None), column.desc() if query.desc else column.asc(), table.created_at, table.id]
 
 
 def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> InboxPage:
-    """One page of the user's inbox; every filter and sort key is an indexed column."""
-    conditions = [_visible(who, query.scope)]
+    """One page of the user's inbox: the count is the sum of the branches' counts, the page the
+    first rows of each branch (each in index order) merged and cut again."""
+    conditions = []
     if query.process:
         conditions.append(HumanTask.process_id == query.process)
     if query.customer:
@@ -124,12 +141,23 @@ def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> I
         conditions.append(HumanTask.amount <= query.amount_max)
     if query.overdue:
         conditions.append(HumanTask.due_at < now)
-    column = _COLUMNS[query.sort]
-    order = [column.is_(None), column.desc() if query.desc else column.asc(), HumanTask.created_at,
-             HumanTask.id]
-    total = session.scalar(select(func.count()).select_from(HumanTask).where(*conditions)) or 0
-    rows = session.scalars(select(HumanTask).where(*conditions).order_by(*order)
-                           .offset((query.page - 1) * query.per_page).limit(query.per_page))
+    branches = _branches(who, query.scope)
+    if not branches:
+        return InboxPage([], 0, query.page, query.per_page)
+    counts = [select(func.count()).select_from(HumanTask).where(b, *conditions).scalar_subquery()
+              for b in branches]
+    total = session.scalar(select(functools.reduce(operator.add, counts))) or 0
+    offset = (query.page - 1) * query.per_page
+    if len(branches) == 1:
+        statement = (select(HumanTask).where(branches[0], *conditions)
+                     .order_by(*_order(HumanTask, query)).offset(offset).limit(query.per_page))
+    else:
+        firsts = [select(HumanTask).where(b, *conditions).order_by(*_order(HumanTask, query))
+                  .limit(offset + query.per_page).subquery().select() for b in branches]
+        merged = aliased(HumanTask, union_all(*firsts).subquery("visible"))
+        statement = (select(merged).order_by(*_order(merged, query))
+                     .offset(offset).limit(query.per_page))
+    rows = session.scalars(statement)
     return InboxPage([task_view(r) for r in rows], total, query.page, query.per_page)
 
 

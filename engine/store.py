@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String,
-                        Text, UniqueConstraint, create_engine, event)
+                        Text, UniqueConstraint, create_engine, event, text)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -120,8 +120,17 @@ class Instance(Base):
 class HumanTask(Base):
     """Inbox projection: one row per READY user task; derived from the state, never edited."""
     __tablename__ = "human_task"
-    __table_args__ = (Index("ix_human_task_role_due", "role", "due_at"),
-                      Index("ix_human_task_assignee_due", "assignee", "due_at"))
+    # The inbox (engine/inbox.py) reads the visible set as disjoint branches, each one range of an
+    # index already in inbox order (due first, undated last, then oldest); the cover index answers
+    # every branch's count without the table; the customer filter has its own.
+    __table_args__ = (
+        Index("ix_human_task_held_order", "assignee", text("(due_at IS NULL)"), "due_at",
+              "created_at", "id"),
+        Index("ix_human_task_open_order", "role", text("(due_at IS NULL)"), "due_at", "created_at",
+              "id", sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
+        Index("ix_human_task_visible_cover", "assignee", "role", "due_at", "amount", "customer"),
+        Index("ix_human_task_customer", "customer"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
     process_id: Mapped[str] = mapped_column(String(200))

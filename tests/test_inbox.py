@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import delete
 
 from engine import access, inbox, notifications, timers, versions
 from engine.inbox import InboxQuery
+from engine.store import HumanTask
 from engine.runtime import Forbidden, InvalidInput, Runtime
 
 from .conftest import DATA
@@ -182,3 +184,115 @@ def test_no_mail_without_smtp_url(runtime, store, monkeypatch):
     from sqlalchemy import func, select
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(Outbox)) == 0
+
+
+def _visible_rows(store, instance_id: str, n: int = 240, seed: int = 7) -> list[dict]:
+    """`n` task rows of one instance: held by dm.zhou or a colleague, or open to one of 3 roles,
+    with and without due times, equal due times and equal created times (the ties the order breaks)."""
+    import random
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        due = None if rng.random() < 0.2 else T0 + timedelta(hours=rng.randrange(-6, 12))
+        rows.append(dict(id=f"t{i:04d}", instance_id=instance_id, process_id=rng.choice(["review", "approval"]),
+                         element_id="x", name=rng.choice(["审批 approve", "复核 check"]),
+                         role=rng.choice(["dept_manager", "sales_rep", "finance", "vp"]),
+                         assignee=rng.choice([None, None, "dm.zhou", "vp.qian"]), form=None,
+                         business_key=f"HT-{rng.randrange(50):03d}", customer=rng.choice(sorted(CUSTOMERS)),
+                         amount=rng.choice([None, 10.0, 500.0, 5000.0]),
+                         created_at=T0 - timedelta(minutes=rng.randrange(30)), due_at=due))
+    with store.write() as s:
+        s.add_all(HumanTask(**r) for r in rows)
+    return rows
+
+
+def test_inbox_branches_give_the_same_rows_as_the_plain_visible_set(runtime, store):
+    """The inbox reads held and open tasks as separate index-ordered branches and merges them;
+    every scope, filter, sort and page must equal the plain definition of what a user may see."""
+    instance_id = start_review(runtime).id
+    with store.write() as s:
+        s.execute(delete(HumanTask))
+    rows = _visible_rows(store, instance_id)
+    with store.read() as s:
+        me = access.person(s, "dm.zhou")
+    me = me.__class__(**{**me.__dict__, "roles": frozenset({"dept_manager", "finance"})})
+    now = T0 + timedelta(hours=2)
+
+    def expected(q: InboxQuery) -> tuple[int, list[str]]:
+        held = [r for r in rows if r["assignee"] == me.username]
+        open_ = [r for r in rows if r["assignee"] is None and r["role"] in me.roles]
+        chosen = {"all": held + open_, "mine": held, "claimable": open_}[q.scope]
+        chosen = [r for r in chosen
+                  if (q.process is None or r["process_id"] == q.process)
+                  and (q.customer is None or r["customer"] == q.customer)
+                  and (q.amount_min is None or (r["amount"] is not None and r["amount"] >= q.amount_min))
+                  and (q.amount_max is None or (r["amount"] is not None and r["amount"] <= q.amount_max))
+                  and (not q.overdue or (r["due_at"] is not None and r["due_at"] < now))]
+        key = {"process": "process_id", "step": "name", "created": "created_at", "due": "due_at"}.get(q.sort, q.sort)
+        # by the key (either direction), then created_at and id ascending; undated (NULL) last
+        tiebreak = lambda r: (r["created_at"], r["id"])  # noqa: E731
+        dated = sorted(sorted((r for r in chosen if r[key] is not None), key=tiebreak),
+                       key=lambda r: r[key], reverse=q.desc)  # stable: ties keep the tie-break order
+        undated = sorted((r for r in chosen if r[key] is None), key=tiebreak)
+        ordered = dated + undated
+        start = (q.page - 1) * q.per_page
+        return len(ordered), [r["id"] for r in ordered[start:start + q.per_page]]
+
+    queries = [dict(), dict(scope="mine"), dict(scope="claimable"), dict(overdue="1"),
+               dict(customer="C-B01"), dict(process="approval", amount_min="100"),
+               dict(amount_max="500", sort="amount", desc="1"), dict(sort="business_key", per_page="7", page="3"),
+               dict(sort="assignee"), dict(sort="due", desc="1", per_page="9", page="2"),
+               dict(per_page="11", page="4"), dict(scope="claimable", per_page="13", page="6", sort="created")]
+    for args in queries:
+        q = InboxQuery.from_args(args)
+        with store.read() as s:
+            page = inbox.search(s, me, q, now)
+        assert (page.total, [t.id for t in page.tasks]) == expected(q), args
+    nobody = me.__class__(**{**me.__dict__, "username": "nobody", "roles": frozenset()})
+    with store.read() as s:
+        assert inbox.search(s, nobody, InboxQuery(), now).total == 0
+
+
+
+def test_inbox_first_page_reads_each_branch_in_index_order(sqlite_store):
+    """Each branch of the default inbox order is one range of an inbox-order index (no sort of
+    the whole visible set); only the merge of the branches' first rows is sorted."""
+    from sqlalchemy import event
+    statements = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+    with sqlite_store.read() as s:
+        me = access.person(s, "dm.zhou")
+        me = me.__class__(**{**me.__dict__, "roles": frozenset({"dept_manager", "finance"})})
+        event.listen(sqlite_store.engine, "before_cursor_execute", grab)
+        try:
+            inbox.search(s, me, InboxQuery(), T0)
+        finally:
+            event.remove(sqlite_store.engine, "before_cursor_execute", grab)
+    count, page = statements[-2:]
+    with sqlite_store.engine.connect() as c:
+        page_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + page[0], page[1])]
+        count_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + count[0], count[1])]
+    assert sum("USING INDEX ix_human_task_open_order (role=?)" in line for line in page_plan) == 2, page_plan
+    assert sum("USING INDEX ix_human_task_held_order (assignee=?)" in line for line in page_plan) == 1, page_plan
+    assert sum("TEMP B-TREE" in line for line in page_plan) == 1, page_plan  # the merge only
+    assert all("COVERING INDEX" in line for line in count_plan if line.startswith("SEARCH")), count_plan
+    assert not any(line.startswith("SCAN human_task") for line in page_plan + count_plan)
+
+
+def test_migrations_build_the_schema_the_models_declare(store):
+    """`alembic upgrade head` gives the tables, columns and indexes of engine.store's models."""
+    import warnings
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from engine.store import Base
+    with store.engine.connect() as c, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLite cannot reflect expression indexes: listed below
+        differences = compare_metadata(MigrationContext.configure(c), Base.metadata)
+        listed = ("SELECT name FROM sqlite_master WHERE tbl_name = 'human_task' AND sql LIKE 'CREATE INDEX%'"
+                  if store.is_sqlite else
+                  "SELECT indexname FROM pg_indexes WHERE tablename = 'human_task' AND indexname <> 'human_task_pkey'")
+        indexes = set(c.exec_driver_sql(listed).scalars())
+    assert differences == []
+    assert {ix.name for ix in Base.metadata.tables["human_task"].indexes} == indexes
