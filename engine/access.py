@@ -10,10 +10,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .statements import Prepared
 from .store import ApiToken, Office, Role, User, UserRole
 
 # The roles of the domain (RULES.md); seeded by every `bpm init`, since lanes resolve to them.
@@ -124,12 +126,31 @@ def add_user(session: Session, username: str, password: str, roles: list[str], *
     return user
 
 
-def person(session: Session, username: str) -> Person:
-    user = session.get(User, username)
-    if user is None or not user.active:
+_U, _UR, _T = User.__table__, UserRole.__table__, ApiToken.__table__
+_PERSON = (select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id, _UR.c.role_id)
+           .where(_U.c.active.is_(True)))
+# One statement each, compiled once: the API resolves its caller on every request.
+_SELECT_PERSON = Prepared(_PERSON.select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
+                          .where(_U.c.username == bindparam("username")))
+_SELECT_TOKEN_PERSON = Prepared(_PERSON.select_from(
+    _T.join(_U, _U.c.username == _T.c.username).outerjoin(_UR, _UR.c.username == _U.c.username))
+    .where(_T.c.token_hash == bindparam("token_hash")))
+
+
+def _person(rows) -> Person | None:
+    if not rows:
+        return None
+    first = rows[0]
+    return Person(first.username, first.display_name, frozenset(r.role_id for r in rows if r.role_id),
+                  first.superior, first.office_id)
+
+
+def person(executor: Session | Connection, username: str) -> Person:
+    """An active user and their roles, in one query."""
+    found = _person(_SELECT_PERSON.all(executor, {"username": username}))
+    if found is None:
         raise UnknownUser(f"there is no user {username!r}")
-    roles = frozenset(session.scalars(select(UserRole.role_id).where(UserRole.username == username)))
-    return Person(user.username, user.display_name, roles, user.superior, user.office_id)
+    return found
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,10 +189,9 @@ def issue_token(session: Session, username: str, at: datetime) -> str:
     return token
 
 
-def person_for_token(session: Session, token: str) -> Person | None:
-    row = session.get(ApiToken, _token_hash(token))
-    if row is None:
-        return None
+def person_for_token(executor: Session | Connection, token: str) -> Person | None:
+    """The active user a bearer token was issued to, with their roles, in one query; or None."""
+    return _person(_SELECT_TOKEN_PERSON.all(executor, {"token_hash": _token_hash(token)}))
     try:
         return person(session, row.username)
     except UnknownUser:

@@ -178,10 +178,6 @@ _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, Me
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
 
-_SELECT_PERSON = Prepared(select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id,
-                                 _UR.c.role_id)
-                          .select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
-                          .where(_U.c.username == bindparam("username"), _U.c.active.is_(True)))
 _SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
     _H.c.id == bindparam("task_id")))
 _SELECT_INSTANCE = select(_I.c.id, _I.c.definition_id, _I.c.process_id, _I.c.status, _I.c.state,
@@ -276,13 +272,10 @@ def _role_of(loaded: "LoadedDefinition", task) -> str:
 
 def person(executor: Session | Connection, username: str) -> access.Person:
     """The acting user and their roles, in one query."""
-    rows = _SELECT_PERSON.all(executor, {"username": username})
-    if not rows:
-        raise NotFound(f"there is no user {username!r}")
-    first = rows[0]
-    return access.Person(first.username, first.display_name,
-                         frozenset(r.role_id for r in rows if r.role_id), first.superior,
-                         first.office_id)
+    try:
+        return access.person(executor, username)
+    except access.UnknownUser as e:
+        raise NotFound(str(e)) from None
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -1082,7 +1075,9 @@ class Runtime:
                     "schema": form[1] if form else None, "data": copy.deepcopy(task.data),
                     "draft": copy.deepcopy(draft.data) if draft else None,
                     "instance_id": row.instance_id, "process_id": row.process_id,
-                    "may_act": access.may_act(who, row.role, row.assignee)}
+                    "may_act": access.may_act(who, row.role, row.assignee),
+                    # whose task it was before it was escalated to its present holder (hand back)
+                    "escalated_from": task._get_internal_data("escalated_from")}
 
     def startable(self, actor: str) -> list[dict]:
         """The processes `actor` may start: those whose start event lies in a lane of their roles."""

@@ -329,6 +329,28 @@ def test_delegating_to_a_colleague_of_the_same_role(app, rt, store):
     assert "请代为审核" in text(lin.get(f"/tasks/{task_id}"))  # the note is in the comments
 
 
+def test_the_superior_hands_an_escalated_task_back_from_its_page(app, rt, store, monkeypatch):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000))
+    task_id = view.tasks[0].id
+    rt.claim(task_id, "dm.zhou")
+    assert 'id="hand-back"' not in text(as_user(app, "dm.zhou").get(f"/tasks/{task_id}"))
+    later = T0 + timedelta(hours=5)
+    timers.run_once(rt, later)  # silent for 5 h: escalated to dm.zhou's superior
+    assert open_task(store, view.id).assignee == "vp.qian"
+    monkeypatch.setenv("BPM_NOW", at(later))
+    vp = as_user(app, "vp.qian", lang="zh_CN")
+    page = text(vp.get(f"/tasks/{task_id}"))
+    assert 'id="hand-back"' in page and "交回 dm.zhou" in page
+    response = vp.post(f"/tasks/{task_id}/hand-back", follow_redirects=True)
+    assert "已交回 dm.zhou" in text(response)
+    assert open_task(store, view.id).assignee == "dm.zhou"
+    before = snapshot(store, view.id)  # handed back once: no one to hand it back to now
+    page = text(as_user(app, "dm.zhou").post(f"/tasks/{task_id}/hand-back", follow_redirects=True))
+    assert "there is no one to hand it back to" in page
+    assert snapshot(store, view.id) == before
+
+
 # --- the task page ----------------------------------------------------------------------------
 
 def test_task_page_renders_the_form_from_its_schema(app, rt):

@@ -427,6 +427,18 @@ def delegate(task_id: str):
     return redirect(url_for("inbox.inbox"))
 
 
+@bp.post("/tasks/<task_id>/hand-back")
+def hand_back(task_id: str):
+    """The superior an overdue task was escalated to returns it to the one who had it."""
+    try:
+        task = runtime().hand_back(task_id, _me())
+    except EngineError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("inbox.task", task_id=task_id))
+    flash(_("“%(task)s” is back with %(user)s.", task=pick(task.name), user=task.assignee), "success")
+    return redirect(url_for("inbox.inbox"))
+
+
 @bp.post("/tasks/<task_id>/comments")
 def comment(task_id: str):
     rt = runtime()
