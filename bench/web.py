@@ -49,6 +49,9 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as `python bench/web.py`, bench/ comes first on sys.path, and bench/processes.py would hide the
+# project's `processes` package (whatever PYTHONPATH says).
+sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != ROOT / "bench"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # create_app() would otherwise write instance/secret_key in the working tree.
