@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test init assets bench clean
+.PHONY: run test init assets bench clean messages
 
 $(STAMP): requirements.txt pyproject.toml $(wildcard package.json package-lock.json)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ run: init
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Refresh the message catalogs from the code (see babel.cfg); translate what is new by hand.
+messages: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k NotFound -k Forbidden -k Conflict -k InvalidInput \
+		-k CommandFailed --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
+	$(BIN)/pybabel -q update --no-wrap -i web/translations/messages.pot -d web/translations
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -77,7 +77,7 @@ class InboxQuery:
         values["sort"] = sort if sort in SORT_KEYS else "due"
         if problems:
             listed = "; ".join(f"{k}: {v}" for k, v in problems.items())
-            raise InvalidInput(f"the inbox filter is not valid: {listed}", problems)
+            raise InvalidInput("the inbox filter is not valid: %(problems)s", problems, problems=listed)
         return cls(**values)
 
     def to_args(self) -> dict[str, str]:

@@ -38,8 +38,16 @@ BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", 
 # --- errors: each carries one sentence a person can act on ------------------------------------
 
 class EngineError(Exception):
-    """A refused or failed command; `str()` is the sentence to show."""
+    """A refused or failed command; `str()` is the sentence to show, in English.
+
+    `template % params` is that sentence; a page shows `template` translated (the templates are
+    extracted into the web's message catalogs, see babel.cfg) with the same `params`."""
     status = "refused"
+
+    def __init__(self, template: str, **params: Any):
+        self.template = template
+        self.params = params
+        super().__init__(template % params if params else template)
 
 
 class NotFound(EngineError):
@@ -59,8 +67,8 @@ class InvalidInput(EngineError):
     """Bad input; `fields` maps a form field path to what is wrong with it, when a form said so."""
     status = "invalid"
 
-    def __init__(self, message: str, fields: dict[str, str] | None = None):
-        super().__init__(message)
+    def __init__(self, template: str, fields: dict[str, str] | None = None, **params: Any):
+        super().__init__(template, **params)
         self.fields = fields or {}
 
 
@@ -72,8 +80,8 @@ class CommandFailed(EngineError):
     """A script or service failed; the command was rolled back and an incident recorded."""
     status = "failed"
 
-    def __init__(self, message: str, incident_id: int | None, instance_id: str | None = None):
-        super().__init__(message)
+    def __init__(self, template: str, incident_id: int | None, instance_id: str | None = None, **params: Any):
+        super().__init__(template, **params)
         self.incident_id = incident_id
         self.instance_id = instance_id
 
@@ -146,7 +154,7 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     row = executor.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.spec,
                                   _DEF.c.lane_roles, _DEF.c.forms).where(_DEF.c.id == definition_id)).first()
     if row is None:
-        raise NotFound(f"there is no deployed definition {definition_id}")
+        raise NotFound("there is no deployed definition %(definition)s", definition=definition_id)
     spec, subs = state.load_spec(row.spec)
     all_specs = [spec, *subs.values()]
     kinds = _event_kinds(all_specs)
@@ -274,8 +282,8 @@ def person(executor: Session | Connection, username: str) -> access.Person:
     """The acting user and their roles, in one query."""
     try:
         return access.person(executor, username)
-    except access.UnknownUser as e:
-        raise NotFound(str(e)) from None
+    except access.UnknownUser:
+        raise NotFound("there is no user %(user)r", user=username) from None
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -341,10 +349,11 @@ def _find_task(workflow: BpmnWorkflow, task_id: str):
 def _apply_complete(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     task = _find_task(workflow, inputs["task_id"])
     if task is None or not task.task_spec.manual:
-        raise NotFound(f"instance has no user task {inputs['task_id']}")
+        raise NotFound("the instance has no user task %(task)s", task=inputs["task_id"])
     if task.state != TaskState.READY:
-        raise Conflict(f"task {inputs['task_id']} ({task.task_spec.bpmn_name or task.task_spec.name}) "
-                       f"is {TaskState.get_name(task.state).lower()}, not waiting for input")
+        raise Conflict("task %(task)s (%(name)s) is %(state)s, not waiting for input", task=inputs["task_id"],
+                       name=task.task_spec.bpmn_name or task.task_spec.name,
+                       state=TaskState.get_name(task.state).lower())
     # Fresh copies: nested task data is shared between SpiffWorkflow tasks.
     task.set_data(**copy.deepcopy(inputs.get("data") or {}))
     task._set_internal_data(completed_by=actor)
@@ -376,7 +385,7 @@ def _apply_message(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
                if isinstance(getattr(t.task_spec, "event_definition", None), MessageEventDefinition)
                and t.task_spec.event_definition.name == name]
     if not waiting:
-        raise Conflict(f"the instance is not waiting for message {name!r}")
+        raise Conflict("the instance is not waiting for message %(message)r", message=name)
     event = BpmnEvent(waiting[0].task_spec.event_definition, payload=copy.deepcopy(inputs.get("payload") or {}))
     workflow.send_event(event)
     workflow.do_engine_steps()
@@ -584,8 +593,10 @@ class Runtime:
                 found = (_SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION
                          ).first(conn, {"process_id": process_id, "version": version})
                 if found is None:
-                    raise NotFound(f"process {process_id!r} has no version {version}" if version
-                                   else f"there is no deployed process {process_id!r}")
+                    if version:
+                        raise NotFound("process %(process)r has no version %(version)s",
+                                       process=process_id, version=version)
+                    raise NotFound("there is no deployed process %(process)r", process=process_id)
                 inputs["version"] = found.version
                 loaded = loaded_definition(conn, found.id)
                 if loaded.start_form:
@@ -633,17 +644,18 @@ class Runtime:
             if task_row.assignee == who.username:
                 return
             if task_row.assignee is not None:
-                raise Conflict(f"task {task_row.id} is already held by {task_row.assignee}")
+                raise Conflict("task %(task)s is already held by %(user)s", task=task_row.id, user=task_row.assignee)
             if task_row.role not in who.roles:
-                raise Forbidden(f"{who.username} may not claim task {task_row.id}: it is for role "
-                                f"{task_row.role}")
+                raise Forbidden("%(user)s may not claim task %(task)s: it is for role %(role)s",
+                                user=who.username, task=task_row.id, role=task_row.role)
         view = self._unit_of_work("claim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
         return next(t for t in view.tasks if t.id == task_id)
 
     def unclaim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
         def check(task_row, who: access.Person) -> None:
             if task_row.assignee != who.username:
-                raise Forbidden(f"{who.username} does not hold task {task_row.id}, so cannot give it back")
+                raise Forbidden("%(user)s does not hold task %(task)s, so cannot give it back",
+                                user=who.username, task=task_row.id)
         view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
         return next(t for t in view.tasks if t.id == task_id)
 
@@ -655,8 +667,11 @@ class Runtime:
 
         def check(task_row, who: access.Person) -> None:
             if not access.may_act(who, task_row.role, task_row.assignee):
-                holder = f"held by {task_row.assignee}" if task_row.assignee else f"for role {task_row.role}"
-                raise Forbidden(f"{who.username} may not complete task {task_row.id}: it is {holder}")
+                if task_row.assignee:
+                    raise Forbidden("%(user)s may not complete task %(task)s: it is held by %(holder)s",
+                                    user=who.username, task=task_row.id, holder=task_row.assignee)
+                raise Forbidden("%(user)s may not complete task %(task)s: it is for role %(role)s",
+                                user=who.username, task=task_row.id, role=task_row.role)
 
         def inspect(conn, workflow, row, loaded, who, inputs) -> None:
             task = _find_task(workflow, task_id)
@@ -668,11 +683,11 @@ class Runtime:
             if task.task_spec.name in loaded.approval_tasks:
                 seen = tasks.editors(workflow, row.initiator, loaded.approval_tasks)
                 if who.username == seen.initiator:
-                    raise Forbidden(f"four-eyes: {who.username} submitted this request and may not "
-                                    f"approve it; another {_role_of(loaded, task)} must")
+                    raise Forbidden("four-eyes: %(user)s submitted this request and may not approve it; "
+                                    "another %(role)s must", user=who.username, role=_role_of(loaded, task))
                 if who.username == seen.last_editor:
-                    raise Forbidden(f"four-eyes: {who.username} last edited this request and may not "
-                                    f"approve it; another {_role_of(loaded, task)} must")
+                    raise Forbidden("four-eyes: %(user)s last edited this request and may not approve it; "
+                                    "another %(role)s must", user=who.username, role=_role_of(loaded, task))
         return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
                                   task_id=task_id, check=check, inspect=inspect)
 
@@ -680,13 +695,14 @@ class Runtime:
         """The superior an overdue task was escalated to returns it to its previous holder."""
         def check(task_row, who: access.Person) -> None:
             if task_row.assignee != who.username:
-                raise Forbidden(f"{who.username} does not hold task {task_row.id}, so cannot hand it back")
+                raise Forbidden("%(user)s does not hold task %(task)s, so cannot hand it back",
+                                user=who.username, task=task_row.id)
 
         def inspect(conn, workflow, row, loaded, who, inputs) -> None:
             task = _find_task(workflow, task_id)
             if not task._get_internal_data("escalated_from"):
-                raise Forbidden(f"task {task_id} was not escalated to {who.username}; "
-                                f"there is no one to hand it back to")
+                raise Forbidden("task %(task)s was not escalated to %(user)s; there is no one to hand it back to",
+                                task=task_id, user=who.username)
         view = self._unit_of_work("hand_back", actor, {"task_id": task_id}, at, task_id=task_id,
                                   check=check, inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
@@ -701,9 +717,9 @@ class Runtime:
             who = person(session, actor)
             row = session.get(HumanTask, task_id)
             if row is None:
-                raise NotFound(f"there is no open task {task_id}")
+                raise NotFound("there is no open task %(task)s", task=task_id)
             if not access.may_act(who, row.role, row.assignee):
-                raise Forbidden(f"{who.username} may not edit task {task_id}")
+                raise Forbidden("%(user)s may not edit task %(task)s", user=who.username, task=task_id)
             draft = session.get(TaskDraft, task_id)
             if draft is None:
                 session.add(TaskDraft(task_id=task_id, instance_id=row.instance_id, username=who.username,
@@ -731,9 +747,9 @@ class Runtime:
     def _missing_task(self, conn, task_id: str) -> EngineError:
         done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
         if done is not None:
-            return Conflict(f"task {task_id} is already done (completed by {done.actor} at "
-                            f"{done.at.isoformat()})")
-        return NotFound(f"there is no open task {task_id}")
+            return Conflict("task %(task)s is already done (completed by %(user)s at %(at)s)",
+                            task=task_id, user=done.actor, at=done.at.isoformat())
+        return NotFound("there is no open task %(task)s", task=task_id)
 
     # --- messages and timers ---
 
@@ -754,10 +770,10 @@ class Runtime:
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
-            raise NotFound(f"no instance is waiting for {described}")
+            raise NotFound("no instance is waiting for %(what)s", what=described)
         if len(matches) > 1:
-            raise Conflict(f"{len(matches)} instances are waiting for {described}; "
-                           f"name one with --correlation")
+            raise Conflict("%(count)d instances are waiting for %(what)s; name one with --correlation",
+                           count=len(matches), what=described)
         instance_id = matches[0].instance_id
         inputs = {"name": name, "payload": payload, "correlation": correlation}
         self._unit_of_work("message", actor, inputs, at, instance_id=instance_id)
@@ -781,9 +797,10 @@ class Runtime:
             person(session, actor)
             incident = session.get(Incident, incident_id)
             if incident is None:
-                raise NotFound(f"there is no incident {incident_id}")
+                raise NotFound("there is no incident %(incident)s", incident=incident_id)
             if incident.status != "open":
-                raise Conflict(f"incident {incident_id} is already {incident.status}")
+                raise Conflict("incident %(incident)s is already %(status)s", incident=incident_id,
+                               status=incident.status)
             command, inputs, original = incident.command, dict(incident.input), incident.actor
         at = at or clock.now()
         token = _retrying.set(incident_id)
@@ -799,7 +816,8 @@ class Runtime:
             elif command == "timer":
                 result = self.fire_timer(incident.instance_id, at, original)
             else:
-                raise InvalidInput(f"incident {incident_id} records command {command!r}, which cannot be retried")
+                raise InvalidInput("incident %(incident)s records command %(command)r, which cannot be retried",
+                                   incident=incident_id, command=command)
         finally:
             _retrying.reset(token)
         with self.store.write() as session:
@@ -822,8 +840,8 @@ class Runtime:
                 session.add(row)
             session.flush()
             incident_id = row.id
-        return CommandFailed(f"{message} — nothing was changed; incident {incident_id} records it",
-                             incident_id, instance_id)
+        return CommandFailed("%(error)s — nothing was changed; incident %(incident)s records it",
+                             incident_id, instance_id, error=message, incident=incident_id)
 
     # --- the unit of work ---
 
@@ -894,12 +912,12 @@ class Runtime:
                     row = (_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED).first(
                         conn, {"instance_id": instance_id})
                     if row is None:
-                        raise NotFound(f"there is no instance {instance_id}")
+                        raise NotFound("there is no instance %(instance)s", instance=instance_id)
                 if check is not None:
                     check(_TaskRef(task_id, task_row.role, task_row.assignee), who)
                 process_id = row.process_id
                 if row.status != "running":
-                    raise Conflict(f"instance {instance_id} is {row.status}")
+                    raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
                 loaded = loaded_definition(conn, row.definition_id)
                 ctx = CommandContext(instance_id, at)
                 with command_context(ctx):
@@ -935,8 +953,8 @@ class Runtime:
                     "v_completed_at": at if status != "running" else None, "v_log_hash": log_hash,
                 })
                 if done != 1:
-                    raise Conflict(f"instance {instance_id} was changed by someone else at the same "
-                                   f"moment; look again and retry")
+                    raise Conflict("instance %(instance)s was changed by someone else at the same moment; "
+                                   "look again and retry", instance=instance_id)
                 _append_log(conn, instance_id, seq, at, actor, command, inputs.get("task_id"),
                             logged, state_hash, row.log_hash, log_hash)
                 breaches = _pending_breaches.get()
@@ -996,10 +1014,10 @@ class Runtime:
 
         def check(task_row, who: access.Person) -> None:
             if not access.may_act(who, task_row.role, task_row.assignee):
-                raise Forbidden(f"{who.username} may not delegate task {task_row.id}")
+                raise Forbidden("%(user)s may not delegate task %(task)s", user=who.username, task=task_row.id)
             if task_row.role not in colleague.roles:
-                raise InvalidInput(f"{to} does not have role {task_row.role}, so cannot take task {task_row.id}",
-                                   {"to": f"not a {task_row.role}"})
+                raise InvalidInput("%(user)s does not have role %(role)s, so cannot take task %(task)s",
+                                   {"to": f"not a {task_row.role}"}, user=to, role=task_row.role, task=task_row.id)
             if to == who.username:
                 raise InvalidInput("a task cannot be delegated to oneself", {"to": "choose a colleague"})
         view = self._unit_of_work("delegate", actor, {"task_id": task_id, "to": to, "note": note}, at,
@@ -1019,7 +1037,7 @@ class Runtime:
             if instance_id is None:
                 row = session.get(HumanTask, task_id)
                 if row is None:
-                    raise NotFound(f"there is no open task {task_id}")
+                    raise NotFound("there is no open task %(task)s", task=task_id)
                 instance_id = row.instance_id
             comment = Comment(instance_id=instance_id, task_id=task_id, author=who.username, body=body, at=at)
             session.add(comment)
@@ -1040,7 +1058,7 @@ class Runtime:
         with self.store.read() as session:
             row = session.get(Instance, instance_id)
             if row is None:
-                raise NotFound(f"there is no instance {instance_id}")
+                raise NotFound("there is no instance %(instance)s", instance=instance_id)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
             entries = session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
@@ -1064,7 +1082,7 @@ class Runtime:
             if row is None:
                 raise self._missing_task(session.connection(), task_id)
             if not (access.may_act(who, row.role, row.assignee) or "auditor" in who.roles):
-                raise Forbidden(f"{who.username} may not open task {task_id}")
+                raise Forbidden("%(user)s may not open task %(task)s", user=who.username, task=task_id)
             instance = session.get(Instance, row.instance_id)
             loaded = loaded_definition(session, instance.definition_id)
             workflow, _ = state.load_state(instance.state, loaded.spec, loaded.subprocess_specs)
@@ -1109,7 +1127,7 @@ class Runtime:
         with self.store.read() as session:
             row = session.get(Instance, instance_id)
             if row is None:
-                raise NotFound(f"there is no instance {instance_id}")
+                raise NotFound("there is no instance %(instance)s", instance=instance_id)
             definition = session.get(Definition, row.definition_id)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
@@ -1137,7 +1155,7 @@ class Runtime:
         with self.store.read() as session:
             row = session.get(Instance, instance_id)
             if row is None:
-                raise NotFound(f"there is no instance {instance_id}")
+                raise NotFound("there is no instance %(instance)s", instance=instance_id)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
             tasks = [task_view(t) for t in session.scalars(

@@ -433,6 +433,16 @@ def test_four_eyes_refusal_is_shown_on_the_page(app, rt, store):
     client = as_user(app, "boss.rep")
     response = client.post(f"/tasks/{view.tasks[0].id}", data={"action": "complete", "decision": "approve"})
     assert response.status_code == 403 and "four-eyes" in text(response)
+    assert "another Business department manager must" in text(response)  # the role by its name
+    chinese = as_user(app, "boss.rep", lang="zh_CN")  # the engine's refusal in the page's language
+    response = chinese.post(f"/tasks/{view.tasks[0].id}", data={"action": "complete", "decision": "approve"})
+    assert response.status_code == 403
+    assert "双人原则：boss.rep 提交了此申请，不能自己审批；须由另一位业务部经理审批" in text(response)
+    assert "four-eyes" not in text(response)
+    rt.claim(view.tasks[0].id, "boss.rep")
+    page = text(as_user(app, "dm.zhou", lang="zh_CN").post(f"/tasks/{view.tasks[0].id}/claim",
+                                                            follow_redirects=True))
+    assert f"任务 {view.tasks[0].id} 已由 boss.rep 认领" in page
 
 
 def test_a_draft_is_kept_and_shown_again_without_changing_the_instance(app, rt, store):

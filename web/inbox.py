@@ -53,9 +53,16 @@ def _status(exc: EngineError) -> int:
     return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
 
 
+def said(exc: EngineError) -> str:
+    """The engine's sentence in the page's language: its template translated, then filled in
+    (a role by its name in that language)."""
+    params = {k: role_name(v) if k == "role" else v for k, v in exc.params.items()}
+    return _(exc.template, **params)
+
+
 @bp.errorhandler(EngineError)
 def _refused(exc: EngineError):
-    return render_template("error.html", message=str(exc), status=_status(exc)), _status(exc)
+    return render_template("error.html", message=said(exc), status=_status(exc)), _status(exc)
 
 
 # --- what every page shows ----------------------------------------------------------------------
@@ -253,7 +260,7 @@ def save_filter():
             engine_inbox.save_filter(session, _me(), request.form.get("name", ""), args)
     except InvalidInput as exc:
         flash(_("The filter was not saved: %(why)s", why=forms.error_text(
-            next(iter(exc.fields.values()), str(exc)))), "error")
+            next(iter(exc.fields.values()), said(exc)))), "error")
     else:
         flash(_("Filter “%(name)s” saved.", name=request.form.get("name", "").strip()), "success")
     return redirect(url_for("inbox.inbox", **args))
@@ -276,7 +283,7 @@ def claim(task_id: str):
     try:
         task = runtime().claim(task_id, _me())
     except EngineError as exc:
-        flash(str(exc), "error")
+        flash(said(exc), "error")
     else:
         flash(_("You hold “%(task)s” now.", task=pick(task.name)), "success")
     return redirect(_back())
@@ -287,7 +294,7 @@ def unclaim(task_id: str):
     try:
         task = runtime().unclaim(task_id, _me())
     except EngineError as exc:
-        flash(str(exc), "error")
+        flash(said(exc), "error")
     else:
         flash(_("“%(task)s” is open to its role again.", task=pick(task.name)), "success")
     return redirect(_back())
@@ -318,7 +325,7 @@ def bulk():
                 runtime().complete(task_id, _me(), {"decision": "approve"})
                 flash(_("%(task)s: approved.", task=label), "success")
         except EngineError as exc:
-            flash(_("%(task)s: %(why)s", task=label, why=str(exc)), "error")
+            flash(_("%(task)s: %(why)s", task=label, why=said(exc)), "error")
     return redirect(_back())
 
 
@@ -396,9 +403,9 @@ def act(task_id: str):
     except InvalidInput as exc:
         return _task_page(detail, values(), forms.errors_by_name(exc.fields), 422,
                           _("Nothing was submitted: please correct the marked fields.")
-                          if exc.fields else str(exc))
+                          if exc.fields else said(exc))
     except EngineError as exc:
-        return _task_page(detail, values(), status=_status(exc), message=str(exc))
+        return _task_page(detail, values(), status=_status(exc), message=said(exc))
     _flash_next(view, _("“%(task)s” is done.", task=pick(detail["task"].name)))
     return redirect(url_for("inbox.inbox"))
 
@@ -421,7 +428,7 @@ def delegate(task_id: str):
         task = runtime().delegate(task_id, _me(), to, request.form.get("note", ""))
     except EngineError as exc:
         fields = getattr(exc, "fields", None) or {}
-        flash(forms.error_text(next(iter(fields.values()))) if fields else str(exc), "error")
+        flash(forms.error_text(next(iter(fields.values()))) if fields else said(exc), "error")
         return redirect(url_for("inbox.task", task_id=task_id) + "#delegate")
     flash(_("“%(task)s” is with %(user)s now.", task=pick(task.name), user=to), "success")
     return redirect(url_for("inbox.inbox"))
@@ -433,7 +440,7 @@ def hand_back(task_id: str):
     try:
         task = runtime().hand_back(task_id, _me())
     except EngineError as exc:
-        flash(str(exc), "error")
+        flash(said(exc), "error")
         return redirect(url_for("inbox.task", task_id=task_id))
     flash(_("“%(task)s” is back with %(user)s.", task=pick(task.name), user=task.assignee), "success")
     return redirect(url_for("inbox.inbox"))
@@ -492,9 +499,9 @@ def start(process_id: str):
     except InvalidInput as exc:
         return _start_page(process, submitted, forms.errors_by_name(exc.fields), 422,
                            _("Nothing was started: please correct the marked fields.")
-                           if exc.fields else str(exc))
+                           if exc.fields else said(exc))
     except EngineError as exc:
-        return _start_page(process, submitted, status=_status(exc), message=str(exc))
+        return _start_page(process, submitted, status=_status(exc), message=said(exc))
     _flash_next(view, _("Started %(what)s.", what=view.business_key or pick(process["name"])))
     return redirect(url_for("inbox.instance", instance_id=view.id))
 
