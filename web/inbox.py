@@ -46,7 +46,11 @@ def _me() -> str:
 
 
 def _lang() -> str:
-    return str(get_locale() or "zh_CN")
+    """The page's language, looked up once per request (the inbox asks for every row)."""
+    lang = g.get("page_lang")
+    if lang is None:
+        lang = g.page_lang = str(get_locale() or "zh_CN")
+    return lang
 
 
 def _status(exc: EngineError) -> int:
@@ -238,12 +242,26 @@ def inbox():
     def page_url(number: int) -> str:
         return url_for("inbox.inbox", **current.replace(page=number).to_args())
 
+    # Every row's words and links are made here, each distinct one once per page: translating or
+    # building a URL per cell would cost more than the search itself (docs/benchmarks.md, "The inbox").
+    process_names = {pid: pick(name) for pid, name in _processes()}
+    open_to: dict[str | None, str] = {}
+    tasks_url = url_for("inbox.inbox") + "tasks/"
     rows = []
     for task in page.tasks if page else []:
+        if task.assignee is None and task.role not in open_to:
+            open_to[task.role] = _("open to %(role)s", role=role_name(task.role))
         rows.append({"task": task, "due_class": engine_inbox.due_soon(task, now),
-                     "mine": task.assignee == _me(), "quick": _quick_approvable(task.form)})
+                     "mine": task.assignee == _me(), "quick": _quick_approvable(task.form),
+                     "url": tasks_url + task.id, "process": process_names.get(task.process_id, task.process_id),
+                     "step": pick(task.name), "amount": money(task.amount) if task.amount is not None else "—",
+                     "created": when(task.created), "due": when(task.due) if task.due else "—",
+                     "open_to": open_to.get(task.role) if task.assignee is None else None})
+    words = {"select": _("Select"), "claim": _("Claim"), "unclaim": _("Unclaim"), "delegate": _("Delegate"),
+             "overdue": _("overdue"), "soon": _("due soon"), "quick": _("decision only"),
+             "quick_title": _("Needs only a decision: can be approved in bulk")}
     return render_template(
-        "inbox.html", page=page, rows=rows, query=current, args=request.args, errors=errors,
+        "inbox.html", page=page, rows=rows, words=words, query=current, args=request.args, errors=errors,
         columns=_column_labels(), sort_keys=SORT_KEYS, sort_url=sort_url, page_url=page_url,
         saved=saved, processes=_processes(), here=request.full_path.rstrip("?"),
         filter_args=current.to_args(),
