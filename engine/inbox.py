@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Mapping
 
-from sqlalchemy import and_, delete, func, select, union_all
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, bindparam, delete, func, select, union_all
+from sqlalchemy.orm import Session
 
 from .access import Person
 from .runtime import InvalidInput, TaskView, task_view
+from .statements import Prepared
 from .store import HumanTask, SavedFilter
 
 SORT_KEYS = ("process", "business_key", "customer", "amount", "step", "assignee", "created", "due")
@@ -107,57 +108,71 @@ class InboxPage:
         return max(1, math.ceil(self.total / self.per_page))
 
 
-def _branches(who: Person, scope: str) -> list:
-    """The visible set as disjoint branches: held by `who`; open (no holder) and of each role.
+_H = HumanTask.__table__
+_SORT_COLUMNS = {key: _H.c[column.key] for key, column in _COLUMNS.items()}
 
-    Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
+
+def _order(columns, query: InboxQuery) -> list:
+    column = columns[_SORT_COLUMNS[query.sort].key]
+    return [column.is_(None), column.desc() if query.desc else column.asc(), columns.created_at, columns.id]
+
+
+@functools.lru_cache(maxsize=512)
+def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, desc: bool) -> tuple[Prepared, Prepared]:
+    """The count and the page for one shape of query, built and compiled once; the values (user,
+    roles, filter values, limit and offset) are bound parameters.
+
+    The visible set is read as disjoint branches: held by the user; open (no holder) and of each
+    role. Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
     `ix_human_task_open_order`), so its first rows come in order without reading the rest; an OR
-    across them would read and sort every visible task (docs/benchmarks.md, "The inbox")."""
-    branches = []
-    if scope in ("all", "mine"):
-        branches.append(HumanTask.assignee == who.username)
-    if scope in ("all", "claimable"):
-        branches.extend(and_(HumanTask.assignee.is_(None), HumanTask.role == role)
-                        for role in sorted(who.roles))
-    return branches
+    across them would read and sort every visible task (docs/benchmarks.md, "The inbox"). The
+    count is the sum of the branches' counts; the page the first rows of each branch merged and
+    cut again."""
+    query = InboxQuery(sort=sort, desc=desc)
+    branches = ([_H.c.assignee == bindparam("me")] if held else []) + [
+        and_(_H.c.assignee.is_(None), _H.c.role == bindparam(f"role_{i}")) for i in range(roles)]
+    conditions = [_FILTERS[name] for name in filters]
+    counts = [select(func.count()).select_from(_H).where(b, *conditions).scalar_subquery() for b in branches]
+    count = select(functools.reduce(operator.add, counts).label("total"))
+    if len(branches) == 1:
+        page = (select(_H).where(branches[0], *conditions).order_by(*_order(_H.c, query))
+                .limit(bindparam("limit")).offset(bindparam("offset")))
+    else:
+        firsts = [select(_H).where(b, *conditions).order_by(*_order(_H.c, query))
+                  .limit(bindparam("upto")).subquery().select() for b in branches]
+        merged = union_all(*firsts).subquery("visible")
+        page = (select(merged).order_by(*_order(merged.c, query))
+                .limit(bindparam("limit")).offset(bindparam("offset")))
+    return Prepared(count), Prepared(page)
 
 
-def _order(table, query: InboxQuery) -> list:
-    column = getattr(table, _COLUMNS[query.sort].key)
-    return [column.is_(None), column.desc() if query.desc else column.asc(), table.created_at, table.id]
+_FILTERS = {
+    "process": _H.c.process_id == bindparam("process"),
+    "customer": _H.c.customer == bindparam("customer"),
+    "amount_min": _H.c.amount >= bindparam("amount_min"),
+    "amount_max": _H.c.amount <= bindparam("amount_max"),
+    "overdue": _H.c.due_at < bindparam("now"),
+}
 
 
 def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> InboxPage:
-    """One page of the user's inbox: the count is the sum of the branches' counts, the page the
-    first rows of each branch (each in index order) merged and cut again."""
-    conditions = []
-    if query.process:
-        conditions.append(HumanTask.process_id == query.process)
-    if query.customer:
-        conditions.append(HumanTask.customer == query.customer)
-    if query.amount_min is not None:
-        conditions.append(HumanTask.amount >= query.amount_min)
-    if query.amount_max is not None:
-        conditions.append(HumanTask.amount <= query.amount_max)
-    if query.overdue:
-        conditions.append(HumanTask.due_at < now)
-    branches = _branches(who, query.scope)
-    if not branches:
+    """One page of the user's inbox (see `_statements` for how it is read)."""
+    held = query.scope in ("all", "mine")
+    roles = sorted(who.roles) if query.scope in ("all", "claimable") else []
+    if not held and not roles:
         return InboxPage([], 0, query.page, query.per_page)
-    counts = [select(func.count()).select_from(HumanTask).where(b, *conditions).scalar_subquery()
-              for b in branches]
-    total = session.scalar(select(functools.reduce(operator.add, counts))) or 0
+    values = {"process": query.process, "customer": query.customer, "amount_min": query.amount_min,
+              "amount_max": query.amount_max, "overdue": now if query.overdue else None}
+    filters = tuple(name for name in _FILTERS if values[name] is not None)
+    count, page = _statements(held, len(roles), filters, query.sort, query.desc)
     offset = (query.page - 1) * query.per_page
-    if len(branches) == 1:
-        statement = (select(HumanTask).where(branches[0], *conditions)
-                     .order_by(*_order(HumanTask, query)).offset(offset).limit(query.per_page))
-    else:
-        firsts = [select(HumanTask).where(b, *conditions).order_by(*_order(HumanTask, query))
-                  .limit(offset + query.per_page).subquery().select() for b in branches]
-        merged = aliased(HumanTask, union_all(*firsts).subquery("visible"))
-        statement = (select(merged).order_by(*_order(merged, query))
-                     .offset(offset).limit(query.per_page))
-    rows = session.scalars(statement)
+    params = {("now" if name == "overdue" else name): values[name] for name in filters}
+    params.update({f"role_{i}": role for i, role in enumerate(roles)})
+    if held:
+        params["me"] = who.username
+    total = count.first(session, params).total or 0
+    rows = page.all(session, {**params, "limit": query.per_page, "offset": offset,
+                              "upto": offset + query.per_page})
     return InboxPage([task_view(r) for r in rows], total, query.page, query.per_page)
 
 

@@ -120,16 +120,20 @@ class Instance(Base):
 class HumanTask(Base):
     """Inbox projection: one row per READY user task; derived from the state, never edited."""
     __tablename__ = "human_task"
-    # The inbox (engine/inbox.py) reads the visible set as disjoint branches, each one range of an
-    # index already in inbox order (due first, undated last, then oldest); the cover index answers
-    # every branch's count without the table; the customer filter has its own.
+    # The inbox (engine/inbox.py) reads the visible set as disjoint branches (held by me; open and
+    # of one of my roles), each one range of an index already in inbox order (due first, undated
+    # last, then oldest) that also holds the filtered columns, so a filter is checked without the
+    # table; a customer has its own such index; the cover index answers every branch's count.
     __table_args__ = (
         Index("ix_human_task_held_order", "assignee", text("(due_at IS NULL)"), "due_at",
-              "created_at", "id"),
+              "created_at", "id", "process_id", "amount"),
         Index("ix_human_task_open_order", "role", text("(due_at IS NULL)"), "due_at", "created_at",
-              "id", sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
-        Index("ix_human_task_visible_cover", "assignee", "role", "due_at", "amount", "customer"),
-        Index("ix_human_task_customer", "customer"),
+              "id", "process_id", "amount",
+              sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
+        Index("ix_human_task_customer_order", "customer", "assignee", text("(due_at IS NULL)"),
+              "due_at", "created_at", "id"),
+        Index("ix_human_task_visible_cover", "assignee", "role", "customer", "process_id", "due_at",
+              "amount"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)

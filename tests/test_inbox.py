@@ -280,6 +280,19 @@ def test_inbox_first_page_reads_each_branch_in_index_order(sqlite_store):
     assert all("COVERING INDEX" in line for line in count_plan if line.startswith("SEARCH")), count_plan
     assert not any(line.startswith("SCAN human_task") for line in page_plan + count_plan)
 
+    # a customer: every branch reads that customer's rows only, in inbox order
+    statements.clear()
+    with sqlite_store.read() as s:
+        event.listen(sqlite_store.engine, "before_cursor_execute", grab)
+        try:
+            inbox.search(s, me, InboxQuery(customer="C-B07"), T0)
+        finally:
+            event.remove(sqlite_store.engine, "before_cursor_execute", grab)
+    with sqlite_store.engine.connect() as c:
+        page_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statements[-1][0], statements[-1][1])]
+    searches = [line for line in page_plan if line.startswith("SEARCH")]
+    assert len(searches) == 3 and all("(customer=? AND assignee=?)" in line for line in searches), page_plan
+
 
 def test_migrations_build_the_schema_the_models_declare(store):
     """`alembic upgrade head` gives the tables, columns and indexes of engine.store's models."""

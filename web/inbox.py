@@ -244,7 +244,8 @@ def inbox():
 
     # Every row's words and links are made here, each distinct one once per page: translating or
     # building a URL per cell would cost more than the search itself (docs/benchmarks.md, "The inbox").
-    process_names = {pid: pick(name) for pid, name in _processes()}
+    processes = _processes()
+    process_names = {pid: pick(name) for pid, name in processes}
     open_to: dict[str | None, str] = {}
     tasks_url = url_for("inbox.inbox") + "tasks/"
     rows = []
@@ -263,7 +264,7 @@ def inbox():
     return render_template(
         "inbox.html", page=page, rows=rows, words=words, query=current, args=request.args, errors=errors,
         columns=_column_labels(), sort_keys=SORT_KEYS, sort_url=sort_url, page_url=page_url,
-        saved=saved, processes=_processes(), here=request.full_path.rstrip("?"),
+        saved=saved, processes=processes, here=request.full_path.rstrip("?"),
         filter_args=current.to_args(),
     ), (400 if errors else 200)
 

@@ -24,17 +24,18 @@ def upgrade() -> None:
     op.drop_index('ix_human_task_role_due', table_name='human_task')
     op.drop_index('ix_human_task_assignee_due', table_name='human_task')
     op.create_index('ix_human_task_held_order', 'human_task',
-                    ['assignee', UNDATED, 'due_at', 'created_at', 'id'])
+                    ['assignee', UNDATED, 'due_at', 'created_at', 'id', 'process_id', 'amount'])
     op.create_index('ix_human_task_open_order', 'human_task',
-                    ['role', UNDATED, 'due_at', 'created_at', 'id'],
+                    ['role', UNDATED, 'due_at', 'created_at', 'id', 'process_id', 'amount'],
                     sqlite_where=OPEN, postgresql_where=OPEN)
+    op.create_index('ix_human_task_customer_order', 'human_task',
+                    ['customer', 'assignee', UNDATED, 'due_at', 'created_at', 'id'])
     op.create_index('ix_human_task_visible_cover', 'human_task',
-                    ['assignee', 'role', 'due_at', 'amount', 'customer'])
-    op.create_index('ix_human_task_customer', 'human_task', ['customer'])
+                    ['assignee', 'role', 'customer', 'process_id', 'due_at', 'amount'])
 
 
 def downgrade() -> None:
-    for name in ('ix_human_task_customer', 'ix_human_task_visible_cover', 'ix_human_task_open_order',
+    for name in ('ix_human_task_visible_cover', 'ix_human_task_customer_order', 'ix_human_task_open_order',
                  'ix_human_task_held_order'):
         op.drop_index(name, table_name='human_task')
     op.create_index('ix_human_task_assignee_due', 'human_task', ['assignee', 'due_at'])
