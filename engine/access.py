@@ -8,6 +8,7 @@ import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Iterable
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
@@ -176,6 +177,17 @@ def may_act(who: Person, role: str | None, assignee: str | None) -> bool:
     if assignee is not None:
         return assignee == who.username
     return role is not None and role in who.roles
+
+
+def may_view_instance(who: Person, initiator: str, open_tasks: Iterable[tuple[str | None, str | None]],
+                      actors: Iterable[str]) -> bool:
+    """Who may look at an instance (its data, history, comments, diagram): whoever started it,
+    whoever acted on it, whoever may act on one of its open tasks (role, holder), and auditors."""
+    if who.username == initiator or "auditor" in who.roles:
+        return True
+    if any(may_act(who, role, assignee) for role, assignee in open_tasks):
+        return True
+    return who.username in set(actors)
 
 
 def _token_hash(token: str) -> str:

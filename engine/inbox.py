@@ -134,15 +134,19 @@ def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, des
     conditions = [_FILTERS[name] for name in filters]
     counts = [select(func.count()).select_from(_H).where(b, *conditions).scalar_subquery() for b in branches]
     count = select(functools.reduce(operator.add, counts).label("total"))
+    # The page's ids first, from the sort keys alone (which the order indexes hold: no table row is
+    # read for the rows a deep page skips), then those rows joined back by id.
+    keys = [_H.c.id, _SORT_COLUMNS[sort], _H.c.created_at] if sort != "created" else [_H.c.id, _H.c.created_at]
     if len(branches) == 1:
-        page = (select(_H).where(branches[0], *conditions).order_by(*_order(_H.c, query))
-                .limit(bindparam("limit")).offset(bindparam("offset")))
+        ids = (select(*keys).where(branches[0], *conditions).order_by(*_order(_H.c, query))
+               .limit(bindparam("limit")).offset(bindparam("offset")).subquery("ids"))
     else:
-        firsts = [select(_H).where(b, *conditions).order_by(*_order(_H.c, query))
+        firsts = [select(*keys).where(b, *conditions).order_by(*_order(_H.c, query))
                   .limit(bindparam("upto")).subquery().select() for b in branches]
         merged = union_all(*firsts).subquery("visible")
-        page = (select(merged).order_by(*_order(merged.c, query))
-                .limit(bindparam("limit")).offset(bindparam("offset")))
+        ids = (select(merged).order_by(*_order(merged.c, query))
+               .limit(bindparam("limit")).offset(bindparam("offset")).subquery("ids"))
+    page = select(_H).join(ids, ids.c.id == _H.c.id).order_by(*_order(ids.c, query))
     return Prepared(count), Prepared(page)
 
 

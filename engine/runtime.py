@@ -1044,8 +1044,30 @@ class Runtime:
             session.flush()
             return {"id": comment.id, "task_id": task_id, "author": who.username, "body": body, "at": at}
 
-    def comments(self, instance_id: str) -> list[dict]:
+    def _check_viewer(self, session: Session, row: Instance, viewer: str | None) -> None:
+        """Refuse `viewer` an instance they may not see (access.may_view_instance); None: no check
+        (the command line and the engine's own callers)."""
+        if viewer is None:
+            return
+        who = person(session, viewer)
+        open_tasks = session.execute(select(HumanTask.role, HumanTask.assignee)
+                                     .where(HumanTask.instance_id == row.id)).all()
+        acted = session.scalars(select(LogEntry.actor).where(LogEntry.instance_id == row.id,
+                                                             LogEntry.actor == who.username).limit(1)).all()
+        if not access.may_view_instance(who, row.initiator, open_tasks, acted):
+            raise Forbidden("%(user)s may not see instance %(instance)s", user=who.username, instance=row.id)
+
+    def _instance_row(self, session: Session, instance_id: str, viewer: str | None) -> Instance:
+        row = session.get(Instance, instance_id)
+        if row is None:
+            raise NotFound("there is no instance %(instance)s", instance=instance_id)
+        self._check_viewer(session, row, viewer)
+        return row
+
+    def comments(self, instance_id: str, *, viewer: str | None = None) -> list[dict]:
         with self.store.read() as session:
+            if viewer is not None:
+                self._instance_row(session, instance_id, viewer)
             rows = session.scalars(select(Comment).where(Comment.instance_id == instance_id)
                                    .order_by(Comment.at, Comment.id))
             return [{"id": c.id, "task_id": c.task_id, "author": c.author, "body": c.body, "at": c.at}
@@ -1053,12 +1075,10 @@ class Runtime:
 
     # --- what pages show ---
 
-    def history(self, instance_id: str) -> list[dict]:
+    def history(self, instance_id: str, *, viewer: str | None = None) -> list[dict]:
         """The instance's log, one line per command, with the step each command acted on."""
         with self.store.read() as session:
-            row = session.get(Instance, instance_id)
-            if row is None:
-                raise NotFound("there is no instance %(instance)s", instance=instance_id)
+            row = self._instance_row(session, instance_id, viewer)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
             entries = session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
@@ -1121,13 +1141,11 @@ class Runtime:
                             "schema": loaded.forms.get(loaded.start_form) if loaded.start_form else None})
             return out
 
-    def diagram(self, instance_id: str, now: datetime | None = None) -> dict:
+    def diagram(self, instance_id: str, now: datetime | None = None, *, viewer: str | None = None) -> dict:
         """The instance's BPMN source with the element ids done, active now, and overdue."""
         now = now or clock.now()
         with self.store.read() as session:
-            row = session.get(Instance, instance_id)
-            if row is None:
-                raise NotFound("there is no instance %(instance)s", instance=instance_id)
+            row = self._instance_row(session, instance_id, viewer)
             definition = session.get(Definition, row.definition_id)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
@@ -1151,11 +1169,10 @@ class Runtime:
 
     # --- reading ---
 
-    def instance(self, instance_id: str) -> InstanceView:
+    def instance(self, instance_id: str, *, viewer: str | None = None) -> InstanceView:
+        """The instance's status, data and open tasks; `viewer` must be allowed to see it."""
         with self.store.read() as session:
-            row = session.get(Instance, instance_id)
-            if row is None:
-                raise NotFound("there is no instance %(instance)s", instance=instance_id)
+            row = self._instance_row(session, instance_id, viewer)
             loaded = loaded_definition(session, row.definition_id)
             workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
             tasks = [task_view(t) for t in session.scalars(

@@ -128,7 +128,7 @@ class HumanTask(Base):
         Index("ix_human_task_held_order", "assignee", text("(due_at IS NULL)"), "due_at",
               "created_at", "id", "process_id", "amount"),
         Index("ix_human_task_open_order", "role", text("(due_at IS NULL)"), "due_at", "created_at",
-              "id", "process_id", "amount",
+              "id", "process_id", "amount", "assignee",  # (always NULL: makes the index covering)
               sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
         Index("ix_human_task_customer_order", "customer", "assignee", text("(due_at IS NULL)"),
               "due_at", "created_at", "id"),

@@ -92,3 +92,22 @@ def test_openapi_describes_every_api_route(client):
         path = rule.rule[len("/api"):].replace("<", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in described, (path, method)
+
+
+def test_an_instance_is_shown_only_to_those_who_may_see_it(client):
+    """Its initiator, whoever may act on an open task, whoever acted on it, and auditors; not a
+    colleague with nothing to do with it (the rule is the engine's: access.may_view_instance)."""
+    rep, dm = token(client, "rep.wang"), token(client, "dm.zhou")
+    instance_id = client.post("/api/v1/processes/contract_review/instances", headers=rep,
+                              json={"data": CONTRACT}).json["id"]
+    for path in (f"/api/v1/instances/{instance_id}", f"/api/v1/instances/{instance_id}/history"):
+        for who in (rep, dm, token(client, "audit.han")):
+            assert client.get(path, headers=who).status_code == 200, path
+        refused = client.get(path, headers=token(client, "wh.wei"))
+        assert refused.status_code == 403 and refused.json["error"] == (
+            f"wh.wei may not see instance {instance_id}")
+    task = client.get("/api/v1/tasks", headers=dm).json["tasks"][0]
+    client.post(f"/api/v1/tasks/{task['id']}/complete", headers=dm, json={"data": {"decision": "approve", "comment": "ok"}})
+    # dm.zhou acted on it and no longer has an open task there: still his to see
+    assert client.get(f"/api/v1/instances/{instance_id}", headers=dm).status_code == 200
+    assert client.get("/api/v1/instances/nope", headers=dm).status_code == 404

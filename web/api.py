@@ -206,7 +206,7 @@ def comment(task_id: str):
 @bp.get("/v1/instances/<instance_id>")
 @authenticated
 def instance(instance_id: str):
-    view = runtime().instance(instance_id)
+    view = runtime().instance(instance_id, viewer=g.who.username)
     return jsonify({**view.as_json(), "comments": [{**c, "at": _iso(c["at"])}
                                                    for c in runtime().comments(instance_id)]})
 
@@ -214,7 +214,7 @@ def instance(instance_id: str):
 @bp.get("/v1/instances/<instance_id>/history")
 @authenticated
 def history(instance_id: str):
-    return jsonify([{**h, "at": _iso(h["at"])} for h in runtime().history(instance_id)])
+    return jsonify([{**h, "at": _iso(h["at"])} for h in runtime().history(instance_id, viewer=g.who.username)])
 
 
 @bp.post("/v1/messages/<name>")

@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_index('ix_human_task_held_order', 'human_task',
                     ['assignee', UNDATED, 'due_at', 'created_at', 'id', 'process_id', 'amount'])
     op.create_index('ix_human_task_open_order', 'human_task',
-                    ['role', UNDATED, 'due_at', 'created_at', 'id', 'process_id', 'amount'],
+                    ['role', UNDATED, 'due_at', 'created_at', 'id', 'process_id', 'amount', 'assignee'],
                     sqlite_where=OPEN, postgresql_where=OPEN)
     op.create_index('ix_human_task_customer_order', 'human_task',
                     ['customer', 'assignee', UNDATED, 'due_at', 'created_at', 'id'])
