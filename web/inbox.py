@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
-from flask_babel import format_currency, format_decimal, get_locale, gettext as _
+from babel import numbers as babel_numbers
+from flask_babel import format_decimal, get_locale, gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
@@ -108,7 +109,10 @@ def when(value: datetime | str | None) -> str:
 def money(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "" if value is None else str(value)
-    return format_currency(value, "CNY")
+    locale = g.get("page_locale")
+    if locale is None:  # looked up once per request: the inbox formats an amount per row
+        locale = g.page_locale = get_locale()
+    return babel_numbers.format_currency(value, "CNY", locale=locale)
 
 
 @bp.app_template_global()
@@ -248,12 +252,12 @@ def inbox():
     process_names = {pid: pick(name) for pid, name in processes}
     open_to: dict[str | None, str] = {}
     tasks_url = url_for("inbox.inbox") + "tasks/"
-    rows = []
+    rows, me = [], _me()
     for task in page.tasks if page else []:
         if task.assignee is None and task.role not in open_to:
             open_to[task.role] = _("open to %(role)s", role=role_name(task.role))
         rows.append({"task": task, "due_class": engine_inbox.due_soon(task, now),
-                     "mine": task.assignee == _me(), "quick": _quick_approvable(task.form),
+                     "mine": task.assignee == me, "quick": _quick_approvable(task.form),
                      "url": tasks_url + task.id, "process": process_names.get(task.process_id, task.process_id),
                      "step": pick(task.name), "amount": money(task.amount) if task.amount is not None else "—",
                      "created": when(task.created), "due": when(task.due) if task.due else "—",
