@@ -671,3 +671,16 @@ def test_widgets_follow_the_schema_and_x_ui():
     assert [n for n, _ in forms.ordered_fields(order)][:3] == ["customer", "amount", "quote_price"]
     assert forms.title(forms.properties(order)["amount"], "zh_CN") == "合同金额（元）"
     assert forms.enum_label(forms.properties(start)["reason"], "quality", "zh_CN") == "质量问题"
+
+
+@pytest.mark.parametrize("locale", ["zh_CN", "en", "de_DE"])
+def test_money_is_written_as_babel_writes_it(locale):
+    """The inbox's fast CNY formatting gives Babel's text, rounding included (de_DE: Babel itself)."""
+    import random
+    from babel.numbers import format_currency
+    from web.inbox import format_cny
+    rng = random.Random(3)
+    values = [0, -0.0, 0.005, 0.015, 0.125, 2.675, -2.5, -0.004, 999.995, 1234567.895, 10**12 + 0.5, 7, -3]
+    values += [round(rng.uniform(-1e7, 1e7), rng.choice([0, 1, 2, 3, 4])) for _ in range(2000)]
+    for value in values:
+        assert format_cny(value, locale) == format_currency(value, "CNY", locale=locale), value

@@ -7,9 +7,12 @@ state.
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
+from collections import namedtuple
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -112,7 +115,31 @@ def money(value: Any) -> str:
     locale = g.get("page_locale")
     if locale is None:  # looked up once per request: the inbox formats an amount per row
         locale = g.page_locale = get_locale()
-    return babel_numbers.format_currency(value, "CNY", locale=locale)
+    return format_cny(value, str(locale))
+
+
+def format_cny(value: int | float, locale: str) -> str:
+    """What `babel.numbers.format_currency(value, "CNY", locale=locale)` gives, 5-10 times faster
+    where the locale's pattern allows (the inbox formats an amount per row)."""
+    affixes = _cny_affixes(locale)
+    if affixes is None:
+        return babel_numbers.format_currency(value, "CNY", locale=locale)
+    # as Babel rounds (the decimal value of the float's shortest repr, half to even)
+    amount = Decimal(repr(float(value))).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+    prefix, suffix = affixes
+    return f"{'-' if amount.is_signed() else ''}{prefix}{abs(amount):,.2f}{suffix}"
+
+
+@functools.lru_cache(maxsize=16)
+def _cny_affixes(locale: str) -> tuple[str, str] | None:
+    """The currency sign before and after the number in `locale`, when the locale writes money as
+    "<sign>1,234,567.89<sign>" (zh_CN and en do); None: let Babel format every amount."""
+    sample = babel_numbers.format_currency(1234567.895, "CNY", locale=locale)
+    negative = babel_numbers.format_currency(-2.5, "CNY", locale=locale)
+    prefix, found, suffix = sample.partition("1,234,567.90")
+    if not found or negative != f"-{prefix}2.50{suffix}":
+        return None
+    return prefix, suffix
 
 
 @bp.app_template_global()
@@ -225,6 +252,11 @@ def _column_labels() -> dict[str, str]:
             "created": _("Created"), "due": _("Due")}
 
 
+# Named tuples, not dicts: Jinja reads `row.url` as an attribute first, which a tuple answers at once.
+_InboxRow = namedtuple("_InboxRow", "task due_class mine quick url process step amount created due open_to")
+_Words = namedtuple("_Words", "select claim unclaim delegate overdue soon quick quick_title")
+
+
 @bp.get("/")
 def inbox():
     errors: dict[str, str] = {}
@@ -256,15 +288,13 @@ def inbox():
     for task in page.tasks if page else []:
         if task.assignee is None and task.role not in open_to:
             open_to[task.role] = _("open to %(role)s", role=role_name(task.role))
-        rows.append({"task": task, "due_class": engine_inbox.due_soon(task, now),
-                     "mine": task.assignee == me, "quick": _quick_approvable(task.form),
-                     "url": tasks_url + task.id, "process": process_names.get(task.process_id, task.process_id),
-                     "step": pick(task.name), "amount": money(task.amount) if task.amount is not None else "—",
-                     "created": when(task.created), "due": when(task.due) if task.due else "—",
-                     "open_to": open_to.get(task.role) if task.assignee is None else None})
-    words = {"select": _("Select"), "claim": _("Claim"), "unclaim": _("Unclaim"), "delegate": _("Delegate"),
-             "overdue": _("overdue"), "soon": _("due soon"), "quick": _("decision only"),
-             "quick_title": _("Needs only a decision: can be approved in bulk")}
+        rows.append(_InboxRow(
+            task, engine_inbox.due_soon(task, now), task.assignee == me, _quick_approvable(task.form),
+            tasks_url + task.id, process_names.get(task.process_id, task.process_id), pick(task.name),
+            money(task.amount) if task.amount is not None else "—", when(task.created),
+            when(task.due) if task.due else "—", open_to.get(task.role) if task.assignee is None else None))
+    words = _Words(_("Select"), _("Claim"), _("Unclaim"), _("Delegate"), _("overdue"), _("due soon"),
+                   _("decision only"), _("Needs only a decision: can be approved in bulk"))
     return render_template(
         "inbox.html", page=page, rows=rows, words=words, query=current, args=request.args, errors=errors,
         columns=_column_labels(), sort_keys=SORT_KEYS, sort_url=sort_url, page_url=page_url,
