@@ -304,7 +304,12 @@ class Store:
         # Writers on SQLite take the write lock at BEGIN, so two commands never both read a
         # revision and then race to write it (a deferred transaction would fail at upgrade).
         writer = self.engine.execution_options(bpm_write=True) if self.is_sqlite else self.engine
-        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads on PostgreSQL run in autocommit: under READ COMMITTED each statement takes its own
+        # snapshot even inside a transaction, so BEGIN and ROLLBACK would buy nothing but two round
+        # trips per read (a page makes several reads). SQLite keeps its read transaction: there it
+        # is one snapshot for the whole read, and costs no round trip.
+        reader = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader = sessionmaker(reader, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
         self._write_engine = writer
 
