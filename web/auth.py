@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFError
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from engine import access
+from engine import access, notifications
 
 from . import LANGUAGES, login_manager, runtime
 
@@ -28,8 +28,9 @@ class SignedIn(UserMixin):
     """The Flask-Login user: an engine `Person`, looked up again on every request, so a user
     made inactive is signed out at once."""
 
-    def __init__(self, person: access.Person):
+    def __init__(self, person: access.Person, unread: int = 0):
         self.person = person
+        self.unread = unread  # unread notifications, read with the user (the header shows it)
 
     def get_id(self) -> str:
         return self.person.username
@@ -51,7 +52,8 @@ class SignedIn(UserMixin):
 def load_user(username: str) -> SignedIn | None:
     with runtime().store.read() as session_:
         try:
-            return SignedIn(access.person(session_, username))
+            return SignedIn(access.person(session_, username),
+                            notifications.unread_count(session_, username))
         except access.UnknownUser:
             return None
 

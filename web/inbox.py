@@ -77,10 +77,7 @@ def _refused(exc: EngineError):
 
 @bp.app_context_processor
 def _header() -> dict:
-    unread = 0
-    if current_user.is_authenticated:
-        with runtime().store.read() as session:
-            unread = notifications.unread_count(session, current_user.username)
+    unread = current_user.unread if current_user.is_authenticated else 0
     return {"unread_count": unread, "forms": forms, "role_name": role_name}
 
 
@@ -167,34 +164,41 @@ def role_name(role: str | None) -> str:
 
 # --- reads of the engine's tables that the engine has no call for (yet) --------------------------
 
-_forms_cache: dict[str, tuple[int, dict]] = {}
-_forms_lock = threading.Lock()
+_deployed_cache: dict[str, tuple[int, dict]] = {}
+_deployed_lock = threading.Lock()
 
 
 def _deployed_forms() -> dict[str, list[dict]]:
-    """Form name -> its schemas in all deployed versions; read again only after a deploy.
-
-    Looked up once per request: an inbox page asks for every row."""
-    if "bpm_forms" in g:
-        return g.bpm_forms
-    g.bpm_forms = _deployed_forms_uncached()
-    return g.bpm_forms
+    """Form name -> its schemas in all deployed versions; read again only after a deploy."""
+    return _deployed()["forms"]
 
 
-def _deployed_forms_uncached() -> dict[str, list[dict]]:
+def _deployed() -> dict:
+    """What the pages need of the deployed definitions (processes, forms), checked against the
+    newest definition once per request and read again only after a deploy."""
+    if "bpm_deployed" not in g:
+        g.bpm_deployed = _deployed_uncached()
+    return g.bpm_deployed
+
+
+def _deployed_uncached() -> dict:
     store = runtime().store
     with store.read() as session:
         newest = session.scalar(select(func.max(Definition.id))) or 0
-        cached = _forms_cache.get(store.url)
+        cached = _deployed_cache.get(store.url)
         if cached is not None and cached[0] == newest:
             return cached[1]
         found: dict[str, list[dict]] = {}
-        for (schemas,) in session.execute(select(Definition.forms)):
-            for name, schema in (schemas or {}).items():
-                found.setdefault(name, []).append(schema)
-    with _forms_lock:
-        _forms_cache[store.url] = (newest, found)
-    return found
+        names: dict[str, str] = {}
+        for process_id, name, schemas in session.execute(
+                select(Definition.process_id, Definition.name, Definition.forms)):
+            names[process_id] = max(names.get(process_id, name), name)
+            for form, schema in (schemas or {}).items():
+                found.setdefault(form, []).append(schema)
+    deployed = {"forms": found, "processes": sorted(names.items())}
+    with _deployed_lock:
+        _deployed_cache[store.url] = (newest, deployed)
+    return deployed
 
 
 def _quick_approvable(form: str | None) -> bool:
@@ -215,10 +219,8 @@ def _titles(process_id: str) -> dict[str, dict]:
 
 
 def _processes() -> list[tuple[str, str]]:
-    with runtime().store.read() as session:
-        rows = session.execute(select(Definition.process_id, func.max(Definition.name))
-                               .group_by(Definition.process_id).order_by(Definition.process_id))
-        return [(r[0], r[1]) for r in rows]
+    """(process id, name) of every deployed process, read again only after a deploy."""
+    return _deployed()["processes"]
 
 
 def _process_name(process_id: str) -> str:
