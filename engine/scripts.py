@@ -4,6 +4,7 @@ through which service tasks reach Python callables.
 from __future__ import annotations
 
 import ast
+import contextvars
 import json
 import operator
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from RestrictedPython import compile_restricted_eval, compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+from RestrictedPython.transformer import RestrictingNodeTransformer
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine.python_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
@@ -28,6 +30,10 @@ __all__ = ["ScriptRefused", "check_code", "SandboxedScriptEngine", "SandboxedEnv
 _FILENAME = "<bpmn-script>"
 _CACHE_SIZE = 8192
 _MAX_DEPTH = 200
+# Loop steps one script or expression may take (each turn of a `while`, each item a `for` or a
+# comprehension draws, each number of a `range`): a loop without end stops with an incident
+# instead of holding a worker for ever.
+MAX_LOOP_STEPS = 1_000_000
 
 
 class ScriptRefused(Exception):
@@ -125,6 +131,60 @@ class _Checker(ast.NodeVisitor):
         self._check_arg_name(node, node.arg)
 
 
+class LoopBudgetExceeded(RuntimeError):
+    """A script or expression took more than MAX_LOOP_STEPS loop steps."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the script took more than {MAX_LOOP_STEPS:,} loop steps, so it was stopped "
+                         f"(a loop that never ends?)")
+
+
+_steps_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("bpm_script_steps")
+
+
+def _step() -> None:
+    left = _steps_left.get(None)
+    if left is not None:
+        left[0] -= 1
+        if left[0] < 0:
+            raise LoopBudgetExceeded()
+
+
+def _budget_iter(obj: Any):
+    """RestrictedPython's `_getiter_` (every `for` and comprehension): one step per item."""
+    for item in obj:
+        _step()
+        yield item
+
+
+def _budget_range(*args: int) -> range:
+    numbers = range(*args)
+    left = _steps_left.get(None)
+    if left is not None and len(numbers) > max(left[0], 0):
+        raise LoopBudgetExceeded()
+    return numbers
+
+
+class _Budgeted(RestrictingNodeTransformer):
+    """RestrictedPython's rules, plus one step of the loop budget at the top of every `while`
+    body (the only loop that does not draw its items through `_getiter_`)."""
+
+    def visit_While(self, node: ast.While) -> ast.AST:
+        node = super().visit_While(node)
+        step = ast.Expr(ast.Call(ast.Name("_step_", ast.Load()), [], []))
+        node.body.insert(0, ast.copy_location(step, node.body[0]))
+        ast.fix_missing_locations(node)
+        return node
+
+
+def _run_budgeted(run: Callable[[], Any]) -> Any:
+    token = _steps_left.set([MAX_LOOP_STEPS])
+    try:
+        return run()
+    finally:
+        _steps_left.reset(token)
+
+
 def _rp_refusal(message: str) -> tuple[int | None, str]:
     """RestrictedPython reports 'Line 3: Nonlocal statements are not allowed.'; split it."""
     head, sep, rest = message.partition(": ")
@@ -152,7 +212,7 @@ def _compile(source: str, mode: str) -> tuple[CodeType | None, int | None, str |
         lineno, _col, reason = min(checker.found)
         return None, lineno, reason
     compiler = compile_restricted_eval if mode == "eval" else compile_restricted_exec
-    result = compiler(tree, filename=_FILENAME)
+    result = compiler(tree, filename=_FILENAME, policy=_Budgeted)
     if result.errors:
         lineno, reason = _rp_refusal(result.errors[0])
         return None, lineno, reason
@@ -307,11 +367,13 @@ def _make_builtins() -> dict[str, Any]:
         "timezone": timezone, "now": _now, "getattr": _guarded_getattr,
     })
     names.update({name: _RefusedBuiltin(name) for name in _FORBIDDEN_CALLS})
+    names["range"] = _budget_range
     # The hooks RestrictedPython's rewritten code calls.
     names.update({
         "_getattr_": _guarded_getattr,
         "_getitem_": operator.getitem,
-        "_getiter_": iter,
+        "_getiter_": _budget_iter,
+        "_step_": _step,
         "_write_": _guarded_write,
         "_inplacevar_": _inplacevar,
         "_apply_": _apply,
@@ -422,7 +484,7 @@ class SandboxedEnvironment(BasePythonScriptEngineEnvironment):
         else:
             scope = dict(context)
         scope["__builtins__"] = self.builtins
-        return eval(code, scope)
+        return _run_budgeted(lambda: eval(code, scope))
 
     def execute(self, script, context, external_context=None):
         code = _compiled(script, "exec")
@@ -436,7 +498,7 @@ class SandboxedEnvironment(BasePythonScriptEngineEnvironment):
         context.update(external_context)
         context["__builtins__"] = self.builtins
         try:
-            exec(code, context)
+            _run_budgeted(lambda: exec(code, context))
         finally:
             self._clean(context, external_context, kept)
         _make_storable(context)

@@ -302,6 +302,29 @@ def test_ordinary_runtime_error_names_task_and_line():
     assert message.startswith("script of task 'Compute total': ZeroDivisionError: division by zero (line 2)")
 
 
+# --- the loop budget ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", [
+    "while True:\n    x = 1",
+    "n = 0\nwhile n >= 0:\n    n += 1",
+    "xs = [1, 2]\nfor x in xs:\n    xs.append(x)",
+    "total = sum(i for i in range(10 ** 9))",
+    "rows = [[i, j] for i in range(2000) for j in range(2000)]",
+])
+def test_a_loop_without_end_is_stopped(script):
+    message = refused(script)
+    assert "took more than 1,000,000 loop steps" in message, message
+
+
+def test_loops_within_the_budget_run_and_each_run_has_its_own_budget():
+    env = SandboxedEnvironment()
+    for _ in range(3):  # 3 x 600,000 steps: more than one budget in all, within it each time
+        ctx = {}
+        env.execute("n = 0\nwhile n < 300000:\n    n += 1\nt = sum(i for i in range(300000))", ctx)
+        assert ctx["n"] == 300000 and ctx["t"] == sum(range(300000))
+    assert env.evaluate("len([x for x in range(1000)])", {}) == 1000
+
+
 # --- the clock ------------------------------------------------------------------------------------
 
 def test_date_helpers_read_the_engine_clock():
