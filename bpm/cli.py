@@ -216,6 +216,114 @@ def cmd_retry(args) -> None:
     _print(args, data, lambda: f"incident {args.incident_id} retried and resolved")
 
 
+def _audit_steps(session, runtime: Runtime, instance_id: str, to_step: int | None = None):
+    from engine import audit
+    try:
+        return audit.replay(session, instance_id, runtime.script_engine, to_step)
+    except LookupError:
+        raise Refused(f"there is no instance {instance_id}") from None
+
+
+def cmd_history(args) -> None:
+    """The log, one row per step, with what each step changed in the instance data (by replay)."""
+    import csv
+    import io
+
+    from engine import audit
+    store = _store()
+    runtime = _runtime(store)
+    with store.read() as session:
+        history = runtime.history(args.instance_id)
+        try:
+            replayed = {s.seq: s for s in _audit_steps(session, runtime, args.instance_id)}
+        except audit.ReplayFailed as exc:
+            replayed = {}
+            print(f"bpm history: data changes not shown: {exc}", file=sys.stderr)
+    rows, before = [], {}
+    for h in history:
+        step = replayed.get(h["seq"])
+        change = audit.data_change(before, step.data) if step else None
+        before = step.data if step else before
+        rows.append({"step": h["seq"], "at": h["at"].isoformat(), "actor": h["actor"], "command": h["command"],
+                     "task": h["name"] or "", "change": change, "hash": h["hash"]})
+    if args.csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["step", "time", "actor", "command", "task", "data_change", "hash"])
+        for r in rows:
+            writer.writerow([r["step"], r["at"], r["actor"], r["command"], r["task"],
+                             "" if r["change"] is None else json.dumps(r["change"], ensure_ascii=False, default=str),
+                             r["hash"]])
+        sys.stdout.write(out.getvalue())
+        return
+    _print(args, rows, lambda: "\n".join(
+        f"{r['step']:>3}  {r['at']}  {r['actor']}  {r['command']}  {r['task'] or '-'}  "
+        f"{'?' if r['change'] is None else json.dumps(r['change'], ensure_ascii=False, default=str)}  {r['hash'][:16]}"
+        for r in rows))
+
+
+def cmd_replay(args) -> None:
+    """Re-execute the instance from its log (up to --to) and say whether every state hash matched."""
+    from engine import audit
+    store = _store()
+    runtime = _runtime(store)
+    with store.read() as session:
+        try:
+            steps = _audit_steps(session, runtime, args.instance_id, args.to)
+        except audit.ReplayFailed as exc:
+            raise Refused(str(exc)) from None
+    if not steps:
+        raise Refused(f"instance {args.instance_id} has no step {args.to}" if args.to else
+                      f"instance {args.instance_id} has no log")
+    if args.to is not None and steps[-1].seq != args.to:
+        raise Refused(f"instance {args.instance_id} has no step {args.to}; its log ends at step {steps[-1].seq}")
+    last = steps[-1]
+    bad = next((s for s in steps if not s.ok), None)
+    result = {"instance_id": args.instance_id, "step": last.seq, "status": "completed" if last.completed else "running",
+              "waiting": list(last.waiting), "data": last.data, "state_hash": last.replayed_hash,
+              "every_hash_matched": bad is None, "first_mismatch": bad.seq if bad else None}
+    _print(args, result, lambda: "\n".join([
+        f"instance {args.instance_id} at step {last.seq} ({last.command}, {last.at.isoformat()}, {last.actor})",
+        f"status {result['status']}",
+        f"waiting {', '.join(last.waiting) or '-'}",
+        f"data {json.dumps(last.data, ensure_ascii=False, default=str)}",
+        f"every state hash matched ({len(steps)} steps)" if bad is None else
+        f"state hash mismatch from step {bad.seq} ({bad.command})"]))
+    if bad is not None:
+        raise Refused(f"replaying instance {args.instance_id}: step {bad.seq} ({bad.command}) does not "
+                      f"match its logged state hash" if bad.chain_ok else
+                      f"instance {args.instance_id}: the hash chain is broken at step {bad.seq}")
+
+
+def cmd_verify(args) -> None:
+    """Check hash chains and replay, for one instance or all; name the first bad step."""
+    from sqlalchemy import select
+
+    from engine import audit
+    from engine.store import Instance
+    if bool(args.instance_id) == bool(args.all):
+        raise Refused("name one instance, or give --all")
+    store = _store()
+    runtime = _runtime(store)
+    with store.read() as session:
+        ids = ([args.instance_id] if args.instance_id else
+               list(session.scalars(select(Instance.id).order_by(Instance.created_at, Instance.id))))
+        verdicts = []
+        for instance_id in ids:
+            try:
+                verdicts.append(audit.verify(session, instance_id, runtime.script_engine))
+            except LookupError:
+                raise Refused(f"there is no instance {instance_id}") from None
+    bad = [v for v in verdicts if not v.ok]
+    _print(args, [{"instance_id": v.instance_id, "steps": v.steps, "ok": v.ok, "problem": v.problem}
+                  for v in verdicts],
+           lambda: "\n".join(f"ok   {v.instance_id} ({v.steps} steps)" if v.ok else
+                             f"BAD  {v.instance_id}: {v.problem}" for v in verdicts))
+    if bad:
+        raise Refused(f"{len(bad)} of {len(verdicts)} instance(s) failed verification; "
+                      f"first: {bad[0].instance_id}: {bad[0].problem}")
+
+
 def cmd_serve(args) -> None:
     import threading
 
@@ -290,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=0.5)
     p = command("instance", cmd_instance, "an instance's status, tasks and data")
     p.add_argument("instance_id")
+    p = command("history", cmd_history, "an instance's log: step, time, actor, command, data change, hash")
+    p.add_argument("instance_id")
+    p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")
+    p = command("replay", cmd_replay, "re-execute an instance from its log and compare every state hash")
+    p.add_argument("instance_id")
+    p.add_argument("--to", type=int, metavar="STEP", help="stop after this step and show the state there")
+    p = command("verify", cmd_verify, "check hash chains and replay; exit 1 naming the first bad step")
+    p.add_argument("instance_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every instance")
     p = command("incidents", cmd_incidents, "failed commands waiting for a person")
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p = command("retry", cmd_retry, "run a failed command again")

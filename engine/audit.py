@@ -1,14 +1,22 @@
-"""The instance log read back: hash-chain checks and deterministic replay of the logged inputs."""
+"""The instance log read back: hash-chain checks, deterministic replay of the logged inputs, the
+history an auditor reads (with each step's change of the instance data), and `verify`, which says
+whether an instance's record is whole or names the first step where it is not.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from SpiffWorkflow.util.task import TaskState
 
 from . import state
 from .determinism import CommandContext, command_context
-from .runtime import GENESIS_HASH, _entry_hash, apply_command, loaded_definition, new_workflow
+from .runtime import (GENESIS_HASH, _entry_hash, apply_command, instance_data, loaded_definition,
+                      new_workflow)
 from .store import Instance, LogEntry
 
 
@@ -19,20 +27,39 @@ class ReplayedStep:
     recorded_hash: str
     replayed_hash: str
     chain_ok: bool
+    at: datetime | None = None
+    actor: str | None = None
+    data: dict = field(default_factory=dict)         # the instance data after this step
+    completed: bool = False                          # the instance had ended after this step
+    waiting: tuple[str, ...] = ()                    # user tasks open after this step (names)
 
     @property
     def ok(self) -> bool:
         return self.chain_ok and self.recorded_hash == self.replayed_hash
 
 
-def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None) -> list[ReplayedStep]:
-    """Feed the logged inputs to the pinned definition again and compare every state hash."""
+class ReplayFailed(Exception):
+    """Replaying a logged step raised: the log and the definition no longer agree."""
+
+    def __init__(self, seq: int, command: str, error: BaseException):
+        super().__init__(f"step {seq} ({command}) could not be replayed: {type(error).__name__}: {error}")
+        self.seq = seq
+        self.command = command
+
+
+def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntry]]:
     instance = session.get(Instance, instance_id)
     if instance is None:
         raise LookupError(f"there is no instance {instance_id}")
-    loaded = loaded_definition(session, instance.definition_id)
     entries = session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
                               .order_by(LogEntry.seq)).all()
+    return instance, list(entries)
+
+
+def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None) -> list[ReplayedStep]:
+    """Feed the logged inputs to the pinned definition again and compare every state hash."""
+    instance, entries = _entries(session, instance_id)
+    loaded = loaded_definition(session, instance.definition_id)
     steps: list[ReplayedStep] = []
     text, counter, prev = None, 0, GENESIS_HASH
     for entry in entries:
@@ -41,19 +68,78 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
         inputs = dict(entry.input)
         ctx = CommandContext(instance_id, entry.at, counter, replaying=True,
                              service_results=list(inputs.pop("service_results", [])))
-        with command_context(ctx):
-            if entry.command == "start":
-                workflow = new_workflow(loaded, inputs.get("data") or {}, script_engine)
-            else:
-                workflow, ctx.counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
-                workflow.script_engine = script_engine
-                apply_command(entry.command, workflow, inputs, entry.actor, script_engine)
-        text = state.dump_state(workflow, ctx.counter)
+        try:
+            with command_context(ctx):
+                if entry.command == "start":
+                    workflow = new_workflow(loaded, inputs.get("data") or {}, script_engine)
+                else:
+                    workflow, ctx.counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
+                    workflow.script_engine = script_engine
+                    apply_command(entry.command, workflow, inputs, entry.actor, script_engine)
+            text = state.dump_state(workflow, ctx.counter)
+        except Exception as exc:  # a tampered input, a definition changed under the log
+            raise ReplayFailed(entry.seq, entry.command, exc) from exc
         counter = ctx.counter
         replayed_hash = state.digest(text)
         expected_entry = _entry_hash(instance_id, entry.seq, entry.at, entry.actor, entry.command,
                                      entry.input, entry.state_hash, prev)
         chain_ok = entry.prev_hash == prev and entry.hash == expected_entry
-        steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok))
+        waiting = tuple(t.task_spec.bpmn_name or t.task_spec.name
+                        for t in workflow.get_tasks(state=TaskState.READY, manual=True))
+        steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
+                                  entry.at, entry.actor, copy.deepcopy(instance_data(workflow)),
+                                  workflow.is_completed(), waiting))
         prev = entry.hash
     return steps
+
+
+def data_change(before: dict, after: dict) -> dict[str, Any]:
+    """The top-level fields a step set or changed (new value) or removed (None)."""
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    changed.update({k: None for k in before if k not in after})
+    return changed
+
+
+@dataclass(frozen=True)
+class Verdict:
+    instance_id: str
+    steps: int
+    problem: str | None  # None: the record is whole; else the first thing found wrong, in one sentence
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(session: Session, instance_id: str, script_engine) -> Verdict:
+    """Is the instance's record whole? The hash chain links every entry to the one before, the
+    replayed state matches the logged state hash at every step, and the instance row (state,
+    state hash, revision, last log hash) is the end of that chain."""
+    instance, entries = _entries(session, instance_id)
+    if not entries:
+        return Verdict(instance_id, 0, "the instance has no log entries")
+    try:
+        steps = replay(session, instance_id, script_engine)
+    except ReplayFailed as exc:
+        return Verdict(instance_id, len(entries), str(exc))
+    for expected_seq, step in enumerate(steps, start=1):
+        if step.seq != expected_seq:
+            return Verdict(instance_id, len(steps), f"step {expected_seq} is missing from the log "
+                                                    f"(the next entry is step {step.seq})")
+        if not step.chain_ok:
+            return Verdict(instance_id, len(steps), f"step {step.seq} ({step.command}): the hash chain is "
+                                                    f"broken (the entry was changed, or one before it)")
+        if step.recorded_hash != step.replayed_hash:
+            return Verdict(instance_id, len(steps), f"step {step.seq} ({step.command}): replaying it gives "
+                                                    f"state {step.replayed_hash[:12]}…, the log says "
+                                                    f"{step.recorded_hash[:12]}…")
+    last = entries[-1]
+    if instance.revision != len(entries):
+        return Verdict(instance_id, len(steps), f"the instance is at revision {instance.revision} but the "
+                                                f"log has {len(entries)} steps")
+    if instance.log_hash != last.hash:
+        return Verdict(instance_id, len(steps), "the instance's last log hash is not the hash of its last step")
+    if instance.state_hash != last.state_hash or state.digest(instance.state) != instance.state_hash:
+        return Verdict(instance_id, len(steps), f"the instance's stored state is not the state after "
+                                                f"step {last.seq}")
+    return Verdict(instance_id, len(steps), None)

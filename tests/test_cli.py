@@ -204,3 +204,84 @@ def test_the_scripted_walk_of_a_silent_approver(tmp_path):
     tasks = json.loads(bpm("tasks", "--as", "vp.qian", "--json"))
     assert [(t["instance_id"], t["assignee"]) for t in tasks] == [(instance, "vp.qian")]
     assert json.loads(bpm("tasks", "--as", "dm.zhou", "--json")) == []
+
+
+def _walked_instance(bpm) -> str:
+    """An approval started, claimed and completed: a log of three steps."""
+    bpm("deploy", APPROVAL)
+    _, out, _ = bpm("start", "approval", "--as", "rep.wang", "--data", '{"amount": 3}', "--json")
+    instance_id = json.loads(out)["id"]
+    _, out, _ = bpm("tasks", "--as", "rep.wang", "--json")
+    task_id = json.loads(out)[0]["id"]
+    assert bpm("claim", task_id, "--as", "rep.wang")[0] == 0
+    assert bpm("complete", task_id, "--as", "rep.wang", "--data", '{"note": "ok"}')[0] == 0
+    return instance_id
+
+
+def test_history_replay_and_verify_of_a_whole_record(bpm):
+    instance_id = _walked_instance(bpm)
+    code, out, err = bpm("history", instance_id, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["command"] for r in rows] == ["start", "claim", "complete"]
+    assert [r["actor"] for r in rows] == ["rep.wang"] * 3
+    assert rows[0]["change"]["amount"] == 3 and rows[1]["change"] == {} and rows[2]["change"]["note"] == "ok"
+    code, out, _ = bpm("history", instance_id, "--csv")
+    lines = out.strip().splitlines()
+    assert lines[0] == "step,time,actor,command,task,data_change,hash" and len(lines) == 4
+    assert lines[3].startswith("3,") and rows[2]["hash"] in lines[3]
+
+    code, out, err = bpm("replay", instance_id, "--to", "1", "--json")
+    assert code == 0, err
+    at_start = json.loads(out)
+    assert (at_start["step"], at_start["every_hash_matched"], at_start["data"]["amount"]) == (1, True, 3)
+    assert "note" not in at_start["data"] and at_start["waiting"]
+    code, out, _ = bpm("replay", instance_id)
+    assert code == 0 and "every state hash matched (3 steps)" in out
+    assert bpm("replay", instance_id, "--to", "9")[2].strip().endswith("its log ends at step 3")
+
+    code, out, err = bpm("verify", instance_id)
+    assert code == 0 and out.strip() == f"ok   {instance_id} (3 steps)", err
+    code, out, err = bpm("verify", "--all", "--json")
+    assert code == 0 and [v["ok"] for v in json.loads(out)] == [True]
+    assert bpm("verify")[0] == 1 and bpm("verify", "nope")[2].strip() == "bpm verify: there is no instance nope"
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    # an approver's input changed after the fact: the entry no longer hashes to its chain link
+    ("UPDATE log_entry SET input = json_set(input, '$.data.note', 'changed') WHERE seq = 3",
+     "step 3 (complete): the hash chain is broken"),
+    # a step removed from the middle of the log
+    ("DELETE FROM log_entry WHERE seq = 2", "step 2 is missing from the log"),
+    # the stored state edited, the log left alone
+    ("UPDATE instance SET state = replace(state, '\"note\":\"ok\"', '\"note\":\"ko\"') "
+     "WHERE state LIKE '%\"note\":\"ok\"%'",
+     "the instance's stored state is not the state after step 3"),
+])
+def test_verify_names_the_first_bad_step_and_exits_1(bpm, tmp_path, tamper, problem):
+    instance_id = _walked_instance(bpm)
+    import sqlite3
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as db:
+        assert db.execute(tamper).rowcount == 1
+    code, out, err = bpm("verify", instance_id)
+    assert code == 1
+    assert f"BAD  {instance_id}: {problem}" in out, out
+    assert err.startswith("bpm verify: 1 of 1 instance(s) failed verification; first:") and problem in err
+
+
+def test_verify_catches_a_rewritten_log_whose_chain_was_recomputed(bpm, tmp_path):
+    """Someone changes an approver's input and recomputes the entry's hash (and the instance's last
+    hash): the chain is whole again, but replaying the changed input does not give the logged state."""
+    from engine.runtime import _entry_hash
+    from engine.store import Instance, LogEntry, Store
+    instance_id = _walked_instance(bpm)
+    store = Store(f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    with store.write() as s:
+        entry = s.query(LogEntry).filter_by(instance_id=instance_id, seq=3).one()
+        entry.input = {**entry.input, "data": {**entry.input["data"], "note": "changed"}}
+        entry.hash = _entry_hash(instance_id, 3, entry.at, entry.actor, entry.command, entry.input,
+                                 entry.state_hash, entry.prev_hash)
+        s.get(Instance, instance_id).log_hash = entry.hash
+    store.dispose()
+    code, out, _ = bpm("verify", instance_id)
+    assert code == 1 and "step 3 (complete): replaying it gives state" in out, out
