@@ -324,6 +324,24 @@ def cmd_verify(args) -> None:
                       f"first: {bad[0].instance_id}: {bad[0].problem}")
 
 
+def cmd_bench(args) -> None:
+    """The benchmark suite of bench/ (a source checkout's, not part of the installed package):
+    bench/run.py --all, and with --web also bench/web.py; figures as in docs/benchmarks.md."""
+    import subprocess
+    runner = PROJECT_ROOT / "bench" / "run.py"
+    if not runner.is_file():
+        raise Refused(f"the benchmarks are not here ({runner} is missing): run bpm bench from a source checkout")
+    commands = [[sys.executable, str(runner), "--all", *(["--json"] if args.json else []),
+                 *(["--postgres", args.postgres] if args.postgres else [])]]
+    if args.web:
+        commands.append([sys.executable, str(PROJECT_ROOT / "bench" / "web.py"), "all",
+                         *(["--json"] if args.json else [])])
+    for command in commands:
+        done = subprocess.run(command, cwd=PROJECT_ROOT)
+        if done.returncode != 0:
+            raise Refused(f"{Path(command[1]).name} failed (exit {done.returncode})")
+
+
 def cmd_serve(args) -> None:
     import threading
 
@@ -407,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", cmd_verify, "check hash chains and replay; exit 1 naming the first bad step")
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every instance")
+    p = command("bench", cmd_bench, "run the benchmark suite (bench/; figures in docs/benchmarks.md)")
+    p.add_argument("--postgres", metavar="URL", help="also measure the timer worker on PostgreSQL")
+    p.add_argument("--web", action="store_true", help="also the web benchmarks (HTTP end to end, inbox at scale)")
     p = command("incidents", cmd_incidents, "failed commands waiting for a person")
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p = command("retry", cmd_retry, "run a failed command again")

@@ -285,3 +285,19 @@ def test_verify_catches_a_rewritten_log_whose_chain_was_recomputed(bpm, tmp_path
     store.dispose()
     code, out, _ = bpm("verify", instance_id)
     assert code == 1 and "step 3 (complete): replaying it gives state" in out, out
+
+
+def test_bench_runs_the_suite_of_a_source_checkout(bpm, monkeypatch, tmp_path):
+    import subprocess
+
+    import bpm.cli as cli
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda command, cwd: calls.append(command) or subprocess.CompletedProcess(command, 0))
+    assert bpm("bench", "--json", "--postgres", "postgresql://x/y", "--web")[0] == 0
+    assert [c[1:] for c in calls] == [[str(cli.PROJECT_ROOT / "bench" / "run.py"), "--all", "--json", "--postgres", "postgresql://x/y"],
+                                      [str(cli.PROJECT_ROOT / "bench" / "web.py"), "all", "--json"]]
+    monkeypatch.setattr(subprocess, "run", lambda command, cwd: subprocess.CompletedProcess(command, 3))
+    assert bpm("bench")[2].strip() == "bpm bench: run.py failed (exit 3)"
+    monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)
+    code, _, err = bpm("bench")
+    assert code == 1 and "run bpm bench from a source checkout" in err
