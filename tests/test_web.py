@@ -491,6 +491,21 @@ def test_others_may_not_open_a_task_or_an_instance(app, rt):
     assert stranger.get("/tasks/no-such-task").status_code == 404
 
 
+def test_the_auditor_sees_whether_an_instance_record_is_whole(app, rt, store):
+    from sqlalchemy import update
+    view = rt.start("contract_review", "rep.wang", contract())
+    rt.complete(view.tasks[0].id, "dm.zhou", {"decision": "approve", "comment": "ok"})
+    auditor = as_user(app, "audit.han")
+    page = text(auditor.get(f"/instances/{view.id}"))
+    assert 'id="verification"' in page and "Whole: 2 steps" in page
+    assert 'id="verification"' not in text(as_user(app, "rep.wang").get(f"/instances/{view.id}"))
+    with store.write() as s:  # the stored state edited behind the engine's back
+        row = s.get(Instance, view.id)
+        s.execute(update(Instance).where(Instance.id == view.id).values(state=row.state.replace("ok", "ko")))
+    page = text(auditor.get(f"/instances/{view.id}"))
+    assert "Not whole: the instance's stored state is not the state after step 2" in page
+
+
 # --- starting, instances, language ---------------------------------------------------------------
 
 def test_start_lists_what_the_user_may_start_and_starts_it(app, rt, store):

@@ -24,7 +24,7 @@ from flask_babel import format_decimal, get_locale, gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
-from engine import access, clock, notifications
+from engine import access, audit, clock, notifications
 from engine import inbox as engine_inbox
 from engine.inbox import InboxQuery, SORT_KEYS
 from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput, NotFound
@@ -565,8 +565,12 @@ def instance(instance_id: str):
     diagram = rt.diagram(instance_id)
     names = {h["element_id"]: h["name"] for h in history if h.get("element_id")}
     names.update({t.element_id: t.name for t in view.tasks})
+    verdict = None
+    if "auditor" in current_user.person.roles:  # the auditor sees whether the record is whole
+        with rt.store.read() as session:
+            verdict = audit.verify(session, instance_id, rt.script_engine)
     return render_template(
-        "instance.html", view=view, history=history, process_name=_process_name(view.process_id), comments=rt.comments(instance_id),
+        "instance.html", view=view, history=history, verdict=verdict, process_name=_process_name(view.process_id), comments=rt.comments(instance_id),
         diagram=diagram, names=names, viewer=_viewer_installed(), titles=_titles(view.process_id),
         markers={"completed": diagram["completed"], "active": diagram["active"],
                  "overdue": diagram["overdue"]},
