@@ -3,14 +3,16 @@ with filters, sorting and paging that never touch an instance's state; saved fil
 """
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import math
 import operator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Mapping
 
-from sqlalchemy import and_, bindparam, delete, func, select, union_all
+from sqlalchemy import and_, bindparam, delete, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from .access import Person
@@ -38,6 +40,10 @@ class InboxQuery:
     desc: bool = False
     page: int = 1
     per_page: int = 50
+    # Keyset paging: the page after the row `after` (or before the row `before`) names, in this
+    # sort; `page` then only says which page that is. Without them, `page` is read with OFFSET.
+    after: str | None = None
+    before: str | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "InboxQuery":
@@ -76,6 +82,15 @@ class InboxQuery:
         if sort not in SORT_KEYS:
             problems["sort"] = f"must be one of {', '.join(SORT_KEYS)}"
         values["sort"] = sort if sort in SORT_KEYS else "due"
+        for name in ("after", "before"):
+            raw = (args.get(name) or "").strip() or None
+            if raw is not None and _decode_cursor(raw, values["sort"], values["desc"]) is None:
+                problems[name] = "is not a position in this list (it belongs to another sort, or was changed)"
+                raw = None
+            values[name] = raw
+        if values["after"] and values["before"]:
+            problems["before"] = "give after or before, not both"
+            values["before"] = None
         if problems:
             listed = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidInput("the inbox filter is not valid: %(problems)s", problems, problems=listed)
@@ -93,7 +108,8 @@ class InboxQuery:
         return out
 
     def replace(self, **changes) -> "InboxQuery":
-        return InboxQuery(**{**asdict(self), **changes})
+        """This query changed; a position (after/before) is kept only when given again."""
+        return InboxQuery(**{**asdict(self), "after": None, "before": None, **changes})
 
 
 @dataclass
@@ -102,6 +118,8 @@ class InboxPage:
     total: int
     page: int
     per_page: int
+    next_after: str | None = None    # the position to ask for the next page with (after=)
+    prev_before: str | None = None   # and the previous one (before=)
 
     @property
     def pages(self) -> int:
@@ -117,8 +135,61 @@ def _order(columns, query: InboxQuery) -> list:
     return [column.is_(None), column.desc() if query.desc else column.asc(), columns.created_at, columns.id]
 
 
+def _cursor(query: InboxQuery, task: TaskView) -> str:
+    """An opaque position in the list: the row's sort value, created time and id."""
+    value = getattr(task, {"process": "process_id", "step": "name", "created": "created"}.get(query.sort, query.sort))
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([query.sort, query.desc, value, task.created.isoformat(), task.id], ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(text: str, sort: str, desc: bool) -> tuple | None:
+    """(value, created, id) of a position made by `_cursor` for this sort, or None."""
+    try:
+        sort_, desc_, value, created, task_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if (sort_, desc_) != (sort, desc) or not isinstance(task_id, str):
+            return None
+        if value is not None and sort in ("created", "due"):
+            value = datetime.fromisoformat(value)
+        elif value is not None and sort == "amount" and not isinstance(value, (int, float)):
+            return None
+        elif value is not None and sort not in ("amount", "created", "due") and not isinstance(value, str):
+            return None
+        return value, datetime.fromisoformat(created), task_id
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _beyond(sort: str, desc: bool, direction: str, null_key: bool):
+    """Rows after (or before) the position bound as :k_value, :k_created, :k_id, in the inbox order
+    (the sort column in its direction, undated/empty last, then created_at, id)."""
+    column = _SORT_COLUMNS[sort]
+    forward = direction == "after"
+    tie = (or_(_H.c.created_at > bindparam("k_created", type_=_H.c.created_at.type),
+               and_(_H.c.created_at == bindparam("k_created", type_=_H.c.created_at.type),
+                    _H.c.id > bindparam("k_id")))
+           if forward else
+           or_(_H.c.created_at < bindparam("k_created", type_=_H.c.created_at.type),
+               and_(_H.c.created_at == bindparam("k_created", type_=_H.c.created_at.type),
+                    _H.c.id < bindparam("k_id"))))
+    if null_key:  # the position is in the trailing group of rows without a value
+        return and_(column.is_(None), tie) if forward else or_(column.is_not(None), and_(column.is_(None), tie))
+    k_value = bindparam("k_value", type_=column.type)
+    further = (column > k_value) if forward != desc else (column < k_value)
+    inside = and_(column.is_not(None), or_(further, and_(column == k_value, tie)))
+    return or_(column.is_(None), inside) if forward else inside
+
+
+def _reversed(columns, query: InboxQuery) -> list:
+    column = columns[_SORT_COLUMNS[query.sort].key]
+    return [column.is_(None).desc(), column.asc() if query.desc else column.desc(),
+            columns.created_at.desc(), columns.id.desc()]
+
+
 @functools.lru_cache(maxsize=512)
-def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, desc: bool) -> tuple[Prepared, Prepared]:
+def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, desc: bool,
+                keyset: tuple[str, bool] | None = None) -> tuple[Prepared, Prepared]:
     """The count and the page for one shape of query, built and compiled once; the values (user,
     roles, filter values, limit and offset) are bound parameters.
 
@@ -137,15 +208,20 @@ def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, des
     # The page's ids first, from the sort keys alone (which the order indexes hold: no table row is
     # read for the rows a deep page skips), then those rows joined back by id.
     keys = [_H.c.id, _SORT_COLUMNS[sort], _H.c.created_at] if sort != "created" else [_H.c.id, _H.c.created_at]
+    # With a position (keyset paging) each branch starts right after it, so a deep page reads as
+    # little as the first; "before" reads backwards from it. Without one, OFFSET.
+    order = _order if keyset is None or keyset[0] == "after" else _reversed
+    where = conditions + ([_beyond(sort, desc, *keyset)] if keyset else [])
+    skip = bindparam("offset") if keyset is None else None
     if len(branches) == 1:
-        ids = (select(*keys).where(branches[0], *conditions).order_by(*_order(_H.c, query))
-               .limit(bindparam("limit")).offset(bindparam("offset")).subquery("ids"))
+        ids = (select(*keys).where(branches[0], *where).order_by(*order(_H.c, query))
+               .limit(bindparam("limit")).offset(skip).subquery("ids"))
     else:
-        firsts = [select(*keys).where(b, *conditions).order_by(*_order(_H.c, query))
+        firsts = [select(*keys).where(b, *where).order_by(*order(_H.c, query))
                   .limit(bindparam("upto")).subquery().select() for b in branches]
         merged = union_all(*firsts).subquery("visible")
-        ids = (select(merged).order_by(*_order(merged.c, query))
-               .limit(bindparam("limit")).offset(bindparam("offset")).subquery("ids"))
+        ids = (select(merged).order_by(*order(merged.c, query))
+               .limit(bindparam("limit")).offset(skip).subquery("ids"))
     page = select(_H).join(ids, ids.c.id == _H.c.id).order_by(*_order(ids.c, query))
     return Prepared(count), Prepared(page)
 
@@ -168,16 +244,26 @@ def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> I
     values = {"process": query.process, "customer": query.customer, "amount_min": query.amount_min,
               "amount_max": query.amount_max, "overdue": now if query.overdue else None}
     filters = tuple(name for name in _FILTERS if values[name] is not None)
-    count, page = _statements(held, len(roles), filters, query.sort, query.desc)
-    offset = (query.page - 1) * query.per_page
+    position = query.after or query.before
+    key = _decode_cursor(position, query.sort, query.desc) if position else None
+    keyset = ("after" if query.after else "before", key[0] is None) if key else None
+    count, page = _statements(held, len(roles), filters, query.sort, query.desc, keyset)
+    offset = (query.page - 1) * query.per_page if keyset is None else 0
     params = {("now" if name == "overdue" else name): values[name] for name in filters}
     params.update({f"role_{i}": role for i, role in enumerate(roles)})
     if held:
         params["me"] = who.username
     total = count.first(session, params).total or 0
     rows = page.all(session, {**params, "limit": query.per_page, "offset": offset,
-                              "upto": offset + query.per_page})
-    return InboxPage([task_view(r) for r in rows], total, query.page, query.per_page)
+                              "upto": offset + query.per_page,
+                              **({"k_value": key[0], "k_created": key[1], "k_id": key[2]} if key else {})})
+    tasks = [task_view(r) for r in rows]
+    result = InboxPage(tasks, total, query.page, query.per_page)
+    if tasks and query.page * query.per_page < total:
+        result.next_after = _cursor(query, tasks[-1])
+    if tasks and query.page > 1:
+        result.prev_before = _cursor(query, tasks[0])
+    return result
 
 
 def tasks_for(session: Session, who: Person, limit: int = 500) -> list[TaskView]:

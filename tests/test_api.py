@@ -111,3 +111,18 @@ def test_an_instance_is_shown_only_to_those_who_may_see_it(client):
     # dm.zhou acted on it and no longer has an open task there: still his to see
     assert client.get(f"/api/v1/instances/{instance_id}", headers=dm).status_code == 200
     assert client.get("/api/v1/instances/nope", headers=dm).status_code == 404
+
+
+def test_the_inbox_pages_by_position(client):
+    rep, dm = token(client, "rep.wang"), token(client, "dm.zhou")
+    for amount in (200000, 210000, 220000):
+        client.post("/api/v1/processes/contract_review/instances", headers=rep, json={"data": {**CONTRACT, "amount": amount}})
+    first = client.get("/api/v1/tasks?per_page=2&sort=amount", headers=dm).json
+    assert (first["total"], first["pages"], first["prev_before"]) == (3, 2, None)
+    second = client.get(f"/api/v1/tasks?per_page=2&sort=amount&page=2&after={first['next_after']}", headers=dm).json
+    assert [t["id"] for t in second["tasks"]] not in ([], [t["id"] for t in first["tasks"]])
+    assert len(second["tasks"]) == 1 and second["next_after"] is None
+    back = client.get(f"/api/v1/tasks?per_page=2&sort=amount&before={second['prev_before']}", headers=dm).json
+    assert [t["id"] for t in back["tasks"]] == [t["id"] for t in first["tasks"]]
+    refused = client.get(f"/api/v1/tasks?per_page=2&sort=due&after={first['next_after']}", headers=dm)
+    assert refused.status_code == 400 and set(refused.json["fields"]) == {"after"}

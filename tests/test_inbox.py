@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete
 
 from engine import access, inbox, notifications, timers, versions
-from engine.inbox import InboxQuery
+from engine.inbox import SORT_KEYS, InboxQuery
 from engine.store import HumanTask
 from engine.runtime import Forbidden, InvalidInput, Runtime
 
@@ -252,6 +252,51 @@ def test_inbox_branches_give_the_same_rows_as_the_plain_visible_set(runtime, sto
     with store.read() as s:
         assert inbox.search(s, nobody, InboxQuery(), now).total == 0
 
+
+
+def test_keyset_pages_walk_the_same_list_forwards_and_backwards(runtime, store):
+    """Next (after=) and previous (before=) positions give exactly the pages OFFSET gives, for
+    every sort, either direction, with rows that have no sort value and with ties."""
+    instance_id = start_review(runtime).id
+    with store.write() as s:
+        s.execute(delete(HumanTask))
+    _visible_rows(store, instance_id, n=150)
+    with store.read() as s:
+        me = access.person(s, "dm.zhou")
+    me = me.__class__(**{**me.__dict__, "roles": frozenset({"dept_manager", "finance"})})
+    now = T0 + timedelta(hours=2)
+
+    def page(**args):
+        with store.read() as s:
+            return inbox.search(s, me, InboxQuery.from_args({"per_page": "7", **args}), now)
+
+    for sort in SORT_KEYS:
+        for desc in ("", "1"):
+            for extra in ({}, {"overdue": "1"}, {"scope": "claimable", "amount_min": "100"}):
+                base = {"sort": sort, "desc": desc, **extra}
+                first = page(**base)
+                by_offset = [[t.id for t in page(**base, page=str(n)).tasks] for n in range(1, first.pages + 1)]
+                walked, current, n = [], first, 1
+                while True:
+                    walked.append([t.id for t in current.tasks])
+                    if current.next_after is None:
+                        break
+                    n += 1
+                    current = page(**base, page=str(n), after=current.next_after)
+                assert walked == by_offset, (base, n)
+                back = []
+                while True:
+                    back.insert(0, [t.id for t in current.tasks])
+                    if current.prev_before is None:
+                        break
+                    n -= 1
+                    current = page(**base, page=str(n), before=current.prev_before)
+                assert back == by_offset, (base, n)
+    with pytest.raises(InvalidInput) as bad:  # a position of another sort, or made up
+        InboxQuery.from_args({"sort": "amount", "after": page(sort="due").next_after})
+    assert set(bad.value.fields) == {"after"}
+    with pytest.raises(InvalidInput):
+        InboxQuery.from_args({"before": "bm90IGEgY3Vyc29y"})
 
 
 def test_inbox_first_page_reads_each_branch_in_index_order(sqlite_store):

@@ -143,7 +143,9 @@ def tasks():
     with runtime().store.read() as session:
         page = inbox.search(session, g.who, query, clock.now())
     return jsonify({"tasks": [_task(t) for t in page.tasks], "total": page.total, "page": page.page,
-                    "per_page": page.per_page, "pages": page.pages})
+                    "per_page": page.per_page, "pages": page.pages,
+                    # positions for the next and previous page (keyset paging: ?after= / ?before=)
+                    "next_after": page.next_after, "prev_before": page.prev_before})
 
 
 @bp.get("/v1/tasks/<task_id>")

@@ -278,6 +278,12 @@ def inbox():
         return url_for("inbox.inbox", **current.replace(sort=key, desc=desc, page=1).to_args())
 
     def page_url(number: int) -> str:
+        """Next and previous pages by position (as fast deep in the list as at its top); the first
+        page plainly."""
+        if page is not None and number == page.page + 1 and page.next_after:
+            return url_for("inbox.inbox", **current.replace(page=number, after=page.next_after).to_args())
+        if page is not None and number == page.page - 1 and number > 1 and page.prev_before:
+            return url_for("inbox.inbox", **current.replace(page=number, before=page.prev_before).to_args())
         return url_for("inbox.inbox", **current.replace(page=number).to_args())
 
     # Every row's words and links are made here, each distinct one once per page: translating or

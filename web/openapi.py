@@ -47,6 +47,10 @@ def document() -> dict:
         {"name": "desc", "in": "query", "schema": {"type": "boolean"}},
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+        {"name": "after", "in": "query", "schema": {"type": "string"},
+         "description": "the page after this position (a previous reply's next_after); page then only numbers it"},
+        {"name": "before", "in": "query", "schema": {"type": "string"},
+         "description": "the page before this position (a previous reply's prev_before)"},
     ]
     return {
         "openapi": "3.1.0",
@@ -144,7 +148,8 @@ def document() -> dict:
                     "amount": {"type": ["number", "null"]}}},
                 "InboxPage": {"type": "object", "properties": {
                     "tasks": {"type": "array", "items": _ref("Task")}, "total": {"type": "integer"},
-                    "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"}}},
+                    "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},
+                    "next_after": {"type": ["string", "null"]}, "prev_before": {"type": ["string", "null"]}}},
                 "TaskDetail": {"type": "object", "properties": {
                     "task": _ref("Task"), "form": {"type": ["string", "null"]},
                     "schema": {"type": ["object", "null"]}, "data": {"type": "object"},
