@@ -104,11 +104,20 @@ def data_change(before: dict, after: dict) -> dict[str, Any]:
 class Verdict:
     instance_id: str
     steps: int
-    problem: str | None  # None: the record is whole; else the first thing found wrong, in one sentence
+    template: str | None = None  # None: the record is whole; else the first thing found wrong,
+    params: dict = field(default_factory=dict)  # one sentence: template % params (pages translate it)
 
     @property
     def ok(self) -> bool:
-        return self.problem is None
+        return self.template is None
+
+    @property
+    def problem(self) -> str | None:
+        return None if self.template is None else self.template % self.params
+
+
+def _problem(instance_id: str, steps: int, template: str, **params: Any) -> Verdict:
+    return Verdict(instance_id, steps, template, params)
 
 
 def verify(session: Session, instance_id: str, script_engine) -> Verdict:
@@ -117,29 +126,30 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
     state hash, revision, last log hash) is the end of that chain."""
     instance, entries = _entries(session, instance_id)
     if not entries:
-        return Verdict(instance_id, 0, "the instance has no log entries")
+        return _problem(instance_id, 0, "the instance has no log entries")
     try:
         steps = replay(session, instance_id, script_engine)
     except ReplayFailed as exc:
-        return Verdict(instance_id, len(entries), str(exc))
+        return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
+                        step=exc.seq, command=exc.command, error=str(exc.__cause__))
     for expected_seq, step in enumerate(steps, start=1):
         if step.seq != expected_seq:
-            return Verdict(instance_id, len(steps), f"step {expected_seq} is missing from the log "
-                                                    f"(the next entry is step {step.seq})")
+            return _problem(instance_id, len(steps), "step %(step)d is missing from the log (the next entry "
+                            "is step %(next)d)", step=expected_seq, next=step.seq)
         if not step.chain_ok:
-            return Verdict(instance_id, len(steps), f"step {step.seq} ({step.command}): the hash chain is "
-                                                    f"broken (the entry was changed, or one before it)")
+            return _problem(instance_id, len(steps), "step %(step)d (%(command)s): the hash chain is broken "
+                            "(the entry was changed, or one before it)", step=step.seq, command=step.command)
         if step.recorded_hash != step.replayed_hash:
-            return Verdict(instance_id, len(steps), f"step {step.seq} ({step.command}): replaying it gives "
-                                                    f"state {step.replayed_hash[:12]}…, the log says "
-                                                    f"{step.recorded_hash[:12]}…")
+            return _problem(instance_id, len(steps), "step %(step)d (%(command)s): replaying it gives state "
+                            "%(replayed)s…, the log says %(recorded)s…", step=step.seq, command=step.command,
+                            replayed=step.replayed_hash[:12], recorded=step.recorded_hash[:12])
     last = entries[-1]
     if instance.revision != len(entries):
-        return Verdict(instance_id, len(steps), f"the instance is at revision {instance.revision} but the "
-                                                f"log has {len(entries)} steps")
+        return _problem(instance_id, len(steps), "the instance is at revision %(revision)d but the log has "
+                        "%(steps)d steps", revision=instance.revision, steps=len(entries))
     if instance.log_hash != last.hash:
-        return Verdict(instance_id, len(steps), "the instance's last log hash is not the hash of its last step")
+        return _problem(instance_id, len(steps), "the instance's last log hash is not the hash of its last step")
     if instance.state_hash != last.state_hash or state.digest(instance.state) != instance.state_hash:
-        return Verdict(instance_id, len(steps), f"the instance's stored state is not the state after "
-                                                f"step {last.seq}")
-    return Verdict(instance_id, len(steps), None)
+        return _problem(instance_id, len(steps), "the instance's stored state is not the state after step %(step)d",
+                        step=last.seq)
+    return Verdict(instance_id, len(steps))

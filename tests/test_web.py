@@ -511,6 +511,9 @@ def test_the_auditor_sees_whether_an_instance_record_is_whole(app, rt, store):
         s.execute(update(Instance).where(Instance.id == view.id).values(state=row.state.replace("ok", "ko")))
     page = text(auditor.get(f"/instances/{view.id}"))
     assert "Not whole: the instance's stored state is not the state after step 2" in page
+    chinese = as_user(app, "audit.han", lang="zh_CN")
+    page = text(chinese.get(f"/instances/{view.id}"))
+    assert "不完整：" in page and "实例保存的状态不是第 2 步之后的状态" in page
 
 
 # --- starting, instances, language ---------------------------------------------------------------
