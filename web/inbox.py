@@ -339,26 +339,28 @@ def _back(default: str | None = None) -> str:
     return safe_next(request.form.get("next")) or default or url_for("inbox.inbox")
 
 
-@bp.post("/tasks/<task_id>/claim")
-def claim(task_id: str):
+def _task_command(command, task_id: str, done, to: str, refused_to: str | None = None):
+    """Run one of the engine's task commands as the signed-in user: say what happened (or the
+    engine's refusal, in the page's language) and go to `to` (`refused_to` when refused)."""
     try:
-        task = runtime().claim(task_id, _me())
+        task = command(task_id, _me())
     except EngineError as exc:
         flash(said(exc), "error")
-    else:
-        flash(_("You hold “%(task)s” now.", task=pick(task.name)), "success")
-    return redirect(_back())
+        return redirect(refused_to or to)
+    flash(done(task), "success")
+    return redirect(to)
+
+
+@bp.post("/tasks/<task_id>/claim")
+def claim(task_id: str):
+    return _task_command(runtime().claim, task_id,
+                         lambda task: _("You hold “%(task)s” now.", task=pick(task.name)), _back())
 
 
 @bp.post("/tasks/<task_id>/unclaim")
 def unclaim(task_id: str):
-    try:
-        task = runtime().unclaim(task_id, _me())
-    except EngineError as exc:
-        flash(said(exc), "error")
-    else:
-        flash(_("“%(task)s” is open to its role again.", task=pick(task.name)), "success")
-    return redirect(_back())
+    return _task_command(runtime().unclaim, task_id,
+                         lambda task: _("“%(task)s” is open to its role again.", task=pick(task.name)), _back())
 
 
 @bp.post("/tasks/bulk")
@@ -488,13 +490,9 @@ def delegate(task_id: str):
 @bp.post("/tasks/<task_id>/hand-back")
 def hand_back(task_id: str):
     """The superior an overdue task was escalated to returns it to the one who had it."""
-    try:
-        task = runtime().hand_back(task_id, _me())
-    except EngineError as exc:
-        flash(said(exc), "error")
-        return redirect(url_for("inbox.task", task_id=task_id))
-    flash(_("“%(task)s” is back with %(user)s.", task=pick(task.name), user=task.assignee), "success")
-    return redirect(url_for("inbox.inbox"))
+    return _task_command(runtime().hand_back, task_id,
+                         lambda task: _("“%(task)s” is back with %(user)s.", task=pick(task.name), user=task.assignee),
+                         url_for("inbox.inbox"), refused_to=url_for("inbox.task", task_id=task_id))
 
 
 @bp.post("/tasks/<task_id>/comments")
