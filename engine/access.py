@@ -204,7 +204,3 @@ def issue_token(session: Session, username: str, at: datetime) -> str:
 def person_for_token(executor: Session | Connection, token: str) -> Person | None:
     """The active user a bearer token was issued to, with their roles, in one query; or None."""
     return _person(_SELECT_TOKEN_PERSON.all(executor, {"token_hash": _token_hash(token)}))
-    try:
-        return person(session, row.username)
-    except UnknownUser:
-        return None

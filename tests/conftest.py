@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from engine import access
 from engine.runtime import Runtime
-from engine.store import Base, Store, migrate
+from engine.store import Base, DueTimer, HumanTask, Instance, LogEntry, MessageWait, Store, migrate
 
 DATA = Path(__file__).parent / "data"
 POSTGRES_URL = os.environ.get("BPM_TEST_POSTGRES_URL")
@@ -75,3 +75,31 @@ def sqlite_store(tmp_path):
 @pytest.fixture
 def runtime(store):
     return Runtime(store)
+
+
+# --- helpers the test files share ------------------------------------------------------------------
+
+def snapshot(store, instance_id: str) -> dict:
+    """Everything a command may change for one instance: compared before and after a refused command."""
+    with store.read() as s:
+        row = s.get(Instance, instance_id)
+
+        def count(table):
+            return s.scalar(select(func.count()).select_from(table).where(table.instance_id == instance_id))
+        return {
+            "state_hash": row.state_hash, "revision": row.revision, "status": row.status,
+            "log": count(LogEntry), "timers": count(DueTimer), "waits": count(MessageWait),
+            "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
+                select(HumanTask).where(HumanTask.instance_id == instance_id))),
+        }
+
+
+def contract(**changes) -> dict:
+    """contract_review start data on its standard path (price = quote price), with `changes`."""
+    data = {
+        "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
+        "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
+        "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
+    }
+    data.update(changes)
+    return data

@@ -9,8 +9,7 @@ from engine.runtime import Runtime
 from engine.store import Instance
 from processes import LOOKUPS, SERVICES
 
-from .conftest import DATA
-from .test_runtime import snapshot
+from .conftest import DATA, snapshot
 
 ROOT = DATA.parent.parent
 CONTRACT = {"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,

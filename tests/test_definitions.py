@@ -1,7 +1,6 @@
 """engine.definitions: BPMN + DMN files in, process definitions or FILE:LINE: ELEMENT_ID problems out."""
 from __future__ import annotations
 
-import os
 import json
 import re
 import shutil

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import processes
 from engine import audit, clock, timers, versions
 from engine.runtime import InvalidInput, NotFound, Runtime
-from engine.store import DueTimer, HumanTask, Instance, LogEntry, MessageWait
+from engine.store import LogEntry
 from processes import customers, notices, orders
+
+from .conftest import contract, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 BPMN = ROOT / "bpmn"
@@ -75,17 +77,6 @@ def completions(store, instance_id: str) -> list[tuple[str, str]]:
             select(LogEntry).where(LogEntry.instance_id == instance_id).order_by(LogEntry.seq))]
 
 
-def snapshot(store, instance_id: str) -> dict:
-    with store.read() as s:
-        row = s.get(Instance, instance_id)
-        return {
-            "state_hash": row.state_hash, "revision": row.revision, "status": row.status,
-            "log": s.scalar(select(func.count()).select_from(LogEntry).where(LogEntry.instance_id == instance_id)),
-            "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
-                select(HumanTask).where(HumanTask.instance_id == instance_id))),
-            "timers": s.scalar(select(func.count()).select_from(DueTimer).where(DueTimer.instance_id == instance_id)),
-            "waits": s.scalar(select(func.count()).select_from(MessageWait).where(MessageWait.instance_id == instance_id)),
-        }
 
 
 # --- branch establishment (分支机构设立审批) -----------------------------------------------------
@@ -186,14 +177,6 @@ def test_branch_rejected_by_hq_or_by_the_board_ends(rt):
 
 # --- contract review (合同评审) -------------------------------------------------------------------
 
-def contract(**changes) -> dict:
-    data = {
-        "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
-        "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
-        "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
-    }
-    data.update(changes)
-    return data
 
 
 def approve_up_to(rt, view, levels: list[tuple[str, str]], clock: Clock):

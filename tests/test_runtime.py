@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +12,7 @@ from engine import access, audit, inbox, timers, versions
 from engine.runtime import CommandFailed, Conflict, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait
 
-from .conftest import DATA
+from .conftest import DATA, snapshot
 
 RUNTIME = DATA / "runtime"
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -23,17 +22,6 @@ def deploy(store, *names):
     return versions.deploy(store, [RUNTIME / n for n in names], actor="design.yang", at=T0)
 
 
-def snapshot(store, instance_id):
-    """Everything a command may change for one instance."""
-    with store.read() as s:
-        row = s.get(Instance, instance_id)
-        return {
-            "state_hash": row.state_hash, "revision": row.revision, "status": row.status,
-            "log": s.scalar(select(func.count()).select_from(LogEntry).where(LogEntry.instance_id == instance_id)),
-            "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
-                select(HumanTask).where(HumanTask.instance_id == instance_id))),
-            "timers": s.scalar(select(func.count()).select_from(DueTimer).where(DueTimer.instance_id == instance_id)),
-        }
 
 
 def only_task(view):

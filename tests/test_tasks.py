@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select
 
 from engine import access, audit, inbox, timers, versions
-from engine.runtime import Conflict, Forbidden, InvalidInput, Runtime
+from engine.runtime import Forbidden, InvalidInput, Runtime
 from engine.store import DueTimer, Instance, LogEntry, SlaBreach
 
-from .conftest import DATA
-from .test_runtime import only_task, snapshot
+from .conftest import DATA, snapshot
+from .test_runtime import only_task
 
 RUNTIME = DATA / "runtime"
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # 09:00 in Guangzhou

@@ -20,8 +20,10 @@ from werkzeug.datastructures import MultiDict
 import processes
 from engine import access, versions
 from engine.runtime import Runtime
-from engine.store import HumanTask, Instance, LogEntry, TaskDraft
+from engine.store import HumanTask, Instance, TaskDraft
 from web import create_app, forms
+
+from .conftest import contract, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMS = ROOT / "forms"
@@ -29,14 +31,6 @@ TRANSLATIONS = ROOT / "web" / "translations"
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday 09:00 in China
 
 
-def contract(**changes) -> dict:
-    data = {
-        "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
-        "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
-        "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
-    }
-    data.update(changes)
-    return data
 
 
 def at(when: datetime) -> str:
@@ -92,14 +86,6 @@ def text(response) -> str:
     return unescape(response.get_data(as_text=True))
 
 
-def snapshot(store, instance_id: str) -> dict:
-    with store.read() as s:
-        row = s.get(Instance, instance_id)
-        return {"state_hash": row.state_hash, "revision": row.revision, "status": row.status,
-                "log": s.scalar(select(func.count()).select_from(LogEntry)
-                                .where(LogEntry.instance_id == instance_id)),
-                "tasks": sorted((t.id, t.element_id, t.assignee) for t in s.scalars(
-                    select(HumanTask).where(HumanTask.instance_id == instance_id)))}
 
 
 def open_task(store, instance_id: str) -> HumanTask:
