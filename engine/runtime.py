@@ -1038,6 +1038,8 @@ class Runtime:
                 row = session.get(HumanTask, task_id)
                 if row is None:
                     raise NotFound("there is no open task %(task)s", task=task_id)
+                if not access.may_act(who, row.role, row.assignee):  # those who may work on it
+                    raise Forbidden("%(user)s may not comment on task %(task)s", user=who.username, task=task_id)
                 instance_id = row.instance_id
             comment = Comment(instance_id=instance_id, task_id=task_id, author=who.username, body=body, at=at)
             session.add(comment)

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from engine import versions
 from engine.runtime import Runtime
-from engine.store import Instance
+from engine.store import Comment, Instance
 from processes import LOOKUPS, SERVICES
 
 from .conftest import DATA, snapshot
@@ -125,3 +125,14 @@ def test_the_inbox_pages_by_position(client):
     assert [t["id"] for t in back["tasks"]] == [t["id"] for t in first["tasks"]]
     refused = client.get(f"/api/v1/tasks?per_page=2&sort=due&after={first['next_after']}", headers=dm)
     assert refused.status_code == 400 and set(refused.json["fields"]) == {"after"}
+
+
+def test_only_those_who_may_work_on_a_task_comment_on_it(client, store):
+    rep, dm = token(client, "rep.wang"), token(client, "dm.zhou")
+    client.post("/api/v1/processes/contract_review/instances", headers=rep, json={"data": CONTRACT})
+    task = client.get("/api/v1/tasks", headers=dm).json["tasks"][0]
+    refused = client.post(f"/api/v1/tasks/{task['id']}/comments", headers=token(client, "wh.wei"), json={"body": "x"})
+    assert refused.status_code == 403 and refused.json["error"] == f"wh.wei may not comment on task {task['id']}"
+    assert client.post(f"/api/v1/tasks/{task['id']}/comments", headers=dm, json={"body": "ok"}).status_code == 201
+    with store.read() as s:
+        assert [c.body for c in s.scalars(select(Comment))] == ["ok"]
