@@ -5,7 +5,6 @@ organisation and the company's processes deployed, served by werkzeug's threaded
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import urllib.request
@@ -64,16 +63,8 @@ def start(folder: Path) -> LiveServer:
     runtime = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
 
     catalogs = compile_catalogs(folder / "translations")
-    previous = os.environ.get("BPM_SECRET_KEY")
-    os.environ["BPM_SECRET_KEY"] = "browser-tests"  # do not write instance/secret_key
-    try:
-        app = create_app(runtime, {"BABEL_TRANSLATION_DIRECTORIES": str(catalogs),
-                                   "VENDOR_DIR": str(VENDOR)})
-    finally:
-        if previous is None:
-            os.environ.pop("BPM_SECRET_KEY", None)
-        else:
-            os.environ["BPM_SECRET_KEY"] = previous
+    app = create_app(runtime, {"SECRET_KEY": "browser-tests", "BABEL_TRANSLATION_DIRECTORIES": str(catalogs),
+                               "VENDOR_DIR": str(VENDOR)})
 
     class QuietHandler(WSGIRequestHandler):
         def log_request(self, *args, **kwargs) -> None:  # no line per request in the test output

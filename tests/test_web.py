@@ -695,3 +695,13 @@ def test_money_is_written_as_babel_writes_it(locale):
     values += [round(rng.uniform(-1e7, 1e7), rng.choice([0, 1, 2, 3, 4])) for _ in range(2000)]
     for value in values:
         assert format_cny(value, locale) == format_currency(value, "CNY", locale=locale), value
+
+
+def test_a_secret_key_given_in_the_config_writes_no_key_file(rt, tmp_path, monkeypatch):
+    import web
+    monkeypatch.setattr(web, "PROJECT_ROOT", tmp_path)
+    monkeypatch.delenv("BPM_SECRET_KEY", raising=False)
+    assert create_app(rt, {"SECRET_KEY": "given"}).config["SECRET_KEY"] == "given"
+    assert not (tmp_path / "instance" / "secret_key").exists()
+    made = create_app(rt).config["SECRET_KEY"]
+    assert (tmp_path / "instance" / "secret_key").read_text().strip() == made

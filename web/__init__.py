@@ -14,7 +14,7 @@ from flask_babel import Babel
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from engine.runtime import Runtime
+from engine.runtime import EngineError, FormRejected, Runtime
 from engine.store import PROJECT_ROOT, Store
 
 LANGUAGES = ("zh_CN", "en")
@@ -36,6 +36,15 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+# The engine's kinds of refusal (EngineError.status) as HTTP statuses, for the pages and the API.
+# A form's own checks failing is 422; any other bad input (a filter, a body that is not an object) 400.
+_HTTP_STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 400, "failed": 500}
+
+
+def http_status(exc: EngineError) -> int:
+    return 422 if isinstance(exc, FormRejected) else _HTTP_STATUS.get(exc.status, 400)
+
+
 def select_locale() -> str:
     """The language chosen in the session, else the browser's preference; Chinese by default."""
     chosen = session.get("lang")
@@ -50,15 +59,17 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     if runtime is None:
         from processes import LOOKUPS, SERVICES  # the company's services plug into the engine
         runtime = Runtime(Store(), SERVICES, lookups=LOOKUPS)
+    config = config or {}
     app.config.update(
-        SECRET_KEY=_secret_key(),
+        # a key passed in wins; only without one is instance/secret_key read (or made)
+        SECRET_KEY=config.get("SECRET_KEY") or _secret_key(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
         BABEL_DEFAULT_LOCALE="zh_CN",
         VENDOR_DIR=str(Path(__file__).parent / "static" / "vendor"),
     )
-    app.config.update(config or {})
+    app.config.update(config)
     app.extensions["bpm.runtime"] = runtime
 
     csrf.init_app(app)

@@ -16,10 +16,9 @@ from flask_login import current_user
 
 from engine import access, clock, inbox, notifications
 from engine.inbox import InboxQuery
-from engine.runtime import (CommandFailed, Conflict, EngineError, Forbidden, FormRejected, NotFound,
-                            TaskView)
+from engine.runtime import CommandFailed, EngineError, TaskView
 
-from . import openapi, runtime
+from . import http_status, openapi, runtime
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -37,8 +36,7 @@ def _api_error(exc: ApiError):
 
 @bp.errorhandler(EngineError)
 def _engine_error(exc: EngineError):
-    status = {NotFound: 404, Forbidden: 403, Conflict: 409, CommandFailed: 500,
-              FormRejected: 422}.get(type(exc), 400)
+    status = http_status(exc)
     body: dict[str, Any] = {"error": str(exc), "fields": getattr(exc, "fields", {}) or {}}
     if isinstance(exc, CommandFailed):
         body["incident"] = exc.incident_id

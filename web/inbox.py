@@ -27,15 +27,14 @@ from sqlalchemy import func, select
 from engine import access, audit, clock, notifications
 from engine import inbox as engine_inbox
 from engine.inbox import InboxQuery, SORT_KEYS
-from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput, NotFound
+from engine.runtime import EngineError, InvalidInput, NotFound
 from engine.store import Definition, HumanTask, User, UserRole
 
-from . import forms, runtime
+from . import forms, http_status, runtime
 from .auth import safe_next
 
 bp = Blueprint("inbox", __name__)
 
-STATUS = {NotFound: 404, Forbidden: 403, Conflict: 409, InvalidInput: 422}
 VIEWER = "bpmn-js/bpmn-navigated-viewer.production.min.js"
 
 
@@ -57,10 +56,6 @@ def _lang() -> str:
     return lang
 
 
-def _status(exc: EngineError) -> int:
-    return next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
-
-
 def said(exc: EngineError) -> str:
     """The engine's sentence in the page's language: its template translated, then filled in
     (a role by its name in that language)."""
@@ -70,7 +65,7 @@ def said(exc: EngineError) -> str:
 
 @bp.errorhandler(EngineError)
 def _refused(exc: EngineError):
-    return render_template("error.html", message=said(exc), status=_status(exc)), _status(exc)
+    return render_template("error.html", message=said(exc), status=http_status(exc)), http_status(exc)
 
 
 # --- what every page shows ----------------------------------------------------------------------
@@ -458,7 +453,7 @@ def act(task_id: str):
                           _("Nothing was submitted: please correct the marked fields.")
                           if exc.fields else said(exc))
     except EngineError as exc:
-        return _task_page(detail, values(), status=_status(exc), message=said(exc))
+        return _task_page(detail, values(), status=http_status(exc), message=said(exc))
     _flash_next(view, _("“%(task)s” is done.", task=pick(detail["task"].name)))
     return redirect(url_for("inbox.inbox"))
 
@@ -548,7 +543,7 @@ def start(process_id: str):
                            _("Nothing was started: please correct the marked fields.")
                            if exc.fields else said(exc))
     except EngineError as exc:
-        return _start_page(process, submitted, status=_status(exc), message=said(exc))
+        return _start_page(process, submitted, status=http_status(exc), message=said(exc))
     _flash_next(view, _("Started %(what)s.", what=view.business_key or pick(process["name"])))
     return redirect(url_for("inbox.instance", instance_id=view.id))
 
