@@ -16,7 +16,7 @@ from flask_login import current_user
 
 from engine import access, clock, inbox, notifications
 from engine.inbox import InboxQuery
-from engine.runtime import CommandFailed, EngineError, TaskView
+from engine.runtime import CommandFailed, EngineError
 
 from . import http_status, openapi, runtime
 
@@ -73,8 +73,7 @@ def authenticated(view):
             if who is None:
                 raise ApiError(401, "the bearer token is not valid")
         elif current_user.is_authenticated:
-            with runtime().store.read() as session:
-                who = access.person(session, current_user.get_id())
+            who = current_user.person  # looked up this request by the sign-in's user loader
         else:
             raise ApiError(401, "sign in or send a bearer token (POST /api/v1/tokens)")
         g.who = who
@@ -84,10 +83,6 @@ def authenticated(view):
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _task(t: TaskView) -> dict:
-    return t.as_json()
 
 
 @bp.get("/openapi.json")
@@ -140,7 +135,7 @@ def tasks():
     query = InboxQuery.from_args(request.args)
     with runtime().store.read() as session:
         page = inbox.search(session, g.who, query, clock.now())
-    return jsonify({"tasks": [_task(t) for t in page.tasks], "total": page.total, "page": page.page,
+    return jsonify({"tasks": [t.as_json() for t in page.tasks], "total": page.total, "page": page.page,
                     "per_page": page.per_page, "pages": page.pages,
                     # positions for the next and previous page (keyset paging: ?after= / ?before=)
                     "next_after": page.next_after, "prev_before": page.prev_before})
@@ -150,19 +145,18 @@ def tasks():
 @authenticated
 def task(task_id: str):
     detail = runtime().task_detail(task_id, g.who.username)
-    return jsonify({**detail, "task": _task(detail["task"])})
+    return jsonify({**detail, "task": detail["task"].as_json()})
 
 
-@bp.post("/v1/tasks/<task_id>/claim")
-@authenticated
-def claim(task_id: str):
-    return jsonify(_task(runtime().claim(task_id, g.who.username)))
+def _task_command(name: str):
+    """POST /v1/tasks/<id>/<command>: one of the engine's task commands, answered with the task."""
+    def view(task_id: str):
+        return jsonify(getattr(runtime(), name)(task_id, g.who.username).as_json())
+    return authenticated(view)
 
 
-@bp.post("/v1/tasks/<task_id>/unclaim")
-@authenticated
-def unclaim(task_id: str):
-    return jsonify(_task(runtime().unclaim(task_id, g.who.username)))
+for _path, _name in (("claim", "claim"), ("unclaim", "unclaim"), ("hand-back", "hand_back")):
+    bp.add_url_rule(f"/v1/tasks/<task_id>/{_path}", _name, _task_command(_name), methods=["POST"])
 
 
 @bp.post("/v1/tasks/<task_id>/complete")
@@ -186,13 +180,7 @@ def delegate(task_id: str):
     body = _json_body()
     if not isinstance(body.get("to"), str):
         raise ApiError(400, "name the colleague to delegate to", {"to": "this field is required"})
-    return jsonify(_task(runtime().delegate(task_id, g.who.username, body["to"], str(body.get("note", "")))))
-
-
-@bp.post("/v1/tasks/<task_id>/hand-back")
-@authenticated
-def hand_back(task_id: str):
-    return jsonify(_task(runtime().hand_back(task_id, g.who.username)))
+    return jsonify(runtime().delegate(task_id, g.who.username, body["to"], str(body.get("note", ""))).as_json())
 
 
 @bp.post("/v1/tasks/<task_id>/comments")

@@ -186,11 +186,13 @@ def _deployed_uncached() -> dict:
         found: dict[str, list[dict]] = {}
         names: dict[str, str] = {}
         for process_id, name, schemas in session.execute(
-                select(Definition.process_id, Definition.name, Definition.forms)):
-            names[process_id] = max(names.get(process_id, name), name)
+                select(Definition.process_id, Definition.name, Definition.forms).order_by(Definition.version)):
+            names[process_id] = name  # the newest version's name
             for form, schema in (schemas or {}).items():
                 found.setdefault(form, []).append(schema)
-    deployed = {"forms": found, "processes": sorted(names.items())}
+    # forms that ask only for a decision in every deployed version: approvable in bulk
+    quick = {form for form, schemas in found.items() if all(forms.decision_only(s) for s in schemas)}
+    deployed = {"forms": found, "processes": sorted(names.items()), "quick": quick}
     with _deployed_lock:
         _deployed_cache[store.url] = (newest, deployed)
     return deployed
@@ -198,8 +200,7 @@ def _deployed_uncached() -> dict:
 
 def _quick_approvable(form: str | None) -> bool:
     """The task's form asks only for a decision in every deployed version (bulk approve)."""
-    schemas = _deployed_forms().get(form or "") if form else None
-    return bool(schemas) and all(forms.decision_only(s) for s in schemas)
+    return form in _deployed()["quick"]
 
 
 def _titles(process_id: str) -> dict[str, dict]:
@@ -234,11 +235,12 @@ def _colleagues(role: str | None, me: str) -> list[tuple[str, str]]:
         return [(r.username, r.display_name) for r in rows]
 
 
-def _task_labels(ids: list[str]) -> dict[str, str]:
+def _task_labels(ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Task id -> (how to name it in a message, its form)."""
     with runtime().store.read() as session:
         rows = session.execute(select(HumanTask.id, HumanTask.name, HumanTask.business_key,
                                       HumanTask.form).where(HumanTask.id.in_(ids)))
-        return {r.id: " · ".join(x for x in (r.business_key, pick(r.name)) if x) for r in rows}
+        return {r.id: (" · ".join(x for x in (r.business_key, pick(r.name)) if x), r.form) for r in rows}
 
 
 # --- the inbox ------------------------------------------------------------------------------------
@@ -368,15 +370,14 @@ def bulk():
         return redirect(_back())
     if action not in ("claim", "approve"):
         abort(400)
-    labels = _task_labels(ids)
-    deployed = {t: _quick_approvable(f) for t, f in _task_forms(ids).items()}
+    known = _task_labels(ids)
     for task_id in ids:
-        label = labels.get(task_id, task_id)
+        label, form = known.get(task_id, (task_id, None))
         try:
             if action == "claim":
                 runtime().claim(task_id, _me())
                 flash(_("%(task)s: claimed.", task=label), "success")
-            elif not deployed.get(task_id):
+            elif task_id in known and not _quick_approvable(form):
                 flash(_("%(task)s: its form asks for more than a decision; open it to answer.",
                         task=label), "error")
             else:
@@ -385,11 +386,6 @@ def bulk():
         except EngineError as exc:
             flash(_("%(task)s: %(why)s", task=label, why=said(exc)), "error")
     return redirect(_back())
-
-
-def _task_forms(ids: list[str]) -> dict[str, str | None]:
-    with runtime().store.read() as session:
-        return dict(session.execute(select(HumanTask.id, HumanTask.form).where(HumanTask.id.in_(ids))).all())
 
 
 # --- a task ---------------------------------------------------------------------------------------
