@@ -408,9 +408,16 @@ def test_order_numbers_credit_levels_and_customer_lookup():
         ["A", "B", "C", "unknown", "unknown"]
     assert processes.LOOKUPS["customer"]("C-A01") and not processes.LOOKUPS["customer"]("C-ZZ9")
     assert all(c["name"] and c["contact"] and c["address"] for c in customers.CUSTOMERS.values())
-    assert orders.reserve_stock("SO-1", [{"product": "p", "spec": "s", "quantity": 3}])["reserved"]
+    reservation = orders.reserve_stock("SO-1", [{"product": "p", "spec": "s", "quantity": 3, "unit_price": 9}])
+    assert (reservation["reservation_no"], reservation["lines"]) == (
+        "RS-SO-1", [{"product": "p", "spec": "s", "quantity": 3}])
+    with pytest.raises(ValueError, match="at least one line"):
+        orders.reserve_stock("SO-2", [])
+    sent_before = len(notices.OUTBOX)
     notice = notices.send_notice("rep.wang", "subject", "body")
-    assert notice["sent"] is True and notice["to"] == "rep.wang"
+    assert notices.OUTBOX[sent_before:] == [notice] and notice["subject"] == "subject"
+    with pytest.raises(ValueError, match="recipient"):
+        notices.send_notice("", "subject", "body")
 
 
 def test_credit_a_pays_the_balance_on_dispatch(rt):
