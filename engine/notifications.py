@@ -3,6 +3,7 @@ mail outbox they feed when `BPM_SMTP_URL` is set.
 """
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 
@@ -83,7 +84,13 @@ def deliver_outbox(session: Session, url: str, domain: str, now: datetime, limit
             message["To"] = f"{mail.recipient}@{domain}"
             message["Subject"] = mail.subject
             message.set_content(mail.body)
-            smtp.send_message(message)
+            try:
+                smtp.send_message(message)
+            except (smtplib.SMTPException, OSError):
+                # Stop here but keep the marks of what went out: the caller's transaction commits
+                # them, so those mails are not sent again; this one and the rest stay pending.
+                logging.getLogger(__name__).warning("outbox mail %s not sent", mail.id, exc_info=True)
+                break
             mail.status, mail.sent_at = "sent", now
             sent += 1
     return sent

@@ -356,3 +356,36 @@ def test_migrations_build_the_schema_the_models_declare(store):
         indexes = set(c.exec_driver_sql(listed).scalars())
     assert differences == []
     assert {ix.name for ix in Base.metadata.tables["human_task"].indexes} == indexes
+
+
+def test_a_failing_mail_leaves_the_rest_pending_and_sends_none_twice(store, monkeypatch):
+    import smtplib
+
+    from engine.store import Outbox
+    sent: list[str] = []
+
+    class FlakySMTP:
+        fail_after = 1  # the second mail fails
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def send_message(self, message):
+            if FlakySMTP.fail_after is not None and len(sent) >= FlakySMTP.fail_after:
+                raise smtplib.SMTPServerDisconnected("gone")
+            sent.append(message["To"])
+    monkeypatch.setattr(smtplib, "SMTP", FlakySMTP)
+    with store.write() as s:
+        s.add_all(Outbox(recipient=f"u{i}", subject="s", body="b", status="pending", created_at=T0) for i in range(3))
+    with store.write() as s:
+        assert notifications.deliver_outbox(s, "smtp://mail", "example.com", T0) == 1
+    FlakySMTP.fail_after = None
+    with store.write() as s:
+        assert notifications.deliver_outbox(s, "smtp://mail", "example.com", T0) == 2
+    assert sent == ["u0@example.com", "u1@example.com", "u2@example.com"]  # each once
