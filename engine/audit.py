@@ -56,9 +56,10 @@ def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntr
     return instance, list(entries)
 
 
-def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None) -> list[ReplayedStep]:
+def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None,
+           _read: tuple[Instance, list[LogEntry]] | None = None) -> list[ReplayedStep]:
     """Feed the logged inputs to the pinned definition again and compare every state hash."""
-    instance, entries = _entries(session, instance_id)
+    instance, entries = _read or _entries(session, instance_id)
     loaded = loaded_definition(session, instance.definition_id)
     steps: list[ReplayedStep] = []
     text, counter, prev = None, 0, GENESIS_HASH
@@ -128,7 +129,7 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
     if not entries:
         return _problem(instance_id, 0, "the instance has no log entries")
     try:
-        steps = replay(session, instance_id, script_engine)
+        steps = replay(session, instance_id, script_engine, _read=(instance, entries))
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))

@@ -114,10 +114,6 @@ class ProcessDefinition:
     forms: dict[str, dict] = field(default_factory=dict)   # form file name -> JSON Schema
 
 
-# Properties a user task (or start event) may carry; see docs/conventions.md.
-TASK_PROPERTIES = ("form", "due", "remind_before", "assignee", "four_eyes", "role")
-
-
 def content_hash(files: dict[str, bytes]) -> str:
     """sha256 over the files sorted by name; a length prefix keeps name/content boundaries exact."""
     digest = hashlib.sha256()
@@ -954,7 +950,8 @@ class _Load:
             if form in forms:
                 continue
             try:
-                schema = json.loads(path.read_bytes())
+                content = path.read_bytes()
+                schema = json.loads(content)
             except (OSError, ValueError) as exc:
                 self.report_at(source, el, f"{what}: form {form} is not JSON: {exc}")
                 continue
@@ -963,7 +960,7 @@ class _Load:
                 self.report_at(source, el, f"{what}: form {form}: {problem}")
                 continue
             forms[form] = schema
-            files[f"forms/{form}"] = path.read_bytes()
+            files[f"forms/{form}"] = content
 
     def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:
         """SpiffWorkflow's errors name an element id (seldom a line): find it in the files."""
