@@ -27,6 +27,7 @@ ROLES: dict[str, tuple[str, str]] = {
     "dept_manager": ("业务部经理", "Business department manager"),
     "vp_sales": ("销售副总经理", "VP of sales"),
     "general_manager": ("总经理", "General manager"),
+    "general_office": ("总经办", "General manager's office"),
     "board": ("董事会", "Board of directors"),
     "hq_admin": ("总部行政部", "HQ administration"),
     "sales_plan": ("销售计划部", "Sales planning"),
@@ -42,12 +43,14 @@ DEMO_OFFICES = [
     ("HQ", "总部 Headquarters", None),
     ("south_china", "华南大区 South China region", "HQ"),
     ("guangzhou", "广州办事处 Guangzhou office", "south_china"),
+    ("nanning", "南宁办事处 Nanning office", "south_china"),
 ]
 
 # username, display name, role, superior, office
 DEMO_USERS = [
     ("gm.zhao", "赵总 Zhao", "general_manager", None, "HQ"),
     ("board.sun", "孙董 Sun", "board", None, "HQ"),
+    ("gmo.tang", "唐 Tang", "general_office", "gm.zhao", "HQ"),
     ("vp.qian", "钱副总 Qian", "vp_sales", "gm.zhao", "HQ"),
     ("hq.li", "李 Li", "hq_admin", "gm.zhao", "HQ"),
     ("dm.zhou", "周经理 Zhou", "dept_manager", "vp.qian", "HQ"),
@@ -55,8 +58,11 @@ DEMO_USERS = [
     ("om.wu", "吴主任 Wu", "office_manager", "rm.zheng", "guangzhou"),
     ("rep.wang", "王 Wang", "sales_rep", "om.wu", "guangzhou"),
     ("rep.feng", "冯 Feng", "sales_rep", "om.wu", "guangzhou"),
+    ("om.lin", "林主任 Lin", "office_manager", "rm.zheng", "nanning"),
+    ("rep.liu", "刘 Liu", "sales_rep", "om.lin", "nanning"),
     ("plan.chen", "陈 Chen", "sales_plan", "vp.qian", "HQ"),
     ("fin.chu", "褚 Chu", "finance", "gm.zhao", "HQ"),
+    ("acct.xu", "徐 Xu", "finance", "fin.chu", "HQ"),
     ("wh.wei", "卫 Wei", "warehouse", "gm.zhao", "HQ"),
     ("prod.jiang", "蒋 Jiang", "production", "gm.zhao", "HQ"),
     ("ssg.shen", "沈 Shen", "sales_secretary", "vp.qian", "HQ"),
