@@ -404,7 +404,7 @@ def bench_layers(args) -> dict:
         migrate(store)
         with store.write() as session:
             access.seed_demo(session)
-        versions.deploy(store, [ROOT / "bpmn"], actor="init")
+        versions.deploy(store, [ROOT / "bpmn"])
         runtime = Runtime(store, SERVICES, lookups=LOOKUPS)
         flask_client = InProcessClient(create_app(runtime, {"TESTING": True}))
         for user in ("rep.wang", "dm.zhou", "vp.qian", "gm.zhao"):

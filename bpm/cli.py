@@ -85,7 +85,7 @@ def cmd_init(args) -> None:
         access.seed_roles(session)
         added = access.seed_demo(session) if args.demo else 0
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
-    deployed = versions.deploy(store, folders, actor="init") if folders else []
+    deployed = versions.deploy(store, folders) if folders else []  # as the operator
     result = {"database": store.url.split("@")[-1], "demo_users_added": added,
               "deployed": [d.as_json() for d in deployed]}
     _print(args, result, lambda: "\n".join(
@@ -148,7 +148,7 @@ def cmd_draft(args) -> None:
     runtime = _runtime(_store())
     if args.data is not None:
         runtime.save_draft(args.task_id, args.user, _json_arg(args.data, "data"))
-    draft = runtime.draft(args.task_id)
+    draft = runtime.draft(args.task_id, args.user)
     _print(args, draft, lambda: json.dumps(draft, ensure_ascii=False) if draft is not None else "no draft")
 
 
@@ -186,7 +186,7 @@ def cmd_worker(args) -> None:
 
 
 def cmd_instance(args) -> None:
-    view = _runtime(_store()).instance(args.instance_id)
+    view = _runtime(_store()).instance(args.instance_id, viewer=args.user)
     _print(args, view.as_json(), lambda: "\n".join(
         [f"instance {view.id}", f"process {view.process_id} v{view.version}", f"status {view.status}",
          f"data {json.dumps(view.data, ensure_ascii=False)}"]
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--as", dest="actor", default="designer")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
     p = command("start", cmd_start, "start an instance")
     p.add_argument("process_id")
@@ -409,13 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--data")
     p.add_argument("--correlation", action="append", metavar="KEY=VALUE")
-    p.add_argument("--as", dest="actor", default="system")
+    p.add_argument("--as", dest="actor", help="a user whose role may send it (default: the operator)")
     p = command("worker", cmd_worker, "fire due timers")
     p.add_argument("--once", action="store_true")
     p.add_argument("--now")
     p.add_argument("--interval", type=float, default=0.5)
     p = command("instance", cmd_instance, "an instance's status, tasks and data")
     p.add_argument("instance_id")
+    p.add_argument("--as", dest="user", help="show only what this user may see (refused otherwise)")
     p = command("history", cmd_history, "an instance's log: step, time, actor, command, data change, hash")
     p.add_argument("instance_id")
     p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")

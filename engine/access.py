@@ -37,6 +37,7 @@ ROLES: dict[str, tuple[str, str]] = {
     "sales_secretary": ("销售部秘书组", "Sales secretary group"),
     "auditor": ("审计/合规部", "Auditor"),
     "designer": ("流程设计", "Process designer"),
+    "bank_feed": ("银行回单接口", "Bank payment feed"),  # a service account's role: sends payment notices only
 }
 
 DEMO_OFFICES = [
@@ -68,6 +69,7 @@ DEMO_USERS = [
     ("ssg.shen", "沈 Shen", "sales_secretary", "vp.qian", "HQ"),
     ("audit.han", "韩 Han", "auditor", None, "HQ"),
     ("design.yang", "杨 Yang", "designer", None, "HQ"),
+    ("bank.feed", "银行回单接口 Bank feed", "bank_feed", None, "HQ"),  # service account of the bank integration
 ]
 
 DEMO_PASSWORD = "demo"
@@ -210,3 +212,56 @@ def issue_token(session: Session, username: str, at: datetime) -> str:
 def person_for_token(executor: Session | Connection, token: str) -> Person | None:
     """The active user a bearer token was issued to, with their roles, in one query; or None."""
     return _person(_SELECT_TOKEN_PERSON.all(executor, {"token_hash": _token_hash(token)}))
+
+
+# --- authority: who may start a process, send a message, deploy (one rule for every door) ----------
+# Runtime.start/startable/message, versions.deploy, the pages, the JSON API and the CLI all ask these.
+
+ANYONE = "*"           # a `start_roles` / `sender_roles` value: anyone signed in
+OPERATOR = "operator"  # who a command run on the server's shell without --as acts as (CLI.md)
+DEPLOY_ROLES = frozenset({"designer"})
+
+
+def roles_property(text: str | None) -> frozenset[str] | None:
+    """A BPMN property naming roles: 'finance', 'finance, bank_feed' or '*' (anyone signed in);
+    None when the property is absent."""
+    if text is None:
+        return None
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+def starters(start_lane_role: str | None, start_roles: str | None) -> frozenset[str]:
+    """Who may start a process: its start event's `start_roles` property if it has one, else the
+    role of the lane holding the start event; nobody when neither (a process only others call)."""
+    declared = roles_property(start_roles)
+    if declared is not None:
+        return declared
+    return frozenset({start_lane_role}) if start_lane_role else frozenset()
+
+
+def _holds(who: Person, roles: frozenset[str]) -> bool:
+    return ANYONE in roles or bool(roles & who.roles)
+
+
+def may_start(who: Person, roles: frozenset[str]) -> bool:
+    return _holds(who, roles)
+
+
+def may_send(who: Person, senders: frozenset[str]) -> bool:
+    """A message's `sender_roles`; a message that declares none is the operator's alone."""
+    return _holds(who, senders)
+
+
+def may_deploy(who: Person) -> bool:
+    return bool(DEPLOY_ROLES & who.roles)
+
+
+def may_open_task(who: Person, role: str | None, assignee: str | None) -> bool:
+    """A task's page, form and draft: those who may act on it, and the auditor (who reads all)."""
+    return may_act(who, role, assignee) or "auditor" in who.roles
+
+
+def roles_text(roles: Iterable[str]) -> str:
+    """Roles as a refusal names them: sorted, 'anyone signed in' for ANYONE."""
+    roles = set(roles)
+    return "anyone signed in" if ANYONE in roles else ", ".join(sorted(roles))

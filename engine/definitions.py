@@ -756,8 +756,23 @@ class _Load:
                 if _is_bpmn(child, "message", "signal", "error", "escalation", "correlationProperty"):
                     for el in child.iter():
                         self._check_expression_element(source, el)
+                if _is_bpmn(child, "message"):
+                    props = _properties(child)
+                    if "sender_roles" in props:
+                        self._check_roles(source, child, f"message {child.get('name') or child.get('id')}: "
+                                                         f"property sender_roles", props["sender_roles"])
         except Exception as exc:
             self.report_at(source, source.root, f"could not be checked: {_exception_message(exc)}")
+
+    def _check_roles(self, source: _Source, el: etree._Element, what: str, value: str) -> None:
+        """A roles property (start_roles, sender_roles): known roles separated by commas, or '*'."""
+        roles = [part.strip() for part in (value or "").split(",") if part.strip()]
+        if not roles:
+            self.report_at(source, el, f"{what} is empty; name roles separated by commas, or * for anyone signed in")
+        for role in roles:
+            if role != "*" and role not in self.known_roles:
+                examples = ", ".join(self.role_examples[:2] + ["…"]) if self.role_examples else "none are known"
+                self.report_at(source, el, f"{what} names '{role}', which is not a known role ({examples})")
 
     def check_dmn(self, source: _Source) -> None:
         """Decision tables are Python too: input expressions, input entries (as DMNEngine combines
@@ -935,6 +950,8 @@ class _Load:
                     self.report_at(source, el, f"{what}: assignee expression {props['assignee']!r}: {problem}")
             if props.get("four_eyes") not in (None, "true", "false"):
                 self.report_at(source, el, f"{what}: property four_eyes must be true or false")
+            if kind == "startEvent" and "start_roles" in props:
+                self._check_roles(source, el, f"{what}: property start_roles", props["start_roles"])
             form = props.get("form")
             if not form:
                 continue
@@ -988,6 +1005,36 @@ class _Load:
                 self.report(where, element.sourceline, element_id, message)
         elif not self.has_problem(where):
             self.report_at(source, fallback, message)
+
+
+def _properties(el: etree._Element) -> dict[str, str]:
+    return {p.get("name"): p.get("value") for p in el.iterfind(
+        "bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", NS)}
+
+
+@dataclass(frozen=True)
+class MessageRule:
+    """What a process says of a message it receives (properties of its `bpmn:message`): who may
+    send it (`sender_roles`) and the keys a sender must name to find the instance (`correlation`)."""
+    sender_roles: str | None = None
+    correlation: tuple[str, ...] = ()
+
+
+def message_rules(files: dict[str, str | bytes]) -> dict[str, MessageRule]:
+    """Message name -> its rule, from the BPMN files of a deployed definition (checked at deploy)."""
+    rules: dict[str, MessageRule] = {}
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    for name, text in sorted(files.items()):
+        if not name.endswith(".bpmn"):
+            continue
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        root = etree.parse(io.BytesIO(data), parser).getroot()
+        for message in root.iterfind("bpmn:message", NS):
+            props = _properties(message)
+            keys = tuple(k.strip() for k in (props.get("correlation") or "").split(",") if k.strip())
+            rules.setdefault(message.get("name") or message.get("id"),
+                             MessageRule(props.get("sender_roles"), keys))
+    return rules
 
 
 def _iso_problem(kind: str, value: str) -> str | None:

@@ -26,6 +26,7 @@ from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from . import access, clock, determinism, forms, notifications, state, tasks
+from .definitions import message_rules
 from .determinism import CommandContext, command_context
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
@@ -117,6 +118,8 @@ class LoadedDefinition:
     forms: dict[str, dict] = field(default_factory=dict)
     start_form: str | None = None
     approval_tasks: frozenset[str] = frozenset()  # task spec names where four-eyes applies
+    starters: frozenset[str] = frozenset()  # who may start it (access.starters)
+    messages: dict = field(default_factory=dict)  # message name -> definitions.MessageRule
 
     def form_of(self, task_spec) -> tuple[str, dict] | None:
         name = tasks.properties(task_spec).get("form")
@@ -152,7 +155,8 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     if found is not None:
         return found
     row = executor.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.spec,
-                                  _DEF.c.lane_roles, _DEF.c.forms).where(_DEF.c.id == definition_id)).first()
+                                  _DEF.c.lane_roles, _DEF.c.forms, _DEF.c.files)
+                           .where(_DEF.c.id == definition_id)).first()
     if row is None:
         raise NotFound("there is no deployed definition %(definition)s", definition=definition_id)
     spec, subs = state.load_spec(row.spec)
@@ -168,11 +172,15 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
             approvals.add(task_spec.name)
     start_form = next((tasks.properties(ts).get("form") for ts in spec.task_specs.values()
                        if type(ts).__name__ == "StartEvent" and tasks.properties(ts).get("form")), None)
+    start = next((ts for ts in spec.task_specs.values() if type(ts).__name__ == "StartEvent"), None)
+    starters = access.starters(row.lane_roles.get(start.lane) if start is not None and start.lane else None,
+                               tasks.properties(start).get("start_roles") if start is not None else None)
     found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles),
                              has_timers=bool(manual) or any(issubclass(k, TimerEventDefinition) for k in kinds),
                              has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
                              forms=form_schemas, start_form=start_form,
-                             approval_tasks=frozenset(approvals))
+                             approval_tasks=frozenset(approvals), starters=starters,
+                             messages=message_rules(row.files or {}))
     with _definitions_lock:
         _definitions[key] = found
     return found
@@ -220,7 +228,7 @@ _SELECT_LATEST_DEFINITION = Prepared(select(_DEF.c.id, _DEF.c.version)
                                      .order_by(_DEF.c.version.desc()).limit(1))
 _SELECT_DEFINITION_VERSION = Prepared(select(_DEF.c.id, _DEF.c.version).where(
     _DEF.c.process_id == bindparam("process_id"), _DEF.c.version == bindparam("version")))
-_SELECT_COMPLETION = Prepared(select(_L.c.actor, _L.c.at).where(
+_SELECT_COMPLETION = Prepared(select(_L.c.actor, _L.c.at, _L.c.instance_id).where(
     _L.c.task_id == bindparam("task_id"), _L.c.command == "complete").limit(1))
 
 
@@ -276,6 +284,35 @@ def _common_superior(conn: Connection, role: str | None) -> str | None:
 def _role_of(loaded: "LoadedDefinition", task) -> str:
     lane = task.task_spec.lane
     return (loaded.lane_roles.get(lane) if lane else None) or "approver"
+
+
+def _may_view(executor: Session | Connection, instance_id: str, who: access.Person,
+              initiator: str | None = None) -> bool:
+    """access.may_view_instance, with what it needs read from the database."""
+    if initiator is None:
+        initiator = executor.execute(select(_I.c.initiator).where(_I.c.id == instance_id)).scalar()
+    open_tasks = executor.execute(select(_H.c.role, _H.c.assignee).where(_H.c.instance_id == instance_id)).all()
+    acted = executor.execute(select(_L.c.actor).where(_L.c.instance_id == instance_id,
+                                                      _L.c.actor == who.username).limit(1)).scalars().all()
+    return access.may_view_instance(who, initiator, open_tasks, acted)
+
+
+def _told(executor: Session | Connection, refusal: EngineError, task_id: str, instance_id: str,
+          who: access.Person, initiator: str | None = None) -> EngineError:
+    """`refusal` for one who may see the task's instance; anyone else gets the answer for a task that
+    never existed, so a refusal reveals nothing (who holds it, its role, who completed it)."""
+    if _may_view(executor, instance_id, who, initiator):
+        return refusal
+    return NotFound("there is no open task %(task)s", task=task_id)
+
+
+def _check_starter(who: access.Person, loaded: "LoadedDefinition") -> None:
+    if access.may_start(who, loaded.starters):
+        return
+    if not loaded.starters:
+        raise Forbidden("process %(process)s is not started directly by anyone", process=loaded.process_id)
+    raise Forbidden("%(user)s may not start process %(process)s: only %(roles)s may", user=who.username,
+                    process=loaded.process_id, roles=access.roles_text(loaded.starters))
 
 
 def person(executor: Session | Connection, username: str) -> access.Person:
@@ -599,6 +636,7 @@ class Runtime:
                     raise NotFound("there is no deployed process %(process)r", process=process_id)
                 inputs["version"] = found.version
                 loaded = loaded_definition(conn, found.id)
+                _check_starter(who, loaded)
                 if loaded.start_form:
                     with clock.fixed_now(at):
                         data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
@@ -719,7 +757,8 @@ class Runtime:
             if row is None:
                 raise NotFound("there is no open task %(task)s", task=task_id)
             if not access.may_act(who, row.role, row.assignee):
-                raise Forbidden("%(user)s may not edit task %(task)s", user=who.username, task=task_id)
+                raise _told(session, Forbidden("%(user)s may not edit task %(task)s", user=who.username,
+                                               task=task_id), task_id, row.instance_id, who)
             draft = session.get(TaskDraft, task_id)
             if draft is None:
                 session.add(TaskDraft(task_id=task_id, instance_id=row.instance_id, username=who.username,
@@ -727,8 +766,16 @@ class Runtime:
             else:
                 draft.username, draft.data, draft.saved_at = who.username, copy.deepcopy(data), at
 
-    def draft(self, task_id: str) -> dict | None:
+    def draft(self, task_id: str, actor: str) -> dict | None:
+        """The draft saved on an open task, for those who may open the task (access.may_open_task)."""
         with self.store.read() as session:
+            who = person(session, actor)
+            task = session.get(HumanTask, task_id)
+            if task is None:
+                raise NotFound("there is no open task %(task)s", task=task_id)
+            if not access.may_open_task(who, task.role, task.assignee):
+                raise _told(session, Forbidden("%(user)s may not read the draft of task %(task)s",
+                                               user=who.username, task=task_id), task_id, task.instance_id, who)
             row = session.get(TaskDraft, task_id)
             return copy.deepcopy(row.data) if row is not None else None
 
@@ -744,29 +791,65 @@ class Runtime:
             user = session.get(User, username)
             return user.superior if user is not None else None
 
-    def _missing_task(self, conn, task_id: str) -> EngineError:
+    def _missing_task(self, conn, task_id: str, who: access.Person | None = None) -> EngineError:
+        """No open task `task_id`: say who completed it, to one who may see its instance."""
         done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
         if done is not None:
-            return Conflict("task %(task)s is already done (completed by %(user)s at %(at)s)",
-                            task=task_id, user=done.actor, at=done.at.isoformat())
+            conflict = Conflict("task %(task)s is already done (completed by %(user)s at %(at)s)",
+                                task=task_id, user=done.actor, at=done.at.isoformat())
+            return conflict if who is None else _told(conn, conflict, task_id, done.instance_id, who)
         return NotFound("there is no open task %(task)s", task=task_id)
 
     # --- messages and timers ---
 
     def message(self, name: str, payload: Any = None, correlation: Mapping[str, str] | None = None,
-                *, actor: str = "system", at: datetime | None = None) -> list[str]:
-        """Deliver message `name` to the one waiting instance that matches `correlation`."""
+                *, actor: str | None = None, at: datetime | None = None) -> list[str]:
+        """Deliver message `name` to the one waiting instance that matches `correlation`.
+
+        `actor` must hold a role the receiving process lets send it (its message's `sender_roles`);
+        None is the operator on the server's shell (CLI.md), logged as such. The keys the process
+        names in the message's `correlation` property are required; a message that matches no
+        waiting instance is refused and changes nothing."""
         payload = {} if payload is None else payload
         if not isinstance(payload, dict):
             raise InvalidInput("message data must be a JSON object")
-        correlation = dict(correlation or {})
+        correlation = {str(k): str(v) for k, v in (correlation or {}).items()}
         at = at or clock.now()
         with self.store.read() as session:
+            who = person(session, actor) if actor is not None else None
+            # Which deployed versions receive `name`, and may this sender send it to them?
+            rules, senders = {}, set()
+            for definition_id in session.scalars(select(_DEF.c.id)):
+                rule = loaded_definition(session, definition_id).messages.get(name)
+                if rule is None:
+                    continue
+                roles = access.roles_property(rule.sender_roles) or frozenset()
+                senders |= roles
+                if who is None or access.may_send(who, roles):
+                    rules[definition_id] = rule
+            if who is not None and not rules:
+                if not senders:
+                    raise Forbidden("%(user)s may not send message %(message)s: no role may",
+                                    user=who.username, message=name)
+                raise Forbidden("%(user)s may not send message %(message)s: only %(roles)s may",
+                                user=who.username, message=name, roles=access.roles_text(senders))
+            keys = sorted({k for rule in rules.values() for k in rule.correlation})
+            missing = [k for k in keys if not correlation.get(k)]
+            if missing:
+                raise InvalidInput("message %(message)s needs correlation %(keys)s (KEY=VALUE) to find "
+                                   "its instance", {"correlation": "required: " + ", ".join(missing)},
+                                   message=name, keys=", ".join(missing))
+            for key, value in correlation.items():
+                if key in payload and str(payload[key]) != value:
+                    raise InvalidInput("the message says %(key)s %(payload)s but its correlation says "
+                                       "%(value)s", {key: "differs from the correlation"},
+                                       key=key, payload=payload[key], value=value)
             candidates = session.execute(
                 select(_M.c.instance_id, _I.c.business_key, _I.c.state, _I.c.definition_id)
                 .join(_I, _I.c.id == _M.c.instance_id)
                 .where(_M.c.message == name).distinct()).all()
-            matches = [c for c in candidates if self._correlates(session, c, correlation)]
+            matches = [c for c in candidates if (who is None or c.definition_id in rules)
+                       and self._correlates(session, c, correlation)]
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
@@ -776,7 +859,8 @@ class Runtime:
                            count=len(matches), what=described)
         instance_id = matches[0].instance_id
         inputs = {"name": name, "payload": payload, "correlation": correlation}
-        self._unit_of_work("message", actor, inputs, at, instance_id=instance_id)
+        self._unit_of_work("message", who.username if who else access.OPERATOR, inputs, at,
+                           instance_id=instance_id)
         return [instance_id]
 
     def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
@@ -811,8 +895,9 @@ class Runtime:
             elif command == "complete":
                 result = self.complete(inputs["task_id"], original, inputs.get("data"), at=at)
             elif command == "message":
+                sender = None if original in (access.OPERATOR, "system") else original
                 result = self.message(inputs["name"], inputs.get("payload"), inputs.get("correlation"),
-                                      actor=original, at=at)
+                                      actor=sender, at=at)
             elif command == "timer":
                 result = self.fire_timer(incident.instance_id, at, original)
             else:
@@ -902,19 +987,22 @@ class Runtime:
                     row = (_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED).first(
                         conn, {"task_id": task_id})
                     if row is None:
-                        raise self._missing_task(conn, task_id)
+                        raise self._missing_task(conn, task_id, who)
                     instance_id, task_row = row.id, row
                     if not sqlite:
                         task_row = _SELECT_TASK.first(conn, {"task_id": task_id})
                         if task_row is None:
-                            raise self._missing_task(conn, task_id)
+                            raise self._missing_task(conn, task_id, who)
                 else:
                     row = (_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED).first(
                         conn, {"instance_id": instance_id})
                     if row is None:
                         raise NotFound("there is no instance %(instance)s", instance=instance_id)
                 if check is not None:
-                    check(_TaskRef(task_id, task_row.role, task_row.assignee), who)
+                    try:
+                        check(_TaskRef(task_id, task_row.role, task_row.assignee), who)
+                    except EngineError as refusal:
+                        raise _told(conn, refusal, task_id, instance_id, who, row.initiator) from None
                 process_id = row.process_id
                 if row.status != "running":
                     raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
@@ -1039,7 +1127,8 @@ class Runtime:
                 if row is None:
                     raise NotFound("there is no open task %(task)s", task=task_id)
                 if not access.may_act(who, row.role, row.assignee):  # those who may work on it
-                    raise Forbidden("%(user)s may not comment on task %(task)s", user=who.username, task=task_id)
+                    raise _told(session, Forbidden("%(user)s may not comment on task %(task)s",
+                                                   user=who.username, task=task_id), task_id, row.instance_id, who)
                 instance_id = row.instance_id
             comment = Comment(instance_id=instance_id, task_id=task_id, author=who.username, body=body, at=at)
             session.add(comment)
@@ -1048,16 +1137,13 @@ class Runtime:
 
     def _check_viewer(self, session: Session, row: Instance, viewer: str | None) -> None:
         """Refuse `viewer` an instance they may not see (access.may_view_instance); None: no check
-        (the command line and the engine's own callers)."""
+        (the operator's command line and the engine's own callers)."""
         if viewer is None:
             return
         who = person(session, viewer)
-        open_tasks = session.execute(select(HumanTask.role, HumanTask.assignee)
-                                     .where(HumanTask.instance_id == row.id)).all()
-        acted = session.scalars(select(LogEntry.actor).where(LogEntry.instance_id == row.id,
-                                                             LogEntry.actor == who.username).limit(1)).all()
-        if not access.may_view_instance(who, row.initiator, open_tasks, acted):
-            raise Forbidden("%(user)s may not see instance %(instance)s", user=who.username, instance=row.id)
+        if not _may_view(session, row.id, who, row.initiator):
+            # the same answer as for an instance that does not exist: a refusal reveals nothing
+            raise NotFound("there is no instance %(instance)s", instance=row.id)
 
     def _instance_row(self, session: Session, instance_id: str, viewer: str | None) -> Instance:
         row = session.get(Instance, instance_id)
@@ -1102,9 +1188,10 @@ class Runtime:
             who = person(session, actor)
             row = session.get(HumanTask, task_id)
             if row is None:
-                raise self._missing_task(session.connection(), task_id)
-            if not (access.may_act(who, row.role, row.assignee) or "auditor" in who.roles):
-                raise Forbidden("%(user)s may not open task %(task)s", user=who.username, task=task_id)
+                raise self._missing_task(session.connection(), task_id, who)
+            if not access.may_open_task(who, row.role, row.assignee):
+                raise _told(session, Forbidden("%(user)s may not open task %(task)s", user=who.username,
+                                               task=task_id), task_id, row.instance_id, who)
             instance = session.get(Instance, row.instance_id)
             loaded = loaded_definition(session, instance.definition_id)
             workflow, _ = state.load_state(instance.state, loaded.spec, loaded.subprocess_specs)
@@ -1120,7 +1207,7 @@ class Runtime:
                     "escalated_from": task._get_internal_data("escalated_from")}
 
     def startable(self, actor: str) -> list[dict]:
-        """The processes `actor` may start: those whose start event lies in a lane of their roles."""
+        """The processes `actor` may start (access.may_start: the start lane's role or `start_roles`)."""
         with self.store.read() as session:
             who = person(session, actor)
             latest = (select(Definition.process_id, func.max(Definition.version).label("version"))
@@ -1133,10 +1220,7 @@ class Runtime:
             out = []
             for r in rows:
                 loaded = loaded_definition(session, r.id)
-                start = next((ts for ts in loaded.spec.task_specs.values()
-                              if type(ts).__name__ == "StartEvent"), None)
-                role = loaded.lane_roles.get(start.lane) if start is not None and start.lane else None
-                if role is not None and role not in who.roles:
+                if not access.may_start(who, loaded.starters):
                     continue
                 out.append({"process_id": r.process_id, "version": r.version, "name": r.name,
                             "form": loaded.start_form,

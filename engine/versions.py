@@ -23,15 +23,23 @@ class Deployed:
         return {"process_id": self.process_id, "version": self.version, "status": self.status}
 
 
-def deploy(store: Store, paths: Sequence[str | Path], actor: str = "system",
+def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
            at: datetime | None = None) -> list[Deployed]:
     """Validate every file, then deploy all processes in one transaction, or none.
 
+    `actor` must hold the designer role (access.may_deploy); None is the operator on the server's
+    shell (`bpm init`, `bpm deploy` without --as), recorded as access.OPERATOR.
     A process whose files are byte-for-byte those of a deployed version is `unchanged`.
-    Raises `definitions.DefinitionError` listing every problem.
+    Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
+    from .runtime import Forbidden, person  # runtime does not import this module
     at = at or clock.now()
     with store.read() as session:
+        if actor is not None:
+            who = person(session, actor)
+            if not access.may_deploy(who):
+                raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
+                                roles=access.roles_text(access.DEPLOY_ROLES))
         roles = access.known_roles(session)
     definitions = load_definitions(paths, roles)
     results: list[Deployed] = []
@@ -50,7 +58,8 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str = "system",
                 content_hash=definition.content_hash,
                 files={name: data.decode("utf-8") for name, data in definition.files.items()},
                 spec=state.dump_spec(definition.spec, definition.subprocess_specs),
-                lane_roles=definition.lane_roles, forms=definition.forms, deployed_by=actor,
+                lane_roles=definition.lane_roles, forms=definition.forms,
+                deployed_by=actor or access.OPERATOR,
                 deployed_at=at))
             results.append(Deployed(definition.process_id, latest + 1, "deployed"))
     return results

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from engine import access, inbox, notifications, timers, versions
 from engine.inbox import SORT_KEYS, InboxQuery
 from engine.store import HumanTask
-from engine.runtime import Forbidden, InvalidInput, Runtime
+from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
 
 from .conftest import DATA
 from .test_runtime import only_task
@@ -113,8 +113,10 @@ def test_diagram_history_and_task_detail(runtime, store):
     detail = runtime.task_detail(task.id, "dm.zhou")
     assert detail["form"] == "review.decision.json" and detail["draft"] == {"comment": "draft"}
     assert detail["data"]["customer"] == "C-A01"
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound):  # may not see the instance: told nothing of it
         runtime.task_detail(task.id, "rep.feng")
+    with pytest.raises(Forbidden, match="rep.wang may not open task"):  # its initiator: told why
+        runtime.task_detail(task.id, "rep.wang")
     assert runtime.task_detail(task.id, "audit.han")["may_act"] is False
     diagram = runtime.diagram(view.id, now=T0 + timedelta(hours=5))
     assert "dm_review" in diagram["active"] and "start" in diagram["completed"]

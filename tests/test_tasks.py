@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from engine import access, audit, inbox, timers, versions
-from engine.runtime import Forbidden, InvalidInput, Runtime
-from engine.store import DueTimer, Instance, LogEntry, SlaBreach
+from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
+from engine.store import DueTimer, Instance, LogEntry, SlaBreach, TaskDraft
 
 from .conftest import DATA, snapshot
 from .test_runtime import only_task
@@ -59,8 +59,10 @@ def test_rework_goes_back_to_the_initiator_alone_with_the_data_kept(runtime, sto
     view = runtime.complete(only_task(view).id, "dm.zhou", {"decision": "reject", "comment": "price"}, at=T0)
     revise = only_task(view)
     assert (revise.element_id, revise.assignee) == ("revise", "rep.wang")
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound):  # rep.feng may not even see the instance: told nothing of it
         runtime.complete(revise.id, "rep.feng", GOOD, at=T0)
+    with pytest.raises(Forbidden):  # dm.zhou acted on it, so he is told why
+        runtime.complete(revise.id, "dm.zhou", GOOD, at=T0)
     assert view.data["amount"] == 120000  # what was entered is still there
     view = runtime.complete(revise.id, "rep.wang", {**GOOD, "amount": 110000}, at=T0)
     again = only_task(view)
@@ -99,8 +101,8 @@ def test_the_four_hour_rule_reminds_then_escalates_to_the_superior_keeping_the_d
         assert [t.id for t in inbox.tasks_for(s, access.person(s, "vp.qian"))] == [task.id]
         assert inbox.tasks_for(s, access.person(s, "dm.zhou")) == []
     assert (breach.holder, breach.escalated_to, breach.due_at) == ("dm.zhou", "vp.qian", T0 + timedelta(hours=4))
-    assert runtime.draft(task.id) == {"comment": "half written"}
-    with pytest.raises(Forbidden):
+    assert runtime.draft(task.id, "vp.qian") == {"comment": "half written"}
+    with pytest.raises(NotFound):  # no longer his, nor an instance he acted on: told nothing
         runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(hours=5))
 
     # The superior may hand it back: the holder gets it again with a fresh four hours.
@@ -109,7 +111,9 @@ def test_the_four_hour_rule_reminds_then_escalates_to_the_superior_keeping_the_d
     with pytest.raises(Forbidden):
         runtime.hand_back(task.id, "vp.qian", at=T0 + timedelta(hours=6))
     view = runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(hours=7))
-    assert view.status == "completed" and runtime.draft(task.id) is None
+    assert view.status == "completed"
+    with store.read() as s:
+        assert s.get(TaskDraft, task.id) is None
     with store.read() as s:
         assert all(step.ok for step in audit.replay(s, view.id, runtime.script_engine))
 

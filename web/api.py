@@ -171,7 +171,7 @@ def complete(task_id: str):
 def save_draft(task_id: str):
     body = _json_body()
     runtime().save_draft(task_id, g.who.username, body.get("data", {}))
-    return jsonify({"task_id": task_id, "draft": runtime().draft(task_id)})
+    return jsonify({"task_id": task_id, "draft": runtime().draft(task_id, g.who.username)})
 
 
 @bp.post("/v1/tasks/<task_id>/delegate")

@@ -236,11 +236,14 @@ def _colleagues(role: str | None, me: str) -> list[tuple[str, str]]:
 
 
 def _task_labels(ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    """Task id -> (how to name it in a message, its form)."""
+    """Task id -> (how to name it in a message, its form), for the tasks the signed-in user may
+    open (access.may_open_task); any other is named by its id only, so nothing of it is revealed."""
+    who = current_user.person
     with runtime().store.read() as session:
-        rows = session.execute(select(HumanTask.id, HumanTask.name, HumanTask.business_key,
-                                      HumanTask.form).where(HumanTask.id.in_(ids)))
-        return {r.id: (" · ".join(x for x in (r.business_key, pick(r.name)) if x), r.form) for r in rows}
+        rows = session.execute(select(HumanTask.id, HumanTask.name, HumanTask.business_key, HumanTask.form,
+                                      HumanTask.role, HumanTask.assignee).where(HumanTask.id.in_(ids)))
+        return {r.id: (" · ".join(x for x in (r.business_key, pick(r.name)) if x), r.form) for r in rows
+                if access.may_open_task(who, r.role, r.assignee)}
 
 
 # --- the inbox ------------------------------------------------------------------------------------
