@@ -110,7 +110,9 @@ def document() -> dict:
                 {"200": _json({"type": "array", "items": _ref("HistoryEntry")})}, params=[instance_id],
                 codes=(401, 404))},
             "/v1/messages/{name}": {"post": _op(
-                "Deliver a message (a payment notice) to the waiting instance",
+                "Deliver a message (a payment notice) to the waiting instance; 403 unless the caller "
+                "holds a role the message allows (payment_received: finance, bank_feed); 400 without "
+                "the correlation keys the process declares; 404 when no instance waits for it",
                 {"200": _json({"type": "object", "properties": {
                     "delivered_to": {"type": "array", "items": {"type": "string"}}}})},
                 body={"type": "object", "properties": {"data": {"type": "object"},
