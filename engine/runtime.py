@@ -602,6 +602,8 @@ class Runtime:
                 if loaded.start_form:
                     with clock.fixed_now(at):
                         data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
+                else:
+                    self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
                 ctx = CommandContext(instance_id, at)
@@ -680,6 +682,8 @@ class Runtime:
             form = loaded.form_of(task.task_spec)
             if form is not None:
                 inputs["data"] = self._checked(form[0], form[1], inputs["data"])
+            else:
+                self._declared_only(None, None, inputs["data"])  # no form: anything but the engine's fields
             if task.task_spec.name in loaded.approval_tasks:
                 seen = tasks.editors(workflow, row.initiator, loaded.approval_tasks)
                 if who.username == seen.initiator:
@@ -720,6 +724,9 @@ class Runtime:
                 raise NotFound("there is no open task %(task)s", task=task_id)
             if not access.may_act(who, row.role, row.assignee):
                 raise Forbidden("%(user)s may not edit task %(task)s", user=who.username, task=task_id)
+            # A draft is half a form, not yet checked, but it too holds only what the form declares.
+            loaded = loaded_definition(session, session.get(Instance, row.instance_id).definition_id)
+            self._declared_only(row.form, loaded.forms.get(row.form) if row.form else None, data)
             draft = session.get(TaskDraft, task_id)
             if draft is None:
                 session.add(TaskDraft(task_id=task_id, instance_id=row.instance_id, username=who.username,
@@ -731,6 +738,12 @@ class Runtime:
         with self.store.read() as session:
             row = session.get(TaskDraft, task_id)
             return copy.deepcopy(row.data) if row is not None else None
+
+    def _declared_only(self, name: str | None, schema: dict | None = None, data: Any = None) -> None:
+        """Refuse data that writes a field the step's form does not let it write (forms.undeclared)."""
+        refused = forms.undeclared(schema, data)
+        if refused:
+            raise FormRejected(str(forms.FormError(name or "(none: any JSON object)", refused)), refused)
 
     def _checked(self, name: str, schema: dict, data: dict) -> dict:
         try:
