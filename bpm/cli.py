@@ -101,7 +101,8 @@ def cmd_deploy(args) -> None:
         raise Refused(f"{missing[0]}: no such file or folder")
     deployed = versions.deploy(store, args.paths, actor=args.actor)
     _print(args, [d.as_json() for d in deployed],
-           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}" for d in deployed))
+           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}"
+                             + "".join(f"\n  notice: {n}" for n in d.notices) for d in deployed))
 
 
 def cmd_definitions(args) -> None:
