@@ -844,6 +844,16 @@ class Runtime:
                      .values(result=view.as_json(), instance_id=view.id))
         return view
 
+    def forget_requests(self, now: datetime | None = None) -> int:
+        """Let go of request ids older than REQUEST_ID_KEPT (the worker calls this; at most one
+        pass a minute, so idle servers do not take the write lock every interval)."""
+        now = now or clock.now()
+        if now < getattr(self, "_next_forget", now):
+            return 0
+        self._next_forget = now + timedelta(minutes=1)
+        with self.store.transaction() as conn:
+            return conn.execute(delete(_K).where(_K.c.created_at < now - REQUEST_ID_KEPT)).rowcount
+
     def answered(self, actor: str, request_id: Any, command: str, at: datetime | None = None) -> InstanceView | None:
         """The kept result of `actor`'s `command` sent with `request_id`, if there is one: a page
         sent again after its task is gone shows what its first sending did."""

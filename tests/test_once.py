@@ -174,7 +174,13 @@ def test_keys_are_kept_for_a_bounded_time(rt, store):
                      request_id="r-3")
     assert again.id != first.id
     with store.read() as s:
-        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1  # the old one let go
+    rt.start("contract_review", "rep.feng", contract(), at=later, request_id="r-4")
+    much_later = later + engine_runtime.REQUEST_ID_KEPT + timedelta(minutes=1)
+    assert rt.forget_requests(much_later) == 2  # the worker lets go of everyone's old ids
+    assert rt.forget_requests(much_later) == 0
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="concurrent identical requests need PostgreSQL")
