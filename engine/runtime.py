@@ -612,9 +612,17 @@ def _request(request_id: Any, actor: str, command: str, asked: dict) -> _Request
     return _Request(actor, request_id, command, state.digest(asked_text))
 
 
+_SELECT_REQUEST = Prepared(select(_K.c.command, _K.c.fingerprint, _K.c.result, _K.c.created_at).where(
+    _K.c.username == bindparam("username"), _K.c.key == bindparam("key")))
+_FORGET_REQUEST = Prepared(delete(_K).where(_K.c.username == bindparam("username"),
+                                            _K.c.key == bindparam("key")))
+_INSERT_REQUEST = Prepared(insert(_K))
+_KEEP_RESULT = Prepared(update(_K).where(_K.c.username == bindparam("w_username"), _K.c.key == bindparam("w_key"))
+                        .values(result=bindparam("v_result"), instance_id=bindparam("v_instance_id")))
+
+
 def _request_row(executor, request: _Request):
-    return executor.execute(select(_K.c.command, _K.c.fingerprint, _K.c.result, _K.c.created_at).where(
-        _K.c.username == request.username, _K.c.key == request.key)).first()
+    return _SELECT_REQUEST.first(executor, {"username": request.username, "key": request.key})
 
 
 TaskCheck = Callable[[Any, access.Person], None]
@@ -821,14 +829,16 @@ class Runtime:
 
     def _claim(self, conn: Connection, request: _Request, at: datetime) -> InstanceView | None:
         """The first result when `request`'s id was used within REQUEST_ID_KEPT, else None with
-        the id taken for this command (in its transaction; the user's expired ids are let go)."""
-        cutoff = at - REQUEST_ID_KEPT
+        the id taken for this command, in its transaction (an expired use of it let go first;
+        the worker lets go of the others, `forget_requests`)."""
         row = _request_row(conn, request)
-        if row is not None and row.created_at >= cutoff:
-            return self._first_result(request, row)
-        conn.execute(delete(_K).where(_K.c.username == request.username, _K.c.created_at < cutoff))
-        conn.execute(insert(_K).values(username=request.username, key=request.key, command=request.command,
-                                       fingerprint=request.fingerprint, created_at=at))
+        if row is not None:
+            if row.created_at >= at - REQUEST_ID_KEPT:
+                return self._first_result(request, row)
+            _FORGET_REQUEST.execute(conn, {"username": request.username, "key": request.key})
+        _INSERT_REQUEST.execute(conn, {"username": request.username, "key": request.key,
+                                       "command": request.command, "fingerprint": request.fingerprint,
+                                       "instance_id": None, "result": None, "created_at": at})
         return None
 
     @staticmethod
@@ -840,8 +850,8 @@ class Runtime:
 
     @staticmethod
     def _keep(conn: Connection, request: _Request, view: InstanceView) -> InstanceView:
-        conn.execute(update(_K).where(_K.c.username == request.username, _K.c.key == request.key)
-                     .values(result=view.as_json(), instance_id=view.id))
+        _KEEP_RESULT.execute(conn, {"w_username": request.username, "w_key": request.key,
+                                    "v_result": view.as_json(), "v_instance_id": view.id})
         return view
 
     def forget_requests(self, now: datetime | None = None) -> int:
