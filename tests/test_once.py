@@ -396,3 +396,35 @@ def test_a_task_page_submitted_twice_completes_once(pages, rt, store):
         assert s.scalar(select(func.count()).select_from(LogEntry).where(
             LogEntry.command == "complete")) == 1
         assert s.scalar(select(func.count()).select_from(TaskDraft)) == 0
+
+
+# --- the company's forms: no step may write what the engine computes ----------------------------
+
+def test_no_form_lets_a_step_write_what_a_script_a_service_or_a_rule_computes():
+    """The values scripts, service tasks and DMN decisions compute (balance, paid, approval_level,
+    ...) are shown read-only where a form shows them, never writable: a step that could write
+    one could skip what it decides (issue 8: the warehouse writing `paid`)."""
+    import ast
+
+    from lxml import etree
+    ns = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL",
+          "spiffworkflow": "http://spiffworkflow.org/bpmn/schema/1.0/core"}
+    decided = {el.get("name") for dmn in (ROOT / "bpmn").glob("*.dmn")
+               for el in etree.parse(str(dmn)).iter("{*}output")}
+    assert {"approval_level", "deposit_ratio", "balance_at"} <= decided
+    for bpmn in (ROOT / "bpmn").glob("*.bpmn"):
+        tree = etree.parse(str(bpmn))
+        computed = set(decided) | {"initiator"}
+        for script in tree.iterfind(".//bpmn:script", ns):
+            for node in ast.walk(ast.parse(script.text or "")):
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AugAssign) else []
+                computed |= {t.id for t in targets if isinstance(t, ast.Name)}
+        computed |= {op.get("resultVariable") for op in tree.iterfind(".//spiffworkflow:serviceTaskOperator", ns)
+                     if op.get("resultVariable")}
+        if bpmn.stem == "order_to_settlement":
+            assert {"paid", "balance", "deposit_required", "order_no", "reservation"} <= computed
+        for form in (ROOT / "forms").glob(f"{bpmn.stem}.*.json"):
+            props = json.loads(form.read_text(encoding="utf-8"))["properties"]
+            writable = {k for k, v in props.items() if not v.get("readOnly")}
+            assert not writable & computed, f"{form.name} lets its step write {sorted(writable & computed)}"
