@@ -91,7 +91,8 @@ def cmd_init(args) -> None:
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
         + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
-        + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
+        + [f"{d.process_id} v{d.version} {d.status}" + "".join(f"\n  notice: {n}" for n in d.notices)
+           for d in deployed]))
 
 
 def cmd_deploy(args) -> None:
