@@ -1174,6 +1174,7 @@ class Runtime:
                                    {"to": f"not a {task_row.role}"}, user=to, role=task_row.role, task=task_row.id)
             if to == who.username:
                 raise InvalidInput("a task cannot be delegated to oneself", {"to": "choose a colleague"})
+
         def with_note(conn, workflow, row, loaded, who, inputs) -> None:
             # The note is written in the delegation's transaction: both are kept, or neither.
             if note.strip():
