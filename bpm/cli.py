@@ -91,7 +91,8 @@ def cmd_init(args) -> None:
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
         + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
-        + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
+        + [f"{d.process_id} v{d.version} {d.status}" + "".join(f"\n  notice: {n}" for n in d.notices)
+           for d in deployed]))
 
 
 def cmd_deploy(args) -> None:
@@ -101,7 +102,8 @@ def cmd_deploy(args) -> None:
         raise Refused(f"{missing[0]}: no such file or folder")
     deployed = versions.deploy(store, args.paths, actor=args.actor)
     _print(args, [d.as_json() for d in deployed],
-           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}" for d in deployed))
+           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}"
+                             + "".join(f"\n  notice: {n}" for n in d.notices) for d in deployed))
 
 
 def cmd_definitions(args) -> None:
@@ -112,7 +114,7 @@ def cmd_definitions(args) -> None:
 
 def cmd_start(args) -> None:
     data = _json_arg(args.data, "data")
-    view = _runtime(_store()).start(args.process_id, args.user, data)
+    view = _runtime(_store()).start(args.process_id, args.user, data, request_id=args.request_id)
     _print(args, {"id": view.id, "process_id": view.process_id, "version": view.version,
                   "status": view.status, "tasks": [t.as_json() for t in view.tasks]},
            lambda: view.id)
@@ -154,7 +156,7 @@ def cmd_draft(args) -> None:
 
 def cmd_complete(args) -> None:
     data = _json_arg(args.data, "data")
-    view = _runtime(_store()).complete(args.task_id, args.user, data)
+    view = _runtime(_store()).complete(args.task_id, args.user, data, request_id=args.request_id)
     _print(args, view.as_json(), lambda: "\n".join(
         [f"instance {view.id} {view.status}"] + [_task_line(t.as_json()) for t in view.tasks]))
 
@@ -384,10 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
+    request_id = dict(metavar="ID", help="act once: run again with the same ID (after a lost reply), "
+                                         "it prints the first result and changes nothing")
     p = command("start", cmd_start, "start an instance")
     p.add_argument("process_id")
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--data")
+    p.add_argument("--request-id", **request_id)
     p = command("tasks", cmd_tasks, "a user's inbox")
     p.add_argument("--as", dest="user", required=True)
     for name, func, text in (("claim", cmd_claim, "take a task"), ("unclaim", cmd_unclaim, "give a task back")):
@@ -405,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--data")
+    p.add_argument("--request-id", **request_id)
     p = command("message", cmd_message, "deliver a message to the waiting instance")
     p.add_argument("name")
     p.add_argument("--data")

@@ -112,6 +112,9 @@ class ProcessDefinition:
     content_hash: str
     lane_roles: dict[str, str]
     forms: dict[str, dict] = field(default_factory=dict)   # form file name -> JSON Schema
+    # Said at deploy, not refused: a user task without a form takes any JSON object as its data
+    # (all but the engine's own fields), the exception to "a form is what a step may write".
+    notices: list[str] = field(default_factory=list)
 
 
 def content_hash(files: dict[str, bytes]) -> str:
@@ -909,8 +912,9 @@ class _Load:
                 dmn = self.decisions[decision]
                 files[dmn.name] = dmn.data
         forms: dict[str, dict] = {}
+        notices: list[str] = []
         for part in closure:
-            self.check_task_properties(part, forms, files)
+            self.check_task_properties(part, forms, files, notices)
         if any(self.has_problem(part.source) for part in closure):
             return None
         return ProcessDefinition(
@@ -922,10 +926,13 @@ class _Load:
             content_hash=content_hash(files),
             lane_roles=lane_roles,
             forms=forms,
+            notices=notices,
         )
 
-    def check_task_properties(self, part: _Process, forms: dict[str, dict], files: dict[str, bytes]) -> None:
-        """`form` files exist and are JSON Schemas; `due`, `remind_before`, `assignee` are valid."""
+    def check_task_properties(self, part: _Process, forms: dict[str, dict], files: dict[str, bytes],
+                              notices: list[str] | None = None) -> None:
+        """`form` files exist and are JSON Schemas; `due`, `remind_before`, `assignee` are valid;
+        a user or manual task without a form is noted in `notices`."""
         source = part.source
         folder = self.fs_paths[id(source)].parent
         for el in part.element.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask",
@@ -954,6 +961,9 @@ class _Load:
                 self._check_roles(source, el, f"{what}: property start_roles", props["start_roles"])
             form = props.get("form")
             if not form:
+                if kind != "startEvent" and notices is not None:
+                    notices.append(f"{what} has no form: it takes any JSON object as its data "
+                                   f"(except the engine's own fields, such as initiator)")
                 continue
             if "/" in form or "\\" in form or form.startswith("."):
                 self.report_at(source, el, f"{what}: form {form!r} must be a file name in forms/")

@@ -4,10 +4,16 @@ Keywords beyond the standard: `x-lookup` (the value must be known to a named loo
 `processes/` registers, e.g. `customer`), `x-not-before: "today"` (a date not before the present
 day, by the engine clock), `x-title-zh` (Chinese title, ignored here). Every error is reported
 by field path, in one sentence, so a page can show it next to the field.
+
+A form is the whole list of what its step may write (`undeclared`): a field it does not declare,
+a read-only field (shown for context, kept by the engine) or an engine field such as `initiator`
+is refused by name, at every level of nesting. An object schema that lists `properties` is
+closed unless it says otherwise itself (`additionalProperties`, `patternProperties`).
 """
 from __future__ import annotations
 
 import copy
+import re
 from contextvars import ContextVar
 from datetime import date
 from typing import Any, Callable, Mapping
@@ -108,12 +114,59 @@ def _sentence(error: ValidationError) -> str:
     return error.message
 
 
+# Set by the engine alone (the starter of an instance); no submission writes them, form or not.
+ENGINE_FIELDS = ("initiator",)
+NOT_DECLARED = "this form has no such field, so it cannot be written here"
+READ_ONLY = "this field is read-only: the engine keeps it"
+ENGINE_FIELD = "this field is set by the engine and cannot be written"
+
+
+def _open_to(schema: Mapping, key: str) -> bool:
+    """Whether an object schema itself admits `key` beyond its listed properties."""
+    if any(re.search(pattern, key) for pattern in (schema.get("patternProperties") or {})):
+        return True
+    extra = schema.get("additionalProperties", False)
+    return extra is not False and extra is not None
+
+
+def undeclared(schema: Mapping | None, data: Any, path: str = "") -> dict[str, str]:
+    """Field path -> sentence for every value in `data` its form does not let the step write.
+
+    None (no form): any object, except the engine's own fields."""
+    if schema is None:
+        if isinstance(data, dict):
+            return {name: ENGINE_FIELD for name in ENGINE_FIELDS if name in data}
+        return {}
+    found: dict[str, str] = {}
+    if isinstance(data, dict) and isinstance(schema.get("properties"), dict):
+        props = schema["properties"]
+        for key, value in data.items():
+            where = f"{path}/{key}" if path else str(key)
+            field = props.get(key)
+            if not path and key in ENGINE_FIELDS:
+                found[where] = ENGINE_FIELD  # even where a form shows or (wrongly) lists it
+            elif not isinstance(field, dict):
+                if not _open_to(schema, key):
+                    found[where] = NOT_DECLARED
+            elif field.get("readOnly"):
+                found[where] = READ_ONLY
+            else:
+                found.update(undeclared(field, value, where))
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(data):
+            found.update(undeclared(schema["items"], value, f"{path}/{i}" if path else str(i)))
+    return found
+
+
 def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] | None = None) -> dict:
-    """Return the data the form accepts (read-only fields dropped) or raise `FormError`."""
+    """Return the data the form accepts or raise `FormError` (undeclared and read-only fields
+    included: the form is the whole list of what may be written)."""
     if not isinstance(data, dict):
         raise FormError(form, {"": "the data must be a JSON object"})
-    submitted = {k: v for k, v in data.items()
-                 if not (schema.get("properties", {}).get(k, {}) or {}).get("readOnly")}
+    refused = undeclared(schema, data)
+    if refused:
+        raise FormError(form, refused)
+    submitted = data
     validator = _BpmValidator(schema, format_checker=_FORMATS)
     token = _lookups.set(lookups or {})
     try:

@@ -8,15 +8,17 @@ record an incident a person can see and retry.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
@@ -29,8 +31,8 @@ from . import access, clock, determinism, forms, notifications, state, tasks
 from .definitions import message_rules
 from .determinism import CommandContext, command_context
 from .statements import Prepared
-from .store import (Comment, Definition, DueTimer, HumanTask, Incident, Instance, LogEntry, MessageWait,
-                    Notification, Outbox, SlaBreach, Store, TaskDraft, User, UserRole)
+from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
+                    MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, User, UserRole)
 
 GENESIS_HASH = "0" * 64
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
@@ -348,6 +350,12 @@ class TaskView:
                 "created": self.created.isoformat(), "form": self.form,
                 "business_key": self.business_key, "customer": self.customer, "amount": self.amount}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "TaskView":
+        return cls(d["id"], d["instance_id"], d["process_id"], d["name"], d["element_id"], d["role"],
+                   d["assignee"], _instant(d["due"]), _instant(d["created"]), d["form"],
+                   d["business_key"], d["customer"], d["amount"])
+
 
 @dataclass
 class InstanceView:
@@ -372,6 +380,17 @@ class InstanceView:
                 "updated": self.updated.isoformat() if self.updated else None,
                 "data": self.data, "tasks": [t.as_json() for t in self.tasks],
                 **({"incidents": self.incidents} if self.incidents is not None else {})}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "InstanceView":
+        """The view `as_json` gave (a command's result kept with its request id)."""
+        return cls(d["id"], d["process_id"], d["version"], d["status"], d["data"],
+                   [TaskView.from_json(t) for t in d["tasks"]], d["business_key"], d["initiator"],
+                   _instant(d["created"]), _instant(d["updated"]), d.get("incidents"))
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 # --- commands: pure functions of (workflow, input), replayed as they are ---------------------
@@ -597,6 +616,52 @@ def _failure_sentence(exc: BaseException, command: str) -> tuple[str, str | None
 
 # --- the runtime -----------------------------------------------------------------------------
 
+# --- exactly once: a start or complete sent with a request id -----------------------------------
+# The id (API `Idempotency-Key`, CLI `--request-id`, the pages' hidden `request_id`) is taken in
+# the command's own transaction and its result written there too: a request sent again after a
+# lost reply gets the first result and changes nothing. Two at once: SQLite writers are serial;
+# on PostgreSQL the second waits on the first's row and, on its unique violation, answers with
+# what the first committed.
+
+REQUEST_ID_KEPT = timedelta(hours=24)  # how long an id answers with its first result
+REQUEST_ID_MAX = 200
+_K = IdempotencyKey.__table__
+
+
+@dataclass(frozen=True)
+class _Request:
+    username: str
+    key: str
+    command: str
+    fingerprint: str  # what was asked: the same id with other content is refused
+
+
+def _request(request_id: Any, actor: str, command: str, asked: dict) -> _Request | None:
+    if request_id is None:
+        return None
+    if (not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_MAX
+            or not request_id.isprintable() or request_id != request_id.strip()):
+        raise InvalidInput("a request id must be 1 to %(max)d printable characters, without spaces "
+                           "around them", {"request_id": f"1 to {REQUEST_ID_MAX} printable characters"},
+                           max=REQUEST_ID_MAX)
+    # ASCII JSON: the fingerprint of any data, lone surrogates included, without encoding errors.
+    asked_text = json.dumps({"command": command, **asked}, sort_keys=True, separators=(",", ":"), default=str)
+    return _Request(actor, request_id, command, state.digest(asked_text))
+
+
+_SELECT_REQUEST = Prepared(select(_K.c.command, _K.c.fingerprint, _K.c.result, _K.c.created_at).where(
+    _K.c.username == bindparam("username"), _K.c.key == bindparam("key")))
+_FORGET_REQUEST = Prepared(delete(_K).where(_K.c.username == bindparam("username"),
+                                            _K.c.key == bindparam("key")))
+_INSERT_REQUEST = Prepared(insert(_K))
+_KEEP_RESULT = Prepared(update(_K).where(_K.c.username == bindparam("w_username"), _K.c.key == bindparam("w_key"))
+                        .values(result=bindparam("v_result"), instance_id=bindparam("v_instance_id")))
+
+
+def _request_row(executor, request: _Request):
+    return _SELECT_REQUEST.first(executor, {"username": request.username, "key": request.key})
+
+
 TaskCheck = Callable[[Any, access.Person], None]
 
 
@@ -617,16 +682,20 @@ class Runtime:
     # --- starting ---
 
     def start(self, process_id: str, actor: str, data: Any = None, *, at: datetime | None = None,
-              version: int | None = None) -> InstanceView:
+              version: int | None = None, request_id: str | None = None) -> InstanceView:
+        """Start an instance; with `request_id`, once: sent again, the first result (exactly once)."""
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidInput("start data must be a JSON object")
+        request = _request(request_id, actor, "start", {"process_id": process_id, "version": version, "data": data})
         at = at or clock.now()
         instance_id = str(uuid.uuid4())
         inputs: dict = {"process_id": process_id, "version": version, "data": data}
         try:
             with self.store.transaction() as conn:
                 who = person(conn, actor)
+                if request is not None and (first := self._claim(conn, request, at)) is not None:
+                    return first
                 found = (_SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION
                          ).first(conn, {"process_id": process_id, "version": version})
                 if found is None:
@@ -640,6 +709,8 @@ class Runtime:
                 if loaded.start_form:
                     with clock.fixed_now(at):
                         data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
+                else:
+                    self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
                 ctx = CommandContext(instance_id, at)
@@ -669,11 +740,16 @@ class Runtime:
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
-                return InstanceView(instance_id, process_id, loaded.version, status,
+                view = InstanceView(instance_id, process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, who.username, at, at)
+                return self._keep(conn, request, view) if request is not None else view
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, None, process_id, "start", inputs, actor, at) from None
+        except IntegrityError:
+            if (first := self._replayed(request)) is None:
+                raise
+            return first
 
     # --- acting on tasks ---
 
@@ -698,10 +774,12 @@ class Runtime:
         return next(t for t in view.tasks if t.id == task_id)
 
     def complete(self, task_id: str, actor: str, data: Any = None, *,
-                 at: datetime | None = None) -> InstanceView:
+                 at: datetime | None = None, request_id: str | None = None) -> InstanceView:
+        """Submit a task's form; with `request_id`, once: sent again, the first result."""
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidInput("task data must be a JSON object")
+        request = _request(request_id, actor, "complete", {"task_id": task_id, "data": data})
 
         def check(task_row, who: access.Person) -> None:
             if not access.may_act(who, task_row.role, task_row.assignee):
@@ -718,6 +796,8 @@ class Runtime:
             form = loaded.form_of(task.task_spec)
             if form is not None:
                 inputs["data"] = self._checked(form[0], form[1], inputs["data"])
+            else:
+                self._declared_only(None, None, inputs["data"])  # no form: anything but the engine's fields
             if task.task_spec.name in loaded.approval_tasks:
                 seen = tasks.editors(workflow, row.initiator, loaded.approval_tasks)
                 if who.username == seen.initiator:
@@ -727,7 +807,7 @@ class Runtime:
                     raise Forbidden("four-eyes: %(user)s last edited this request and may not approve it; "
                                     "another %(role)s must", user=who.username, role=_role_of(loaded, task))
         return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
-                                  task_id=task_id, check=check, inspect=inspect)
+                                  task_id=task_id, check=check, inspect=inspect, request=request)
 
     def hand_back(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
         """The superior an overdue task was escalated to returns it to its previous holder."""
@@ -759,6 +839,9 @@ class Runtime:
             if not access.may_act(who, row.role, row.assignee):
                 raise _told(session, Forbidden("%(user)s may not edit task %(task)s", user=who.username,
                                                task=task_id), task_id, row.instance_id, who)
+            # A draft is half a form, not yet checked, but it too holds only what the form declares.
+            loaded = loaded_definition(session, session.get(Instance, row.instance_id).definition_id)
+            self._declared_only(row.form, loaded.forms.get(row.form) if row.form else None, data)
             draft = session.get(TaskDraft, task_id)
             if draft is None:
                 session.add(TaskDraft(task_id=task_id, instance_id=row.instance_id, username=who.username,
@@ -779,11 +862,74 @@ class Runtime:
             row = session.get(TaskDraft, task_id)
             return copy.deepcopy(row.data) if row is not None else None
 
+    def _declared_only(self, name: str | None, schema: dict | None = None, data: Any = None) -> None:
+        """Refuse data that writes a field the step's form does not let it write (forms.undeclared)."""
+        refused = forms.undeclared(schema, data)
+        if refused:
+            raise FormRejected(str(forms.FormError(name or "(none: any JSON object)", refused)), refused)
+
     def _checked(self, name: str, schema: dict, data: dict) -> dict:
         try:
             return forms.validate(name, schema, data, self.lookups)
         except forms.FormError as exc:
             raise FormRejected(str(exc), exc.fields) from None
+
+    def _claim(self, conn: Connection, request: _Request, at: datetime) -> InstanceView | None:
+        """The first result when `request`'s id was used within REQUEST_ID_KEPT, else None with
+        the id taken for this command, in its transaction (an expired use of it let go first;
+        the worker lets go of the others, `forget_requests`)."""
+        row = _request_row(conn, request)
+        if row is not None:
+            if row.created_at >= at - REQUEST_ID_KEPT:
+                return self._first_result(request, row)
+            _FORGET_REQUEST.execute(conn, {"username": request.username, "key": request.key})
+        _INSERT_REQUEST.execute(conn, {"username": request.username, "key": request.key,
+                                       "command": request.command, "fingerprint": request.fingerprint,
+                                       "instance_id": None, "result": None, "created_at": at})
+        return None
+
+    @staticmethod
+    def _first_result(request: _Request, row) -> InstanceView:
+        if row.command != request.command or row.fingerprint != request.fingerprint:
+            raise Conflict("request id %(key)r was already used for a different request; nothing was "
+                           "changed (send a new id with a new request)", key=request.key)
+        return InstanceView.from_json(row.result)
+
+    @staticmethod
+    def _keep(conn: Connection, request: _Request, view: InstanceView) -> InstanceView:
+        _KEEP_RESULT.execute(conn, {"w_username": request.username, "w_key": request.key,
+                                    "v_result": view.as_json(), "v_instance_id": view.id})
+        return view
+
+    def forget_requests(self, now: datetime | None = None) -> int:
+        """Let go of request ids older than REQUEST_ID_KEPT (the worker calls this; at most one
+        pass a minute, so idle servers do not take the write lock every interval)."""
+        now = now or clock.now()
+        if now < getattr(self, "_next_forget", now):
+            return 0
+        self._next_forget = now + timedelta(minutes=1)
+        with self.store.transaction() as conn:
+            return conn.execute(delete(_K).where(_K.c.created_at < now - REQUEST_ID_KEPT)).rowcount
+
+    def answered(self, actor: str, request_id: Any, command: str, at: datetime | None = None) -> InstanceView | None:
+        """The kept result of `actor`'s `command` sent with `request_id`, if there is one: a page
+        sent again after its task is gone shows what its first sending did."""
+        if not isinstance(request_id, str) or not request_id:
+            return None
+        with self.store.read() as session:
+            row = _request_row(session, _Request(actor, request_id, command, ""))
+        if row is None or row.command != command or row.result is None or \
+                row.created_at < (at or clock.now()) - REQUEST_ID_KEPT:
+            return None
+        return InstanceView.from_json(row.result)
+
+    def _replayed(self, request: _Request | None) -> InstanceView | None:
+        """After a unique violation: the result the same request committed meanwhile, if it did."""
+        if request is None:
+            return None
+        with self.store.read() as session:
+            row = _request_row(session, request)
+        return self._first_result(request, row) if row is not None and row.result is not None else None
 
     def _superior_of(self, username: str) -> str | None:
         """Engine service for BPMN: the direct superior (直接上级) of a user."""
@@ -966,7 +1112,8 @@ class Runtime:
     def _unit_of_work(self, command: str, actor: str, inputs: dict, at: datetime | None, *,
                       task_id: str | None = None, instance_id: str | None = None,
                       check: TaskCheck | None = None, inspect: Callable | None = None,
-                      pick_due: tuple[datetime, frozenset[str]] | None = None) -> InstanceView | None:
+                      pick_due: tuple[datetime, frozenset[str]] | None = None,
+                      request: _Request | None = None) -> InstanceView | None:
         """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
         at = at or clock.now()
         process_id = "?"
@@ -974,6 +1121,8 @@ class Runtime:
         token = _pending_breaches.set([])
         try:
             with self.store.transaction() as conn:
+                if request is not None and (first := self._claim(conn, request, at)) is not None:
+                    raise _NothingToDo(first)  # before the task is looked up: it may be done by now
                 who = person(conn, actor) if check is not None else None
                 task_row = None
                 # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL
@@ -1054,11 +1203,16 @@ class Runtime:
                 elif command == "complete":
                     _DELETE_DRAFT.execute(conn, {"task_id": task_id})
                 # The workflow is discarded now, so its data need not be copied.
-                return InstanceView(instance_id, row.process_id, loaded.version, status,
+                view = InstanceView(instance_id, row.process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, row.initiator, row.created_at, at)
+                return self._keep(conn, request, view) if request is not None else view
         except _NothingToDo as nothing:
             return nothing.view
+        except IntegrityError:
+            if (first := self._replayed(request)) is None:
+                raise
+            return first
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
                                  at) from None
@@ -1108,10 +1262,14 @@ class Runtime:
                                    {"to": f"not a {task_row.role}"}, user=to, role=task_row.role, task=task_row.id)
             if to == who.username:
                 raise InvalidInput("a task cannot be delegated to oneself", {"to": "choose a colleague"})
+
+        def with_note(conn, workflow, row, loaded, who, inputs) -> None:
+            # The note is written in the delegation's transaction: both are kept, or neither.
+            if note.strip():
+                conn.execute(insert(Comment.__table__).values(
+                    instance_id=row.id, task_id=task_id, author=who.username, body=note.strip(), at=at))
         view = self._unit_of_work("delegate", actor, {"task_id": task_id, "to": to, "note": note}, at,
-                                  task_id=task_id, check=check)
-        if note.strip():
-            self.comment(task_id, actor, note, at=at, instance_id=view.id)
+                                  task_id=task_id, check=check, inspect=with_note)
         return next(t for t in view.tasks if t.id == task_id)
 
     def comment(self, task_id: str | None, actor: str, body: str, *, at: datetime | None = None,

@@ -265,6 +265,21 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class IdempotencyKey(Base):
+    """A start or complete sent with a request id (API `Idempotency-Key`, CLI `--request-id`, the
+    pages' hidden `request_id`) and its result, written in the command's own transaction: sent
+    again, it answers with that result and changes nothing. Kept for a bounded time
+    (runtime.REQUEST_ID_KEPT); a user's keys are their own."""
+    __tablename__ = "idempotency_key"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    command: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of what was asked (command, target, data)
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36))
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Incident(Base):
     """A command that failed and was rolled back, kept so a person can see it and retry."""
     __tablename__ = "incident"

@@ -76,6 +76,7 @@ def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event |
         try:
             run_once(runtime)
             deliver_mail(runtime)
+            runtime.forget_requests()  # request ids are kept for a bounded time
             last_error = None
         except Exception as exc:  # a worker must outlive a bad pass (database restart, say)
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

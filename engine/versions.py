@@ -18,9 +18,11 @@ class Deployed:
     process_id: str
     version: int
     status: str  # "deployed" or "unchanged"
+    notices: tuple[str, ...] = ()  # e.g. user tasks without a form (definitions.ProcessDefinition)
 
     def as_json(self) -> dict:
-        return {"process_id": self.process_id, "version": self.version, "status": self.status}
+        return {"process_id": self.process_id, "version": self.version, "status": self.status,
+                "notices": list(self.notices)}
 
 
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
@@ -49,7 +51,8 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
                 Definition.process_id == definition.process_id,
                 Definition.content_hash == definition.content_hash)).first()
             if existing is not None:
-                results.append(Deployed(definition.process_id, existing.version, "unchanged"))
+                results.append(Deployed(definition.process_id, existing.version, "unchanged",
+                                        tuple(definition.notices)))
                 continue
             latest = session.scalar(select(func.max(Definition.version)).where(
                 Definition.process_id == definition.process_id)) or 0
@@ -61,7 +64,7 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
                 lane_roles=definition.lane_roles, forms=definition.forms,
                 deployed_by=actor or access.OPERATOR,
                 deployed_at=at))
-            results.append(Deployed(definition.process_id, latest + 1, "deployed"))
+            results.append(Deployed(definition.process_id, latest + 1, "deployed", tuple(definition.notices)))
     return results
 
 

@@ -55,9 +55,12 @@ def test_init_is_safe_to_run_twice_and_deploys_the_four_processes(bpm):
 
 def test_deploy_json_and_unchanged(bpm):
     code, out, _ = bpm("deploy", APPROVAL, "--json")
-    assert code == 0 and json.loads(out) == [{"process_id": "approval", "version": 1, "status": "deployed"}]
+    notices = [f"user task {t} has no form: it takes any JSON object as its data (except the engine's "
+               f"own fields, such as initiator)" for t in ("submit", "review", "confirm")]
+    assert code == 0 and json.loads(out) == [{"process_id": "approval", "version": 1, "status": "deployed",
+                                              "notices": notices}]
     code, out, _ = bpm("deploy", APPROVAL)
-    assert code == 0 and out.strip() == "approval 1 unchanged"
+    assert code == 0 and out.strip().splitlines() == ["approval 1 unchanged"] + [f"  notice: {n}" for n in notices]
     code, out, _ = bpm("definitions", "--json")
     assert [(d["process_id"], d["version"]) for d in json.loads(out) if d["process_id"] == "approval"] == [
         ("approval", 1)]

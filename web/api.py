@@ -125,7 +125,8 @@ def processes():
 @authenticated
 def start(process_id: str):
     body = _json_body()
-    view = runtime().start(process_id, g.who.username, body.get("data", {}))
+    view = runtime().start(process_id, g.who.username, body.get("data", {}),
+                           request_id=request.headers.get("Idempotency-Key"))
     return jsonify(view.as_json()), 201
 
 
@@ -163,7 +164,8 @@ for _path, _name in (("claim", "claim"), ("unclaim", "unclaim"), ("hand-back", "
 @authenticated
 def complete(task_id: str):
     body = _json_body()
-    return jsonify(runtime().complete(task_id, g.who.username, body.get("data", {})).as_json())
+    return jsonify(runtime().complete(task_id, g.who.username, body.get("data", {}),
+                                      request_id=request.headers.get("Idempotency-Key")).as_json())
 
 
 @bp.put("/v1/tasks/<task_id>/draft")

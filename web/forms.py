@@ -319,6 +319,12 @@ def _messages():
              "array": _("a list"), "object": _("a group of fields"), "boolean": _("yes or no")}
     return [
         (r"this field is required", lambda m: _("This field is required.")),
+        (r"this form has no such field, so it cannot be written here",
+         lambda m: _("This form has no such field, so it cannot be written here.")),
+        (r"this field is read-only: the engine keeps it",
+         lambda m: _("This field is read-only: the engine keeps it.")),
+        (r"this field is set by the engine and cannot be written",
+         lambda m: _("This field is set by the engine and cannot be written.")),
         (r"must not be empty", lambda m: _("This field is required.")),
         (r"needs at least one entry", lambda m: _("Add at least one row.")),
         (r"must be one of (.+)", lambda m: _("Choose one of the offered values.")),

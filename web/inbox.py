@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import uuid
 from collections import namedtuple
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -404,9 +405,16 @@ def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
         history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
-        colleagues=_colleagues(task.role, _me()) if may_act else [],
+        colleagues=_colleagues(task.role, _me()) if may_act else [], request_id=_request_id(),
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
     ), status
+
+
+def _request_id() -> str:
+    """The id a form page carries so that it acts once: a double click or the page sent again
+    answers with the first result (engine.runtime, "exactly once"). A page drawn again after a
+    refusal keeps its id: nothing was done under it."""
+    return request.form.get("request_id") or uuid.uuid4().hex
 
 
 def _edit_rows(schema: dict | None, submitted: dict) -> bool:
@@ -430,7 +438,15 @@ def task(task_id: str):
 @bp.post("/tasks/<task_id>")
 def act(task_id: str):
     rt = runtime()
-    detail = rt.task_detail(task_id, _me())
+    try:
+        detail = rt.task_detail(task_id, _me())
+    except EngineError:
+        # The page sent again after its first sending did the task: say so, act no more.
+        first = rt.answered(_me(), request.form.get("request_id"), "complete")
+        if first is None or request.form.get("action") != "complete":
+            raise
+        _flash_next(first, _("This form was already submitted; it was done once."))
+        return redirect(url_for("inbox.inbox"))
     schema = detail["schema"]
     submitted = forms.parse(schema, request.form)
 
@@ -446,7 +462,7 @@ def act(task_id: str):
             return redirect(url_for("inbox.task", task_id=task_id))
         if action != "complete":
             abort(400)
-        view = rt.complete(task_id, _me(), submitted)
+        view = rt.complete(task_id, _me(), submitted, request_id=request.form.get("request_id") or None)
     except InvalidInput as exc:
         return _task_page(detail, values(), forms.errors_by_name(exc.fields), 422,
                           _("Nothing was submitted: please correct the marked fields.")
@@ -518,7 +534,7 @@ def _start_page(process: dict, values: dict, errors: dict | None = None, status:
                 message: str | None = None):
     errors = errors or {}
     return render_template("start_form.html", process=process, schema=process["schema"],
-                           values=values, errors=errors, message=message,
+                           values=values, errors=errors, message=message, request_id=_request_id(),
                            unplaced=forms.unplaced(process["schema"], values, errors)), status
 
 
@@ -536,7 +552,8 @@ def start(process_id: str):
     if _edit_rows(schema, submitted):
         return _start_page(process, submitted)
     try:
-        view = runtime().start(process_id, _me(), submitted, version=process.get("version"))
+        view = runtime().start(process_id, _me(), submitted, version=process.get("version"),
+                               request_id=request.form.get("request_id") or None)
     except InvalidInput as exc:
         return _start_page(process, submitted, forms.errors_by_name(exc.fields), 422,
                            _("Nothing was started: please correct the marked fields.")

@@ -32,6 +32,13 @@ def _path_param(name: str) -> dict:
 
 
 DATA_BODY = {"type": "object", "properties": {"data": {"type": "object"}}}
+# Exactly once (engine.runtime, "exactly once"): the same key again answers with the first result.
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^\\S(.*\\S)?$"},
+    "description": "Any id of the caller's choosing (e.g. a UUID): sent again with the same request "
+                   "(after a lost reply), it answers with the first result and changes nothing; with "
+                   "different content, 409. Keys are the caller's own and kept for 24 hours."}
 
 
 def document() -> dict:
@@ -74,7 +81,7 @@ def document() -> dict:
                                          codes=(401,))},
             "/v1/processes/{process_id}/instances": {"post": _op(
                 "Start an instance", {"201": _json(_ref("Instance"), "Created")}, body=DATA_BODY,
-                params=[_path_param("process_id")])},
+                params=[_path_param("process_id"), IDEMPOTENCY_KEY])},
             "/v1/tasks": {"get": _op("The caller's inbox: held tasks and tasks open to their roles",
                                      {"200": _json(_ref("InboxPage"))}, params=inbox_params,
                                      codes=(400, 401))},
@@ -87,7 +94,7 @@ def document() -> dict:
                                                         {"200": _json(_ref("Task"))}, params=[task_id])},
             "/v1/tasks/{task_id}/complete": {"post": _op(
                 "Submit the task's form; 422 with every error by field, nothing changed",
-                {"200": _json(_ref("Instance"))}, body=DATA_BODY, params=[task_id])},
+                {"200": _json(_ref("Instance"))}, body=DATA_BODY, params=[task_id, IDEMPOTENCY_KEY])},
             "/v1/tasks/{task_id}/draft": {"put": _op("Save form data without submitting",
                                                      {"200": _json({"type": "object"})}, body=DATA_BODY,
                                                      params=[task_id])},
