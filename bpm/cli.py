@@ -91,8 +91,8 @@ def cmd_init(args) -> None:
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
         + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
-        + [f"{d.process_id} v{d.version} {d.status}" + "".join(f"\n  notice: {n}" for n in d.notices)
-           for d in deployed]))
+        + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
+    _print_notices(args, "init", deployed)
 
 
 def cmd_deploy(args) -> None:
@@ -102,8 +102,16 @@ def cmd_deploy(args) -> None:
         raise Refused(f"{missing[0]}: no such file or folder")
     deployed = versions.deploy(store, args.paths, actor=args.actor)
     _print(args, [d.as_json() for d in deployed],
-           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}"
-                             + "".join(f"\n  notice: {n}" for n in d.notices) for d in deployed))
+           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}" for d in deployed))
+    _print_notices(args, "deploy", deployed)
+
+
+def _print_notices(args, command: str, deployed) -> None:
+    """Notices (formless user tasks) go to stderr, so stdout stays one line per process."""
+    if not args.json:
+        for d in deployed:
+            for notice in d.notices:
+                print(f"bpm {command}: {d.process_id}: notice: {notice}", file=sys.stderr)
 
 
 def cmd_definitions(args) -> None:

@@ -59,8 +59,9 @@ def test_deploy_json_and_unchanged(bpm):
                f"own fields, such as initiator)" for t in ("submit", "review", "confirm")]
     assert code == 0 and json.loads(out) == [{"process_id": "approval", "version": 1, "status": "deployed",
                                               "notices": notices}]
-    code, out, _ = bpm("deploy", APPROVAL)
-    assert code == 0 and out.strip().splitlines() == ["approval 1 unchanged"] + [f"  notice: {n}" for n in notices]
+    code, out, err = bpm("deploy", APPROVAL)
+    assert code == 0 and out.strip().splitlines() == ["approval 1 unchanged"]
+    assert err.strip().splitlines() == [f"bpm deploy: approval: notice: {n}" for n in notices]
     code, out, _ = bpm("definitions", "--json")
     assert [(d["process_id"], d["version"]) for d in json.loads(out) if d["process_id"] == "approval"] == [
         ("approval", 1)]

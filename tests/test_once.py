@@ -102,9 +102,9 @@ def test_a_draft_keeps_only_declared_fields(rt, store):
     with pytest.raises(FormRejected) as refused:
         rt.save_draft(ship.id, "wh.wei", {"carrier": "德邦物流", "paid": 80000}, at=clock())
     assert list(refused.value.fields) == ["paid"]
-    assert rt.draft(ship.id) is None
+    assert rt.draft(ship.id, "wh.wei") is None
     rt.save_draft(ship.id, "wh.wei", {"carrier": "德邦物流"}, at=clock())  # half a form is a draft
-    assert rt.draft(ship.id) == {"carrier": "德邦物流"}
+    assert rt.draft(ship.id, "wh.wei") == {"carrier": "德邦物流"}
 
 
 def test_formless_tasks_take_any_object_but_not_the_engines_fields_and_deploy_says_so(store):
