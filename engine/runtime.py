@@ -843,22 +843,21 @@ class Runtime:
         return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
                                   task_id=task_id, check=check, inspect=inspect)
 
-    def _check_level(self, workflow, row, loaded, who: access.Person, task_id: str, *,
-                     verb: str = "act on") -> None:
-        """One person approves at most one level of a request (access.level_refusal)."""
+    def _check_level(self, workflow, row, loaded, who: access.Person, task_id: str) -> None:
+        """`who` may take task `task_id` only if it is not a second level of the request for
+        them, nor their own request's approval (access.level_refusal)."""
         task = _find_task(workflow, task_id)
         if task is None or task.task_spec.name not in loaded.approval_tasks:
             return
         levels = tasks.levels(workflow, task, loaded.approval_tasks, loaded.submitter_lane)
         refusal = access.level_refusal(who.username, task.task_spec.name, row.initiator, levels)
         if refusal == "submitted":
-            raise Forbidden("four-eyes: %(user)s submitted this request and may not %(verb)s its approval "
-                            "%(task)s; another %(role)s must", user=who.username, verb=verb, task=task_id,
-                            role=_role_of(loaded, task))
+            raise Forbidden("four-eyes: %(user)s submitted this request and may not approve it; "
+                            "another %(role)s must", user=who.username, role=_role_of(loaded, task))
         if refusal == "other_level":
-            raise Forbidden("%(user)s already acted on another level of this request, and one person approves "
-                            "at most one level; another %(role)s must %(verb)s task %(task)s",
-                            user=who.username, role=_role_of(loaded, task), verb=verb, task=task_id)
+            raise Forbidden("%(user)s already acted on another level of this request; one person approves "
+                            "at most one level, so another %(role)s must take task %(task)s",
+                            user=who.username, role=_role_of(loaded, task), task=task_id)
 
     def hand_back(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
         """The superior an overdue task was escalated to returns it to its previous holder."""
@@ -1215,7 +1214,7 @@ class Runtime:
                     and tasks.holder(task) == row.initiator:
                 raise Forbidden("task %(task)s is the submitter's own rework and stays with %(user)s",
                                 task=task_id, user=row.initiator)
-            self._check_level(workflow, row, loaded, colleague, task_id, verb="take")
+            self._check_level(workflow, row, loaded, colleague, task_id)
         view = self._unit_of_work("delegate", actor, {"task_id": task_id, "to": to, "note": note}, at,
                                   task_id=task_id, check=check, inspect=inspect)
         if note.strip():
