@@ -194,7 +194,8 @@ def _statements(held: bool, scopes: int, filters: tuple[str, ...], sort: str, de
     roles, filter values, limit and offset) are bound parameters.
 
     The visible set is read as disjoint branches: held by the user; open (no holder), of each
-    role and in each office scope the user reaches (access.inbox_scopes). Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
+    role and in each office scope the user reaches (access.inbox_scopes), but not their own
+    requests' approvals (`barred`, checked in the index). Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
     `ix_human_task_open_order`), so its first rows come in order without reading the rest; an OR
     across them would read and sort every visible task (docs/benchmarks.md, "The inbox"). The
     count is the sum of the branches' counts; the page the first rows of each branch merged and
@@ -202,7 +203,8 @@ def _statements(held: bool, scopes: int, filters: tuple[str, ...], sort: str, de
     query = InboxQuery(sort=sort, desc=desc)
     branches = ([_H.c.assignee == bindparam("me")] if held else []) + [
         and_(_H.c.assignee.is_(None), _H.c.role == bindparam(f"role_{i}"),
-             _H.c.office_scope == bindparam(f"scope_{i}")) for i in range(scopes)]
+             _H.c.office_scope == bindparam(f"scope_{i}"), _H.c.barred != bindparam("who"))
+        for i in range(scopes)]
     conditions = [_FILTERS[name] for name in filters]
     counts = [select(func.count()).select_from(_H).where(b, *conditions).scalar_subquery() for b in branches]
     count = select(functools.reduce(operator.add, counts).label("total"))
@@ -255,6 +257,8 @@ def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> I
         params[f"role_{i}"], params[f"scope_{i}"] = role, office_scope
     if held:
         params["me"] = who.username
+    if roles:
+        params["who"] = who.username
     total = count.first(session, params).total or 0
     rows = page.all(session, {**params, "limit": query.per_page, "offset": offset,
                               "upto": offset + query.per_page,

@@ -627,6 +627,8 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                 "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": element, "name": spec.bpmn_name or element,
                 "role": role, "office_scope": scope(role),
+                # four-eyes: an open approval is not in its submitter's inbox
+                "barred": (initiator or "") if spec.name in loaded.approval_tasks else "",
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,

@@ -267,6 +267,24 @@ def test_the_submitters_own_approval_goes_to_another_holder_of_the_role(rt, stor
     assert review.id not in inbox_ids(store, "dm.zhou")
 
 
+def test_the_submitters_own_approval_open_to_several_others_is_not_in_their_inbox(rt, store, client):
+    """With several other holders the review stays open to them, and never shows in the
+    submitter's inbox (engine, API) nor may he take it."""
+    give_role(store, "dm.zhou", "sales_rep")
+    with store.write() as s:
+        for name in ("dm.he", "dm.ma"):
+            access.add_user(s, name, "pw", ["dept_manager"], superior="vp.qian", office_id="HQ")
+    view = rt.start("contract_review", "dm.zhou", contract(), at=T0)
+    review = the_task(view, "dm_review")
+    assert review.assignee is None
+    assert review.id not in inbox_ids(store, "dm.zhou")
+    assert review.id in inbox_ids(store, "dm.he") and review.id in inbox_ids(store, "dm.ma")
+    assert client.get("/api/v1/tasks", headers=token(client, "dm.zhou")).json["total"] == 0
+    with pytest.raises(Forbidden, match="four-eyes"):
+        rt.claim(review.id, "dm.zhou", at=T0)
+    rt.complete(review.id, "dm.ma", APPROVE, at=T0 + timedelta(minutes=5))
+
+
 def test_the_submitters_own_approval_skips_a_superior_who_holds_a_later_level(rt, store):
     give_role(store, "dm.zhou", "sales_rep")
     view = rt.start("contract_review", "dm.zhou", contract(price=480, amount=240000), at=T0)

@@ -188,7 +188,8 @@ def test_no_mail_without_smtp_url(runtime, store, monkeypatch):
 
 def _visible_rows(store, instance_id: str, n: int = 240, seed: int = 7) -> list[dict]:
     """`n` task rows of one instance: held by dm.zhou or a colleague, or open to one of 3 roles
-    (the office-scoped sales_rep's in his office, another, or the whole company), with and without
+    (the office-scoped sales_rep's in his office, another, or the whole company; some barred to
+    him as their submitter, some to another), with and without
     due times, equal due times and equal created times (the ties the order breaks)."""
     import random
     rng = random.Random(seed)
@@ -199,6 +200,7 @@ def _visible_rows(store, instance_id: str, n: int = 240, seed: int = 7) -> list[
         rows.append(dict(id=f"t{i:04d}", instance_id=instance_id, process_id=rng.choice(["review", "approval"]),
                          element_id="x", name=rng.choice(["审批 approve", "复核 check"]), role=role,
                          office_scope=rng.choice(["", "guangzhou", "nanning"]) if role == "sales_rep" else "",
+                         barred=rng.choice(["", "", "dm.zhou", "rep.wang"]),
                          assignee=rng.choice([None, None, "dm.zhou", "vp.qian"]), form=None,
                          business_key=f"HT-{rng.randrange(50):03d}", customer=rng.choice(sorted(CUSTOMERS)),
                          amount=rng.choice([None, 10.0, 500.0, 5000.0]),
@@ -223,11 +225,12 @@ def test_inbox_branches_give_the_same_rows_as_the_plain_visible_set(runtime, sto
     now = T0 + timedelta(hours=2)
     assert {r["office_scope"] for r in rows if r["role"] == "sales_rep" and r["assignee"] is None} == {
         "", "guangzhou", "nanning"}
+    assert any(r["barred"] == me.username and r["assignee"] is None and r["role"] in me.roles for r in rows)
 
     def expected(q: InboxQuery) -> tuple[int, list[str]]:
         held = [r for r in rows if r["assignee"] == me.username]
         open_ = [r for r in rows if r["assignee"] is None and r["role"] in me.roles
-                 and r["office_scope"] in ("", me.office_id)]
+                 and r["office_scope"] in ("", me.office_id) and r["barred"] != me.username]
         chosen = {"all": held + open_, "mine": held, "claimable": open_}[q.scope]
         chosen = [r for r in chosen
                   if (q.process is None or r["process_id"] == q.process)
