@@ -369,6 +369,7 @@ def test_another_offices_manager_is_refused_on_the_page(client, store):
     started = client.post("/api/v1/processes/return_request/instances", headers=rep, json={"data": RETURN})
     task_id = started.json["tasks"][0]["id"]
     assert client.post("/login", data={"username": "om.lin", "password": "demo"}).status_code == 302
+    client.post("/lang", data={"lang": "en"})  # the refusal's words below are the English ones
     assert task_id not in client.get("/").get_data(as_text=True)
     page = client.post(f"/tasks/{task_id}/claim", follow_redirects=True)
     assert page.status_code == 200 and "may not claim" in page.get_data(as_text=True)
