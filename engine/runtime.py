@@ -805,7 +805,16 @@ class Runtime:
             if task_row.assignee != who.username:
                 raise Forbidden("%(user)s does not hold task %(task)s, so cannot give it back",
                                 user=who.username, task=task_row.id)
-        view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            task = _find_task(workflow, task_id)
+            # separation of duties gave it to someone outside its role (a superior): back to the
+            # role it would be with no one who may take it
+            if task is not None and task._get_internal_data("routed") and _role_of(loaded, task) not in who.roles:
+                raise Forbidden("task %(task)s was given to %(user)s because no one else may take it, "
+                                "so it cannot go back to its role", task=task_id, user=who.username)
+        view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check,
+                                  inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
 
     def complete(self, task_id: str, actor: str, data: Any = None, *,

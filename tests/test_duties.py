@@ -257,6 +257,18 @@ def test_the_submitters_own_approval_goes_to_their_superior_at_once(rt, store):
     assert verified(rt, store, view.id)
 
 
+def test_a_routed_approval_cannot_be_given_back_to_a_role_no_one_else_may_act_for(rt, store):
+    """vp.qian holds dm.zhou's own review because no one else may take it: giving it back to the
+    department managers' role would leave it with no one, so unclaim is refused."""
+    give_role(store, "dm.zhou", "sales_rep")
+    view = rt.start("contract_review", "dm.zhou", contract(), at=T0)
+    review = the_task(view, "dm_review")
+    before = snapshot(store, view.id)
+    with pytest.raises(Forbidden, match="no one else may take it"):
+        rt.unclaim(review.id, "vp.qian", at=T0)
+    assert snapshot(store, view.id) == before
+
+
 def test_the_submitters_own_approval_goes_to_another_holder_of_the_role(rt, store):
     give_role(store, "dm.zhou", "sales_rep")
     with store.write() as s:
@@ -265,6 +277,8 @@ def test_the_submitters_own_approval_goes_to_another_holder_of_the_role(rt, stor
     review = the_task(view, "dm_review")
     assert review.assignee == "dm.he"
     assert review.id not in inbox_ids(store, "dm.zhou")
+    rt.unclaim(review.id, "dm.he", at=T0)  # back to the role: open to dm.he, not to dm.zhou
+    assert review.id not in inbox_ids(store, "dm.zhou") and review.id in inbox_ids(store, "dm.he")
 
 
 def test_the_submitters_own_approval_open_to_several_others_is_not_in_their_inbox(rt, store, client):
