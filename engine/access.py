@@ -180,20 +180,22 @@ def known_roles(session: Session) -> set[str]:
     return set(session.scalars(select(Role.id)))
 
 
-def may_act(who: Person, role: str | None, assignee: str | None) -> bool:
-    """A task held by someone is theirs alone; an open task belongs to its role."""
+def may_act(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
+    """A task held by someone is theirs alone; an open task belongs to its role, within its
+    office or region (`office_scope`, see `task_scope`)."""
     if assignee is not None:
         return assignee == who.username
-    return role is not None and role in who.roles
+    return role is not None and role in who.roles and in_reach(who, office_scope)
 
 
-def may_view_instance(who: Person, initiator: str, open_tasks: Iterable[tuple[str | None, str | None]],
+def may_view_instance(who: Person, initiator: str, open_tasks: Iterable[tuple],
                       actors: Iterable[str]) -> bool:
     """Who may look at an instance (its data, history, comments, diagram): whoever started it,
-    whoever acted on it, whoever may act on one of its open tasks (role, holder), and auditors."""
+    whoever acted on it, whoever may act on one of its open tasks (role, holder[, office scope]),
+    and auditors."""
     if who.username == initiator or "auditor" in who.roles:
         return True
-    if any(may_act(who, role, assignee) for role, assignee in open_tasks):
+    if any(may_act(who, *task) for task in open_tasks):
         return True
     return who.username in set(actors)
 
@@ -256,12 +258,87 @@ def may_deploy(who: Person) -> bool:
     return bool(DEPLOY_ROLES & who.roles)
 
 
-def may_open_task(who: Person, role: str | None, assignee: str | None) -> bool:
+def may_open_task(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
     """A task's page, form and draft: those who may act on it, and the auditor (who reads all)."""
-    return may_act(who, role, assignee) or "auditor" in who.roles
+    return may_act(who, role, assignee, office_scope) or "auditor" in who.roles
 
 
 def roles_text(roles: Iterable[str]) -> str:
     """Roles as a refusal names them: sorted, 'anyone signed in' for ANYONE."""
     roles = set(roles)
     return "anyone signed in" if ANYONE in roles else ", ".join(sorted(roles))
+
+
+# --- offices and separation of duties (RULES.md "Offices and separation of duties") -----------
+# Offices (办事处) belong to regions (大区), regions to HQ (the root of the `office` tree). An open
+# task of an office's role is for the people of the request's office, one of a region's role for
+# those of its region; HQ's roles reach the whole company. The request's office is its
+# initiator's. A task someone holds is theirs, wherever they sit (escalation, delegation).
+
+TASK_REACH: dict[str, str] = {"office_manager": "office", "sales_rep": "office",
+                              "regional_manager": "region"}
+COMPANY = ""  # the office scope of a task any holder of its role may take
+
+
+@dataclass(frozen=True)
+class RequestOffice:
+    """Where a request comes from: its initiator's office and that office's region (COMPANY for
+    a request from HQ or from someone without an office)."""
+    office: str = COMPANY
+    region: str = COMPANY
+
+
+_O = Office.__table__
+_PARENT = _O.alias("parent")
+_SELECT_REQUEST_OFFICE = Prepared(
+    select(_O.c.id, _O.c.parent_id, _PARENT.c.parent_id.label("grandparent"))
+    .select_from(_U.join(_O, _O.c.id == _U.c.office_id).outerjoin(_PARENT, _PARENT.c.id == _O.c.parent_id))
+    .where(_U.c.username == bindparam("username")))
+
+
+def request_office(executor: Session | Connection, initiator: str) -> RequestOffice:
+    """The office and region of `initiator`'s requests, in one query. An office under a region
+    has that region; a region is its own; the root (HQ) is no one's office."""
+    row = _SELECT_REQUEST_OFFICE.first(executor, {"username": initiator})
+    if row is None or row.parent_id is None:
+        return RequestOffice()
+    return RequestOffice(row.id, row.id if row.grandparent is None else row.parent_id)
+
+
+def task_scope(role: str | None, where: RequestOffice) -> str:
+    """The office scope of an open task of `role` in a request from `where`."""
+    reach = TASK_REACH.get(role or "")
+    if reach == "office":
+        return where.office
+    if reach == "region":
+        return where.region
+    return COMPANY
+
+
+def in_reach(who: Person, office_scope: str) -> bool:
+    """Whether a task of that scope is within `who`'s office or region."""
+    return office_scope == COMPANY or who.office_id == office_scope
+
+
+def inbox_scopes(who: Person) -> list[tuple[str, str]]:
+    """The (role, office scope) pairs of the open tasks `who` may take: each role company-wide,
+    and an office's or region's role also in their own office or region. The inbox reads one
+    index range per pair."""
+    pairs = []
+    for role in sorted(who.roles):
+        pairs.append((role, COMPANY))
+        if role in TASK_REACH and who.office_id:
+            pairs.append((role, who.office_id))
+    return pairs
+
+
+def level_refusal(username: str, level: str, initiator: str | None,
+                  levels: dict[str, set[str]]) -> str | None:
+    """Why `username` may not act on approval level `level` of a request, or None: nobody
+    approves what they submitted ("submitted"), and one person approves at most one level of
+    the same round ("other_level"); `levels` is who acted on (or holds) which level."""
+    if username == initiator:
+        return "submitted"
+    if levels.get(username, set()) - {level}:
+        return "other_level"
+    return None

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from SpiffWorkflow.util.task import TaskState
 
-from . import state
+from . import state, tasks
 from .determinism import CommandContext, command_context
 from .runtime import (GENESIS_HASH, _entry_hash, apply_command, instance_data, loaded_definition,
                       new_workflow)
@@ -73,6 +73,7 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
             with command_context(ctx):
                 if entry.command == "start":
                     workflow = new_workflow(loaded, inputs.get("data") or {}, script_engine)
+                    tasks.route(workflow, inputs.get("route"))
                 else:
                     workflow, ctx.counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = script_engine

@@ -15,7 +15,7 @@ from typing import Mapping
 from sqlalchemy import and_, bindparam, delete, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from .access import Person
+from .access import Person, inbox_scopes
 from .runtime import InvalidInput, TaskView, task_view
 from .statements import Prepared
 from .store import HumanTask, SavedFilter
@@ -188,20 +188,23 @@ def _reversed(columns, query: InboxQuery) -> list:
 
 
 @functools.lru_cache(maxsize=512)
-def _statements(held: bool, roles: int, filters: tuple[str, ...], sort: str, desc: bool,
+def _statements(held: bool, scopes: int, filters: tuple[str, ...], sort: str, desc: bool,
                 keyset: tuple[str, bool] | None = None) -> tuple[Prepared, Prepared]:
     """The count and the page for one shape of query, built and compiled once; the values (user,
     roles, filter values, limit and offset) are bound parameters.
 
-    The visible set is read as disjoint branches: held by the user; open (no holder) and of each
-    role. Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
+    The visible set is read as disjoint branches: held by the user; open (no holder), of each
+    role and in each office scope the user reaches (access.inbox_scopes), but not their own
+    requests' approvals (`barred`, checked in the index). Each branch is one range of an inbox-order index (`ix_human_task_held_order`,
     `ix_human_task_open_order`), so its first rows come in order without reading the rest; an OR
     across them would read and sort every visible task (docs/benchmarks.md, "The inbox"). The
     count is the sum of the branches' counts; the page the first rows of each branch merged and
     cut again."""
     query = InboxQuery(sort=sort, desc=desc)
     branches = ([_H.c.assignee == bindparam("me")] if held else []) + [
-        and_(_H.c.assignee.is_(None), _H.c.role == bindparam(f"role_{i}")) for i in range(roles)]
+        and_(_H.c.assignee.is_(None), _H.c.role == bindparam(f"role_{i}"),
+             _H.c.office_scope == bindparam(f"scope_{i}"), _H.c.barred != bindparam("who"))
+        for i in range(scopes)]
     conditions = [_FILTERS[name] for name in filters]
     counts = [select(func.count()).select_from(_H).where(b, *conditions).scalar_subquery() for b in branches]
     count = select(functools.reduce(operator.add, counts).label("total"))
@@ -238,7 +241,7 @@ _FILTERS = {
 def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> InboxPage:
     """One page of the user's inbox (see `_statements` for how it is read)."""
     held = query.scope in ("all", "mine")
-    roles = sorted(who.roles) if query.scope in ("all", "claimable") else []
+    roles = inbox_scopes(who) if query.scope in ("all", "claimable") else []
     if not held and not roles:
         return InboxPage([], 0, query.page, query.per_page)
     values = {"process": query.process, "customer": query.customer, "amount_min": query.amount_min,
@@ -250,9 +253,12 @@ def search(session: Session, who: Person, query: InboxQuery, now: datetime) -> I
     count, page = _statements(held, len(roles), filters, query.sort, query.desc, keyset)
     offset = (query.page - 1) * query.per_page if keyset is None else 0
     params = {("now" if name == "overdue" else name): values[name] for name in filters}
-    params.update({f"role_{i}": role for i, role in enumerate(roles)})
+    for i, (role, office_scope) in enumerate(roles):
+        params[f"role_{i}"], params[f"scope_{i}"] = role, office_scope
     if held:
         params["me"] = who.username
+    if roles:
+        params["who"] = who.username
     total = count.first(session, params).total or 0
     rows = page.all(session, {**params, "limit": query.per_page, "offset": offset,
                               "upto": offset + query.per_page,

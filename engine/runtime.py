@@ -122,6 +122,7 @@ class LoadedDefinition:
     approval_tasks: frozenset[str] = frozenset()  # task spec names where four-eyes applies
     starters: frozenset[str] = frozenset()  # who may start it (access.starters)
     messages: dict = field(default_factory=dict)  # message name -> definitions.MessageRule
+    submitter_lane: str | None = None  # the start event's lane: the submitter's own (rework) tasks
 
     def form_of(self, task_spec) -> tuple[str, dict] | None:
         name = tasks.properties(task_spec).get("form")
@@ -177,12 +178,14 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     start = next((ts for ts in spec.task_specs.values() if type(ts).__name__ == "StartEvent"), None)
     starters = access.starters(row.lane_roles.get(start.lane) if start is not None and start.lane else None,
                                tasks.properties(start).get("start_roles") if start is not None else None)
+    submitter_lane = next((ts.lane for ts in spec.task_specs.values()
+                           if type(ts).__name__ == "StartEvent" and ts.lane), None)
     found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles),
                              has_timers=bool(manual) or any(issubclass(k, TimerEventDefinition) for k in kinds),
                              has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
                              forms=form_schemas, start_form=start_form,
                              approval_tasks=frozenset(approvals), starters=starters,
-                             messages=message_rules(row.files or {}))
+                             messages=message_rules(row.files or {}), submitter_lane=submitter_lane)
     with _definitions_lock:
         _definitions[key] = found
     return found
@@ -196,13 +199,13 @@ _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, Me
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
 
-_SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee).where(
+_SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee, _H.c.office_scope).where(
     _H.c.id == bindparam("task_id")))
 _SELECT_INSTANCE = select(_I.c.id, _I.c.definition_id, _I.c.process_id, _I.c.status, _I.c.state,
                           _I.c.state_hash, _I.c.revision, _I.c.log_hash, _I.c.initiator, _I.c.created_at).where(
     _I.c.id == bindparam("instance_id"))
 _SELECT_INSTANCE_LOCKED = _SELECT_INSTANCE.with_for_update()
-_TASK_COLUMNS = (_H.c.id.label("task_id"), _H.c.role, _H.c.assignee)
+_TASK_COLUMNS = (_H.c.id.label("task_id"), _H.c.role, _H.c.assignee, _H.c.office_scope)
 _SELECT_TASK_INSTANCE = (select(*_TASK_COLUMNS, *_SELECT_INSTANCE.selected_columns)
                          .join(_I, _I.c.id == _H.c.instance_id)
                          .where(_H.c.id == bindparam("task_id")))
@@ -260,12 +263,26 @@ def _pick_due(conn: Connection, sqlite: bool, now: datetime, exclude: frozenset[
     return conn.execute(query).first()
 
 
-def _sole_member(conn: Connection, role: str | None) -> str | None:
-    """The one active user holding `role`, if exactly one does (an open task then has a holder)."""
+def _members(conn: Connection, role: str, office_scope: str = "", *, limit: int | None = None,
+             among: Iterable[str] | None = None, besides: Iterable[str] = ()) -> list[str]:
+    """Active users holding `role` within `office_scope` ("" = anywhere), by name."""
+    query = (select(_UR.c.username).join(_U, _U.c.username == _UR.c.username)
+             .where(_UR.c.role_id == role, _U.c.active.is_(True)).order_by(_UR.c.username))
+    if office_scope:
+        query = query.where(_U.c.office_id == office_scope)
+    if among is not None:
+        query = query.where(_UR.c.username.in_(sorted(among)))
+    if besides:
+        query = query.where(_UR.c.username.not_in(sorted(besides)))
+    return list(conn.execute(query.limit(limit)).scalars())
+
+
+def _sole_member(conn: Connection, role: str | None, office_scope: str = "") -> str | None:
+    """The one active user holding `role` (in the office scope), if exactly one does (an open task
+    then has a holder)."""
     if role is None:
         return None
-    names = conn.execute(select(_UR.c.username).join(_U, _U.c.username == _UR.c.username)
-                         .where(_UR.c.role_id == role, _U.c.active.is_(True)).limit(2)).scalars().all()
+    names = _members(conn, role, office_scope, limit=2)
     return names[0] if len(names) == 1 else None
 
 
@@ -273,13 +290,16 @@ def _superior(conn: Connection, username: str) -> str | None:
     return conn.execute(select(_U.c.superior).where(_U.c.username == username)).scalar()
 
 
-def _common_superior(conn: Connection, role: str | None) -> str | None:
+def _common_superior(conn: Connection, role: str | None, office_scope: str = "") -> str | None:
     """For a task open to several people: the superior most of them share (ties: by name)."""
     if role is None:
         return None
-    rows = conn.execute(select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username)
-                        .where(_UR.c.role_id == role, _U.c.active.is_(True), _U.c.superior.is_not(None))
-                        .group_by(_U.c.superior)).all()
+    query = (select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username)
+             .where(_UR.c.role_id == role, _U.c.active.is_(True), _U.c.superior.is_not(None))
+             .group_by(_U.c.superior))
+    if office_scope:
+        query = query.where(_U.c.office_id == office_scope)
+    rows = conn.execute(query).all()
     return min(rows, key=lambda r: (-r[1], r[0]))[0] if rows else None
 
 
@@ -293,7 +313,7 @@ def _may_view(executor: Session | Connection, instance_id: str, who: access.Pers
     """access.may_view_instance, with what it needs read from the database."""
     if initiator is None:
         initiator = executor.execute(select(_I.c.initiator).where(_I.c.id == instance_id)).scalar()
-    open_tasks = executor.execute(select(_H.c.role, _H.c.assignee).where(_H.c.instance_id == instance_id)).all()
+    open_tasks = executor.execute(select(_H.c.role, _H.c.assignee, _H.c.office_scope).where(_H.c.instance_id == instance_id)).all()
     acted = executor.execute(select(_L.c.actor).where(_L.c.instance_id == instance_id,
                                                       _L.c.actor == who.username).limit(1)).scalars().all()
     return access.may_view_instance(who, initiator, open_tasks, acted)
@@ -325,6 +345,108 @@ def person(executor: Session | Connection, username: str) -> access.Person:
         raise NotFound("there is no user %(user)r", user=username) from None
 
 
+# --- separation of duties: whom a level of a request may go to ---------------------------------
+
+class _Duties:
+    """Who may take which approval level of one request, while a command runs (RULES.md "Offices
+    and separation of duties"): nobody approves what they submitted, one person approves at most
+    one level of a round, and escalation or routing skips whoever already acted on another level
+    or would receive a later one. The rules are access.level_refusal's; this finds the people."""
+
+    def __init__(self, conn: Connection, loaded: LoadedDefinition, initiator: str | None):
+        self.conn, self.loaded, self.initiator = conn, loaded, initiator
+        self._where: access.RequestOffice | None = None
+        self._later: dict[str, set[str]] = {}
+
+    def scope(self, role: str | None) -> str:
+        if role not in access.TASK_REACH or self.initiator is None:
+            return access.COMPANY
+        if self._where is None:
+            self._where = access.request_office(self.conn, self.initiator)
+        return access.task_scope(role, self._where)
+
+    def role(self, spec) -> str | None:
+        return self.loaded.lane_roles.get(spec.lane) if getattr(spec, "lane", None) else None
+
+    def levels(self, workflow: BpmnWorkflow, task) -> dict[str, set[str]]:
+        return tasks.levels(workflow, task, self.loaded.approval_tasks, self.loaded.submitter_lane)
+
+    def barred(self, workflow: BpmnWorkflow, task) -> set[str]:
+        levels = self.levels(workflow, task)
+        return {u for u in {*levels, self.initiator} if u is not None
+                and access.level_refusal(u, task.task_spec.name, self.initiator, levels)}
+
+    def _writes(self, spec) -> set[str] | None:
+        form = self.loaded.form_of(spec)
+        if form is None:
+            return None
+        return {k for k, v in (form[1].get("properties") or {}).items() if not (v or {}).get("readOnly")}
+
+    def later_roles(self, task) -> set[str]:
+        """The roles of the levels `task`'s request may still reach after it, in this round."""
+        key = str(task.id)
+        if key not in self._later:
+            names = tasks.later_levels(task, self.loaded.approval_tasks, self.loaded.submitter_lane,
+                                       self._writes, lambda text: task.workflow.script_engine.evaluate(task, text))
+            specs = {**self.loaded.spec.task_specs}
+            for sub in self.loaded.subprocess_specs.values():
+                specs.update(sub.task_specs)
+            self._later[key] = {r for r in (self.role(specs[n]) for n in names if n in specs) if r}
+        return self._later[key]
+
+    def twice(self, candidate: str, task, barred: set[str]) -> bool:
+        """Whether `candidate` taking `task` would make them act on two levels of the request:
+        they acted on (or hold) another, or a later one would come to them as its role's only
+        holder."""
+        if candidate in barred:
+            return True
+        return any(_sole_member(self.conn, role, self.scope(role)) == candidate
+                   for role in self.later_roles(task))
+
+    def climb(self, start: str, task, barred: set[str]) -> str | None:
+        """The first superior above `start` who may take `task` without acting twice, or None."""
+        candidate, steps = _superior(self.conn, start), 0
+        while candidate is not None and steps < 32 and self.twice(candidate, task, barred):
+            candidate, steps = _superior(self.conn, candidate), steps + 1
+        return candidate if steps < 32 else None
+
+    def route(self, workflow: BpmnWorkflow, before: set[str]) -> dict[str, str]:
+        """Holders for the approval tasks that became ready in this command and would otherwise
+        wait for someone who may not take them: the submitter's own approval, or a level whose
+        only holder already acted on another. Another holder of the role takes it if there is
+        exactly one; with none, the superior (skipping whoever would act twice)."""
+        routes: dict[str, str] = {}
+        if not self.loaded.approval_tasks:
+            return routes
+        for task in workflow.get_tasks(state=TaskState.READY, manual=True):
+            if str(task.id) in before or task.task_spec.name not in self.loaded.approval_tasks \
+                    or task._get_internal_data("routed"):
+                continue
+            barred = self.barred(workflow, task)
+            holder = tasks.holder(task)
+            role = self.role(task.task_spec)
+            scope = self.scope(role)
+            if holder is not None:
+                if holder not in barred:
+                    continue
+                stuck = holder
+            else:
+                stuck_members = _members(self.conn, role, scope, among=barred) if role and barred else []
+                if not stuck_members:
+                    continue
+                stuck = self.initiator if self.initiator in stuck_members else stuck_members[0]
+            others = _members(self.conn, role, scope, limit=2, besides=barred) if role else []
+            if len(others) > 1 and holder is None:
+                continue  # open to the others; the barred are refused at claim and complete
+            if len(others) == 1 and not self.twice(others[0], task, barred):
+                routes[str(task.id)] = others[0]
+                continue
+            to = self.climb(stuck, task, barred)
+            if to is not None:
+                routes[str(task.id)] = to
+        return routes
+
+
 # --- results ---------------------------------------------------------------------------------
 
 @dataclass
@@ -342,13 +464,15 @@ class TaskView:
     business_key: str | None = None
     customer: str | None = None
     amount: float | None = None
+    office_scope: str = ""  # the office or region whose people may take it while open; "": anyone
 
     def as_json(self) -> dict:
         return {"id": self.id, "instance_id": self.instance_id, "process_id": self.process_id,
                 "name": self.name, "element_id": self.element_id, "role": self.role,
                 "assignee": self.assignee, "due": self.due.isoformat() if self.due else None,
                 "created": self.created.isoformat(), "form": self.form,
-                "business_key": self.business_key, "customer": self.customer, "amount": self.amount}
+                "business_key": self.business_key, "customer": self.customer, "amount": self.amount,
+                "office_scope": self.office_scope}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskView":
@@ -479,6 +603,7 @@ def apply_command(command: str, workflow: BpmnWorkflow, inputs: dict, actor: str
     """Run one logged command on a restored workflow; new user tasks get their holder and due time."""
     COMMANDS[command](workflow, inputs, actor)
     tasks.stamp_new_tasks(workflow, script_engine)
+    tasks.route(workflow, inputs.get("route"))  # replay: the holders the command chose, as logged
 
 
 def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
@@ -527,9 +652,18 @@ class Projection:
 
 
 def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool) -> Projection:
-    """Rewrite the instance's projection rows from its state, in the caller's transaction."""
+            fresh: bool, initiator: str | None = None) -> Projection:
+    """Rewrite the instance's projection rows from its state, in the caller's transaction; an
+    office's or region's task is scoped to the initiator's office or region (access.task_scope)."""
     key, customer, amount = _business_fields(instance_data(workflow))
+    where: list[access.RequestOffice] = []  # looked up once, and only for a scoped task
+
+    def scope(role: str | None) -> str:
+        if role not in access.TASK_REACH or initiator is None:
+            return access.COMPANY
+        if not where:
+            where.append(access.request_office(conn, initiator))
+        return access.task_scope(role, where[0])
     if not fresh:
         _CLEAR[_H].execute(conn, {"instance_id": instance_id})
         if loaded.has_timers:
@@ -544,10 +678,13 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             props = tasks.properties(spec)
             task_id = str(task.id)
             due_at = tasks.parse(task._get_internal_data("due_at"))
+            role = loaded.lane_roles.get(spec.lane) if spec.lane else None
             human.append({
                 "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": element, "name": spec.bpmn_name or element,
-                "role": loaded.lane_roles.get(spec.lane) if spec.lane else None,
+                "role": role, "office_scope": scope(role),
+                # four-eyes: an open approval is not in its submitter's inbox
+                "barred": (initiator or "") if spec.name in loaded.approval_tasks else "",
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
@@ -721,6 +858,10 @@ class Runtime:
                         raise
                     except Exception as exc:
                         raise _ExecutionFailed(exc) from exc
+                    routes = _Duties(conn, loaded, who.username).route(workflow, set())
+                    if routes:
+                        tasks.route(workflow, routes)
+                        inputs["route"] = routes
                 if ctx.service_results:
                     inputs["service_results"] = ctx.service_results
                 text = state.dump_state(workflow, ctx.counter)
@@ -736,7 +877,7 @@ class Runtime:
                     "state_hash": state_hash, "revision": 1, "log_hash": log_hash,
                     "created_at": at, "updated_at": at,
                     "completed_at": at if status != "running" else None})
-                projection = project(conn, instance_id, workflow, loaded, fresh=True)
+                projection = project(conn, instance_id, workflow, loaded, fresh=True, initiator=who.username)
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
@@ -762,7 +903,15 @@ class Runtime:
             if task_row.role not in who.roles:
                 raise Forbidden("%(user)s may not claim task %(task)s: it is for role %(role)s",
                                 user=who.username, task=task_row.id, role=task_row.role)
-        view = self._unit_of_work("claim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
+            if not access.in_reach(who, task_row.office_scope):
+                raise Forbidden("%(user)s may not claim task %(task)s: it is for the %(role)s of %(office)s",
+                                user=who.username, task=task_row.id, role=task_row.role,
+                                office=task_row.office_scope)
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            self._check_level(workflow, row, loaded, who, task_id)
+        view = self._unit_of_work("claim", actor, {"task_id": task_id}, at, task_id=task_id, check=check,
+                                  inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
 
     def unclaim(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
@@ -770,7 +919,16 @@ class Runtime:
             if task_row.assignee != who.username:
                 raise Forbidden("%(user)s does not hold task %(task)s, so cannot give it back",
                                 user=who.username, task=task_row.id)
-        view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check)
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            task = _find_task(workflow, task_id)
+            # separation of duties gave it to someone outside its role (a superior): back to the
+            # role it would be with no one who may take it
+            if task is not None and task._get_internal_data("routed") and _role_of(loaded, task) not in who.roles:
+                raise Forbidden("task %(task)s was given to %(user)s because no one else may take it, "
+                                "so it cannot go back to its role", task=task_id, user=who.username)
+        view = self._unit_of_work("unclaim", actor, {"task_id": task_id}, at, task_id=task_id, check=check,
+                                  inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
 
     def complete(self, task_id: str, actor: str, data: Any = None, *,
@@ -782,10 +940,14 @@ class Runtime:
         request = _request(request_id, actor, "complete", {"task_id": task_id, "data": data})
 
         def check(task_row, who: access.Person) -> None:
-            if not access.may_act(who, task_row.role, task_row.assignee):
+            if not access.may_act(who, task_row.role, task_row.assignee, task_row.office_scope):
                 if task_row.assignee:
                     raise Forbidden("%(user)s may not complete task %(task)s: it is held by %(holder)s",
                                     user=who.username, task=task_row.id, holder=task_row.assignee)
+                if task_row.role in who.roles:
+                    raise Forbidden("%(user)s may not complete task %(task)s: it is for the %(role)s of %(office)s",
+                                    user=who.username, task=task_row.id, role=task_row.role,
+                                    office=task_row.office_scope)
                 raise Forbidden("%(user)s may not complete task %(task)s: it is for role %(role)s",
                                 user=who.username, task=task_row.id, role=task_row.role)
 
@@ -806,8 +968,25 @@ class Runtime:
                 if who.username == seen.last_editor:
                     raise Forbidden("four-eyes: %(user)s last edited this request and may not approve it; "
                                     "another %(role)s must", user=who.username, role=_role_of(loaded, task))
+                self._check_level(workflow, row, loaded, who, task_id)
         return self._unit_of_work("complete", actor, {"task_id": task_id, "data": data}, at,
                                   task_id=task_id, check=check, inspect=inspect, request=request)
+
+    def _check_level(self, workflow, row, loaded, who: access.Person, task_id: str) -> None:
+        """`who` may take task `task_id` only if it is not a second level of the request for
+        them, nor their own request's approval (access.level_refusal)."""
+        task = _find_task(workflow, task_id)
+        if task is None or task.task_spec.name not in loaded.approval_tasks:
+            return
+        levels = tasks.levels(workflow, task, loaded.approval_tasks, loaded.submitter_lane)
+        refusal = access.level_refusal(who.username, task.task_spec.name, row.initiator, levels)
+        if refusal == "submitted":
+            raise Forbidden("four-eyes: %(user)s submitted this request and may not approve it; "
+                            "another %(role)s must", user=who.username, role=_role_of(loaded, task))
+        if refusal == "other_level":
+            raise Forbidden("%(user)s already acted on another level of this request; one person approves "
+                            "at most one level, so another %(role)s must take task %(task)s",
+                            user=who.username, role=_role_of(loaded, task), task=task_id)
 
     def hand_back(self, task_id: str, actor: str, *, at: datetime | None = None) -> TaskView:
         """The superior an overdue task was escalated to returns it to its previous holder."""
@@ -836,7 +1015,7 @@ class Runtime:
             row = session.get(HumanTask, task_id)
             if row is None:
                 raise NotFound("there is no open task %(task)s", task=task_id)
-            if not access.may_act(who, row.role, row.assignee):
+            if not access.may_act(who, row.role, row.assignee, row.office_scope):
                 raise _told(session, Forbidden("%(user)s may not edit task %(task)s", user=who.username,
                                                task=task_id), task_id, row.instance_id, who)
             # A draft is half a form, not yet checked, but it too holds only what the form declares.
@@ -856,7 +1035,7 @@ class Runtime:
             task = session.get(HumanTask, task_id)
             if task is None:
                 raise NotFound("there is no open task %(task)s", task=task_id)
-            if not access.may_open_task(who, task.role, task.assignee):
+            if not access.may_open_task(who, task.role, task.assignee, task.office_scope):
                 raise _told(session, Forbidden("%(user)s may not read the draft of task %(task)s",
                                                user=who.username, task=task_id), task_id, task.instance_id, who)
             row = session.get(TaskDraft, task_id)
@@ -1094,13 +1273,22 @@ class Runtime:
         """Decide, outside the workflow, whom each overdue task goes to; the log keeps the answer."""
         now = clock.now()
         escalate, breaches = {}, []
+        duties = _Duties(conn, loaded, row.initiator)
         for task in workflow.get_tasks(state=TaskState.READY, manual=True):
             due_at = tasks.parse(task._get_internal_data("due_at"))
             if due_at is None or not due_at < now:
                 continue
             role = loaded.lane_roles.get(task.task_spec.lane) if task.task_spec.lane else None
-            holder = tasks.holder(task) or _sole_member(conn, role)
-            target = _superior(conn, holder) if holder else _common_superior(conn, role)
+            scope = duties.scope(role)
+            holder = tasks.holder(task) or _sole_member(conn, role, scope)
+            if holder is not None and holder == row.initiator and task.task_spec.lane == loaded.submitter_lane:
+                target = None  # the submitter's own rework stays with them (a fresh due time)
+            else:
+                target = _superior(conn, holder) if holder else _common_superior(conn, role, scope)
+                if target is not None and task.task_spec.name in loaded.approval_tasks:
+                    barred = duties.barred(workflow, task)
+                    if duties.twice(target, task, barred):  # skip whoever would act on two levels
+                        target = duties.climb(target, task, barred)
             escalate[str(task.id)] = {"to": target, "from": holder}
             breaches.append({"instance_id": row.id, "task_id": str(task.id),
                              "element_id": task.task_spec.bpmn_id or task.task_spec.name,
@@ -1149,7 +1337,7 @@ class Runtime:
                         raise NotFound("there is no instance %(instance)s", instance=instance_id)
                 if check is not None:
                     try:
-                        check(_TaskRef(task_id, task_row.role, task_row.assignee), who)
+                        check(_TaskRef(task_id, task_row.role, task_row.assignee, task_row.office_scope), who)
                     except EngineError as refusal:
                         raise _told(conn, refusal, task_id, instance_id, who, row.initiator) from None
                 process_id = row.process_id
@@ -1162,12 +1350,18 @@ class Runtime:
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
                     if inspect is not None:
                         inspect(conn, workflow, row, loaded, who, inputs)
+                    before = ({str(t.id) for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
+                              if loaded.approval_tasks else set())
                     try:
                         apply_command(command, workflow, inputs, actor, self.script_engine)
+                        routes = _Duties(conn, loaded, row.initiator).route(workflow, before)
                     except EngineError:
                         raise
                     except Exception as exc:
                         raise _ExecutionFailed(exc) from exc
+                    if routes:
+                        tasks.route(workflow, routes)
+                        inputs["route"] = routes
                 logged = dict(inputs)
                 if ctx.service_results:
                     logged["service_results"] = ctx.service_results
@@ -1181,7 +1375,7 @@ class Runtime:
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
-                projection = project(conn, instance_id, workflow, loaded, fresh=False)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False, initiator=row.initiator)
                 done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
@@ -1255,21 +1449,31 @@ class Runtime:
             colleague = person(session, to)
 
         def check(task_row, who: access.Person) -> None:
-            if not access.may_act(who, task_row.role, task_row.assignee):
+            if not access.may_act(who, task_row.role, task_row.assignee, task_row.office_scope):
                 raise Forbidden("%(user)s may not delegate task %(task)s", user=who.username, task=task_row.id)
             if task_row.role not in colleague.roles:
                 raise InvalidInput("%(user)s does not have role %(role)s, so cannot take task %(task)s",
                                    {"to": f"not a {task_row.role}"}, user=to, role=task_row.role, task=task_row.id)
+            if not access.in_reach(colleague, task_row.office_scope):
+                raise InvalidInput("%(user)s is not of %(office)s, so cannot take task %(task)s",
+                                   {"to": f"not of {task_row.office_scope}"}, user=to,
+                                   office=task_row.office_scope, task=task_row.id)
             if to == who.username:
                 raise InvalidInput("a task cannot be delegated to oneself", {"to": "choose a colleague"})
 
-        def with_note(conn, workflow, row, loaded, who, inputs) -> None:
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            task = _find_task(workflow, task_id)
+            if task is not None and task.task_spec.lane == loaded.submitter_lane \
+                    and tasks.holder(task) == row.initiator:
+                raise Forbidden("task %(task)s is the submitter's own rework and stays with %(user)s",
+                                task=task_id, user=row.initiator)
+            self._check_level(workflow, row, loaded, colleague, task_id)
             # The note is written in the delegation's transaction: both are kept, or neither.
             if note.strip():
                 conn.execute(insert(Comment.__table__).values(
                     instance_id=row.id, task_id=task_id, author=who.username, body=note.strip(), at=at))
         view = self._unit_of_work("delegate", actor, {"task_id": task_id, "to": to, "note": note}, at,
-                                  task_id=task_id, check=check, inspect=with_note)
+                                  task_id=task_id, check=check, inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
 
     def comment(self, task_id: str | None, actor: str, body: str, *, at: datetime | None = None,
@@ -1284,7 +1488,7 @@ class Runtime:
                 row = session.get(HumanTask, task_id)
                 if row is None:
                     raise NotFound("there is no open task %(task)s", task=task_id)
-                if not access.may_act(who, row.role, row.assignee):  # those who may work on it
+                if not access.may_act(who, row.role, row.assignee, row.office_scope):  # those who may work on it
                     raise _told(session, Forbidden("%(user)s may not comment on task %(task)s",
                                                    user=who.username, task=task_id), task_id, row.instance_id, who)
                 instance_id = row.instance_id
@@ -1347,7 +1551,7 @@ class Runtime:
             row = session.get(HumanTask, task_id)
             if row is None:
                 raise self._missing_task(session.connection(), task_id, who)
-            if not access.may_open_task(who, row.role, row.assignee):
+            if not access.may_open_task(who, row.role, row.assignee, row.office_scope):
                 raise _told(session, Forbidden("%(user)s may not open task %(task)s", user=who.username,
                                                task=task_id), task_id, row.instance_id, who)
             instance = session.get(Instance, row.instance_id)
@@ -1360,7 +1564,7 @@ class Runtime:
                     "schema": form[1] if form else None, "data": copy.deepcopy(task.data),
                     "draft": copy.deepcopy(draft.data) if draft else None,
                     "instance_id": row.instance_id, "process_id": row.process_id,
-                    "may_act": access.may_act(who, row.role, row.assignee),
+                    "may_act": access.may_act(who, row.role, row.assignee, row.office_scope),
                     # whose task it was before it was escalated to its present holder (hand back)
                     "escalated_from": task._get_internal_data("escalated_from")}
 
@@ -1443,6 +1647,7 @@ class _TaskRef:
     id: str
     role: str | None
     assignee: str | None
+    office_scope: str = ""
 
 
 def _incident_json(row) -> dict:
@@ -1453,10 +1658,10 @@ def _incident_json(row) -> dict:
 def _task_view(row: dict) -> TaskView:
     return TaskView(row["id"], row["instance_id"], row["process_id"], row["name"], row["element_id"],
                     row["role"], row["assignee"], row["due_at"], row["created_at"], row["form"],
-                    row["business_key"], row["customer"], row["amount"])
+                    row["business_key"], row["customer"], row["amount"], row["office_scope"])
 
 
 def task_view(row: HumanTask) -> TaskView:
     return TaskView(row.id, row.instance_id, row.process_id, row.name, row.element_id, row.role,
                     row.assignee, row.due_at, row.created_at, row.form, row.business_key,
-                    row.customer, row.amount)
+                    row.customer, row.amount, row.office_scope or "")

@@ -124,16 +124,23 @@ class HumanTask(Base):
     # of one of my roles), each one range of an index already in inbox order (due first, undated
     # last, then oldest) that also holds the filtered columns, so a filter is checked without the
     # table; a customer has its own such index; the cover index answers every branch's count.
+    # An open task is read per (role, office_scope): the scope is part of the open branch's range
+    # (and of the open tasks' customer index, which the planner then prefers for a customer);
+    # `barred` is in the open indexes too, so leaving the submitter's own approvals out of their
+    # inbox is checked in the index.
     __table_args__ = (
         Index("ix_human_task_held_order", "assignee", text("(due_at IS NULL)"), "due_at",
               "created_at", "id", "process_id", "amount"),
-        Index("ix_human_task_open_order", "role", text("(due_at IS NULL)"), "due_at", "created_at",
-              "id", "process_id", "amount", "assignee",  # (always NULL: makes the index covering)
+        Index("ix_human_task_open_order", "role", "office_scope", text("(due_at IS NULL)"), "due_at", "created_at",
+              "id", "process_id", "amount", "barred", "assignee",  # (always NULL: makes the index covering)
               sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
         Index("ix_human_task_customer_order", "customer", "assignee", text("(due_at IS NULL)"),
               "due_at", "created_at", "id"),
-        Index("ix_human_task_visible_cover", "assignee", "role", "customer", "process_id", "due_at",
-              "amount"),
+        Index("ix_human_task_customer_open_order", "customer", "role", "office_scope", text("(due_at IS NULL)"),
+              "due_at", "created_at", "id", "barred", "assignee",  # (always NULL: makes the index covering)
+              sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
+        Index("ix_human_task_visible_cover", "assignee", "role", "office_scope", "customer", "process_id",
+              "due_at", "amount", "barred"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
@@ -142,6 +149,12 @@ class HumanTask(Base):
     name: Mapped[str] = mapped_column(String(300))
     role: Mapped[Optional[str]] = mapped_column(String(64))
     assignee: Mapped[Optional[str]] = mapped_column(String(64))
+    # The office or region whose people may take the task while it is open (access.task_scope);
+    # "" = the whole company. Never NULL: an equality keeps the open branch one index range.
+    office_scope: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Who may not take the task while it is open although they hold its role: the submitter of an
+    # approval (four-eyes); "" = nobody. The inbox leaves it out of their open branches.
+    barred: Mapped[str] = mapped_column(String(64), default="", server_default="")
     form: Mapped[Optional[str]] = mapped_column(String(200))
     business_key: Mapped[Optional[str]] = mapped_column(String(200))
     customer: Mapped[Optional[str]] = mapped_column(String(200))

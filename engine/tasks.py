@@ -1,13 +1,17 @@
 """Rules of human tasks that live in the instance state: who holds a task, when it is due and
-reminded, escalation to the holder's superior and hand-back, and the four-eyes check.
+reminded, escalation to the holder's superior and hand-back, the four-eyes check, and the levels
+of a request (who approved which, which levels may still come).
 
 Everything here runs inside a command (see `engine.determinism`): "now" is the command's logged
 time, so replaying the log stamps the same due times and the same holders.
 """
 from __future__ import annotations
 
+import ast
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
@@ -97,6 +101,14 @@ def hand_back(task, at: datetime) -> None:
     determinism.notify("returned", previous, task)
 
 
+def route(workflow: BpmnWorkflow, routes: dict | None) -> None:
+    """Give new tasks the holders the runtime chose for them (separation of duties), as logged."""
+    for task_id, to in (routes or {}).items():
+        task = workflow.get_task_from_id(uuid.UUID(task_id))
+        task._set_internal_data(assignee=to, routed=True)
+        determinism.notify("assigned", to, task)
+
+
 def delegate(task, to: str) -> None:
     task._set_internal_data(assignee=to)
     determinism.notify("assigned", to, task)
@@ -119,3 +131,103 @@ def editors(workflow: BpmnWorkflow, initiator: str | None, approval_tasks: set[s
         if by and task.last_state_change >= latest:
             latest, last = task.last_state_change, by
     return Editors(initiator, last)
+
+
+# --- levels of a request (separation of duties) -------------------------------------------------
+# A round of a request runs from its submission (or the submitter's latest rework) to the next
+# one; its approval tasks are its levels. Read from the state, so replay answers the same.
+
+def round_of(task, submitter_lane: str | None):
+    """The submitter's task (a rework) that began `task`'s round, or None in the first round."""
+    parent = task.parent
+    while parent is not None:
+        spec = parent.task_spec
+        if getattr(spec, "manual", False) and spec.lane == submitter_lane and parent.state == TaskState.COMPLETED:
+            return parent.id
+        parent = parent.parent
+    return None
+
+
+def levels(workflow: BpmnWorkflow, task, approval_tasks: frozenset[str] | set[str],
+           submitter_lane: str | None) -> dict[str, set[str]]:
+    """Who approved or holds which level in `task`'s round: username -> approval task names."""
+    here = round_of(task, submitter_lane)
+    out: dict[str, set[str]] = {}
+    for other in workflow.get_tasks(state=TaskState.COMPLETED | TaskState.READY, manual=True):
+        if other is task or other.task_spec.name not in approval_tasks:
+            continue
+        who = other._get_internal_data("completed_by") if other.state == TaskState.COMPLETED else holder(other)
+        if who and round_of(other, submitter_lane) == here:
+            out.setdefault(who, set()).add(other.task_spec.name)
+    return out
+
+
+_OPAQUE_STEPS = ("ScriptTask", "BusinessRuleTask", "ServiceTask", "CallActivity", "SubWorkflowTask",
+                 "SubprocessTask", "TransactionSubprocess")
+
+
+def _names(expression: str) -> set[str] | None:
+    try:
+        return {n.id for n in ast.walk(ast.parse(expression, mode="eval")) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        return None
+
+
+def later_levels(task, approval_tasks: frozenset[str] | set[str], submitter_lane: str | None,
+                 writes: Callable[[object], set[str] | None], evaluate: Callable[[str], object]) -> set[str]:
+    """The approval levels `task`'s request may still reach in this round after `task`.
+
+    Walks the diagram from the task. A gateway condition on data that a user task on the way
+    may write (`writes(spec)`: its form's writable fields, None: anything), or that follows a
+    script, rule or service step, may go either way; any other is evaluated on the data as it
+    is now (`evaluate`; an error counts as either way). The walk stops at the submitter's lane,
+    where a new round would begin."""
+    found: set[str] = set()
+    start = writes(task.task_spec)
+    stack = [(spec, frozenset(start) if start is not None else None) for spec in task.task_spec.outputs]
+    seen: set[tuple[str, bool]] = set()
+    while stack:
+        spec, unknown = stack.pop()
+        key = (spec.name, unknown is None)
+        if key in seen:
+            continue
+        seen.add(key)
+        manual = getattr(spec, "manual", False)
+        if manual and spec.lane == submitter_lane:
+            continue
+        if spec.name in approval_tasks and spec.name != task.task_spec.name:
+            found.add(spec.name)
+        if manual and unknown is not None:
+            more = writes(spec)
+            unknown = None if more is None else unknown | more
+        elif any(kind in type(spec).__name__ for kind in _OPAQUE_STEPS):
+            unknown = None
+        outputs = {o.name: o for o in spec.outputs}
+        conditions = getattr(spec, "cond_task_specs", None) or []
+        if not conditions:
+            stack.extend((o, unknown) for o in outputs.values())
+            continue
+        certain = False
+        for condition, name in conditions:
+            verdict = _may_hold(condition, unknown, evaluate)
+            certain = certain or verdict is True
+            if verdict is not False and name in outputs:
+                stack.append((outputs[name], unknown))
+        default = getattr(spec, "default_task_spec", None)
+        if default in outputs and not certain:
+            stack.append((outputs[default], unknown))
+    return found
+
+
+def _may_hold(condition, unknown: frozenset[str] | None, evaluate) -> bool | None:
+    """True or False when the data decides the condition now; None when it may go either way."""
+    expression = condition.args[0] if getattr(condition, "args", None) else None
+    if not isinstance(expression, str) or unknown is None:
+        return None
+    names = _names(expression)
+    if names is None or names & unknown:
+        return None
+    try:
+        return bool(evaluate(expression))
+    except Exception:
+        return None

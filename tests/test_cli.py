@@ -186,7 +186,8 @@ def test_miwg_files_deploy_or_are_refused_with_located_problems(bpm, path):
 
 def test_the_scripted_walk_of_a_silent_approver(tmp_path):
     """Issue 3's walk, from a shell: a price below quote goes to dm.zhou; five hours of silence
-    later one worker pass hands it to his superior vp.qian."""
+    later one worker pass hands it up — past his superior vp.qian, whose is the VP level of this
+    contract (one person approves one level), to gm.zhao."""
     env = {**os.environ, "BPM_DATABASE_URL": f"sqlite:///{tmp_path / 'walk.sqlite3'}",
            "BPM_NOW": "2026-11-23T09:00:00+08:00"}
     bin_bpm = str(Path(sys.executable).parent / "bpm")
@@ -205,8 +206,9 @@ def test_the_scripted_walk_of_a_silent_approver(tmp_path):
     assert json.loads(bpm("tasks", "--as", "vp.qian", "--json")) == []
     fired = json.loads(bpm("worker", "--once", "--now", "2026-11-23T14:00:00+08:00", "--json"))
     assert instance in fired["fired"]
-    tasks = json.loads(bpm("tasks", "--as", "vp.qian", "--json"))
-    assert [(t["instance_id"], t["assignee"]) for t in tasks] == [(instance, "vp.qian")]
+    tasks = json.loads(bpm("tasks", "--as", "gm.zhao", "--json"))
+    assert [(t["instance_id"], t["assignee"]) for t in tasks] == [(instance, "gm.zhao")]
+    assert json.loads(bpm("tasks", "--as", "vp.qian", "--json")) == []
     assert json.loads(bpm("tasks", "--as", "dm.zhou", "--json")) == []
 
 

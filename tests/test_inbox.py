@@ -189,16 +189,20 @@ def test_no_mail_without_smtp_url(runtime, store, monkeypatch):
 
 
 def _visible_rows(store, instance_id: str, n: int = 240, seed: int = 7) -> list[dict]:
-    """`n` task rows of one instance: held by dm.zhou or a colleague, or open to one of 3 roles,
-    with and without due times, equal due times and equal created times (the ties the order breaks)."""
+    """`n` task rows of one instance: held by dm.zhou or a colleague, or open to one of 3 roles
+    (the office-scoped sales_rep's in his office, another, or the whole company; some barred to
+    him as their submitter, some to another), with and without
+    due times, equal due times and equal created times (the ties the order breaks)."""
     import random
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         due = None if rng.random() < 0.2 else T0 + timedelta(hours=rng.randrange(-6, 12))
+        role = rng.choice(["dept_manager", "sales_rep", "finance", "vp"])
         rows.append(dict(id=f"t{i:04d}", instance_id=instance_id, process_id=rng.choice(["review", "approval"]),
-                         element_id="x", name=rng.choice(["审批 approve", "复核 check"]),
-                         role=rng.choice(["dept_manager", "sales_rep", "finance", "vp"]),
+                         element_id="x", name=rng.choice(["审批 approve", "复核 check"]), role=role,
+                         office_scope=rng.choice(["", "guangzhou", "nanning"]) if role == "sales_rep" else "",
+                         barred=rng.choice(["", "", "dm.zhou", "rep.wang"]),
                          assignee=rng.choice([None, None, "dm.zhou", "vp.qian"]), form=None,
                          business_key=f"HT-{rng.randrange(50):03d}", customer=rng.choice(sorted(CUSTOMERS)),
                          amount=rng.choice([None, 10.0, 500.0, 5000.0]),
@@ -217,12 +221,18 @@ def test_inbox_branches_give_the_same_rows_as_the_plain_visible_set(runtime, sto
     rows = _visible_rows(store, instance_id)
     with store.read() as s:
         me = access.person(s, "dm.zhou")
-    me = me.__class__(**{**me.__dict__, "roles": frozenset({"dept_manager", "finance"})})
+    # a department manager who also sells, in the Guangzhou office: sales_rep tasks are scoped
+    me = me.__class__(**{**me.__dict__, "roles": frozenset({"dept_manager", "finance", "sales_rep"}),
+                         "office_id": "guangzhou"})
     now = T0 + timedelta(hours=2)
+    assert {r["office_scope"] for r in rows if r["role"] == "sales_rep" and r["assignee"] is None} == {
+        "", "guangzhou", "nanning"}
+    assert any(r["barred"] == me.username and r["assignee"] is None and r["role"] in me.roles for r in rows)
 
     def expected(q: InboxQuery) -> tuple[int, list[str]]:
         held = [r for r in rows if r["assignee"] == me.username]
-        open_ = [r for r in rows if r["assignee"] is None and r["role"] in me.roles]
+        open_ = [r for r in rows if r["assignee"] is None and r["role"] in me.roles
+                 and r["office_scope"] in ("", me.office_id) and r["barred"] != me.username]
         chosen = {"all": held + open_, "mine": held, "claimable": open_}[q.scope]
         chosen = [r for r in chosen
                   if (q.process is None or r["process_id"] == q.process)
@@ -322,14 +332,14 @@ def test_inbox_first_page_reads_each_branch_in_index_order(sqlite_store):
         page_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + page[0], page[1])]
         count_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + count[0], count[1])]
     # each branch reads the sort keys from its index alone; only the page's rows are read by id
-    assert sum("USING COVERING INDEX ix_human_task_open_order (role=?)" in line for line in page_plan) == 2, page_plan
+    assert sum("USING COVERING INDEX ix_human_task_open_order (role=? AND office_scope=?)" in line for line in page_plan) == 2, page_plan
     assert sum("USING COVERING INDEX ix_human_task_held_order (assignee=?)" in line for line in page_plan) == 1, page_plan
     assert sum("(id=?)" in line for line in page_plan) == 1, page_plan
     assert sum("TEMP B-TREE" in line for line in page_plan) == 2, page_plan  # the merge, the page's rows
     assert all("COVERING INDEX" in line for line in count_plan if line.startswith("SEARCH")), count_plan
     assert not any(line.startswith("SCAN human_task") for line in page_plan + count_plan)
 
-    # a customer: every branch reads that customer's rows only, in inbox order
+    # a customer: every branch reads that customer's rows only (of its role and scope), in inbox order
     statements.clear()
     with sqlite_store.read() as s:
         event.listen(sqlite_store.engine, "before_cursor_execute", grab)
@@ -340,7 +350,10 @@ def test_inbox_first_page_reads_each_branch_in_index_order(sqlite_store):
     with sqlite_store.engine.connect() as c:
         page_plan = [r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statements[-1][0], statements[-1][1])]
     searches = [line for line in page_plan if line.startswith("SEARCH")]
-    assert len(searches) == 4 and all("(customer=? AND assignee=?)" in line for line in searches[:3]), page_plan
+    assert len(searches) == 4, page_plan
+    assert "ix_human_task_customer_order (customer=? AND assignee=?)" in searches[0], page_plan  # held
+    assert all("COVERING INDEX ix_human_task_customer_open_order (customer=? AND role=? AND office_scope=?)" in line
+               for line in searches[1:3]), page_plan  # open, of each role in its office scope
 
 
 def test_migrations_build_the_schema_the_models_declare(store):

@@ -318,7 +318,9 @@ def test_delegating_to_a_colleague_of_the_same_role(app, rt, store):
 
 def test_the_superior_hands_an_escalated_task_back_from_its_page(app, rt, store, monkeypatch):
     from engine import timers
-    view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000))
+    # standard terms: one level, so the VP is the superior it goes to (a deviating contract's
+    # review would skip him, as the VP level will be his: tests/test_duties.py)
+    view = rt.start("contract_review", "rep.wang", contract())
     task_id = view.tasks[0].id
     rt.claim(task_id, "dm.zhou")
     assert 'id="hand-back"' not in text(as_user(app, "dm.zhou").get(f"/tasks/{task_id}"))
@@ -416,7 +418,11 @@ def test_a_valid_approval_moves_the_task_to_the_next_approver(app, rt, store):
 def test_four_eyes_refusal_is_shown_on_the_page(app, rt, store):
     with store.write() as s:
         access.add_user(s, "boss.rep", "demo", ["sales_rep", "dept_manager"])
+        # two other department managers: the review stays open to them (with one it would go to
+        # him at once, tests/test_duties.py), so the submitter can reach it and be refused
+        access.add_user(s, "dm.he", "demo", ["dept_manager"])
     view = rt.start("contract_review", "boss.rep", contract())
+    assert view.tasks[0].assignee is None
     client = as_user(app, "boss.rep")
     response = client.post(f"/tasks/{view.tasks[0].id}", data={"action": "complete", "decision": "approve"})
     assert response.status_code == 403 and "four-eyes" in text(response)
@@ -426,7 +432,9 @@ def test_four_eyes_refusal_is_shown_on_the_page(app, rt, store):
     assert response.status_code == 403
     assert "双人原则：boss.rep 提交了此申请，不能自己审批；须由另一位业务部经理审批" in text(response)
     assert "four-eyes" not in text(response)
-    rt.claim(view.tasks[0].id, "boss.rep")
+    page = text(chinese.post(f"/tasks/{view.tasks[0].id}/claim", follow_redirects=True))
+    assert "双人原则：boss.rep 提交了此申请，不能自己审批" in page  # nor claim it
+    rt.claim(view.tasks[0].id, "dm.he")
     page = text(as_user(app, "dm.zhou", lang="zh_CN").post(f"/tasks/{view.tasks[0].id}/claim",
                                                             follow_redirects=True))
     assert f"没有待办任务 {view.tasks[0].id}" in page  # held by another, in an instance he may not see

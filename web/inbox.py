@@ -224,16 +224,19 @@ def _process_name(process_id: str) -> str:
     return dict(_processes()).get(process_id) or process_id
 
 
-def _colleagues(role: str | None, me: str) -> list[tuple[str, str]]:
-    """Active users holding `role`, but me: whom a task can be delegated to."""
+def _colleagues(role: str | None, me: str, office_scope: str = "") -> list[tuple[str, str]]:
+    """Active users holding `role` within the task's office scope, but me: whom a task can be
+    delegated to (the engine decides; this only lists)."""
     if not role:
         return []
     with runtime().store.read() as session:
-        rows = session.execute(select(User.username, User.display_name)
-                               .join(UserRole, UserRole.username == User.username)
-                               .where(UserRole.role_id == role, User.active.is_(True),
-                                      User.username != me).order_by(User.username))
-        return [(r.username, r.display_name) for r in rows]
+        query = (select(User.username, User.display_name)
+                 .join(UserRole, UserRole.username == User.username)
+                 .where(UserRole.role_id == role, User.active.is_(True), User.username != me)
+                 .order_by(User.username))
+        if office_scope:
+            query = query.where(User.office_id == office_scope)
+        return [(r.username, r.display_name) for r in session.execute(query)]
 
 
 def _task_labels(ids: list[str]) -> dict[str, tuple[str, str | None]]:
@@ -242,9 +245,10 @@ def _task_labels(ids: list[str]) -> dict[str, tuple[str, str | None]]:
     who = current_user.person
     with runtime().store.read() as session:
         rows = session.execute(select(HumanTask.id, HumanTask.name, HumanTask.business_key, HumanTask.form,
-                                      HumanTask.role, HumanTask.assignee).where(HumanTask.id.in_(ids)))
+                                      HumanTask.role, HumanTask.assignee, HumanTask.office_scope)
+                               .where(HumanTask.id.in_(ids)))
         return {r.id: (" · ".join(x for x in (r.business_key, pick(r.name)) if x), r.form) for r in rows
-                if access.may_open_task(who, r.role, r.assignee)}
+                if access.may_open_task(who, r.role, r.assignee, r.office_scope)}
 
 
 # --- the inbox ------------------------------------------------------------------------------------
@@ -405,7 +409,7 @@ def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
         history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
-        colleagues=_colleagues(task.role, _me()) if may_act else [], request_id=_request_id(),
+        colleagues=_colleagues(task.role, _me(), task.office_scope) if may_act else [], request_id=_request_id(),
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
     ), status
 

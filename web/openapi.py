@@ -154,7 +154,10 @@ def document() -> dict:
                     "assignee": {"type": ["string", "null"]}, "due": {"type": ["string", "null"]},
                     "created": {"type": "string"}, "form": {"type": ["string", "null"]},
                     "business_key": {"type": ["string", "null"]}, "customer": {"type": ["string", "null"]},
-                    "amount": {"type": ["number", "null"]}}},
+                    "amount": {"type": ["number", "null"]},
+                    "office_scope": {"type": "string", "description":
+                                     "the office or region whose people may take the task while it is open; "
+                                     "empty: anyone with the role"}}},
                 "InboxPage": {"type": "object", "properties": {
                     "tasks": {"type": "array", "items": _ref("Task")}, "total": {"type": "integer"},
                     "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},
