@@ -478,7 +478,7 @@ class TaskView:
     def from_json(cls, d: dict) -> "TaskView":
         return cls(d["id"], d["instance_id"], d["process_id"], d["name"], d["element_id"], d["role"],
                    d["assignee"], _instant(d["due"]), _instant(d["created"]), d["form"],
-                   d["business_key"], d["customer"], d["amount"])
+                   d["business_key"], d["customer"], d["amount"], d.get("office_scope", ""))
 
 
 @dataclass
