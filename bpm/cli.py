@@ -84,16 +84,18 @@ def cmd_init(args) -> None:
     with store.write() as session:
         access.seed_roles(session)
         added = access.seed_demo(session) if args.demo else 0
+        cards = 0
         if args.demo:
             from processes.customers import DEMO_CARDS
-            customers.seed_cards(session, DEMO_CARDS, clock.now())
+            cards = customers.seed_cards(session, DEMO_CARDS, clock.now())
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
     deployed = versions.deploy(store, folders, actor="init") if folders else []
-    result = {"database": store.url.split("@")[-1], "demo_users_added": added,
+    result = {"database": store.url.split("@")[-1], "demo_users_added": added, "demo_cards_added": cards,
               "deployed": [d.as_json() for d in deployed]}
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
-        + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
+        + ([f"demo organisation: {added} users added (password 'demo')",
+            f"demo customer archive: {cards} cards added"] if args.demo else [])
         + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
 
 

@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 
 import processes
 from engine import access, audit, customers, versions
-from engine.runtime import CommandFailed, Conflict, Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import ArchiveGrant, ArchiveRead, CustomerCard, Instance
+from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
+from engine.store import ArchiveGrant, ArchiveRead, CustomerCard, HumanTask, Instance
 from processes.customers import DEMO_CARDS
 
-from .conftest import DATA, snapshot
+from .conftest import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday 09:00 in China
@@ -457,3 +457,20 @@ def test_cli_customer_reads_refuses_and_records(tmp_path, monkeypatch, capsys):
                                                       ("rep.wang", "C-A01", True, "cli"),
                                                       ("wh.wei", "C-A01", False, "cli")]
     store.dispose()
+
+
+def test_asking_and_granting_through_the_pages(app, store):
+    wh = signed_in(app, "wh.wei")
+    assert "/start/archive_access" in page(wh.get("/start"))
+    started = wh.post("/start/archive_access", data={"customer": "C-B01", "reason": "核对收货人"})
+    assert started.status_code == 302, page(started)
+    with store.read() as s:
+        (task,) = s.scalars(select(HumanTask)).all()
+    gm = signed_in(app, "gm.zhao", "zh_CN")
+    form = page(gm.get(f"/tasks/{task.id}"))
+    assert "核对收货人" in form and "wh.wei" in form and "授权截止日期" in form
+    done = gm.post(f"/tasks/{task.id}", data={"decision": "approve", "until": "2026-11-27", "action": "complete"})
+    assert done.status_code == 302, page(done)
+    card = page(wh.get("/customers/C-B01"))
+    assert "the general manager's grant" in card and "0757-2238 6410" in card and "2026-11-27" in card
+    assert signed_in(app, "wh.wei").get("/customers/C-A01").status_code == 403
