@@ -194,7 +194,8 @@ class Archive:
 
 
 def _customer_id(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 64 or not value.isprintable():
+    if not isinstance(value, str) or not value.strip() or len(value) > 64 or not value.isprintable() \
+            or not _storable(value):
         raise InvalidInput("a customer id is a short line of text, such as C-A01")
     return value.strip()
 
@@ -206,9 +207,20 @@ def _text(field: str, value: Any, limit: int, problems: dict[str, str]) -> str |
     value = value.strip()
     if len(value) > limit:
         problems[field] = f"at most {limit} characters"
-    elif "\x00" in value:
-        problems[field] = "contains a NUL character"
+    elif not _storable(value):
+        problems[field] = "contains a NUL character or a lone surrogate, which cannot be stored"
     return value
+
+
+def _storable(value: str) -> bool:
+    """Text every database keeps as it is: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _checked_changes(session: Session, changes: dict) -> dict:
@@ -247,7 +259,7 @@ def _checked_changes(session: Session, changes: dict) -> dict:
         elif key == "rep":
             if value in (None, ""):
                 clean[key] = None
-            elif not isinstance(value, str) or session.scalar(
+            elif not isinstance(value, str) or len(value) > 64 or not _storable(value) or session.scalar(
                     select(UserRole.username).join(User, User.username == UserRole.username).where(
                         UserRole.username == value, UserRole.role_id == "sales_rep",
                         User.active.is_(True))) is None:

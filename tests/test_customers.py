@@ -277,7 +277,8 @@ def test_bad_changes_name_the_field_and_change_nothing(archive, store):
     cases = [({"credit_level": "A"}, "credit_level"), ({"phones": "020"}, "phones"),
              ({"name": ""}, "name"), ({"notes": "x" * 4001}, "notes"), ({"nickname": "x"}, "nickname"),
              ({"contacts": [{"name": "a", "age": 3}]}, "contacts.0"), ({"rep": "wh.wei"}, "rep"),
-             ({"address": "a\x00b"}, "address")]
+             ({"address": "a\x00b"}, "address"), ({"notes": "a\ud800b"}, "notes"), ({"rep": "rep\x00"}, "rep"),
+             ({"phones": ["1", "\ud800"]}, "phones.1")]
     for change, field in cases:
         with pytest.raises(InvalidInput) as refused:
             archive.update("C-A01", "dm.zhou", change, at=T0)

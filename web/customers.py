@@ -30,7 +30,7 @@ def _signed_in() -> None:
 
 @bp.errorhandler(EngineError)
 def _refused(exc: EngineError):
-    if isinstance(exc, Forbidden) and request.endpoint in ("customers.card", "customers.change"):
+    if isinstance(exc, Forbidden) and request.endpoint == "customers.card":  # a refused read, recorded
         return render_template("customer_refused.html", message=said(exc)), 403
     return render_template("error.html", message=said(exc), status=http_status(exc)), http_status(exc)
 
