@@ -48,9 +48,11 @@ READ = {
     "ssg.shen":    (None, None),
     "audit.han":   (None, None),                                        # sees the record of reads, not cards
     "design.yang": (None, None),                                        # process designer, not 设计部
+    "bank.feed":   (None, None),  # the bank integration's service account, where the organisation has it
 }
+PEOPLE = [u for u in READ if u != "bank.feed"]  # CLI.md's demo organisation: 20 people
 # Who keeps a card up to date (三(五)2(2)): the department manager, and the rep for his customers.
-EDIT = {user: set() for user in DEMO_USERS}
+EDIT = {user: set() for user in READ}
 EDIT.update({"dm.zhou": {"C-A01", "C-C01"}, "rep.wang": {"C-A01"}, "rep.liu": {"C-C01"}})
 # Who sees the record of reads.
 AUDIT = {"audit.han", "gm.zhao"}
@@ -89,7 +91,7 @@ def decide(rt, view, data: dict, at: datetime, user: str = "gm.zhao"):
 # --- who reads, who keeps: the table over the 20 demo users ----------------------------------------
 
 def test_the_table_covers_every_demo_user():
-    assert sorted(READ) == sorted(DEMO_USERS) and len(DEMO_USERS) == 20
+    assert set(DEMO_USERS) <= set(READ) and set(PEOPLE) <= set(DEMO_USERS) and len(PEOPLE) == 20
 
 
 @pytest.mark.parametrize("customer,column", [("C-A01", 0), ("C-C01", 1)])
@@ -214,7 +216,7 @@ def test_a_grant_needs_an_end_date_not_in_the_past_and_only_the_gm_decides(rt, s
             decide(rt, view, data, T0 + timedelta(hours=1))
         assert "until" in refused.value.fields
     for user in ("vp.qian", "dm.zhou", "rep.feng"):
-        with pytest.raises(Forbidden):
+        with pytest.raises((Forbidden, NotFound)):  # NotFound: a non-viewer is told nothing
             decide(rt, view, {"decision": "approve", "until": "2026-12-31"}, T0 + timedelta(hours=1), user)
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(ArchiveGrant)) == 0
