@@ -366,8 +366,12 @@ def test_card_page_reads_refuses_and_is_recorded(app, store):
     listing = page(wh.get("/customers"))
     assert "C-A01" in listing and "广州华鼎" not in listing
     assert "广州华鼎" in page(gm.get("/customers"))
+    assert "You read it as: head of Finance." in page(signed_in(app, "fin.chu").get("/customers/C-A01"))
+    assert "财务部负责人" in page(signed_in(app, "fin.chu", "zh_CN").get("/customers/C-A01"))
     assert [r[0:3] + r[5:] for r in reads(store)] == [("gm.zhao", "C-A01", True, "web"),
-                                                      ("wh.wei", "C-A01", False, "web")]
+                                                      ("wh.wei", "C-A01", False, "web"),
+                                                      ("fin.chu", "C-A01", True, "web"),
+                                                      ("fin.chu", "C-A01", True, "web")]
 
 
 def test_card_page_edits_for_the_serving_rep_and_refuses_others(app, store):
