@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, inbox, timers, versions
+from engine import access, clock, customers, inbox, timers, versions
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
 from engine.store import Incident, Store, migrate
@@ -84,13 +84,18 @@ def cmd_init(args) -> None:
     with store.write() as session:
         access.seed_roles(session)
         added = access.seed_demo(session) if args.demo else 0
+        cards = 0
+        if args.demo:
+            from processes.customers import DEMO_CARDS
+            cards = customers.seed_cards(session, DEMO_CARDS, clock.now())
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
     deployed = versions.deploy(store, folders) if folders else []  # as the operator
-    result = {"database": store.url.split("@")[-1], "demo_users_added": added,
+    result = {"database": store.url.split("@")[-1], "demo_users_added": added, "demo_cards_added": cards,
               "deployed": [d.as_json() for d in deployed]}
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
-        + ([f"demo organisation: {added} users added (password 'demo')"] if args.demo else [])
+        + ([f"demo organisation: {added} users added (password 'demo')",
+            f"demo customer archive: {cards} cards added"] if args.demo else [])
         + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
     _print_notices(args, "init", deployed)
 
@@ -202,6 +207,20 @@ def cmd_instance(args) -> None:
          f"data {json.dumps(view.data, ensure_ascii=False)}"]
         + [f"task {_task_line(t.as_json())}" for t in view.tasks]
         + [f"incident {i['id']}: {i['message']}" for i in view.incidents]))
+
+
+def cmd_customer(args) -> None:
+    """A customer's archive card for `--as USER`, if the rules let them read it; the read is recorded."""
+    card = customers.Archive(_store()).card(args.customer_id, args.user, door="cli")
+    _print(args, card, lambda: "\n".join(
+        [f"customer {card['id']}  {card['name']}", f"address {card['address'] or '-'}",
+         f"phones {', '.join(card['phones']) or '-'}"]
+        + [f"contact {c['name']}  {c['title']}  {c['phone']}" for c in card["contacts"]]
+        + [f"characteristics {card['characteristics'] or '-'}", f"family {card['family'] or '-'}",
+           f"credit level {card['credit_level'] or 'not rated'}", f"notes {card['notes'] or '-'}",
+           f"served by {card['rep'] or '-'}", f"revision {card['revision']} ({card['updated_by']}, {card['updated_at']})",
+           f"read as {card['basis']}" + (f" until {card['grant']['valid_until']}" if card["grant"] else "")]
+        + [f"change {h['revision']}  {h['at']}  {h['by']}  {', '.join(sorted(h['changes']))}" for h in card["history"]]))
 
 
 def cmd_incidents(args) -> None:
@@ -431,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("instance", cmd_instance, "an instance's status, tasks and data")
     p.add_argument("instance_id")
     p.add_argument("--as", dest="user", help="show only what this user may see (refused otherwise)")
+
+    p = command("customer", cmd_customer, "a customer's archive card (客户档案), if USER may read it; recorded")
+    p.add_argument("customer_id")
+    p.add_argument("--as", dest="user", required=True)
     p = command("history", cmd_history, "an instance's log: step, time, actor, command, data change, hash")
     p.add_argument("instance_id")
     p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")

@@ -342,3 +342,69 @@ def level_refusal(username: str, level: str, initiator: str | None,
     if levels.get(username, set()) - {level}:
         return "other_level"
     return None
+
+
+# --- customer archives (客户档案保密, seed 001 三(五)(六)) -------------------------------------------
+# 三(六)2: only 总经理, 副总经理, 总经理助理, 财务部经理, 业务部经理, 设计部部长, 人事行政部部长 and
+# 生产部部长 may query an archive; 三(六)3: anyone else needs the general manager's approval
+# (总经理批准) for each access; 三(五)2(2): the reps and the department manager keep the cards.
+
+# Posts held by every holder of the role: 总经理, 副总经理, 总经理助理 (the GM's office, 总经办), 业务部经理.
+ARCHIVE_READER_ROLES = ("general_manager", "vp_sales", "general_office", "dept_manager")
+# Departments whose head (部长/经理) reads, not their staff: 财务部经理, 人事行政部部长 (HQ
+# administration, hq_admin, is the company's 人事行政部), 生产部部长. The head is a holder of the role
+# whose superior does not hold it (fin.chu, superior gm.zhao; not acct.xu, superior fin.chu).
+# 设计部部长 heads the stone design department, which the demo organisation does not have: the
+# `designer` role designs processes, and is not on the list.
+ARCHIVE_READER_HEADS = ("finance", "hq_admin", "production")
+
+
+def archive_reader_basis(who: Person, superior_roles: frozenset[str]) -> str | None:
+    """Why `who` may read every card by post ("role:…" or "head:…"), or None. `superior_roles`
+    are the roles of `who`'s superior (to tell a department's head from its staff)."""
+    for role in ARCHIVE_READER_ROLES:
+        if role in who.roles:
+            return f"role:{role}"
+    for role in ARCHIVE_READER_HEADS:
+        if role in who.roles and role not in superior_roles:
+            return f"head:{role}"
+    return None
+
+
+def serves_customer(who: Person, serving_rep: str | None) -> bool:
+    """A sales rep reads and keeps the cards of the customers he serves (the card's `rep`), and
+    only those: another rep's or another office's customer needs a grant."""
+    return "sales_rep" in who.roles and serving_rep is not None and serving_rep == who.username
+
+
+def may_read_archive(who: Person, superior_roles: frozenset[str], serving_rep: str | None,
+                     granted: bool) -> str | None:
+    """The basis on which `who` may read a customer's card — a post of 三(六)2, serving the customer,
+    or a grant of the general manager valid today — or None: refused."""
+    basis = archive_reader_basis(who, superior_roles)
+    if basis is not None:
+        return basis
+    if serves_customer(who, serving_rep):
+        return "rep"
+    return "grant" if granted else None
+
+
+def may_edit_archive(who: Person, serving_rep: str | None) -> bool:
+    """The department manager keeps every card; a sales rep the cards of his own customers."""
+    return "dept_manager" in who.roles or serves_customer(who, serving_rep)
+
+
+def may_assign_customer(who: Person) -> bool:
+    """Who says which rep serves a customer (the card's `rep`): the department manager (客户管理主要
+    由业务部经理负责, 三(二))."""
+    return "dept_manager" in who.roles
+
+
+def may_grant_archive(who: Person) -> bool:
+    """Only the general manager grants access to an archive (总经理批准, 三(六)3)."""
+    return "general_manager" in who.roles
+
+
+def may_view_archive_reads(who: Person) -> bool:
+    """The record of reads is for the auditor, and for the general manager who grants access."""
+    return "auditor" in who.roles or "general_manager" in who.roles

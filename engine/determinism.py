@@ -35,6 +35,9 @@ class CommandContext:
     # Things people should hear about (assigned, reminder, escalated, returned): written as
     # notifications by the command's transaction; not part of the state, not replayed.
     events: list[dict] = field(default_factory=list)
+    # Access to customer archives granted by this command (engine.customers.grant_service): written
+    # by the command's transaction, after the grantor's authority is checked; not replayed.
+    archive_grants: list[dict] = field(default_factory=list)
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1

@@ -809,7 +809,9 @@ class Runtime:
                  script_engine=None, lookups: Mapping[str, forms.Lookup] | None = None):
         determinism.install()
         self.store = store
-        self.services = {"superior_of": self._superior_of, **(services or {})}
+        from .customers import grant_service  # (engine.customers imports this module)
+        self.services = {"superior_of": self._superior_of, "grant_archive_access": grant_service,
+                         **(services or {})}
         self.lookups = dict(lookups or {})
         if script_engine is None:
             from .scripts import SandboxedScriptEngine
@@ -881,6 +883,8 @@ class Runtime:
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
+                if ctx.archive_grants:
+                    _record_archive_grants(conn, ctx, who.username, who.username, instance_id, at)
                 view = InstanceView(instance_id, process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, who.username, at, at)
@@ -1392,6 +1396,8 @@ class Runtime:
                 if breaches:
                     _INSERT_BREACH.executemany(conn, breaches)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
+                if ctx.archive_grants:
+                    _record_archive_grants(conn, ctx, row.initiator, actor, instance_id, at)
                 if status != "running":
                     _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
                 elif command == "complete":
@@ -1630,6 +1636,14 @@ class Runtime:
             return InstanceView(row.id, row.process_id, loaded.version, row.status,
                                 copy.deepcopy(instance_data(workflow)), tasks, row.business_key,
                                 row.initiator, row.created_at, row.updated_at, incidents)
+
+
+def _record_archive_grants(conn: Connection, ctx: CommandContext, grantee: str, actor: str,
+                           instance_id: str, at: datetime) -> None:
+    """Archive access granted by this command's steps, for the instance's initiator; refused (and
+    the whole command with it) unless the person who acted may grant (engine.customers)."""
+    from .customers import record_grants
+    record_grants(conn, ctx.archive_grants, grantee=grantee, actor=actor, instance_id=instance_id, at=at)
 
 
 def _append_log(conn: Connection, instance_id: str, seq: int, at: datetime, actor: str,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String,
+from sqlalchemy import (JSON, BigInteger, Date, DateTime, Float, ForeignKey, Index, Integer, String,
                         Text, UniqueConstraint, create_engine, event, text)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -307,6 +307,67 @@ class Incident(Base):
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+# --- customer archives (客户档案, seed 001 三(五)(六)); engine/customers.py owns them ----------------
+
+class CustomerCard(Base):
+    """A customer's archive card: confidential, read only as engine.access.may_read_archive says."""
+    __tablename__ = "customer_card"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(500), default="")
+    phones: Mapped[list[str]] = mapped_column(JSON, default=list)
+    contacts: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # name, title, phone
+    characteristics: Mapped[str] = mapped_column(Text, default="")  # 客户特征
+    family: Mapped[str] = mapped_column(Text, default="")  # 客户家庭基本情况
+    credit_level: Mapped[Optional[str]] = mapped_column(String(8))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    rep: Mapped[Optional[str]] = mapped_column(String(64), index=True)  # the sales rep who serves it
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class CustomerCardChange(Base):
+    """One change of a card (变更记录): who, when, and each field's value before and after."""
+    __tablename__ = "customer_card_change"
+    __table_args__ = (UniqueConstraint("customer_id", "revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customer_card.id"))
+    revision: Mapped[int] = mapped_column(Integer)  # the card's revision this change made
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    by: Mapped[str] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)  # field -> [before, after]
+
+
+class ArchiveGrant(Base):
+    """The general manager's permission (总经理批准) for one person to read one customer's card
+    until a day, recorded by the `archive_access` process that asked for it."""
+    __tablename__ = "archive_grant"
+    __table_args__ = (Index("ix_archive_grant_grantee_customer", "grantee", "customer_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    grantee: Mapped[str] = mapped_column(String(64))
+    granted_by: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[date] = mapped_column(Date)  # the last day it may be used (UTC, as clock)
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36))
+
+
+class ArchiveRead(Base):
+    """Every attempt to read a card, allowed or refused, for the auditor: who, when, which customer,
+    on what basis (a role, serving the customer, or a grant), through which door."""
+    __tablename__ = "archive_read"
+    __table_args__ = (Index("ix_archive_read_customer_at", "customer_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    reader: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    allowed: Mapped[bool] = mapped_column()
+    basis: Mapped[Optional[str]] = mapped_column(String(64))  # role:…, head:…, rep, grant; None: refused
+    grant_id: Mapped[Optional[int]] = mapped_column(Integer)
+    door: Mapped[str] = mapped_column(String(16))  # web, api, cli
 
 
 # --- connection -------------------------------------------------------------------------------

@@ -224,3 +224,52 @@ def notices():
     with runtime().store.read() as session:
         rows = notifications.for_user(session, g.who.username)
     return jsonify([{**n, "at": _iso(n["at"])} for n in rows])
+
+
+# --- customer archives (客户档案): every read recorded, rules in engine.access --------------------
+
+def _archive():
+    from engine.customers import Archive
+    return Archive(runtime().store)
+
+
+@bp.get("/v1/customers")
+@authenticated
+def customers():
+    return jsonify(_archive().listing(g.who.username))
+
+
+@bp.get("/v1/customers/<customer_id>")
+@authenticated
+def customer_card(customer_id: str):
+    return jsonify(_archive().card(customer_id, g.who.username, door="api"))
+
+
+@bp.patch("/v1/customers/<customer_id>")
+@authenticated
+def change_customer_card(customer_id: str):
+    body = _json_body()
+    revision = body.get("revision")
+    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)):
+        raise ApiError(400, "revision must be the card's revision number", {"revision": "not an integer"})
+    return jsonify(_archive().update(customer_id, g.who.username, body.get("changes"), revision=revision))
+
+
+def _limit() -> int:
+    text = request.args.get("limit", "200")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ApiError(400, "limit must be a whole number from 1 to 1000", {"limit": "1 to 1000"})
+    return int(text)
+
+
+@bp.get("/v1/archive-reads")
+@authenticated
+def archive_reads():
+    return jsonify(_archive().reads(g.who.username, customer=request.args.get("customer") or None,
+                                    limit=_limit()))
+
+
+@bp.get("/v1/archive-grants")
+@authenticated
+def archive_grants():
+    return jsonify(_archive().grants(g.who.username, customer=request.args.get("customer") or None))

@@ -125,6 +125,7 @@ def document() -> dict:
                 body={"type": "object", "properties": {"data": {"type": "object"},
                                                        "correlation": {"type": "object"}}},
                 params=[_path_param("name")])},
+            **_archive_paths(),
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
                                              codes=(401,))},
@@ -175,6 +176,7 @@ def document() -> dict:
                     "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "name": {"type": "string"}, "form": {"type": ["string", "null"]},
                     "schema": {"type": ["object", "null"]}}},
+                **_ARCHIVE_SCHEMAS,
                 "HistoryEntry": {"type": "object", "properties": {
                     "seq": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
                     "command": {"type": "string"}, "task_id": {"type": ["string", "null"]},
@@ -182,4 +184,60 @@ def document() -> dict:
                     "hash": {"type": "string"}}},
             },
         },
+    }
+
+
+# --- customer archives (客户档案) ------------------------------------------------------------------
+
+_ARCHIVE_SCHEMAS = {
+    "CustomerCard": {"type": "object", "required": ["id", "name", "revision", "history", "basis"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "address": {"type": "string"},
+        "phones": {"type": "array", "items": {"type": "string"}},
+        "contacts": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "title": {"type": "string"}, "phone": {"type": "string"}}}},
+        "characteristics": {"type": "string"}, "family": {"type": "string"},
+        "credit_level": {"type": ["string", "null"]}, "notes": {"type": "string"},
+        "rep": {"type": ["string", "null"]}, "revision": {"type": "integer"},
+        "updated_at": {"type": "string"}, "updated_by": {"type": "string"},
+        "history": {"type": "array", "items": {"type": "object", "properties": {
+            "revision": {"type": "integer"}, "at": {"type": "string"}, "by": {"type": "string"},
+            "changes": {"type": "object"}}}},
+        "basis": {"type": "string", "description": "why the caller may read it: role:…, head:…, rep or grant"},
+        "grant": {"type": ["object", "null"]}, "may_edit": {"type": "boolean"}}},
+    "ArchiveRead": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "at": {"type": "string"}, "reader": {"type": "string"},
+        "customer": {"type": "string"}, "allowed": {"type": "boolean"}, "basis": {"type": ["string", "null"]},
+        "grant_id": {"type": ["integer", "null"]}, "door": {"enum": ["web", "api", "cli"]}}},
+}
+
+
+def _archive_paths() -> dict:
+    customer = _path_param("customer_id")
+    by_customer = {"name": "customer", "in": "query", "schema": {"type": "string"}}
+    return {
+        "/v1/customers": {"get": _op("Customer ids, with names where the caller may read the card",
+                                     {"200": _json({"type": "array", "items": {"type": "object"}})},
+                                     codes=(401,))},
+        "/v1/customers/{customer_id}": {
+            "get": _op("A customer's archive card with its change history (every read recorded; "
+                       "403 unless the caller's post, the customer they serve or a grant allows it)",
+                       {"200": _json(_ref("CustomerCard"))}, params=[customer], codes=(400, 401, 403, 404)),
+            "patch": _op("Change fields of a card (reps for their customers, the department manager for all); "
+                         "each change kept with who and when",
+                         {"200": _json({"type": "object", "properties": {
+                             "id": {"type": "string"}, "revision": {"type": "integer"},
+                             "changes": {"type": "object"}}})},
+                         body={"type": "object", "required": ["changes"], "properties": {
+                             "changes": {"type": "object"}, "revision": {"type": "integer"}}},
+                         params=[customer], codes=(400, 401, 403, 404, 409))},
+        "/v1/archive-reads": {"get": _op(
+            "The record of archive reads, newest first (auditor, general manager)",
+            {"200": _json({"type": "array", "items": _ref("ArchiveRead")})},
+            params=[by_customer, {"name": "limit", "in": "query",
+                                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            codes=(400, 401, 403))},
+        "/v1/archive-grants": {"get": _op(
+            "The general manager's grants of archive access, newest first (auditor, general manager)",
+            {"200": _json({"type": "array", "items": {"type": "object"}})}, params=[by_customer],
+            codes=(400, 401, 403))},
     }

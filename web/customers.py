@@ -1,0 +1,119 @@
+"""The customer archive's pages (客户档案): the list, a card with its change history (and its edit
+form for those who keep it), and the record of reads for the auditor.
+
+Who may read, keep or audit is engine.access's to say (through engine.customers.Archive, which
+records every read it answers); these pages only show its answers.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from engine import access
+from engine.customers import Archive
+from engine.runtime import EngineError, Forbidden, InvalidInput
+from engine.store import User, UserRole
+
+from . import http_status, runtime
+from .inbox import said
+
+bp = Blueprint("customers", __name__)
+
+
+@bp.before_request
+@login_required
+def _signed_in() -> None:
+    """Every page of this blueprint needs a signed-in user."""
+
+
+@bp.errorhandler(EngineError)
+def _refused(exc: EngineError):
+    if isinstance(exc, Forbidden) and request.endpoint == "customers.card":  # a refused read, recorded
+        return render_template("customer_refused.html", message=said(exc)), 403
+    return render_template("error.html", message=said(exc), status=http_status(exc)), http_status(exc)
+
+
+def _archive() -> Archive:
+    return Archive(runtime().store)
+
+
+def _reps() -> list[tuple[str, str]]:
+    with runtime().store.read() as session:
+        rows = session.execute(select(User.username, User.display_name)
+                               .join(UserRole, UserRole.username == User.username)
+                               .where(UserRole.role_id == "sales_rep", User.active.is_(True))
+                               .order_by(User.username))
+        return [(r.username, r.display_name) for r in rows]
+
+
+@bp.get("/customers")
+def listing():
+    wanted = request.args.get("id", "").strip()
+    if wanted:
+        return redirect(url_for("customers.card", customer_id=wanted))
+    return render_template("customers.html", cards=_archive().listing(current_user.username),
+                           audits=access.may_view_archive_reads(current_user.person))
+
+
+def _card_page(customer_id: str, values: dict | None = None, errors: dict | None = None,
+               status: int = 200, message: str | None = None):
+    card = _archive().card(customer_id, current_user.username, door="web")
+    return render_template("customer.html", card=card, values=values or _form_values(card),
+                           errors=errors or {}, message=message,
+                           reps=_reps() if card["may_assign"] else []), status
+
+
+@bp.get("/customers/<customer_id>")
+def card(customer_id: str):
+    return _card_page(customer_id)
+
+
+def _form_values(card: dict) -> dict:
+    """A card as its edit form shows it: lists one entry a line, a contact as name | title | phone."""
+    return {"name": card["name"], "address": card["address"], "phones": "\n".join(card["phones"]),
+            "contacts": "\n".join(" | ".join(c.get(k, "") for k in ("name", "title", "phone"))
+                                  for c in card["contacts"]),
+            "characteristics": card["characteristics"], "family": card["family"], "notes": card["notes"],
+            "rep": card["rep"] or "", "revision": card["revision"]}
+
+
+def _changes(form) -> dict:
+    changes = {key: form.get(key, "") for key in ("name", "address", "characteristics", "family", "notes")}
+    changes["phones"] = [line.strip() for line in form.get("phones", "").splitlines() if line.strip()]
+    contacts = []
+    for line in form.get("contacts", "").splitlines():
+        if line.strip():
+            parts = [p.strip() for p in line.split("|")] + ["", ""]
+            contacts.append({"name": parts[0], "title": parts[1], "phone": "|".join(parts[2:]).strip("| ")})
+    changes["contacts"] = contacts
+    if "rep" in form:
+        changes["rep"] = form.get("rep") or None
+    return changes
+
+
+@bp.post("/customers/<customer_id>")
+def change(customer_id: str):
+    revision = request.form.get("revision", "")
+    try:
+        done = _archive().update(customer_id, current_user.username, _changes(request.form),
+                                 revision=int(revision) if revision.isdigit() else None)
+    except InvalidInput as exc:
+        values = {**request.form.to_dict(), "revision": revision}
+        return _card_page(customer_id, values, {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+                          _("Nothing was changed: please correct the marked fields."))
+    if done["changes"]:
+        flash(_("The card is saved (revision %(revision)s).", revision=done["revision"]), "success")
+    else:
+        flash(_("Nothing was changed."), "info")
+    return redirect(url_for("customers.card", customer_id=customer_id))
+
+
+@bp.get("/archive-reads")
+def reads():
+    customer = request.args.get("customer", "").strip() or None
+    archive = _archive()
+    rows = archive.reads(current_user.username, customer=customer, limit=500)
+    return render_template("archive_reads.html", rows=rows, customer=customer or "",
+                           grants=archive.grants(current_user.username, customer=customer))
