@@ -125,8 +125,8 @@ class Verdict:
         return None if self.template is None else self.template % self.params
 
 
-def _problem(instance_id: str, steps: int, template: str, **params: Any) -> Verdict:
-    return Verdict(instance_id, steps, template, params)
+def _problem(instance_id: str, count: int, template: str, /, **params: Any) -> Verdict:
+    return Verdict(instance_id, count, template, params)
 
 
 _CACHE_SIZE = 1024
