@@ -54,6 +54,7 @@ MAX_REPLY_BYTES = 16 * 1024 * 1024   # what a child may send back (task data aft
 _MAX_REPLY_NODES = 2_000_000         # values in a reply, so shared sublists cannot blow up
 _MAX_ERROR_TEXT = 2000
 _TAG = "__bpm_t"                     # marks values JSON has no type for (tuples, dates, ...)
+_JOBS_PER_CHILD = 10_000             # then a fresh process: whatever a script left behind goes
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -278,6 +279,7 @@ _BOOT = ("import sys; sys.path.insert(0, sys.argv[2]); "
 class _Child:
     def __init__(self, memory_mb: int):
         self.memory_mb = memory_mb
+        self.jobs = 0
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(memory_mb * 1024 * 1024), str(ROOT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -430,8 +432,12 @@ def run(mode: str, source: str, context: dict, external: dict | None, now: datet
                 raise ScriptLimitExceeded("cpu", f"exceeded the {limit.cpu_seconds} s CPU limit, so it was stopped")
             raise ScriptLimitExceeded("crash", f"ended its sandbox process (exit status {status}); it may have "
                                                f"exceeded the {limit.memory_mb} MB memory limit")
-        _pool.release(child)
         result = decode(reply)
+        child.jobs += 1
+        if "limit" in result or child.jobs >= _JOBS_PER_CHILD:
+            _pool.discard(child)  # after a MemoryError nothing in it is to be trusted to have room
+        else:
+            _pool.release(child)
         if result.get("limit") == "memory":
             raise ScriptLimitExceeded("memory", f"exceeded the {limit.memory_mb} MB memory limit, so it was stopped")
         if result.get("limit") == "size":
