@@ -845,7 +845,7 @@ class Runtime:
     def retry_due_timers(self, now: datetime) -> list[tuple[str, str | None]]:
         """Retry, without a person, the failed timers whose back-off has passed: (instance id,
         None if it went through or the failure's sentence). A timer incident counts its attempts
-        in its `input` (`attempts`); after TIMER_RETRIES retries it stays open for a person."""
+        in its `input` (`attempts`); after BPM_TIMER_RETRIES retries it stays open for a person."""
         with self.store.read() as session:
             rows = session.execute(select(_X.c.id, _X.c.instance_id, _X.c.input, _X.c.created_at)
                                    .where(_X.c.status == "open", _X.c.command == "timer")
@@ -859,7 +859,14 @@ class Runtime:
             token = _retrying.set(row.id)
             try:
                 self.fire_timer(row.instance_id, now, "worker")
-            except EngineError as exc:  # failed again (counted), or changed meanwhile: next pass
+            except CommandFailed as exc:  # failed again: _incident counted the attempt
+                outcomes.append((row.instance_id, str(exc)))
+                continue
+            except EngineError as exc:  # refused (the instance ended, say): counted all the same
+                with self.store.write() as session:
+                    incident = session.get(Incident, row.id)
+                    incident.input = {**(incident.input or {}), "attempts": attempts + 1}
+                    incident.created_at = now
                 outcomes.append((row.instance_id, str(exc)))
                 continue
             finally:
