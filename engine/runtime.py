@@ -862,7 +862,11 @@ class Runtime:
             except CommandFailed as exc:  # failed again: _incident counted the attempt
                 outcomes.append((row.instance_id, str(exc)))
                 continue
-            except EngineError as exc:  # refused (the instance ended, say): counted all the same
+            except Exception as exc:  # refused (the instance ended), or broke: counted all the same
+                if not isinstance(exc, EngineError):
+                    exc = self._incident(exc, row.instance_id, "?", "timer", {}, "worker", now)
+                    outcomes.append((row.instance_id, str(exc)))
+                    continue
                 with self.store.write() as session:
                     incident = session.get(Incident, row.id)
                     incident.input = {**(incident.input or {}), "attempts": attempts + 1}

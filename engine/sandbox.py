@@ -280,10 +280,16 @@ class _Child:
     def __init__(self, memory_mb: int):
         self.memory_mb = memory_mb
         self.jobs = 0
+        # Nothing of the server's settings (database URL, secret key) reaches the child, and
+        # string hashing is the same in every child, so a set iterates alike in a replay.
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
+                       "LANG": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):
+            environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(memory_mb * 1024 * 1024), str(ROOT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            close_fds=True, bufsize=0)
+            close_fds=True, bufsize=0, env=environment, cwd="/")
         self.requests = self.proc.stdin.fileno()
         self.replies = self.proc.stdout.fileno()
         if self._read(1, time.monotonic() + 60) != b"R":

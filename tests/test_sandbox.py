@@ -119,6 +119,30 @@ def test_after_an_overrun_the_next_script_runs_in_a_fresh_process():
     assert data == {"lines": [2, 3], "total": 5, "names": ["2", "3"]}
 
 
+def test_a_set_iterates_in_the_same_order_in_every_sandbox_process():
+    """A replay may run in another process than the first run: string hashing must not differ."""
+    script = "order = list({'a%d' % i for i in range(12)})"
+    orders = []
+    for _ in range(3):
+        data = {}
+        SandboxedEnvironment().execute(script, data)
+        orders.append(data["order"])
+        sandbox._pool.close()  # the next run starts a fresh process
+    assert orders[0] == orders[1] == orders[2]
+
+
+def test_a_sandbox_process_does_not_see_the_servers_settings(monkeypatch):
+    monkeypatch.setenv("BPM_SECRET_KEY", "do-not-leak")
+    sandbox._pool.close()
+    reply = sandbox.run("eval", "1", {}, None, T0)
+    assert reply == {"ok": True, "value": 1}
+    child = sandbox._pool._idle[-1]
+    with open(f"/proc/{child.proc.pid}/environ", "rb") as environ:
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ.read().split(b"\0") if entry}
+    assert "BPM_SECRET_KEY" not in names and "BPM_DATABASE_URL" not in names
+    assert names <= {"PATH", "PYTHONHASHSEED", "LANG", "PYTHONPATH"}
+
+
 def test_a_script_keeps_the_order_of_names_it_would_have_in_process():
     data = {"a": 1, "b": 2, "c": 3}
     SandboxedEnvironment().execute("del b\nb = len([a])\nd = 4", data)
