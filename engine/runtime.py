@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 import uuid
 from contextvars import ContextVar
@@ -751,6 +752,22 @@ def _failure_sentence(exc: BaseException, command: str) -> tuple[str, str | None
     return message, element
 
 
+# --- failed timers: retried by the worker, with back-off, a bounded number of times ------------
+
+def timer_retry_policy() -> tuple[int, float]:
+    """(retries after the first failure, first delay in seconds): BPM_TIMER_RETRIES (default 3)
+    and BPM_TIMER_RETRY_SECONDS (default 60); each delay is four times the one before."""
+    try:
+        return (int(os.environ.get("BPM_TIMER_RETRIES") or 3),
+                float(os.environ.get("BPM_TIMER_RETRY_SECONDS") or 60))
+    except ValueError:
+        raise ValueError("BPM_TIMER_RETRIES and BPM_TIMER_RETRY_SECONDS must be numbers") from None
+
+
+def retry_delay(attempts: int, base: float) -> timedelta:
+    return timedelta(seconds=base * 4 ** (attempts - 1))
+
+
 # --- the runtime -----------------------------------------------------------------------------
 
 # --- exactly once: a start or complete sent with a request id -----------------------------------
@@ -1239,6 +1256,45 @@ class Runtime:
             row.status, row.resolved_at = "resolved", at
         return result
 
+    def retry_due_timers(self, now: datetime) -> list[tuple[str, str | None]]:
+        """Retry, without a person, the failed timers whose back-off has passed: (instance id,
+        None if it went through or the failure's sentence). A timer incident counts its attempts
+        in its `input` (`attempts`); after BPM_TIMER_RETRIES retries it stays open for a person."""
+        with self.store.read() as session:
+            rows = session.execute(select(_X.c.id, _X.c.instance_id, _X.c.input, _X.c.created_at)
+                                   .where(_X.c.status == "open", _X.c.command == "timer")
+                                   .order_by(_X.c.created_at)).all()
+        most, base = timer_retry_policy()
+        outcomes = []
+        for row in rows:
+            attempts = int((row.input or {}).get("attempts") or 1)
+            if attempts > most or row.created_at + retry_delay(attempts, base) > now:
+                continue
+            token = _retrying.set(row.id)
+            try:
+                self.fire_timer(row.instance_id, now, "worker")
+            except CommandFailed as exc:  # failed again: _incident counted the attempt
+                outcomes.append((row.instance_id, str(exc)))
+                continue
+            except Exception as exc:  # refused (the instance ended), or broke: counted all the same
+                if not isinstance(exc, EngineError):
+                    exc = self._incident(exc, row.instance_id, "?", "timer", {}, "worker", now)
+                    outcomes.append((row.instance_id, str(exc)))
+                    continue
+                with self.store.write() as session:
+                    incident = session.get(Incident, row.id)
+                    incident.input = {**(incident.input or {}), "attempts": attempts + 1}
+                    incident.created_at = now
+                outcomes.append((row.instance_id, str(exc)))
+                continue
+            finally:
+                _retrying.reset(token)
+            with self.store.write() as session:
+                incident = session.get(Incident, row.id)
+                incident.status, incident.resolved_at = "resolved", now
+            outcomes.append((row.instance_id, None))
+        return outcomes
+
     def _incident(self, exc: BaseException, instance_id: str | None, process_id: str, command: str,
                   inputs: dict, actor: str, at: datetime) -> CommandFailed:
         message, element = _failure_sentence(exc, command)
@@ -1246,8 +1302,15 @@ class Runtime:
             retrying = _retrying.get()
             if retrying is not None:
                 row = session.get(Incident, retrying)
+                if row.command == "timer":
+                    attempts = int((row.input or {}).get("attempts") or 1) + 1
+                    row.input = {**(row.input or {}), "attempts": attempts}
+                    if attempts > timer_retry_policy()[0]:
+                        message += f" — tried {attempts} times; a person must retry it"
                 row.message, row.element_id, row.created_at = message, element, at
             else:
+                if command == "timer":  # the worker retries it later, with back-off (retry_due_timers)
+                    inputs = {**inputs, "attempts": 1}
                 row = Incident(instance_id=instance_id, process_id=process_id, command=command,
                                input=inputs, actor=actor, element_id=element, message=message,
                                status="open", created_at=at)

@@ -1,5 +1,10 @@
 """The sandbox in which BPMN scripts, conditions, timer and DMN expressions run, and the registry
 through which service tasks reach Python callables.
+
+The rules (what a script may name, reach and store) are checked here, in the caller's process,
+so refusals read the same everywhere; the code then runs either in-process when `engine.sandbox`
+proves it cheap, or in one of `engine.sandbox`'s child processes under hard limits of CPU time,
+wall time and memory (`SandboxedEnvironment.evaluate_here`/`execute_here` run there).
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ from SpiffWorkflow.bpmn.script_engine.python_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 
-from . import clock, determinism
+from . import clock, determinism, sandbox
+from .sandbox import ScriptLimitExceeded
 
-__all__ = ["ScriptRefused", "check_code", "SandboxedScriptEngine", "SandboxedEnvironment"]
+__all__ = ["ScriptRefused", "ScriptError", "ScriptLimitExceeded", "check_code", "SandboxedScriptEngine",
+           "SandboxedEnvironment"]
 
 # Compiled code carries this file name so a traceback can be searched for the script's own line.
 _FILENAME = "<bpmn-script>"
@@ -129,6 +136,30 @@ class _Checker(ast.NodeVisitor):
 
     def visit_arg(self, node: ast.arg) -> None:
         self._check_arg_name(node, node.arg)
+
+
+class ScriptError(Exception):
+    """An error raised inside a sandbox process, carried back by its type's name and its text;
+    `from_sandbox` makes a subclass of that name, so reports read as they did in-process."""
+
+    _classes: dict[str, type] = {}
+
+    @classmethod
+    def from_sandbox(cls, error: dict) -> Exception:
+        if error.get("refused"):
+            err: Exception = ScriptRefused(error["reason"], error.get("lineno"))
+        elif error.get("loop"):
+            err = LoopBudgetExceeded()
+        else:
+            name = error.get("type") or "ScriptError"
+            if not (name.isidentifier() and len(name) <= 60):
+                name = "ScriptError"
+            kind = cls._classes.get(name)
+            if kind is None:
+                kind = cls._classes.setdefault(name, type(name, (cls,), {"__module__": "sandbox"}))
+            err = kind(error.get("text") or "")
+        err.script_line = error.get("line")
+        return err
 
 
 class LoopBudgetExceeded(RuntimeError):
@@ -476,6 +507,50 @@ class SandboxedEnvironment(BasePythonScriptEngineEnvironment):
         self.builtins = _make_builtins()
 
     def evaluate(self, expression, context, external_context=None):
+        _compiled(expression, "eval")  # the rules, here: refusals read the same on either path
+        value = sandbox.fast_eval(expression, context, external_context)
+        if value is not sandbox.NOT_FAST:
+            return value
+        reply = sandbox.run("eval", expression, context, external_context, clock.now())
+        if not reply["ok"]:
+            raise ScriptError.from_sandbox(reply["error"])
+        return reply["value"]
+
+    def execute(self, script, context, external_context=None):
+        _compiled(script, "exec")
+        external_context = external_context or {}
+        clash = set(external_context).intersection(context)
+        if clash:
+            raise ValueError(f"task data has variable(s) {sorted(clash)} that clash with names the engine provides")
+        results = sandbox.fast_exec(script, context, external_context)
+        if results is not sandbox.NOT_FAST:
+            try:
+                _make_storable(results)
+            except TypeError:
+                results = sandbox.NOT_FAST  # the pool words the refusal, with its line
+        if results is not sandbox.NOT_FAST:
+            context.update(results)
+            return True
+        reply = sandbox.run("exec", script, context, external_context, clock.now())
+        if not reply["ok"]:
+            raise ScriptError.from_sandbox(reply["error"])
+        self._take(context, reply["data"])
+        return True
+
+    @staticmethod
+    def _take(context: dict, data: dict) -> None:
+        """Make `context` (the task's own dict, which SpiffWorkflow holds) what the script left,
+        in the same order of names as running it here would."""
+        for name in [name for name in context if name not in data]:
+            del context[name]
+        context.update(data)
+        if list(context) != list(data):
+            context.clear()
+            context.update(data)
+
+    # --- run in the sandbox process (engine.sandbox.child_main) ---
+
+    def evaluate_here(self, expression, context, external_context=None):
         code = _compiled(expression, "eval")
         # Names must be globals (generator expressions cannot see eval's locals), and setting
         # __builtins__ must not touch the task data: hence a fresh dict per evaluation.
@@ -486,7 +561,7 @@ class SandboxedEnvironment(BasePythonScriptEngineEnvironment):
         scope["__builtins__"] = self.builtins
         return _run_budgeted(lambda: eval(code, scope))
 
-    def execute(self, script, context, external_context=None):
+    def execute_here(self, script, context, external_context=None):
         code = _compiled(script, "exec")
         external_context = external_context or {}
         clash = set(external_context).intersection(context)
@@ -523,7 +598,7 @@ def _task_label(task: Any) -> str:
 
 
 def _script_line(err: BaseException) -> int | None:
-    line = None
+    line = getattr(err, "script_line", None)  # carried back from a sandbox process
     tb: TracebackType | None = err.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == _FILENAME:
@@ -533,7 +608,7 @@ def _script_line(err: BaseException) -> int | None:
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, ScriptRefused):
+    if isinstance(err, (ScriptRefused, ScriptLimitExceeded)):
         return err.reason
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__

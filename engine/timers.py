@@ -36,6 +36,14 @@ def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LI
     """Fire everything due before `now` (default: the clock), each instance at most once."""
     now = now or clock.now()
     result = Pass()
+    # Timers that failed before, whose back-off has passed: each tried once, a bounded number
+    # of times in all (Runtime.retry_due_timers); their instances are not picked again below.
+    for instance_id, failure in runtime.retry_due_timers(now):
+        if failure is None:
+            result.fired.append(instance_id)
+        else:
+            result.failed[instance_id] = failure
+            log.warning("retried timer of instance %s failed: %s", instance_id, failure)
     seen: set[str] = set()
     while len(seen) + len(result.fired) < limit:
         try:

@@ -390,16 +390,28 @@ def test_escapes_built_at_run_time_fail_cleanly_and_change_nothing(store, tmp_pa
     assert snapshot(store, view.id) == before
 
 
-def test_a_failing_timer_becomes_one_incident_and_the_worker_stops_retrying_it(store):
+def test_a_failing_timer_becomes_one_incident_retried_with_back_off_then_parked(store, monkeypatch):
+    monkeypatch.delenv("BPM_TIMER_RETRIES", raising=False)
+    monkeypatch.delenv("BPM_TIMER_RETRY_SECONDS", raising=False)
     deploy(store, "late_failing.bpmn")
     runtime = Runtime(store)
     view = runtime.start("late_failing", "rep.wang", {"amount": 0}, at=T0)
     before = snapshot(store, view.id)
-    first = timers.run_once(runtime, T0 + timedelta(hours=2))
+    at = T0 + timedelta(hours=2)
+    first = timers.run_once(runtime, at)
     assert first.fired == [] and "ZeroDivisionError" in first.failed[view.id]
     assert snapshot(store, view.id) == before  # rolled back: the timer is still waiting
-    second = timers.run_once(runtime, T0 + timedelta(hours=3))
-    assert second.fired == [] and second.failed == {}  # parked until a person retries
+    # Retried by the worker after 1, 4 and 16 minutes (each counted from the last failure), and
+    # not before; then parked until a person retries.
+    for delay in (60, 240, 960):
+        assert timers.run_once(runtime, at + timedelta(seconds=delay - 1)).failed == {}
+        at += timedelta(seconds=delay)
+        again = timers.run_once(runtime, at)
+        assert again.fired == [] and "ZeroDivisionError" in again.failed[view.id]
+    assert timers.run_once(runtime, at + timedelta(days=30)).failed == {}
+    assert snapshot(store, view.id) == before
     with store.read() as s:
         incident = s.scalars(select(Incident)).one()
     assert (incident.command, incident.element_id, incident.instance_id) == ("timer", "share", view.id)
+    assert incident.status == "open" and incident.input["attempts"] == 4
+    assert incident.message.endswith("tried 4 times; a person must retry it")

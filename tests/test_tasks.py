@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from engine import access, audit, inbox, timers, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import DueTimer, Instance, LogEntry, SlaBreach, TaskDraft
+from engine.store import DueTimer, Incident, Instance, LogEntry, SlaBreach, TaskDraft
 
 from .conftest import DATA, snapshot
 from .test_runtime import only_task
@@ -173,4 +173,9 @@ def test_an_unexpected_error_on_one_instance_does_not_stall_the_worker(store, mo
     monkeypatch.setattr(rt, "project", broken)
     first = timers.run_once(runtime, T0 + timedelta(hours=5))
     assert first.fired == [good] and "disk said no" in first.failed[bad]
-    assert timers.run_once(runtime, T0 + timedelta(hours=6)).failed == {}  # parked as an incident
+    # Parked as an incident: not picked as due work again, only retried (with back-off, counted).
+    second = timers.run_once(runtime, T0 + timedelta(hours=6))
+    assert second.fired == [] and list(second.failed) == [bad] and "disk said no" in second.failed[bad]
+    with store.read() as s:
+        incident = s.scalars(select(Incident)).one()
+    assert (incident.instance_id, incident.status, incident.input["attempts"]) == (bad, "open", 2)
