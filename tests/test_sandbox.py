@@ -64,7 +64,7 @@ def test_hostile_script_is_stopped_at_its_limit(script, limit):
     ("len('%*d' % (2**31-2, 1))", "memory"), ("len('a'.ljust(10**10))", "memory"),
 ])
 def test_hostile_expression_is_stopped_at_its_limit(expression, limit):
-    with pytest.raises(ScriptLimitExceeded, match=f"exceeded the 1 s CPU limit|exceeded the 128 MB memory limit") as caught:
+    with pytest.raises(ScriptLimitExceeded, match="exceeded the 1 s CPU limit|exceeded the 128 MB memory limit") as caught:
         SandboxedEnvironment().evaluate(expression, {})
     assert caught.value.kind == {"CPU": "cpu", "memory": "memory"}[limit]
 
