@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .inputs import fits_key
 from .statements import Prepared
 from .store import ApiToken, Office, Role, User, UserRole
 
@@ -166,6 +167,8 @@ def _unknown_user_hash() -> str:
 
 
 def check_password(session: Session, username: str, password: str) -> Person | None:
+    if not fits_key(username, _U.c.username.type.length) or not fits_key(password, 1000):
+        return None  # no such user can exist (NUL, a lone surrogate, too long)
     user = session.get(User, username)
     # Hash even for an unknown user, so the answer's timing does not tell which names exist.
     valid = check_password_hash(user.password_hash if user is not None else _unknown_user_hash(), password)

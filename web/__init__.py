@@ -9,10 +9,13 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, request, session
-from flask_babel import Babel
+import logging
+
+from flask import Flask, jsonify, render_template, request, session
+from flask_babel import Babel, gettext as _
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 
 from engine.runtime import EngineError, FormRejected, Runtime
 from engine.store import PROJECT_ROOT, Store
@@ -54,6 +57,34 @@ def select_locale() -> str:
     return "en" if best == "en" else "zh_CN"
 
 
+# The largest request body accepted (BPM_MAX_CONTENT_LENGTH bytes): a form with its rows, a JSON
+# document with order lines. Larger bodies are refused before they are read.
+MAX_CONTENT_LENGTH = int(os.environ.get("BPM_MAX_CONTENT_LENGTH", str(1024 * 1024)))
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _refusal(status: int, message: str):
+    """An error in the shape of where it happened: the API's JSON, or the app's own page."""
+    if _is_api():
+        return jsonify({"error": message, "fields": {}}), status
+    return render_template("error.html", message=message, status=status), status
+
+
+def _has_nul() -> bool:
+    """NUL cannot be stored (PostgreSQL refuses it in text) and is never typed by a person."""
+    if "\x00" in request.path:
+        return True
+    sources = [request.args] + ([request.form] if request.mimetype != "application/json" else [])
+    for source in sources:
+        for key, values in source.lists():
+            if "\x00" in key or any("\x00" in v for v in values):
+                return True
+    return False
+
+
 def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Flask:
     app = Flask(__name__)
     if runtime is None:
@@ -68,6 +99,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
         BABEL_DEFAULT_LOCALE="zh_CN",
         VENDOR_DIR=str(Path(__file__).parent / "static" / "vendor"),
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime
@@ -81,6 +113,41 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     app.register_blueprint(inbox.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only
+
+    @app.before_request
+    def refuse_nul():
+        if _has_nul():
+            return _refusal(400, _("The request contains a NUL character, which no field may hold. "
+                                   "Nothing was changed."))
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        """Every refusal Flask or Werkzeug raises (unknown page, wrong method, body too large) in
+        the app's shape and the user's language, never the server's bare page."""
+        if isinstance(exc, InternalServerError):
+            return server_error(exc)
+        status = exc.code or 400
+        if _is_api():
+            message = {404: f"there is no API resource {request.path}",
+                       405: f"{request.method} is not allowed on {request.path}",
+                       413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+                       }.get(status, exc.description or exc.name)
+            return jsonify({"error": message, "fields": {}}), status
+        message = {404: _("There is no such page."),
+                   405: _("This page cannot be used that way."),
+                   413: _("What was sent is too large (at most %(size)s bytes). Nothing was changed.",
+                          size=app.config["MAX_CONTENT_LENGTH"]),
+                   }.get(status, _("The request was not understood. Nothing was changed."))
+        return render_template("error.html", message=message, status=status), status
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception):
+        """A bug: logged in full for the operator, one sentence for the user, still 500."""
+        logging.getLogger("bpm.web").error("unexpected error on %s %s", request.method, request.path,
+                                           exc_info=exc)
+        return _refusal(500, _("Something went wrong on the server; the operator can see what in "
+                               "the log. Nothing was changed by this request."))
 
     @app.after_request
     def security_headers(response):
