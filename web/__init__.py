@@ -11,8 +11,11 @@ from pathlib import Path
 
 import logging
 
-from flask import Flask, jsonify, render_template, request, session
+from flask import Flask, current_app, g, jsonify, render_template, request, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import Babel, gettext as _
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
@@ -24,6 +27,36 @@ LANGUAGES = ("zh_CN", "en")
 csrf = CSRFProtect()
 login_manager = LoginManager()
 babel = Babel()
+# Sign-in attempts (the page and POST /api/v1/tokens share the counters): refused before any
+# password is hashed once a user name or an address has failed too often (see web/auth.py).
+limiter = Limiter(key_func=get_remote_address)
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _secure_cookies_setting() -> bool | None:
+    """BPM_SECURE_COOKIES: 1/true/on or 0/false/off; unset: secure unless served on localhost."""
+    raw = os.environ.get("BPM_SECURE_COOKIES", "").strip().lower()
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    return None
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """The session cookie is `Secure` (sent over HTTPS only) by BPM_SECURE_COOKIES; when that is
+    not set, on every host but localhost, so `make run` works over plain HTTP on one's own machine."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        setting = app.config.get("BPM_SECURE_COOKIES")
+        if setting is not None:
+            return bool(setting)
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        return host not in LOCAL_HOSTS
 
 
 def _secret_key() -> str:
@@ -100,11 +133,19 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BABEL_DEFAULT_LOCALE="zh_CN",
         VENDOR_DIR=str(Path(__file__).parent / "static" / "vendor"),
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        BPM_SECURE_COOKIES=_secure_cookies_setting(),
+        # Failed sign-ins allowed per user name and per address before sign-in is refused.
+        BPM_SIGNIN_LIMIT_USER=_setting("BPM_SIGNIN_LIMIT_USER", "10 per 15 minutes"),
+        BPM_SIGNIN_LIMIT_ADDRESS=_setting("BPM_SIGNIN_LIMIT_ADDRESS", "30 per 15 minutes"),
+        RATELIMIT_STORAGE_URI=_setting("BPM_RATELIMIT_STORAGE_URI", "memory://"),
+        RATELIMIT_HEADERS_ENABLED=False,
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime
+    app.session_interface = SessionCookies()
 
     csrf.init_app(app)
+    limiter.init_app(app)
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
@@ -132,12 +173,16 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
             message = {404: f"there is no API resource {request.path}",
                        405: f"{request.method} is not allowed on {request.path}",
                        413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+                       429: "too many failed sign-ins for this user or from this address; "
+                            "wait and try again later",
                        }.get(status, exc.description or exc.name)
             return jsonify({"error": message, "fields": {}}), status
         message = {404: _("There is no such page."),
                    405: _("This page cannot be used that way."),
                    413: _("What was sent is too large (at most %(size)s bytes). Nothing was changed.",
                           size=app.config["MAX_CONTENT_LENGTH"]),
+                   429: _("Too many failed sign-ins for this user or from this address. "
+                          "Wait a few minutes and try again."),
                    }.get(status, _("The request was not understood. Nothing was changed."))
         return render_template("error.html", message=message, status=status), status
 
