@@ -291,3 +291,12 @@ def test_every_form_bounds_its_text_within_the_columns():
     for path in sorted((ROOT / "forms").glob("*.json")):
         walk(path.name, json.loads(path.read_text(encoding="utf-8")).get("properties") or {})
     assert unbounded == [] and too_long == []
+
+
+def test_row_numbers_a_page_never_writes_are_ignored(app):
+    """A forged row field ('lines-' and 5,000 digits, or '²') is not a row: no crash, no row."""
+    rep = signed_in(app, "rep.wang")
+    for fields in ({"lines-" + "9" * 5000 + "-product": "x"}, {"remove_row": "lines-" + "9" * 5000},
+                   {"remove_row": "lines-²"}, {"add_row": "lines-²-x"}):
+        reply = rep.post("/start/contract_review", data={**CONTRACT, **fields})
+        assert reply.status_code in (200, 302, 422), (list(fields)[0][:20], reply.status_code)

@@ -75,7 +75,8 @@ def _signin_name() -> str:
         name = body.get("username") if isinstance(body, dict) else None
     else:
         name = request.form.get("username")
-    return name.strip().casefold()[:200] if isinstance(name, str) else ""
+    name = name.strip().casefold()[:200] if isinstance(name, str) else ""
+    return name or "(no name)"  # (refused without hashing anyway; an empty key is not counted)
 
 
 def _sign_in_failed(response) -> bool:

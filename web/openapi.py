@@ -111,11 +111,11 @@ def document() -> dict:
                 params=[task_id])},
             "/v1/instances/{instance_id}": {"get": _op("An instance: status, data, open tasks, comments",
                                                        {"200": _json(_ref("Instance"))},
-                                                       params=[instance_id], codes=(401, 404))},
+                                                       params=[instance_id], codes=(401, 403, 404))},
             "/v1/instances/{instance_id}/history": {"get": _op(
                 "The instance's log: step, time, actor, command, data, hash",
                 {"200": _json({"type": "array", "items": _ref("HistoryEntry")})}, params=[instance_id],
-                codes=(401, 404))},
+                codes=(401, 403, 404))},
             "/v1/messages/{name}": {"post": _op(
                 "Deliver a message (a payment notice) to the waiting instance",
                 {"200": _json({"type": "object", "properties": {
