@@ -300,3 +300,16 @@ def test_row_numbers_a_page_never_writes_are_ignored(app):
                    {"remove_row": "lines-²"}, {"add_row": "lines-²-x"}):
         reply = rep.post("/start/contract_review", data={**CONTRACT, **fields})
         assert reply.status_code in (200, 302, 422), (list(fields)[0][:20], reply.status_code)
+
+
+def test_an_infinite_amount_kept_before_the_check_does_not_break_the_inbox(app, store):
+    """Rows written before input was checked may hold Infinity: the inbox shows them."""
+    from sqlalchemy import update
+    from engine.store import HumanTask
+    rep = token(app.test_client(), "rep.wang")
+    app.test_client().post("/api/v1/processes/approval/instances", headers=rep, json={"data": {"amount": 5}})
+    with store.write() as s:
+        s.execute(update(HumanTask).values(amount=float("inf")))
+    page = signed_in(app, "rep.wang")
+    assert page.get("/").status_code == 200
+    assert page.get("/?sort=amount").status_code == 200
