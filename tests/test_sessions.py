@@ -150,7 +150,7 @@ def test_sign_in_is_refused_before_hashing_after_too_many_failures(app, monkeypa
     assert len(hashed) == 10
     client, reply = sign_in(app, "dm.zhou", "demo", address="10.0.0.99")
     assert reply.status_code == 429 and len(hashed) == 10
-    assert "Too many failed sign-ins" in reply.get_data(as_text=True)
+    assert "登录失败次数过多" in reply.get_data(as_text=True)  # the app's page, in the default language
     api = app.test_client()
     reply = api.post("/api/v1/tokens", json={"username": "dm.zhou", "password": "demo"})
     assert reply.status_code == 429 and reply.json["error"].startswith("too many failed sign-ins")
