@@ -391,7 +391,7 @@ def bench_layers(args) -> dict:
     import io
     import pstats
 
-    from engine import access, versions
+    from engine import access, clock, versions
     from engine.runtime import Runtime
     from engine.store import Store, migrate
     from processes import LOOKUPS, SERVICES
@@ -427,7 +427,7 @@ def bench_layers(args) -> dict:
 
         def resolve():
             with store.read() as session:
-                access.person_for_token(session, token)
+                access.person_for_token(session, token, clock.now())
 
         def bare():  # a Flask request through the test client that neither authenticates nor reads
             flask_client.client.get("/api/v1/no-such-resource")

@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -371,6 +372,55 @@ def cmd_bench(args) -> None:
             raise Refused(f"{Path(command[1]).name} failed (exit {done.returncode})")
 
 
+def _user(session, username: str) -> access.Person:
+    try:
+        return access.person(session, username)
+    except access.UnknownUser as exc:
+        raise Refused(str(exc)) from None
+
+
+def cmd_token(args) -> None:
+    """Bearer tokens of the JSON API: issue one for a user, list theirs, revoke one."""
+    store, now = _store(), clock.now()
+    with store.write() as session:
+        who = _user(session, args.user)
+        if args.action == "issue":
+            lifetime = timedelta(hours=args.hours) if args.hours else None
+            token = access.issue_token(session, who.username, now, lifetime)
+            result = {"token": token, "id": access.token_id(token), "username": who.username,
+                      "expires_at": (now + (lifetime or access.token_lifetime())).isoformat()}
+            text = lambda: f"{token}\n(id {result['id']}, expires {result['expires_at']})"
+        elif args.action == "list":
+            result = [{**t, **{k: t[k].isoformat() if t[k] else None
+                               for k in ("created_at", "expires_at", "revoked_at")}}
+                      for t in access.tokens(session, who.username, now)]
+            text = lambda: "\n".join(
+                f"{t['id']}  issued {t['created_at']}  expires {t['expires_at']}  "
+                + ("active" if t["active"] else "revoked" if t["revoked_at"] else "expired")
+                for t in result) or "no tokens"
+        else:
+            if not args.token_id:
+                raise Refused("name the token to revoke: bpm token revoke ID --as USER (ids: bpm token list)")
+            if not access.revoke_token(session, who.username, args.token_id, now):
+                raise Refused(f"{who.username} has no token {args.token_id!r} (see bpm token list --as {who.username})")
+            result = {"id": args.token_id, "revoked": True}
+            text = lambda: f"token {args.token_id} revoked"
+    _print(args, result, text)
+
+
+def cmd_password(args) -> None:
+    """Set a user's password from standard input; every session of theirs ends, every token is revoked."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise Refused("the new password (read from standard input) must have at least 8 characters")
+    store = _store()
+    with store.write() as session:
+        who = _user(session, args.username)
+        access.set_password(session, who.username, password, clock.now())
+    _print(args, {"username": who.username, "sessions_ended": True, "tokens_revoked": True},
+           lambda: f"password of {who.username} changed; their sessions ended and their tokens revoked")
+
+
 def cmd_serve(args) -> None:
     import threading
 
@@ -466,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "run the benchmark suite (bench/; figures in docs/benchmarks.md)")
     p.add_argument("--postgres", metavar="URL", help="also measure the timer worker on PostgreSQL")
     p.add_argument("--web", action="store_true", help="also the web benchmarks (HTTP end to end, inbox at scale)")
+    p = command("token", cmd_token, "bearer tokens of the JSON API: issue, list or revoke a user's")
+    p.add_argument("action", choices=("issue", "list", "revoke"))
+    p.add_argument("token_id", nargs="?", help="the token to revoke (its id, from `bpm token list`)")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--hours", type=float, help="lifetime of an issued token (default BPM_TOKEN_LIFETIME_HOURS, 168)")
+    p = command("password", cmd_password, "set a user's password (read from standard input); "
+                                          "ends every session of theirs and revokes their tokens")
+    p.add_argument("username")
     p = command("incidents", cmd_incidents, "failed commands waiting for a person")
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p = command("retry", cmd_retry, "run a failed command again")

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .inputs import fits_key
 from .statements import Prepared
 from .store import ApiToken, Office, Role, User, UserRole
 
@@ -87,6 +89,7 @@ class Person:
     roles: frozenset[str]
     superior: str | None
     office_id: str | None
+    session_version: int = 0  # raised when every session of the user ends (sign-out, password)
 
 
 def seed_roles(session: Session) -> None:
@@ -136,14 +139,15 @@ def add_user(session: Session, username: str, password: str, roles: list[str], *
 
 
 _U, _UR, _T = User.__table__, UserRole.__table__, ApiToken.__table__
-_PERSON = (select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id, _UR.c.role_id)
-           .where(_U.c.active.is_(True)))
+_PERSON = (select(_U.c.username, _U.c.display_name, _U.c.superior, _U.c.office_id, _UR.c.role_id,
+                  _U.c.session_version).where(_U.c.active.is_(True)))
 # One statement each, compiled once: the API resolves its caller on every request.
 _SELECT_PERSON = Prepared(_PERSON.select_from(_U.outerjoin(_UR, _UR.c.username == _U.c.username))
                           .where(_U.c.username == bindparam("username")))
 _SELECT_TOKEN_PERSON = Prepared(_PERSON.select_from(
     _T.join(_U, _U.c.username == _T.c.username).outerjoin(_UR, _UR.c.username == _U.c.username))
-    .where(_T.c.token_hash == bindparam("token_hash")))
+    .where(_T.c.token_hash == bindparam("token_hash"), _T.c.revoked_at.is_(None),
+           _T.c.expires_at > bindparam("now", type_=_T.c.expires_at.type)))
 
 
 def _person(rows) -> Person | None:
@@ -151,11 +155,13 @@ def _person(rows) -> Person | None:
         return None
     first = rows[0]
     return Person(first.username, first.display_name, frozenset(r.role_id for r in rows if r.role_id),
-                  first.superior, first.office_id)
+                  first.superior, first.office_id, first.session_version or 0)
 
 
 def person(executor: Session | Connection, username: str) -> Person:
     """An active user and their roles, in one query."""
+    if not fits_key(username, _U.c.username.type.length):
+        raise UnknownUser(f"there is no user {username[:64]!r}" if isinstance(username, str) else "there is no such user")
     found = _person(_SELECT_PERSON.all(executor, {"username": username}))
     if found is None:
         raise UnknownUser(f"there is no user {username!r}")
@@ -168,6 +174,8 @@ def _unknown_user_hash() -> str:
 
 
 def check_password(session: Session, username: str, password: str) -> Person | None:
+    if not fits_key(username, _U.c.username.type.length) or not fits_key(password, 1000):
+        return None  # no such user can exist (NUL, a lone surrogate, too long)
     user = session.get(User, username)
     # Hash even for an unknown user, so the answer's timing does not tell which names exist.
     valid = check_password_hash(user.password_hash if user is not None else _unknown_user_hash(), password)
@@ -204,16 +212,75 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_token(session: Session, username: str, at: datetime) -> str:
-    """A new API bearer token for `username`; only its hash is kept."""
+def token_lifetime() -> timedelta:
+    """How long a bearer token works: BPM_TOKEN_LIFETIME_HOURS, a week by default."""
+    return timedelta(hours=float(os.environ.get("BPM_TOKEN_LIFETIME_HOURS", "168")))
+
+
+def issue_token(session: Session, username: str, at: datetime, lifetime: timedelta | None = None) -> str:
+    """A new API bearer token for `username`, working until `at` + lifetime; only its hash is kept."""
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(token_hash=_token_hash(token), username=username, created_at=at))
+    session.add(ApiToken(token_hash=_token_hash(token), username=username, created_at=at,
+                         expires_at=at + (lifetime or token_lifetime())))
     return token
 
 
-def person_for_token(executor: Session | Connection, token: str) -> Person | None:
-    """The active user a bearer token was issued to, with their roles, in one query; or None."""
-    return _person(_SELECT_TOKEN_PERSON.all(executor, {"token_hash": _token_hash(token)}))
+def token_id(token: str) -> str:
+    """The public name of a token (in lists, to revoke it): the start of its hash, not the token."""
+    return _token_hash(token)[:TOKEN_ID_LENGTH]
+
+
+TOKEN_ID_LENGTH = 16
+
+
+def person_for_token(executor: Session | Connection, token: str, now: datetime) -> Person | None:
+    """The active user a bearer token was issued to, with their roles, in one query; or None when
+    the token is unknown, expired or revoked."""
+    if not fits_key(token, 1000):
+        return None
+    return _person(_SELECT_TOKEN_PERSON.all(executor, {"token_hash": _token_hash(token), "now": now}))
+
+
+def tokens(session: Session, username: str, now: datetime) -> list[dict]:
+    """The user's bearer tokens, newest first: id (not the token), issued, expires, revoked, working."""
+    rows = session.scalars(select(ApiToken).where(ApiToken.username == username)
+                           .order_by(ApiToken.created_at.desc(), ApiToken.token_hash))
+    return [{"id": t.token_hash[:TOKEN_ID_LENGTH], "created_at": t.created_at, "expires_at": t.expires_at,
+             "revoked_at": t.revoked_at,
+             "active": t.revoked_at is None and t.expires_at is not None and t.expires_at > now}
+            for t in rows]
+
+
+def revoke_token(session: Session, username: str, token_id_: str, at: datetime) -> bool:
+    """Revoke the user's token named `token_id_` (see `token_id`); False if they have none such.
+    A token already revoked keeps its first revocation time."""
+    if not fits_key(token_id_, 64) or len(token_id_) != TOKEN_ID_LENGTH:
+        return False
+    found = session.scalars(select(ApiToken).where(ApiToken.username == username,
+                                                   ApiToken.token_hash.startswith(token_id_, autoescape=True))).all()
+    if len(found) != 1:
+        return False
+    if found[0].revoked_at is None:
+        found[0].revoked_at = at
+    return True
+
+
+def end_sessions(session: Session, username: str) -> None:
+    """Every signed-in session of the user stops working (the session version they carry is old)."""
+    session.execute(update(User).where(User.username == username)
+                    .values(session_version=User.session_version + 1))
+
+
+def set_password(session: Session, username: str, password: str, at: datetime) -> None:
+    """A new password: every session of the user ends and every token of theirs is revoked."""
+    user = session.get(User, username)
+    if user is None:
+        raise UnknownUser(f"there is no user {username!r}")
+    user.password_hash = generate_password_hash(password)
+    session.flush()
+    end_sessions(session, username)
+    session.execute(update(ApiToken).where(ApiToken.username == username, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=at))
 
 
 # --- authority: who may start a process, send a message, deploy (one rule for every door) ----------

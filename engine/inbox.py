@@ -9,12 +9,13 @@ import json
 import math
 import operator
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from . import inputs
 from .access import Person, inbox_scopes
 from .runtime import InvalidInput, TaskView, task_view
 from .statements import Prepared
@@ -58,7 +59,10 @@ class InboxQuery:
             try:
                 value = kind(raw)
             except ValueError:
-                problems[name] = f"{raw!r} is not a number"
+                problems[name] = f"{raw[:40]!r} is not a number"
+                return None
+            if inputs.number_problem(value):
+                problems[name] = inputs.number_problem(value)
                 return None
             if (low is not None and value < low) or (high is not None and value > high):
                 problems[name] = f"must be between {low} and {high}"
@@ -67,6 +71,9 @@ class InboxQuery:
 
         for name in ("process", "customer"):
             raw = (args.get(name) or "").strip()
+            problem = inputs.text_problem(raw, _H.c[{"process": "process_id"}.get(name, name)].type.length)
+            if problem:
+                problems[name], raw = problem, ""
             values[name] = raw or None
         values["overdue"] = (args.get("overdue") or "").lower() in ("1", "true", "on", "yes")
         values["desc"] = (args.get("desc") or "").lower() in ("1", "true", "on", "yes")
@@ -146,19 +153,33 @@ def _cursor(query: InboxQuery, task: TaskView) -> str:
 
 def _decode_cursor(text: str, sort: str, desc: bool) -> tuple | None:
     """(value, created, id) of a position made by `_cursor` for this sort, or None."""
+    # A position comes back from the client: anything in it may be forged, and each value is bound
+    # into SQL, so each must be what the column holds (aware times, finite numbers, clean short text).
+    if len(text) > 2000:
+        return None
     try:
         sort_, desc_, value, created, task_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if (sort_, desc_) != (sort, desc) or not isinstance(task_id, str):
+        if (sort_, desc_) != (sort, desc) or not inputs.fits_key(task_id, _H.c.id.type.length):
             return None
         if value is not None and sort in ("created", "due"):
-            value = datetime.fromisoformat(value)
-        elif value is not None and sort == "amount" and not isinstance(value, (int, float)):
+            value = _aware(value)
+        elif value is not None and sort == "amount" and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or inputs.number_problem(value)):
             return None
-        elif value is not None and sort not in ("amount", "created", "due") and not isinstance(value, str):
+        elif value is not None and sort not in ("amount", "created", "due") and not inputs.fits_key(
+                value, _SORT_COLUMNS[sort].type.length or inputs.MAX_TEXT):
             return None
-        return value, datetime.fromisoformat(created), task_id
-    except (ValueError, TypeError, UnicodeDecodeError):
+        return value, _aware(created), task_id
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
         return None
+
+
+def _aware(text) -> datetime:
+    """An instant with its offset, as the columns hold them; anything else is a ValueError."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("a position's time must carry its offset")
+    return value.astimezone(timezone.utc)  # (an instant beyond year 9999 in UTC: OverflowError)
 
 
 def _beyond(sort: str, desc: bool, direction: str, null_key: bool):
@@ -292,6 +313,9 @@ def save_filter(session: Session, username: str, name: str, args: Mapping[str, s
     name = name.strip()
     if not name:
         raise InvalidInput("a saved filter needs a name", {"name": "this field is required"})
+    problem = inputs.text_problem(name, SavedFilter.__table__.c.name.type.length)
+    if problem:
+        raise InvalidInput("the filter's name %(problem)s", {"name": problem}, problem=problem)
     InboxQuery.from_args(args)  # refuse a filter that could not be shown
     row = session.get(SavedFilter, (username, name))
     if row is None:

@@ -30,6 +30,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from . import access, clock, determinism, forms, notifications, state, tasks
 from .definitions import message_rules
+from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
@@ -340,6 +341,8 @@ def _check_starter(who: access.Person, loaded: "LoadedDefinition") -> None:
 
 def person(executor: Session | Connection, username: str) -> access.Person:
     """The acting user and their roles, in one query."""
+    if not bounds.fits_key(username, _U.c.username.type.length):
+        raise NotFound("there is no user %(user)s", user=_shown(username))
     try:
         return access.person(executor, username)
     except access.UnknownUser:
@@ -446,6 +449,25 @@ class _Duties:
             if to is not None:
                 routes[str(task.id)] = to
         return routes
+
+
+def _shown(value: Any) -> str:
+    """An identifier from outside as it may be quoted back: printable, short."""
+    return repr(value)[:60]
+
+
+def _fit(data: Any, what: str) -> None:
+    """Refuse data the engine cannot keep (engine/inputs.py: NaN, NUL, too long, too deep...)."""
+    found = bounds.problems(data)
+    if found:
+        raise InvalidInput("the %(what)s was not accepted: %(problems)s", found, what=what,
+                           problems=bounds.listed(found))
+
+
+def _known_task(task_id: Any) -> None:
+    """A task id that cannot name a task (not text, NUL, too long) is unknown, not a crash."""
+    if not bounds.fits_key(task_id, _H.c.id.type.length):
+        raise NotFound("there is no open task %(task)s", task=_shown(task_id))
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -628,8 +650,11 @@ def _business_fields(data: dict) -> tuple[str | None, str | None, float | None]:
     customer = data.get("customer")
     customer = str(customer) if isinstance(customer, (str, int)) else None
     amount = data.get("amount")
-    amount = float(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else None
-    return key, customer, amount
+    amount = float(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) \
+        and bounds.number_problem(amount) is None else None
+    # Input is checked at the door (inputs.COLUMN_FIELDS); a script's result is cut to the column.
+    return (key[:_H.c.business_key.type.length] if key else key,
+            customer[:_H.c.customer.type.length] if customer else customer, amount)
 
 
 def _timer_due(task) -> datetime | None:
@@ -843,6 +868,9 @@ class Runtime:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidInput("start data must be a JSON object")
+        if not bounds.fits_key(process_id, _DEF.c.process_id.type.length):
+            raise NotFound("there is no deployed process %(process)r", process=_shown(process_id))
+        _fit(data, "start data")
         request = _request(request_id, actor, "start", {"process_id": process_id, "version": version, "data": data})
         at = at or clock.now()
         instance_id = str(uuid.uuid4())
@@ -958,6 +986,7 @@ class Runtime:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidInput("task data must be a JSON object")
+        _fit(data, "task data")
         request = _request(request_id, actor, "complete", {"task_id": task_id, "data": data})
 
         def check(task_row, who: access.Person) -> None:
@@ -1030,6 +1059,8 @@ class Runtime:
     def save_draft(self, task_id: str, actor: str, data: Any, *, at: datetime | None = None) -> None:
         if not isinstance(data, dict):
             raise InvalidInput("draft data must be a JSON object")
+        _known_task(task_id)
+        _fit(data, "draft data")
         at = at or clock.now()
         with self.store.write() as session:
             who = person(session, actor)
@@ -1159,6 +1190,10 @@ class Runtime:
         payload = {} if payload is None else payload
         if not isinstance(payload, dict):
             raise InvalidInput("message data must be a JSON object")
+        if not bounds.fits_key(name, _M.c.message.type.length):
+            raise NotFound("no instance is waiting for %(what)s", what=f"message {_shown(name)}")
+        _fit(payload, "message data")
+        _fit(dict(correlation or {}), "correlation")
         correlation = {str(k): str(v) for k, v in (correlation or {}).items()}
         at = at or clock.now()
         with self.store.read() as session:
@@ -1370,6 +1405,8 @@ class Runtime:
                       pick_due: tuple[datetime, frozenset[str]] | None = None,
                       request: _Request | None = None) -> InstanceView | None:
         """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
+        if task_id is not None:
+            _known_task(task_id)
         at = at or clock.now()
         process_id = "?"
         sqlite = self.store.is_sqlite
@@ -1513,6 +1550,10 @@ class Runtime:
     def delegate(self, task_id: str, actor: str, to: str, note: str = "", *,
                  at: datetime | None = None) -> TaskView:
         """Hand a task to a colleague of the same role, with a note kept as a comment."""
+        _known_task(task_id)
+        note_problem = bounds.text_problem(note) if isinstance(note, str) else "must be text"
+        if note_problem:
+            raise InvalidInput("the note %(problem)s", {"note": note_problem}, problem=note_problem)
         at = at or clock.now()
         with self.store.read() as session:
             colleague = person(session, to)
@@ -1550,6 +1591,11 @@ class Runtime:
         body = (body or "").strip()
         if not body:
             raise InvalidInput("a comment cannot be empty", {"body": "this field is required"})
+        problem = bounds.text_problem(body)
+        if problem:
+            raise InvalidInput("the comment %(problem)s", {"body": problem}, problem=problem)
+        if task_id is not None:
+            _known_task(task_id)
         at = at or clock.now()
         with self.store.write() as session:
             who = person(session, actor)
@@ -1577,6 +1623,8 @@ class Runtime:
             raise NotFound("there is no instance %(instance)s", instance=row.id)
 
     def _instance_row(self, session: Session, instance_id: str, viewer: str | None) -> Instance:
+        if not bounds.fits_key(instance_id, _I.c.id.type.length):
+            raise NotFound("there is no instance %(instance)s", instance=_shown(instance_id))
         row = session.get(Instance, instance_id)
         if row is None:
             raise NotFound("there is no instance %(instance)s", instance=instance_id)
@@ -1615,6 +1663,7 @@ class Runtime:
 
     def task_detail(self, task_id: str, actor: str) -> dict:
         """What a task page needs: the task, its form, the data it starts from, the saved draft."""
+        _known_task(task_id)
         with self.store.read() as session:
             who = person(session, actor)
             row = session.get(HumanTask, task_id)

@@ -68,6 +68,9 @@ class User(Base):
     office_id: Mapped[Optional[str]] = mapped_column(ForeignKey("office.id"))
     superior: Mapped[Optional[str]] = mapped_column(ForeignKey("app_user.username"))
     active: Mapped[bool] = mapped_column(default=True)
+    # Part of every signed-in session; raised at sign-out and password change, which ends every
+    # session of the user at once, a copied session cookie included.
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class UserRole(Base):
@@ -271,11 +274,14 @@ class SavedFilter(Base):
 
 
 class ApiToken(Base):
-    """A bearer token for the JSON API; only its SHA-256 is stored."""
+    """A bearer token for the JSON API; only its SHA-256 is stored. It works until `expires_at`
+    (NULL: issued before tokens expired; no longer works) unless revoked."""
     __tablename__ = "api_token"
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str] = mapped_column(ForeignKey("app_user.username"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class IdempotencyKey(Base):

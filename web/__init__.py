@@ -10,10 +10,16 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, request, session
-from flask_babel import Babel
+import logging
+
+from flask import Flask, current_app, jsonify, render_template, request, session
+from flask.sessions import SecureCookieSessionInterface
+from flask_babel import Babel, gettext as _
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from engine.runtime import EngineError, FormRejected, Runtime
 from engine.store import PROJECT_ROOT, Store
@@ -22,6 +28,36 @@ LANGUAGES = ("zh_CN", "en")
 csrf = CSRFProtect()
 login_manager = LoginManager()
 babel = Babel()
+# Sign-in attempts (the page and POST /api/v1/tokens share the counters): refused before any
+# password is hashed once a user name or an address has failed too often (see web/auth.py).
+limiter = Limiter(key_func=get_remote_address)
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _secure_cookies_setting() -> bool | None:
+    """BPM_SECURE_COOKIES: 1/true/on or 0/false/off; unset: secure unless served on localhost."""
+    raw = os.environ.get("BPM_SECURE_COOKIES", "").strip().lower()
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    return None
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """The session cookie is `Secure` (sent over HTTPS only) by BPM_SECURE_COOKIES; when that is
+    not set, on every host but localhost, so `make run` works over plain HTTP on one's own machine."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        setting = app.config.get("BPM_SECURE_COOKIES")
+        if setting is not None:
+            return bool(setting)
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        return host not in LOCAL_HOSTS
 
 
 def _secret_key() -> str:
@@ -55,6 +91,34 @@ def select_locale() -> str:
     return "en" if best == "en" else "zh_CN"
 
 
+# The largest request body accepted (BPM_MAX_CONTENT_LENGTH bytes): a form with its rows, a JSON
+# document with order lines. Larger bodies are refused before they are read.
+MAX_CONTENT_LENGTH = int(os.environ.get("BPM_MAX_CONTENT_LENGTH", str(1024 * 1024)))
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _refusal(status: int, message: str):
+    """An error in the shape of where it happened: the API's JSON, or the app's own page."""
+    if _is_api():
+        return jsonify({"error": message, "fields": {}}), status
+    return render_template("error.html", message=message, status=status), status
+
+
+def _has_nul() -> bool:
+    """NUL cannot be stored (PostgreSQL refuses it in text) and is never typed by a person."""
+    if "\x00" in request.path:
+        return True
+    sources = [request.args] + ([request.form] if request.mimetype != "application/json" else [])
+    for source in sources:
+        for key, values in source.lists():
+            if "\x00" in key or any("\x00" in v for v in values):
+                return True
+    return False
+
+
 def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Flask:
     app = Flask(__name__)
     if runtime is None:
@@ -69,11 +133,20 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
         BABEL_DEFAULT_LOCALE="zh_CN",
         VENDOR_DIR=str(Path(__file__).parent / "static" / "vendor"),
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        BPM_SECURE_COOKIES=_secure_cookies_setting(),
+        # Failed sign-ins allowed per user name and per address before sign-in is refused.
+        BPM_SIGNIN_LIMIT_USER=_setting("BPM_SIGNIN_LIMIT_USER", "10 per 15 minutes"),
+        BPM_SIGNIN_LIMIT_ADDRESS=_setting("BPM_SIGNIN_LIMIT_ADDRESS", "30 per 15 minutes"),
+        RATELIMIT_STORAGE_URI=_setting("BPM_RATELIMIT_STORAGE_URI", "memory://"),
+        RATELIMIT_HEADERS_ENABLED=False,
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime
+    app.session_interface = SessionCookies()
 
     csrf.init_app(app)
+    limiter.init_app(app)
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
@@ -83,6 +156,45 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     app.register_blueprint(customers.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only
+
+    @app.before_request
+    def refuse_nul():
+        if _has_nul():
+            return _refusal(400, _("The request contains a NUL character, which no field may hold. "
+                                   "Nothing was changed."))
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        """Every refusal Flask or Werkzeug raises (unknown page, wrong method, body too large) in
+        the app's shape and the user's language, never the server's bare page."""
+        if isinstance(exc, InternalServerError):
+            return server_error(exc)
+        status = exc.code or 400
+        if _is_api():
+            message = {404: f"there is no API resource {request.path}",
+                       405: f"{request.method} is not allowed on {request.path}",
+                       413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+                       429: "too many failed sign-ins for this user or from this address; "
+                            "wait and try again later",
+                       }.get(status, exc.description or exc.name)
+            return jsonify({"error": message, "fields": {}}), status
+        message = {404: _("There is no such page."),
+                   405: _("This page cannot be used that way."),
+                   413: _("What was sent is too large (at most %(size)s bytes). Nothing was changed.",
+                          size=app.config["MAX_CONTENT_LENGTH"]),
+                   429: _("Too many failed sign-ins for this user or from this address. "
+                          "Wait a few minutes and try again."),
+                   }.get(status, _("The request was not understood. Nothing was changed."))
+        return render_template("error.html", message=message, status=status), status
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception):
+        """A bug: logged in full for the operator, one sentence for the user, still 500."""
+        logging.getLogger("bpm.web").error("unexpected error on %s %s", request.method, request.path,
+                                           exc_info=exc)
+        return _refusal(500, _("Something went wrong on the server; the operator can see what in "
+                               "the log. Nothing was changed by this request."))
 
     @app.after_request
     def security_headers(response):
@@ -99,5 +211,4 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
 
 
 def runtime() -> Runtime:
-    from flask import current_app
     return current_app.extensions["bpm.runtime"]

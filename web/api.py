@@ -1,7 +1,8 @@
 """The JSON API under /api/v1: everything the pages do, for scripts and other systems.
 
-Authenticated by a bearer token (POST /api/v1/tokens with username and password) or by the
-browser session. Errors are `{"error": sentence, "fields": {...}}` with the status that says
+Authenticated by a bearer token (POST /api/v1/tokens with username and password; it expires, and
+GET/DELETE /api/v1/tokens list and revoke one's tokens) or by the browser session, whose changes
+must come from this site (an `Origin` of this host, or the page's CSRF token in `X-CSRFToken`). Errors are `{"error": sentence, "fields": {...}}` with the status that says
 what happened: 400 bad input, 401 not signed in, 403 not allowed, 404 unknown, 409 already done
 or changed meanwhile, 422 a form's rules broken, 500 a script or service failed (rolled back).
 """
@@ -10,15 +11,18 @@ from __future__ import annotations
 from datetime import datetime
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, g, jsonify, request
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError, validate_csrf
 
 from engine import access, clock, inbox, notifications
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
 
 from . import http_status, openapi, runtime
+from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -56,23 +60,45 @@ def _not_allowed(exc):
 def _json_body() -> dict:
     if not request.data:
         return {}
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes; the engine allows far less
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
 
 
+def _from_this_site() -> bool:
+    """A browser sent this request from one of this site's pages: its Origin (else Referer) is this
+    host, or it carries the session's CSRF token. Another site's page — even one of the same site
+    on another subdomain or port, which SameSite cookies let through — has neither."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if origin and origin != "null":
+        return urlsplit(origin).netloc == request.host
+    try:
+        validate_csrf(request.headers.get("X-CSRFToken", ""))
+    except (CSRFError, Exception):  # a missing, expired or forged token (wtforms' ValidationError)
+        return False
+    return True
+
+
 def authenticated(view):
-    """Resolve the caller from a bearer token or the session; 401 otherwise."""
+    """Resolve the caller from a bearer token or the session; 401 otherwise. A change made with
+    the session cookie must come from this site (CSRF); a bearer token is never sent by a browser
+    on its own, so it needs no such check."""
     @wraps(view)
     def wrapper(*args, **kwargs):
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             with runtime().store.read() as session:
-                who = access.person_for_token(session, header[len("Bearer "):].strip())
+                who = access.person_for_token(session, header[len("Bearer "):].strip(), clock.now())
             if who is None:
-                raise ApiError(401, "the bearer token is not valid")
+                raise ApiError(401, "the bearer token is not valid (unknown, expired or revoked)")
         elif current_user.is_authenticated:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not _from_this_site():
+                raise ApiError(403, "a change made with the browser's session must come from this site: "
+                                    "send an Origin of this host or the X-CSRFToken header, or use a bearer token")
             who = current_user.person  # looked up this request by the sign-in's user loader
         else:
             raise ApiError(401, "sign in or send a bearer token (POST /api/v1/tokens)")
@@ -91,18 +117,43 @@ def openapi_document():
 
 
 @bp.post("/v1/tokens")
+@sign_in_limits
 def issue_token():
     body = _json_body()
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise ApiError(400, "send username and password as strings",
                        {k: "this field is required" for k in ("username", "password") if not body.get(k)})
+    now = clock.now()
     with runtime().store.write() as session:
         who = access.check_password(session, username, password)
         if who is None:
+            g.sign_in_failed = True  # counted by the sign-in limits
             raise ApiError(401, "wrong username or password")
-        token = access.issue_token(session, who.username, clock.now())
-    return jsonify({"token": token, "username": who.username}), 201
+        token = access.issue_token(session, who.username, now)
+    return jsonify({"token": token, "username": who.username, "id": access.token_id(token),
+                    "expires_at": _iso(now + access.token_lifetime())}), 201
+
+
+def _token_json(t: dict) -> dict:
+    return {**t, **{k: _iso(t[k]) for k in ("created_at", "expires_at", "revoked_at")}}
+
+
+@bp.get("/v1/tokens")
+@authenticated
+def list_tokens():
+    with runtime().store.read() as session:
+        return jsonify([_token_json(t) for t in access.tokens(session, g.who.username, clock.now())])
+
+
+@bp.delete("/v1/tokens/<token_id>")
+@authenticated
+def revoke_token(token_id: str):
+    with runtime().store.write() as session:
+        if not access.revoke_token(session, g.who.username, token_id, clock.now()):
+            raise ApiError(404, f"{g.who.username} has no token {token_id[:40]!r}")
+        found = next(t for t in access.tokens(session, g.who.username, clock.now()) if t["id"] == token_id)
+    return jsonify(_token_json(found))
 
 
 @bp.get("/v1/me")

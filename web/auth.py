@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import (Blueprint, flash, redirect, render_template, request, session, url_for)
+from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -15,7 +16,7 @@ from wtforms.validators import DataRequired, Length
 
 from engine import access, notifications
 
-from . import LANGUAGES, login_manager, runtime
+from . import LANGUAGES, limiter, login_manager, runtime
 
 bp = Blueprint("auth", __name__)
 
@@ -26,14 +27,15 @@ login_manager.login_message_category = "info"
 
 class SignedIn(UserMixin):
     """The Flask-Login user: an engine `Person`, looked up again on every request, so a user
-    made inactive is signed out at once."""
+    made inactive is signed out at once. The session holds the user's session version too: once
+    it is raised (sign-out, a new password) every session made before is refused, copies included."""
 
     def __init__(self, person: access.Person, unread: int = 0):
         self.person = person
         self.unread = unread  # unread notifications, read with the user (the header shows it)
 
     def get_id(self) -> str:
-        return self.person.username
+        return f"{self.person.username}{_VERSION_MARK}{self.person.session_version}"
 
     @property
     def username(self) -> str:
@@ -48,14 +50,48 @@ class SignedIn(UserMixin):
         return self.person.roles
 
 
+_VERSION_MARK = "#"
+
+
 @login_manager.user_loader
-def load_user(username: str) -> SignedIn | None:
+def load_user(user_id: str) -> SignedIn | None:
+    username, mark, version = user_id.rpartition(_VERSION_MARK)
+    if not mark:
+        return None  # a session from before session versions: sign in again
     with runtime().store.read() as session_:
         try:
-            return SignedIn(access.person(session_, username),
-                            notifications.unread_count(session_, username))
+            person = access.person(session_, username)
         except access.UnknownUser:
             return None
+        if str(person.session_version) != version:
+            return None  # the user signed out (or changed password) since: this session is over
+        return SignedIn(person, notifications.unread_count(session_, username))
+
+
+def _signin_name() -> str:
+    """The user name a sign-in attempt is for (page or API), as the per-user limit counts it."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        name = body.get("username") if isinstance(body, dict) else None
+    else:
+        name = request.form.get("username")
+    name = name.strip().casefold()[:200] if isinstance(name, str) else ""
+    return name or "(no name)"  # (refused without hashing anyway; an empty key is not counted)
+
+
+def _sign_in_failed(response) -> bool:
+    """Only failed attempts count (the view says so), so a user signing in daily is never limited."""
+    return bool(g.get("sign_in_failed"))
+
+
+def sign_in_limits(view):
+    """Per user name and per address: once either has failed too often, the next attempt is
+    refused (429) before its password is hashed, so guessing costs the server next to nothing."""
+    for scope, key, setting in (("sign-in-user", _signin_name, "BPM_SIGNIN_LIMIT_USER"),
+                                ("sign-in-address", None, "BPM_SIGNIN_LIMIT_ADDRESS")):
+        view = limiter.shared_limit(lambda setting=setting: current_app.config[setting], scope=scope,
+                                    key_func=key, methods=["POST"], deduct_when=_sign_in_failed)(view)
+    return view
 
 
 class SignInForm(FlaskForm):
@@ -84,6 +120,7 @@ def _fresh_session() -> None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@sign_in_limits
 def login():
     target = safe_next(request.args.get("next")) or url_for("inbox.inbox")
     if current_user.is_authenticated and request.method == "GET":
@@ -97,13 +134,16 @@ def login():
             _fresh_session()
             login_user(SignedIn(who))
             return redirect(target)
-        failed = True  # the same words whether the user exists or not
+        failed = g.sign_in_failed = True  # the same words whether the user exists or not
     return render_template("login.html", form=form, failed=failed,
                            next=request.args.get("next", ""))
 
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:  # every session of the user ends, not just this cookie
+        with runtime().store.write() as session_:
+            access.end_sessions(session_, current_user.username)
     logout_user()
     _fresh_session()
     flash(_("You are signed out."), "info")

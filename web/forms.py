@@ -152,7 +152,7 @@ def _scalar(field: Mapping, raw: str | None) -> tuple[bool, Any]:
 
 
 def _indices(form: Mapping, name: str) -> list[int]:
-    pattern = re.compile(rf"^{re.escape(name)}{SEP}(\d+)(?:{SEP}|$)")
+    pattern = re.compile(rf"^{re.escape(name)}{SEP}([0-9]{{1,6}})(?:{SEP}|$)")
     found = {int(m.group(1)) for key in form.keys() if (m := pattern.match(key))}
     return sorted(found)
 
@@ -207,7 +207,7 @@ def _locate(schema: Mapping, data: dict, name: str) -> tuple[list | None, dict]:
             if not field or field.get("readOnly") or kind(field) not in ("object", "array"):
                 return None, {}
             holder = holder.setdefault(part, [] if kind(field) == "array" else {})
-        elif kind(field) == "array" and isinstance(holder, list) and part.isdigit() \
+        elif kind(field) == "array" and isinstance(holder, list) and _row_number(part) is not None \
                 and int(part) < len(holder):
             field, holder = field.get("items") or {}, holder[int(part)]
         else:
@@ -215,6 +215,11 @@ def _locate(schema: Mapping, data: dict, name: str) -> tuple[list | None, dict]:
     if kind(field) == "array" and isinstance(holder, list):
         return holder, field.get("items") or {}
     return None, {}
+
+
+def _row_number(text: str) -> int | None:
+    """A row index as a page writes it (ASCII digits, a sensible size), or None."""
+    return int(text) if re.fullmatch(r"[0-9]{1,6}", text) else None
 
 
 def add_row(schema: Mapping | None, data: dict, name: str) -> bool:
@@ -229,7 +234,7 @@ def add_row(schema: Mapping | None, data: dict, name: str) -> bool:
 def remove_row(schema: Mapping | None, data: dict, row_name: str) -> bool:
     """Remove the row `row_name` (e.g. 'lines-2'); False if there is no such row."""
     name, _, index = row_name.rpartition(SEP)
-    if not index.isdigit():
+    if _row_number(index) is None:
         return False
     rows, _ = _locate(schema or {}, data, name)
     if rows is None or int(index) >= len(rows):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import uuid
 from collections import namedtuple
@@ -105,6 +106,8 @@ def when(value: datetime | str | None) -> str:
 def money(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "" if value is None else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "—"  # kept before input was checked (engine/inputs.py); never a 500 for the page
     locale = g.get("page_locale")
     if locale is None:  # looked up once per request: the inbox formats an amount per row
         locale = g.page_locale = get_locale()

@@ -14,11 +14,13 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 ERRORS = {str(code): {"$ref": f"#/components/responses/{name}"} for code, name in (
     (400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (404, "NotFound"),
-    (409, "Conflict"), (422, "Unprocessable"), (500, "Failed"))}
+    (409, "Conflict"), (413, "TooLarge"), (422, "Unprocessable"), (429, "TooMany"), (500, "Failed"))}
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
         codes=(400, 401, 403, 404, 409, 422, 500)) -> dict:
+    # Every request may be refused as bad (a NUL anywhere, say); one with a body as too large.
+    codes = sorted(set(codes) | {400} | ({413} if body is not None else set()))
     op = {"summary": summary, "responses": {**responses, **{str(c): ERRORS[str(c)] for c in codes}}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
@@ -69,12 +71,19 @@ def document() -> dict:
         "paths": {
             "/v1/tokens": {"post": {**_op("Exchange username and password for a bearer token",
                                           {"201": _json({"type": "object", "properties": {
-                                              "token": {"type": "string"}, "username": {"type": "string"}}},
+                                              "token": {"type": "string"}, "username": {"type": "string"},
+                                              "id": {"type": "string"}, "expires_at": {"type": "string"}}},
                                               "Created")},
                                           body={"type": "object", "required": ["username", "password"],
                                                 "properties": {"username": {"type": "string"},
                                                                "password": {"type": "string"}}},
-                                          codes=(400, 401)), "security": []}},
+                                          codes=(400, 401, 429)), "security": []},
+                           "get": _op("The caller's bearer tokens (ids, not the tokens), newest first",
+                                      {"200": _json({"type": "array", "items": _ref("Token")})},
+                                      codes=(401,))},
+            "/v1/tokens/{token_id}": {"delete": _op(
+                "Revoke one of the caller's tokens: it stops working at once",
+                {"200": _json(_ref("Token"))}, params=[_path_param("token_id")], codes=(401, 403, 404))},
             "/v1/me": {"get": _op("Who the caller is", {"200": _json(_ref("Me"))}, codes=(401,))},
             "/v1/processes": {"get": _op("Processes the caller may start, with their start forms",
                                          {"200": _json({"type": "array", "items": _ref("Startable")})},
@@ -111,11 +120,11 @@ def document() -> dict:
                 params=[task_id])},
             "/v1/instances/{instance_id}": {"get": _op("An instance: status, data, open tasks, comments",
                                                        {"200": _json(_ref("Instance"))},
-                                                       params=[instance_id], codes=(401, 404))},
+                                                       params=[instance_id], codes=(401, 403, 404))},
             "/v1/instances/{instance_id}/history": {"get": _op(
                 "The instance's log: step, time, actor, command, data, hash",
                 {"200": _json({"type": "array", "items": _ref("HistoryEntry")})}, params=[instance_id],
-                codes=(401, 404))},
+                codes=(401, 403, 404))},
             "/v1/messages/{name}": {"post": _op(
                 "Deliver a message (a payment notice) to the waiting instance; 403 unless the caller "
                 "holds a role the message allows (payment_received: finance, bank_feed); 400 without "
@@ -138,12 +147,19 @@ def document() -> dict:
                 ("Forbidden", "Not allowed"), ("NotFound", "Unknown"),
                 ("Conflict", "Already done, or changed by someone else meanwhile"),
                 ("Unprocessable", "The form's rules are broken; fields name each problem"),
+                ("TooMany", "Too many failed sign-ins for this user or address; wait"),
+                ("TooLarge", "The request body is larger than the server takes (BPM_MAX_CONTENT_LENGTH)"),
                 ("Failed", "A script or service failed; nothing changed, an incident records it"))},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "fields"], "properties": {
                     "error": {"type": "string"}, "fields": {"type": "object",
                                                             "additionalProperties": {"type": "string"}},
                     "incident": {"type": "integer"}}},
+                "Token": {"type": "object", "required": ["id", "created_at", "expires_at", "active"],
+                          "properties": {"id": {"type": "string"}, "created_at": {"type": "string"},
+                                         "expires_at": {"type": ["string", "null"]},
+                                         "revoked_at": {"type": ["string", "null"]},
+                                         "active": {"type": "boolean"}}},
                 "Me": {"type": "object", "properties": {"username": {"type": "string"},
                                                         "roles": {"type": "array", "items": {"type": "string"}},
                                                         "unread": {"type": "integer"}}},
