@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 import processes
-from engine import access, timers, versions
+from engine import access, customers, timers, versions
 from engine.runtime import EngineError, Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import Definition, Instance
+from engine.store import CustomerCard, Definition, Instance
+from processes.customers import DEMO_CARDS
 
 from .conftest import DATA, contract, snapshot
 
@@ -50,6 +51,7 @@ def order(customer: str = "C-A01", amount: float = 100000) -> dict:
 
 
 START_DATA["order_to_settlement"] = order()
+START_DATA["archive_access"] = {"customer": "C-A01", "reason": "核对发货地址"}
 
 
 # --- the world an action is tried in -----------------------------------------------------------
@@ -62,6 +64,15 @@ class World:
         versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
         self.rt = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
         self.now = T0
+
+    def with_cards(self):
+        with self.store.write() as session:
+            if session.get(CustomerCard, "C-A01") is None:
+                customers.seed_cards(session, DEMO_CARDS, T0)
+
+    def return_awaiting_office_sign(self):
+        """rep.wang (Guangzhou office) files a return: its om_sign is for Guangzhou's office manager."""
+        return self.rt.start("return_request", "rep.wang", RETURN, at=self.tick())
 
     def tick(self, **delta) -> datetime:
         self.now += timedelta(**delta) if delta else timedelta(minutes=5)
@@ -114,14 +125,21 @@ def _instances(world: World):
 
 def _start(process_id: str) -> Action:
     return Action(
-        allowed={"branch_establishment": {"rm.zheng"}}.get(process_id, REPS),
+        allowed={"branch_establishment": {"rm.zheng"}, "archive_access": set(USERS)}.get(process_id, REPS),
         rule={"branch_establishment": "RULES §1: the applicant's lane, 区域经理（申请人）",
+              "archive_access": "CLI.md: anyone may ask the general manager to read an archive",
               "contract_review": "RULES §2: the sales rep submits a contract",
               "return_request": "RULES §3: a sales rep files a request",
               "order_to_settlement": "RULES roles: sales_rep raises orders"}[process_id],
         setup=lambda world: None,
         attempt=lambda world, _, user: world.rt.start(process_id, user, START_DATA[process_id], at=world.tick()),
         changed=lambda world, _: _instances(world))
+
+
+def _card(world: World, _) -> Any:
+    with world.store.read() as s:
+        card = s.get(CustomerCard, "C-A01")
+        return (card.revision, card.address, card.rep)
 
 
 def _snapshot(world: World, view) -> dict:
@@ -143,7 +161,7 @@ def _other_finance(user: str) -> str:
 
 ACTIONS: dict[str, Action] = {
     **{f"start {p}": _start(p) for p in ("branch_establishment", "contract_review", "return_request",
-                                         "order_to_settlement")},
+                                         "order_to_settlement", "archive_access")},
     "view an order": Action(
         {"rep.wang", "fin.chu", "acct.xu", "audit.han"},
         "DESIGN human tasks / access.may_view_instance: its initiator, who may act on an open task, "
@@ -181,6 +199,18 @@ ACTIONS: dict[str, Action] = {
             "payment_received", {"order_no": view.data["order_no"], "amount": 70000},
             {"order_no": view.data["order_no"]}, actor=user, at=world.tick()),
         _snapshot),
+    "claim an office's return (om_sign)": Action(
+        {"om.wu"}, "RULES offices: an office's requests go to that office's manager (rep.wang: Guangzhou)",
+        World.return_awaiting_office_sign,
+        lambda world, view, user: world.rt.claim(world.task(view, "om_sign").id, user, at=world.tick()),
+        _snapshot),
+    "read a customer card (C-A01, served by rep.wang)": Action(
+        {"gm.zhao", "vp.qian", "gmo.tang", "dm.zhou", "fin.chu", "hq.li", "prod.jiang", "rep.wang"},
+        "seed 001 三(六)2 / RULES confidentiality: 总经理, 副总经理, 总经理助理, 财务部经理 (not the accountant), "
+        "业务部经理, 人事行政部部长, 生产部部长; the rep serving the customer; anyone else needs a grant",
+        World.with_cards,
+        lambda world, _, user: customers.Archive(world.store).card("C-A01", user, door="cli", at=world.tick()),
+        _card),
     "deploy": Action(
         {"design.yang"}, "RULES roles: designer edits and deploys BPMN, forms and DMN",
         lambda world: None, _deploy, _definitions),
