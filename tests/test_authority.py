@@ -2,8 +2,8 @@
 and a sample of the same cells through the JSON API, the pages and the command line.
 
 The expectations are written out below from RULES.md and CLI.md, one table per action; they are
-not computed from engine.access. To add an action (reading a customer card, an office-scoped
-claim, ...), add one `Action` to ACTIONS: who may do it, how to set it up, how to try it.
+not computed from engine.access. To add an action, add one `Action` to ACTIONS: who may do it,
+how to set it up, how to try it.
 """
 from __future__ import annotations
 
