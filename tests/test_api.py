@@ -137,3 +137,18 @@ def test_only_those_who_may_work_on_a_task_comment_on_it(client, store):
     assert client.post(f"/api/v1/tasks/{task['id']}/comments", headers=dm, json={"body": "ok"}).status_code == 201
     with store.read() as s:
         assert [c.body for c in s.scalars(select(Comment))] == ["ok"]
+
+
+def test_a_script_failing_on_the_data_is_a_422_naming_the_incident_not_a_500(store):
+    """An error the user's data causes is a 4xx: the step is rolled back and an incident records it."""
+    from web import create_app
+    versions.deploy(store, [ROOT / "tests" / "data" / "runtime" / "failing.bpmn"])
+    client = create_app(Runtime(store), {"TESTING": True}).test_client()
+    rep = token(client, "rep.wang")
+    started = client.post("/api/v1/processes/failing/instances", headers=rep, json={"data": {}})
+    assert started.status_code == 201, started.json
+    task_id = started.json["tasks"][0]["id"]
+    failed = client.post(f"/api/v1/tasks/{task_id}/complete", headers=rep, json={"data": {"amount": 0}})
+    assert failed.status_code == 422, failed.json
+    assert "ZeroDivisionError" in failed.json["error"] and "incident" in failed.json["error"]
+    assert client.get(f"/api/v1/tasks/{task_id}", headers=rep).status_code == 200  # still open

@@ -75,7 +75,9 @@ def _secret_key() -> str:
 
 # The engine's kinds of refusal (EngineError.status) as HTTP statuses, for the pages and the API.
 # A form's own checks failing is 422; any other bad input (a filter, a body that is not an object) 400.
-_HTTP_STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 400, "failed": 500}
+# A script or service failing on the request's data is 422 too: the step was rolled back and an
+# incident records it; the server itself is fine (a 5xx would say otherwise).
+_HTTP_STATUS = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 400, "failed": 422}
 
 
 def http_status(exc: EngineError) -> int:

@@ -4,7 +4,7 @@ Authenticated by a bearer token (POST /api/v1/tokens with username and password;
 GET/DELETE /api/v1/tokens list and revoke one's tokens) or by the browser session, whose changes
 must come from this site (an `Origin` of this host, or the page's CSRF token in `X-CSRFToken`). Errors are `{"error": sentence, "fields": {...}}` with the status that says
 what happened: 400 bad input, 401 not signed in, 403 not allowed, 404 unknown, 409 already done
-or changed meanwhile, 422 a form's rules broken, 500 a script or service failed (rolled back).
+or changed meanwhile, 422 a form's rules broken or a script or service failed on the data (rolled back; an incident).
 """
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 ERRORS = {str(code): {"$ref": f"#/components/responses/{name}"} for code, name in (
     (400, "BadRequest"), (401, "Unauthorized"), (403, "Forbidden"), (404, "NotFound"),
-    (409, "Conflict"), (413, "TooLarge"), (422, "Unprocessable"), (429, "TooMany"), (500, "Failed"))}
+    (409, "Conflict"), (413, "TooLarge"), (422, "Unprocessable"), (429, "TooMany"))}
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
-        codes=(400, 401, 403, 404, 409, 422, 500)) -> dict:
+        codes=(400, 401, 403, 404, 409, 422)) -> dict:
     # Every request may be refused as bad (a NUL anywhere, say); one with a body as too large.
     codes = sorted(set(codes) | {400} | ({413} if body is not None else set()))
     op = {"summary": summary, "responses": {**responses, **{str(c): ERRORS[str(c)] for c in codes}}}
@@ -146,10 +146,10 @@ def document() -> dict:
                 ("BadRequest", "Bad input"), ("Unauthorized", "Not signed in"),
                 ("Forbidden", "Not allowed"), ("NotFound", "Unknown"),
                 ("Conflict", "Already done, or changed by someone else meanwhile"),
-                ("Unprocessable", "The form's rules are broken; fields name each problem"),
+                ("Unprocessable", "The form's rules are broken (fields name each problem), or a script "
+                                  "or service failed on this data: nothing changed, an incident records it"),
                 ("TooMany", "Too many failed sign-ins for this user or address; wait"),
-                ("TooLarge", "The request body is larger than the server takes (BPM_MAX_CONTENT_LENGTH)"),
-                ("Failed", "A script or service failed; nothing changed, an incident records it"))},
+                ("TooLarge", "The request body is larger than the server takes (BPM_MAX_CONTENT_LENGTH)"))},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "fields"], "properties": {
                     "error": {"type": "string"}, "fields": {"type": "object",
