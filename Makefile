@@ -35,7 +35,7 @@ test: $(STAMP)
 messages: $(STAMP)
 	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k NotFound -k Forbidden -k Conflict -k InvalidInput \
 		-k CommandFailed -k _problem:3 --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
-	$(BIN)/pybabel -q update --no-wrap -i web/translations/messages.pot -d web/translations
+	$(BIN)/pybabel -q update --no-wrap --ignore-obsolete -i web/translations/messages.pot -d web/translations
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
