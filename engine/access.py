@@ -271,11 +271,39 @@ def end_sessions(session: Session, username: str) -> None:
                     .values(session_version=User.session_version + 1))
 
 
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 200
+
+
+class PasswordRefused(ValueError):
+    """A new password not taken, and why: `template % params` is the sentence (pages translate
+    `template`), `field` the form field it concerns."""
+
+    def __init__(self, template: str, field: str = "new", **params):
+        super().__init__(template % params)
+        self.template, self.field, self.params = template, field, params
+
+
+def check_new_password(password: str, current_hash: str | None = None) -> None:
+    """The rule for a new password, whichever door sets it (the account page, `bpm password`):
+    long enough, not too long, and not the password it replaces. Raises PasswordRefused."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordRefused("the new password must have at least %(length)s characters",
+                              length=MIN_PASSWORD_LENGTH)
+    if not fits_key(password, MAX_PASSWORD_LENGTH):
+        raise PasswordRefused("the new password must have at most %(length)s characters of valid "
+                              "text (no NUL)", length=MAX_PASSWORD_LENGTH)
+    if current_hash is not None and check_password_hash(current_hash, password):
+        raise PasswordRefused("the new password must differ from the current one")
+
+
 def set_password(session: Session, username: str, password: str, at: datetime) -> None:
-    """A new password: every session of the user ends and every token of theirs is revoked."""
+    """A new password (see `check_new_password`): every session of the user ends and every token
+    of theirs is revoked."""
     user = session.get(User, username)
     if user is None:
         raise UnknownUser(f"there is no user {username!r}")
+    check_new_password(password, user.password_hash)
     user.password_hash = generate_password_hash(password)
     session.flush()
     end_sessions(session, username)

@@ -1,6 +1,7 @@
 """The Flask application: app factory, extensions (sign-in, CSRF, languages), security headers.
 
-One blueprint per audience (see DESIGN.md): `auth` (sign-in), `inbox` (approvers' pages),
+One blueprint per audience (see DESIGN.md): `auth` (sign-in), `account` (one's own password
+and API tokens), `inbox` (approvers' pages),
 `customers` (the customer archive and its record of reads),
 `api` (JSON under /api/v1, OpenAPI at /api/openapi.json).
 """
@@ -152,8 +153,9 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import api, auth, customers, inbox
+    from . import account, api, auth, customers, inbox
     app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
     app.register_blueprint(customers.bp)
     app.register_blueprint(api.bp)

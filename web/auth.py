@@ -70,7 +70,9 @@ def load_user(user_id: str) -> SignedIn | None:
 
 def _signin_name() -> str:
     """The user name a sign-in attempt is for (page or API), as the per-user limit counts it."""
-    if request.is_json:
+    if request.endpoint == "account.change_password" and current_user.is_authenticated:
+        name = current_user.username  # one's own current password, checked again: same counter
+    elif request.is_json:
         body = request.get_json(silent=True)
         name = body.get("username") if isinstance(body, dict) else None
     else:
@@ -111,7 +113,7 @@ def safe_next(target: str | None) -> str | None:
     return urlunsplit(("", "", parts.path, parts.query, ""))
 
 
-def _fresh_session() -> None:
+def fresh_session() -> None:
     """A new session at every sign-in and sign-out (no fixation); the language stays."""
     lang = session.get("lang")
     session.clear()
@@ -131,7 +133,7 @@ def login():
         with runtime().store.read() as session_:
             who = access.check_password(session_, form.username.data.strip(), form.password.data)
         if who is not None:
-            _fresh_session()
+            fresh_session()
             login_user(SignedIn(who))
             return redirect(target)
         failed = g.sign_in_failed = True  # the same words whether the user exists or not
@@ -145,7 +147,7 @@ def logout():
         with runtime().store.write() as session_:
             access.end_sessions(session_, current_user.username)
     logout_user()
-    _fresh_session()
+    fresh_session()
     flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
