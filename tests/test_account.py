@@ -54,6 +54,11 @@ def test_the_header_links_the_account_page_which_lists_ones_tokens(app):
     assert "Change password" in page and mine["id"] in page and theirs["id"] not in page
     assert mine["token"] not in page
     assert app.test_client().get("/account").status_code == 302  # signed out: to the sign-in page
+    zh = client.get("/account", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "我的账户" in zh and "修改密码" in zh and "有效" in zh  # in Chinese, like every page
+    refused = client.post("/account/password", headers={"Accept-Language": "zh-CN"},
+                          data={"current": "demo", "new": "short", "again": "short"})
+    assert "新密码至少需要 8 个字符" in field_error(refused.get_data(as_text=True), "new")
 
 
 def test_a_wrong_current_password_is_refused_changes_nothing_and_counts_as_a_failed_sign_in(app, monkeypatch):
