@@ -915,6 +915,7 @@ class _Load:
         notices: list[str] = []
         for part in closure:
             self.check_task_properties(part, forms, files, notices)
+            self.check_loops(part, notices)
         if any(self.has_problem(part.source) for part in closure):
             return None
         return ProcessDefinition(
@@ -928,6 +929,45 @@ class _Load:
             forms=forms,
             notices=notices,
         )
+
+    # Elements a token stops at (or may: a called process is not looked into): a loop through one
+    # of them gives the command back. Any other loop must end by itself within one command.
+    _WAITS = frozenset(("userTask", "manualTask", "receiveTask", "intermediateCatchEvent",
+                        "eventBasedGateway", "callActivity", "subProcess", "transaction"))
+
+    def check_loops(self, part: _Process, notices: list[str]) -> None:
+        """A cycle of sequence flows through no wait state is noted in `notices`: it is allowed
+        (a bounded loop over items), but run for ever it is stopped by the engine step budget."""
+        nodes: dict[str, etree._Element] = {}
+        for el in part.element:
+            kind = etree.QName(el).localname if isinstance(el.tag, str) else ""
+            if el.get("id") and kind not in self._WAITS and kind not in ("sequenceFlow", "laneSet"):
+                nodes[el.get("id")] = el
+        after: dict[str, set[str]] = {n: set() for n in nodes}
+        for flow in part.element.iterfind("bpmn:sequenceFlow", NS):
+            if flow.get("sourceRef") in nodes and flow.get("targetRef") in nodes:
+                after[flow.get("sourceRef")].add(flow.get("targetRef"))
+
+        def reach(start: str) -> set[str]:
+            seen, todo = set(), list(after[start])
+            while todo:
+                n = todo.pop()
+                if n not in seen:
+                    seen.add(n)
+                    todo.extend(after[n])
+            return seen
+
+        reached = {n: reach(n) for n in nodes}
+        noted: set[str] = set()
+        for n in nodes:  # document order: the loop is named by its first element
+            if n in noted or n not in reached[n]:
+                continue
+            loop = [m for m in nodes if m in reached[n] and n in reached[m]]
+            noted.update(loop)
+            notices.append(str(Problem(part.source.path, nodes[n].sourceline, n,
+                                       f"the loop through {', '.join(loop)} has no user task, receive task, "
+                                       f"catch event or event-based gateway to wait at: it must end by itself, "
+                                       f"or the engine stops it after BPM_MAX_ENGINE_STEPS steps")))
 
     def check_task_properties(self, part: _Process, forms: dict[str, dict], files: dict[str, bytes],
                               notices: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import uuid
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -542,6 +543,89 @@ def _instant(value: str | None) -> datetime | None:
 
 # --- commands: pure functions of (workflow, input), replayed as they are ---------------------
 
+# --- loops without a wait state ---------------------------------------------------------------
+# Each script is limited (engine/sandbox.py), a loop of them is not: a cycle with no user task,
+# timer or message to stop at would run inside one command for ever, holding the write lock. A
+# live command may complete at most BPM_MAX_ENGINE_STEPS engine tasks. SpiffWorkflow 3.2 also
+# stops seeing tasks _SPIFF_DEPTH deep (TaskIterator max_depth): such a loop would stall there
+# and look finished. Replay (engine/audit.py) is not budgeted: it redoes what was once allowed.
+# Deeper trees also hit Python's recursion limit inside SpiffWorkflow (Task.is_descendant_of), so
+# a command refuses to run a task _DEEPEST deep. Each engine step costs more as the tree grows
+# (SpiffWorkflow walks it for every pass): 1,000 steps of a forking loop took 12-17 s here.
+_step_budget: ContextVar[int | None] = ContextVar("bpm_engine_step_budget", default=None)
+_SPIFF_DEPTH = 1000
+_DEEPEST = 800
+
+
+class EngineLoop(Exception):
+    """Too many engine steps, or too deep a task tree, in one command; `task` is where it stopped."""
+
+    def __init__(self, message: str, task):
+        super().__init__(message)
+        self.task = task
+
+
+def max_engine_steps() -> int:
+    """BPM_MAX_ENGINE_STEPS (default 1000): engine tasks (scripts, gateways, events) one command may run."""
+    try:
+        steps = int(os.environ.get("BPM_MAX_ENGINE_STEPS") or 1000)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise ValueError("BPM_MAX_ENGINE_STEPS must be a positive whole number")
+    return steps
+
+
+@contextmanager
+def _budgeted(steps: int):
+    token = _step_budget.set(steps)
+    try:
+        yield
+    finally:
+        _step_budget.reset(token)
+
+
+def _run_engine(workflow: BpmnWorkflow) -> None:
+    """do_engine_steps, within the live command's step budget and SpiffWorkflow's depth."""
+    budget = _step_budget.get()
+    if budget is None:
+        workflow.do_engine_steps()
+        return
+    steps = 0
+
+    def counted(task) -> None:
+        nonlocal steps
+        steps += 1
+        if steps > budget:
+            raise EngineLoop(f"ran more than {budget:,} engine steps in one command: "
+                             "a loop without a wait state?", task)
+        if task.depth >= _DEEPEST:
+            raise EngineLoop(f"went {_DEEPEST:,} tasks deep, near the {_SPIFF_DEPTH:,} SpiffWorkflow can follow: "
+                             "a loop without a wait state?", task)
+
+    workflow.do_engine_steps(will_complete_task=counted)
+    stalled = _too_deep(workflow)
+    if stalled is not None:
+        raise EngineLoop(f"went {_SPIFF_DEPTH:,} tasks deep in one path, past which the engine loses "
+                         "track of the instance: a loop without a wait state?", stalled)
+
+
+def _too_deep(workflow: BpmnWorkflow):
+    """An unfinished task the engine can no longer see, or None (cheap: a tree of fewer tasks
+    than the depth limit cannot reach it)."""
+    for tree in (workflow, *workflow.subprocesses.values()):
+        if len(tree.tasks) < _SPIFF_DEPTH - 1:
+            continue
+        depth: dict = {}
+        for task in tree.tasks.values():
+            parent = task.parent
+            depth[task.id] = 0 if parent is None else (
+                depth[parent.id] + 1 if parent.id in depth else task.depth)
+            if depth[task.id] >= _SPIFF_DEPTH - 1 and not task.has_state(TaskState.FINISHED_MASK):
+                return task
+    return None
+
+
 def _find_task(workflow: BpmnWorkflow, task_id: str):
     try:
         return workflow.get_task_from_id(uuid.UUID(task_id))
@@ -561,7 +645,7 @@ def _apply_complete(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     task.set_data(**copy.deepcopy(inputs.get("data") or {}))
     task._set_internal_data(completed_by=actor)
     task.run()
-    workflow.do_engine_steps()
+    _run_engine(workflow)
 
 
 def _apply_hand_back(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
@@ -591,7 +675,7 @@ def _apply_message(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
         raise Conflict("the instance is not waiting for message %(message)r", message=name)
     event = BpmnEvent(waiting[0].task_spec.event_definition, payload=copy.deepcopy(inputs.get("payload") or {}))
     workflow.send_event(event)
-    workflow.do_engine_steps()
+    _run_engine(workflow)
 
 
 def _apply_timer(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
@@ -608,7 +692,7 @@ def _apply_timer(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
             tasks.remind(task)
     # do_engine_steps does not run fired timers by itself: refresh them first.
     workflow.refresh_timers()
-    workflow.do_engine_steps()
+    _run_engine(workflow)
 
 
 COMMANDS: dict[str, Callable[[BpmnWorkflow, dict, str], None]] = {
@@ -632,7 +716,7 @@ def apply_command(command: str, workflow: BpmnWorkflow, inputs: dict, actor: str
 def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
     workflow = BpmnWorkflow(loaded.spec, loaded.subprocess_specs, script_engine=script_engine)
     workflow.task_tree.data = copy.deepcopy(data)
-    workflow.do_engine_steps()
+    _run_engine(workflow)
     tasks.stamp_new_tasks(workflow, script_engine)
     return workflow
 
@@ -873,6 +957,7 @@ class Runtime:
         _fit(data, "start data")
         request = _request(request_id, actor, "start", {"process_id": process_id, "version": version, "data": data})
         at = at or clock.now()
+        budget = max_engine_steps()
         instance_id = str(uuid.uuid4())
         inputs: dict = {"process_id": process_id, "version": version, "data": data}
         try:
@@ -898,7 +983,7 @@ class Runtime:
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
                 ctx = CommandContext(instance_id, at)
-                with command_context(ctx):
+                with command_context(ctx), _budgeted(budget):
                     try:
                         workflow = new_workflow(loaded, data, self.script_engine)
                     except EngineError:
@@ -1408,6 +1493,7 @@ class Runtime:
         if task_id is not None:
             _known_task(task_id)
         at = at or clock.now()
+        budget = max_engine_steps()
         process_id = "?"
         sqlite = self.store.is_sqlite
         token = _pending_breaches.set([])
@@ -1449,7 +1535,7 @@ class Runtime:
                     raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
                 loaded = loaded_definition(conn, row.definition_id)
                 ctx = CommandContext(instance_id, at)
-                with command_context(ctx):
+                with command_context(ctx), _budgeted(budget):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
                     if inspect is not None:

@@ -484,3 +484,30 @@ def test_task_property_problems_name_the_task_and_line(tmp_path, props, expected
 def test_due_none_is_allowed(tmp_path):
     (definition,) = load_definitions([write(tmp_path, "p.bpmn", chain(_task({"due": "none"})))], ROLES)
     assert definition.forms == {}
+
+
+# --- loops without a wait state -------------------------------------------------------------------
+
+BACK = ('    <bpmn:sequenceFlow id="back" sourceRef="again" targetRef="work">'
+        '<bpmn:conditionExpression>n &lt; 3</bpmn:conditionExpression></bpmn:sequenceFlow>\n')
+
+
+def test_a_loop_without_a_wait_state_is_noted_with_file_line_and_element(tmp_path):
+    text = chain('<bpmn:scriptTask id="work"><bpmn:script>n = n + 1</bpmn:script></bpmn:scriptTask>',
+                 '<bpmn:exclusiveGateway id="again" default="flow_2" />', extra=BACK)
+    path = write(tmp_path, "spin.bpmn", text)
+    [definition] = load_definitions([path], ROLES)
+    line = line_of(text, 'id="work"')
+    assert [n for n in definition.notices if "loop" in n] == [
+        f"{path}:{line}: work: the loop through work, again has no user task, "
+        f"receive task, catch event or event-based gateway to wait at: it must end by itself, or the "
+        f"engine stops it after BPM_MAX_ENGINE_STEPS steps"]
+
+
+def test_a_loop_through_a_user_task_or_a_catch_event_is_not_noted(tmp_path):
+    for waiting in ('<bpmn:userTask id="work" />',
+                    '<bpmn:intermediateCatchEvent id="work"><bpmn:timerEventDefinition><bpmn:timeDuration>'
+                    '"PT1H"</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>'):
+        text = chain(waiting, '<bpmn:exclusiveGateway id="again" default="flow_2" />', extra=BACK)
+        [definition] = load_definitions([write(tmp_path, "rework.bpmn", text)], ROLES)
+        assert not [n for n in definition.notices if "loop" in n], definition.notices
