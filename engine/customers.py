@@ -139,9 +139,7 @@ class Archive:
         at = at or clock.now()
         with self.store.write() as session:
             who = person(session, creator)
-            if not access.may_create_archive(who):
-                raise Forbidden("%(user)s may not create a customer archive; the sales reps and the "
-                                "department manager build the cards", user=who.username)
+            check_may_create(who)
             customer_id = _new_customer_id(customer_id)
             if not isinstance(fields, dict):
                 raise InvalidInput("a new card must be a JSON object of field: value")
@@ -244,6 +242,14 @@ def _customer_id(value: Any) -> str:
             or not _storable(value):
         raise InvalidInput("a customer id is a short line of text, such as C-A01")
     return value.strip()
+
+
+def check_may_create(who: access.Person) -> None:
+    """Refuse, with the archive's own sentence, someone who may not build a card (the new-card page
+    asks before it shows its form)."""
+    if not access.may_create_archive(who):
+        raise Forbidden("%(user)s may not create a customer archive; the sales reps and the "
+                        "department manager build the cards", user=who.username)
 
 
 def _new_customer_id(value: Any) -> str:
