@@ -224,6 +224,15 @@ def cmd_customer(args) -> None:
         + [f"change {h['revision']}  {h['at']}  {h['by']}  {', '.join(sorted(h['changes']))}" for h in card["history"]]))
 
 
+def cmd_customer_add(args) -> None:
+    """Build a new customer card as `--as USER` (the department manager, or a sales rep who then
+    serves the customer); `--data` holds its fields, `name` required."""
+    done = customers.Archive(_store()).create(args.customer_id, args.user, _json_arg(args.data, "data"))
+    rep = (done["changes"].get("rep") or [None, None])[1]
+    _print(args, done, lambda: f"customer {done['id']} created (revision {done['revision']}), "
+                               f"served by {rep or 'nobody yet'}")
+
+
 def cmd_incidents(args) -> None:
     from sqlalchemy import select
     store = _store()
@@ -505,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("customer", cmd_customer, "a customer's archive card (客户档案), if USER may read it; recorded")
     p.add_argument("customer_id")
     p.add_argument("--as", dest="user", required=True)
+    p = command("customer-add", cmd_customer_add, "build a new customer card (建立客户档案卡): the department "
+                                                  "manager, or a sales rep who then serves the customer")
+    p.add_argument("customer_id", help="a short code such as C-D01 (kept in capitals)")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--data", required=True, help='the card\'s fields as JSON, e.g. {"name": "…", "phones": ["…"]}')
     p = command("history", cmd_history, "an instance's log: step, time, actor, command, data change, hash")
     p.add_argument("instance_id")
     p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")

@@ -489,6 +489,13 @@ def may_edit_archive(who: Person, serving_rep: str | None) -> bool:
     return "dept_manager" in who.roles or serves_customer(who, serving_rep)
 
 
+def may_create_archive(who: Person) -> bool:
+    """Who builds a new card (建立客户档案卡, 三(五)2(1)): the department manager, and a sales rep —
+    who then serves that customer (a rep's new card names him as its rep; only the department
+    manager may name another, `may_assign_customer`)."""
+    return "dept_manager" in who.roles or "sales_rep" in who.roles
+
+
 def may_assign_customer(who: Person) -> bool:
     """Who says which rep serves a customer (the card's `rep`): the department manager (客户管理主要
     由业务部经理负责, 三(二))."""

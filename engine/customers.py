@@ -10,11 +10,13 @@ reached it, once it has checked that the person who acted may grant.
 from __future__ import annotations
 
 import copy
+import re
 from datetime import date, datetime
 from typing import Any, Iterable
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import access, clock, determinism
@@ -31,6 +33,10 @@ EDITABLE = ("name", "address", "phones", "contacts", "characteristics", "family"
 TEXT_LIMITS = {"name": 200, "address": 500, "characteristics": 4000, "family": 4000, "notes": 4000}
 MAX_PHONES, MAX_CONTACTS, PHONE_LENGTH, CONTACT_PART_LENGTH = 10, 20, 40, 100
 CONTACT_KEYS = ("name", "title", "phone")
+# A new customer's id: a short code that reads well in a URL, a file name and on the phone (C-D01);
+# kept in capitals so that c-d01 and C-D01 are one customer. Older ids (the seed's) stay as they are.
+NEW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,19}")
+NEW_ID_RULE = "a short code of capital letters, digits and hyphens, such as C-D01"
 
 
 # --- reading a card ----------------------------------------------------------------------------
@@ -123,6 +129,44 @@ class Archive:
                 out.append({"id": card_id, "name": name if basis else None, "may_read": basis is not None})
             return out
 
+    # --- building a card (建立客户档案卡, 三(五)2(1)) ---
+
+    def create(self, customer_id: Any, creator: str, fields: Any, *, at: datetime | None = None) -> dict:
+        """A new card, built by the department manager or a sales rep (`access.may_create_archive`);
+        its creation is its first change (revision 1: each field given, `[None, value]`). A rep's
+        card is served by him; the department manager may name any active rep, or none yet.
+        An id already in use is refused (409) with a sentence that says nothing of that card."""
+        at = at or clock.now()
+        with self.store.write() as session:
+            who = person(session, creator)
+            check_may_create(who)
+            customer_id = _new_customer_id(customer_id)
+            if not isinstance(fields, dict):
+                raise InvalidInput("a new card must be a JSON object of field: value")
+            clean = _checked_changes(session, {"name": "", **fields})  # the name is required
+            if access.may_assign_customer(who):
+                rep = clean.get("rep")
+            elif clean.get("rep", who.username) != who.username:
+                raise Forbidden("only the department manager says which sales rep serves a customer; "
+                                "%(user)s may not", user=who.username)
+            else:
+                rep = who.username
+            taken = Conflict("the customer id %(customer)s is already in use; no card was created: "
+                             "choose another id", customer=customer_id)
+            if session.get(CustomerCard, customer_id) is not None:
+                raise taken
+            values = {"name": "", "address": "", "phones": [], "contacts": [], "characteristics": "",
+                      "family": "", "credit_level": None, "notes": "", **clean, "rep": rep}
+            session.add(CustomerCard(id=customer_id, **values, revision=1, updated_at=at, updated_by=who.username))
+            try:
+                session.flush()
+            except IntegrityError:  # built at the same moment by someone else
+                raise taken from None
+            changes = {f: [None, copy.deepcopy(v)] for f, v in values.items() if v not in (None, "", [])}
+            session.add(CustomerCardChange(customer_id=customer_id, revision=1, at=at, by=who.username,
+                                           changes=changes))
+            return {"id": customer_id, "revision": 1, "changes": changes}
+
     # --- keeping a card up to date (三(五)2(2): 变更记录) ---
 
     def update(self, customer_id: str, editor: str, changes: Any, *, at: datetime | None = None,
@@ -198,6 +242,21 @@ def _customer_id(value: Any) -> str:
             or not _storable(value):
         raise InvalidInput("a customer id is a short line of text, such as C-A01")
     return value.strip()
+
+
+def check_may_create(who: access.Person) -> None:
+    """Refuse, with the archive's own sentence, someone who may not build a card (the new-card page
+    asks before it shows its form)."""
+    if not access.may_create_archive(who):
+        raise Forbidden("%(user)s may not create a customer archive; the sales reps and the "
+                        "department manager build the cards", user=who.username)
+
+
+def _new_customer_id(value: Any) -> str:
+    if isinstance(value, str) and NEW_ID.fullmatch(value.strip()):
+        return value.strip().upper()
+    raise InvalidInput("the card was not created: the customer id must be a short code of capital "
+                       "letters, digits and hyphens, such as C-D01 (at most 20 characters)", {"id": NEW_ID_RULE})
 
 
 def _text(field: str, value: Any, limit: int, problems: dict[str, str]) -> str | None:

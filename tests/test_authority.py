@@ -142,6 +142,11 @@ def _card(world: World, _) -> Any:
         return (card.revision, card.address, card.rep)
 
 
+def _card_count(world: World, _) -> Any:
+    with world.store.read() as s:
+        return s.scalar(select(func.count()).select_from(CustomerCard))
+
+
 def _snapshot(world: World, view) -> dict:
     return snapshot(world.store, view.id)
 
@@ -211,6 +216,13 @@ ACTIONS: dict[str, Action] = {
         World.with_cards,
         lambda world, _, user: customers.Archive(world.store).card("C-A01", user, door="cli", at=world.tick()),
         _card),
+    "create a customer card": Action(
+        {"dm.zhou", "rep.wang", "rep.feng", "rep.liu"},
+        "seed 001 三(五)2(1): the reps and the department manager build the cards (建立客户档案卡)",
+        lambda world: None,
+        lambda world, _, user: customers.Archive(world.store).create(
+            "C-N" + str(USERS.index(user)).zfill(2), user, {"name": f"新客户 of {user}"}, at=world.tick()),
+        _card_count),
     "deploy": Action(
         {"design.yang"}, "RULES roles: designer edits and deploys BPMN, forms and DMN",
         lambda world: None, _deploy, _definitions),

@@ -19,6 +19,7 @@ from engine.store import ArchiveGrant, ArchiveRead, CustomerCard, HumanTask, Ins
 from processes.customers import DEMO_CARDS
 
 from .conftest import snapshot
+from .test_authority import USERS
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday 09:00 in China
@@ -481,3 +482,174 @@ def test_asking_and_granting_through_the_pages(app, store):
     card = page(wh.get("/customers/C-B01"))
     assert "the general manager's grant" in card and "0757-2238 6410" in card and "2026-11-27" in card
     assert signed_in(app, "wh.wei").get("/customers/C-A01").status_code == 403
+
+
+# --- building a card (建立客户档案卡, seed 001 三(五)2(1)) -------------------------------------------
+
+# Who builds a card: the department manager, and a sales rep, who then serves the customer.
+CREATE = {user: False for user in USERS}
+CREATE.update({"dm.zhou": True, "rep.wang": True, "rep.feng": True, "rep.liu": True})
+NEW = {"name": "南宁青秀石材有限公司", "address": "广西南宁市青秀区竹溪大道 8 号", "phones": ["0771-555 0101"],
+       "contacts": [{"name": "黄海", "title": "采购主管", "phone": "139 7700 1234"}], "notes": "展会上结识"}
+C_B01 = next(c for c in DEMO_CARDS if c["id"] == "C-B01")  # served by rep.feng
+
+
+def cards(store) -> list[tuple]:
+    with store.read() as s:
+        return [(c.id, c.name, c.rep, c.revision) for c in s.scalars(select(CustomerCard).order_by(CustomerCard.id))]
+
+
+def test_the_create_table_covers_every_demo_user():
+    assert list(CREATE) == USERS == DEMO_USERS
+
+
+def test_create_a_customer_card_for_every_demo_user(archive, store):
+    before = cards(store)
+    for i, user in enumerate(USERS):
+        customer = f"C-D{i:02d}"
+        if CREATE[user]:
+            assert archive.create(customer, user, NEW, at=T0)["revision"] == 1, user
+            card = archive.card(customer, user, door="cli", at=T0)  # whoever built a card reads and keeps it
+            assert card["basis"] == ("role:dept_manager" if user == "dm.zhou" else "rep"), user
+            assert card["rep"] == (None if user == "dm.zhou" else user) and card["may_edit"], user
+        else:
+            with pytest.raises(Forbidden, match=f"{user} may not create a customer archive"):
+                archive.create(customer, user, NEW, at=T0)
+    made = [c for c in cards(store) if c not in before]
+    assert [c[0] for c in made] == [f"C-D{i:02d}" for i, u in enumerate(USERS) if CREATE[u]]
+
+
+def test_a_new_card_begins_its_history_with_its_creation(archive):
+    t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    done = archive.create(" c-d01 ", "rep.liu", NEW, at=t1)  # the id is kept trimmed, in capitals
+    assert done["id"] == "C-D01" and done["revision"] == 1
+    assert done["changes"] == {"name": [None, NEW["name"]], "address": [None, NEW["address"]],
+                               "phones": [None, NEW["phones"]], "contacts": [None, NEW["contacts"]],
+                               "notes": [None, NEW["notes"]], "rep": [None, "rep.liu"]}
+    archive.update("C-D01", "rep.liu", {"family": "夫妻共同经营"}, at=t2, revision=1)
+    card = archive.card("C-D01", "dm.zhou", door="web", at=t2)
+    assert [(h["revision"], h["by"], h["at"]) for h in card["history"]] == [
+        (1, "rep.liu", t1.isoformat()), (2, "rep.liu", t2.isoformat())]
+    assert card["history"][0]["changes"] == done["changes"]
+    assert (card["credit_level"], card["characteristics"], card["family"]) == (None, "", "夫妻共同经营")
+
+
+def test_who_serves_a_new_customer(archive):
+    with pytest.raises(Forbidden, match="only the department manager"):
+        archive.create("C-D01", "rep.wang", {"name": "x", "rep": "rep.feng"}, at=T0)
+    with pytest.raises(Forbidden, match="only the department manager"):
+        archive.create("C-D01", "rep.wang", {"name": "x", "rep": None}, at=T0)  # a rep serves what he builds
+    assert archive.create("C-D01", "rep.wang", {"name": "x", "rep": "rep.wang"}, at=T0)["changes"]["rep"] == [
+        None, "rep.wang"]
+    archive.create("C-D02", "dm.zhou", {"name": "y", "rep": "rep.feng"}, at=T0)
+    assert archive.card("C-D02", "rep.feng", door="cli", at=T0)["basis"] == "rep"
+
+
+def test_a_duplicate_id_is_refused_and_tells_nothing_of_the_card(archive, store):
+    before = cards(store)
+    for user in ("rep.wang", "dm.zhou"):  # rep.wang may not read C-B01; dm.zhou may
+        with pytest.raises(Conflict) as taken:
+            archive.create("C-B01", user, NEW, at=T0)
+        said = str(taken.value) + repr(taken.value.params)
+        assert "C-B01" in said and "already" in said
+        for secret in (C_B01["name"], C_B01["address"], "rep.feng", "revision"):
+            assert secret not in said, (user, secret)
+    with pytest.raises(Conflict):
+        archive.create("c-a01", "rep.wang", NEW, at=T0)
+    with pytest.raises(Forbidden):  # refused before the id is looked at: a non-creator learns nothing
+        archive.create("C-B01", "wh.wei", NEW, at=T0)
+    assert cards(store) == before and reads(store) == []
+    with store.read() as s:
+        assert s.get(CustomerCard, "C-B01").name == C_B01["name"]
+
+
+def test_bad_new_cards_name_what_was_wrong_and_create_nothing(archive, store):
+    before = cards(store)
+    fields = [({}, "name"), ({"name": ""}, "name"), ({"name": "x" * 201}, "name"), ({"name": "a\x00b"}, "name"),
+              ({"name": "n", "notes": "a\ud800"}, "notes"), ({"name": "n", "credit_level": "A"}, "credit_level"),
+              ({"name": "n", "revision": 3}, "revision"), ({"name": "n", "rep": "wh.wei"}, "rep"),
+              ({"name": "n", "phones": "1"}, "phones"), ({"name": "n", "contacts": [{"age": 3}]}, "contacts.0")]
+    for given, field in fields:
+        with pytest.raises(InvalidInput) as refused:
+            archive.create("C-D01", "dm.zhou", given, at=T0)
+        assert field in refused.value.fields and field in str(refused.value), given
+    for bad_id in ["", "  ", "C/D01", "C D01", "C-" + "1" * 19, "C-\x00", "\ud800", "C-D01\t2", None, 5,
+                   "../C-A01", "-C", "客户1"]:
+        with pytest.raises(InvalidInput, match="customer id") as refused:
+            archive.create(bad_id, "dm.zhou", {"name": "n"}, at=T0)
+        assert "id" in refused.value.fields, bad_id
+    with pytest.raises(InvalidInput):
+        archive.create("C-D01", "dm.zhou", ["name"], at=T0)
+    assert cards(store) == before
+
+
+def test_new_card_page_for_those_who_may_create(app, store):
+    rep = signed_in(app, "rep.feng")
+    assert 'href="/customers/new"' in page(rep.get("/customers"))
+    form = rep.get("/customers/new")
+    assert form.status_code == 200 and "New customer card" in page(form)
+    made = rep.post("/customers", data={"id": "C-D01", "name": NEW["name"], "address": NEW["address"],
+                                        "phones": "0771-555 0101\n139 7700 1234",
+                                        "contacts": "黄海 | 采购主管 | 139 7700 1234", "notes": "n"})
+    assert made.status_code == 302 and made.headers["Location"].endswith("/customers/C-D01")
+    card = page(rep.get("/customers/C-D01"))
+    assert "黄海" in card and "139 7700 1234" in card and "Update the card" in card
+    bad = rep.post("/customers", data={"id": "C D", "name": ""})
+    assert bad.status_code == 422 and "Nothing was created" in page(bad)
+    taken = rep.post("/customers", data={"id": "C-A01", "name": "x"})
+    assert taken.status_code == 409 and "already" in page(taken)
+    assert DEMO_CARDS[0]["name"] not in page(taken) and "rep.wang" not in page(taken)
+    wh = signed_in(app, "wh.wei", "zh_CN")
+    assert "/customers/new" not in page(wh.get("/customers"))
+    assert wh.get("/customers/new").status_code == 403
+    refused = wh.post("/customers", data={"id": "C-D02", "name": "x"})
+    assert refused.status_code == 403 and "不得建立客户档案" in page(refused)
+    assert [c[0] for c in cards(store)].count("C-D01") == 1 and "C-D02" not in [c[0] for c in cards(store)]
+
+
+def test_api_creates_a_card(app, store):
+    client = app.test_client()
+    rep, dm, wh = token(client, "rep.liu"), token(client, "dm.zhou"), token(client, "wh.wei")
+    made = client.post("/api/v1/customers", headers=rep, json={"id": "C-D01", **NEW})
+    assert made.status_code == 201 and made.json["id"] == "C-D01" and made.json["revision"] == 1
+    assert made.headers["Location"].endswith("/api/v1/customers/C-D01")
+    assert client.get("/api/v1/customers/C-D01", headers=rep).json["history"][0]["by"] == "rep.liu"
+    assert client.post("/api/v1/customers", headers=wh, json={"id": "C-D02", "name": "x"}).status_code == 403
+    taken = client.post("/api/v1/customers", headers=rep, json={"id": "C-B01", "name": "x"})
+    assert taken.status_code == 409 and C_B01["name"] not in taken.get_data(as_text=True)
+    assert "rep.feng" not in taken.get_data(as_text=True)
+    bad = client.post("/api/v1/customers", headers=dm, json={"id": "C-D03", "name": "", "x": 1})
+    assert bad.status_code == 400 and "name" in bad.json["fields"]  # InvalidInput, as PATCH answers it
+    assert client.post("/api/v1/customers", headers=dm, json={"name": "x"}).json["fields"] == {
+        "id": "a short code of capital letters, digits and hyphens, such as C-D01"}
+    assert client.post("/api/v1/customers", headers=dm, json=["x"]).status_code == 400
+    paths = client.get("/api/openapi.json").json["paths"]
+    assert {"get", "post"} <= set(paths["/v1/customers"])
+    assert [c[0] for c in cards(store)].count("C-D01") == 1 and "C-D03" not in [c[0] for c in cards(store)]
+
+
+def test_cli_customer_add(tmp_path, monkeypatch, capsys):
+    from bpm.cli import main
+    monkeypatch.setenv("BPM_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    monkeypatch.setenv("BPM_NOW", T0.isoformat())
+    assert main(["init", "--demo"]) == 0
+    capsys.readouterr()
+    data = json.dumps(NEW, ensure_ascii=False)
+    assert main(["customer-add", "C-D01", "--as", "rep.liu", "--data", data, "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert (done["id"], done["revision"], done["changes"]["rep"]) == ("C-D01", 1, [None, "rep.liu"])
+    assert main(["customer-add", "C-D02", "--as", "dm.zhou", "--data", '{"name": "桂林石材"}']) == 0
+    assert capsys.readouterr().out.strip() == "customer C-D02 created (revision 1), served by nobody yet"
+    assert main(["customer", "C-D01", "--as", "rep.liu"]) == 0
+    assert "read as rep" in capsys.readouterr().out
+    for argv, said in [(["C-D01", "--as", "rep.liu", "--data", '{"name": "x"}'], "already"),
+                       (["C-D03", "--as", "wh.wei", "--data", '{"name": "x"}'], "wh.wei may not create"),
+                       (["C-D03", "--as", "rep.liu", "--data", "{not json"], "--data"),
+                       (["C-D03", "--as", "rep.liu", "--data", '{"name": ""}'], "name"),
+                       (["C D", "--as", "rep.liu", "--data", '{"name": "x"}'], "customer id")]:
+        assert main(["customer-add", *argv]) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and said in err, (argv, err)
+    with pytest.raises(SystemExit) as usage:
+        main(["customer-add", "C-D03", "--data", '{"name": "x"}'])
+    assert usage.value.code == 2

@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
@@ -288,6 +288,14 @@ def _archive():
 @authenticated
 def customers():
     return jsonify(_archive().listing(g.who.username))
+
+
+@bp.post("/v1/customers")
+@authenticated
+def create_customer_card():
+    body = _json_body()
+    made = _archive().create(body.pop("id", None), g.who.username, body)
+    return jsonify(made), 201, {"Location": url_for("api.customer_card", customer_id=made["id"])}
 
 
 @bp.get("/v1/customers/<customer_id>")

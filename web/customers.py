@@ -12,8 +12,8 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from engine import access
-from engine.customers import Archive
-from engine.runtime import EngineError, Forbidden, InvalidInput
+from engine.customers import Archive, check_may_create
+from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput
 from engine.store import User, UserRole
 
 from . import http_status, runtime
@@ -54,7 +54,36 @@ def listing():
     if wanted:
         return redirect(url_for("customers.card", customer_id=wanted))
     return render_template("customers.html", cards=_archive().listing(current_user.username),
-                           audits=access.may_view_archive_reads(current_user.person))
+                           audits=access.may_view_archive_reads(current_user.person),
+                           creates=access.may_create_archive(current_user.person))
+
+
+def _new_card_page(values: dict | None = None, errors: dict | None = None, status: int = 200,
+                   message: str | None = None):
+    check_may_create(current_user.person)
+    assigns = access.may_assign_customer(current_user.person)
+    return render_template("customer_new.html", values=values or {}, errors=errors or {}, message=message,
+                           assigns=assigns, reps=_reps() if assigns else []), status
+
+
+@bp.get("/customers/new")
+def new_card():
+    return _new_card_page()
+
+
+@bp.post("/customers")
+def create():
+    """Build a card (建立客户档案卡): the engine decides who may, and checks every field."""
+    customer_id = request.form.get("id", "")
+    try:
+        done = _archive().create(customer_id, current_user.username, _changes(request.form))
+    except InvalidInput as exc:
+        return _new_card_page(request.form.to_dict(), {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+                              _("Nothing was created: please correct the marked fields."))
+    except Conflict as exc:  # the id is taken: the sentence says nothing of that card
+        return _new_card_page(request.form.to_dict(), {"id": said(exc)}, 409, said(exc))
+    flash(_("The card %(id)s is created.", id=done["id"]), "success")
+    return redirect(url_for("customers.card", customer_id=done["id"]))
 
 
 def _card_page(customer_id: str, values: dict | None = None, errors: dict | None = None,

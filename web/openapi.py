@@ -231,9 +231,23 @@ def _archive_paths() -> dict:
     customer = _path_param("customer_id")
     by_customer = {"name": "customer", "in": "query", "schema": {"type": "string"}}
     return {
-        "/v1/customers": {"get": _op("Customer ids, with names where the caller may read the card",
-                                     {"200": _json({"type": "array", "items": {"type": "object"}})},
-                                     codes=(401,))},
+        "/v1/customers": {
+            "get": _op("Customer ids, with names where the caller may read the card",
+                       {"200": _json({"type": "array", "items": {"type": "object"}})}, codes=(401,)),
+            "post": _op("Build a new customer card (the department manager; a sales rep, who then serves the "
+                        "customer); its creation is the first change in its history; an id in use is a 409",
+                        {"201": _json({"type": "object", "properties": {
+                            "id": {"type": "string"}, "revision": {"type": "integer"},
+                            "changes": {"type": "object"}}}, "Created")},
+                        body={"type": "object", "required": ["id", "name"], "properties": {
+                            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9-]{0,19}$"},
+                            **{f: {"type": "string"} for f in ("name", "address", "characteristics", "family",
+                                                               "notes")},
+                            "phones": {"type": "array", "items": {"type": "string"}},
+                            "contacts": {"type": "array", "items": {"type": "object", "properties": {
+                                k: {"type": "string"} for k in ("name", "title", "phone")}}},
+                            "rep": {"type": ["string", "null"]}}},
+                        codes=(400, 401, 403, 409))},
         "/v1/customers/{customer_id}": {
             "get": _op("A customer's archive card with its change history (every read recorded; "
                        "403 unless the caller's post, the customer they serve or a grant allows it)",
