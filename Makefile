@@ -28,7 +28,9 @@ init: $(STAMP)
 run: init
 	$(BIN)/bpm serve --host 127.0.0.1 --port 5000
 
+# Catalogs compiled again each time: a .po changed since the install must not be tested stale.
 test: $(STAMP)
+	$(BIN)/pybabel -q compile -d web/translations
 	$(BIN)/python -m pytest -q
 
 # Refresh the message catalogs from the code (see babel.cfg); translate what is new by hand.
