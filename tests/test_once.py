@@ -17,9 +17,9 @@ from sqlalchemy import func, select, text
 import processes
 from engine import versions
 from engine.runtime import Conflict, FormRejected, InvalidInput, Runtime
-from engine.store import Comment, HumanTask, Instance, LogEntry, TaskDraft
+from engine.store import Comment, HumanTask, LogEntry, TaskDraft
 
-from .conftest import contract, snapshot
+from .conftest import contract, instances, snapshot
 from .test_processes import T0, Clock, do, order, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +42,6 @@ def to_shipping(rt, clock: Clock):
     view = do(rt, view, "schedule_production", "prod.jiang", {
         "planned_start": "2026-11-25", "planned_finish": "2026-12-08"}, at=clock())
     return view
-
-
-def instances(store) -> int:
-    with store.read() as s:
-        return s.scalar(select(func.count()).select_from(Instance))
 
 
 # --- 2. only declared fields change ------------------------------------------------------------
