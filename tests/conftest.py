@@ -94,6 +94,12 @@ def snapshot(store, instance_id: str) -> dict:
         }
 
 
+def instances(store) -> int:
+    """How many instances the database holds (a refused start must not add one)."""
+    with store.read() as s:
+        return s.scalar(select(func.count()).select_from(Instance))
+
+
 def contract(**changes) -> dict:
     """contract_review start data on its standard path (price = quote price), with `changes`."""
     data = {

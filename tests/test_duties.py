@@ -14,7 +14,7 @@ the superior), and then acts on it. Tasks of the regional_manager role are scope
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,9 @@ from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import LogEntry, Office, SlaBreach, UserRole
 
 from .conftest import contract, snapshot
+from .test_processes import T0, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 APPROVE = {"decision": "approve", "comment": "同意"}
 RETURN = {"customer": "C-A01", "order_no": "SO-20261102-4c1d9e", "reason": "quality", "kind": "return",
           "lines": [{"product": "爵士白大理石板", "spec": "800x800x18", "quantity": 12}],
@@ -42,12 +42,6 @@ REFUSED = (Forbidden, NotFound)
 def rt(store):
     versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
     return Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
-
-
-def the_task(view, element_id: str):
-    found = [t for t in view.tasks if t.element_id == element_id]
-    assert len(found) == 1, [t.element_id for t in view.tasks]
-    return found[0]
 
 
 def inbox_ids(store, username: str) -> set[str]:

@@ -25,7 +25,7 @@ from engine import versions
 from engine.runtime import Runtime
 from processes import LOOKUPS, SERVICES
 
-from .conftest import DATA
+from .conftest import DATA, POSTGRES_URL
 
 ROOT = DATA.parent.parent
 ROLES = ("rep.wang", "dm.zhou", "fin.chu")   # a sales rep, a manager, finance
@@ -50,33 +50,18 @@ def _checks():
 
 
 @pytest.fixture
-def fuzzed_store(request, tmp_path):
-    """PostgreSQL when the run has one (CI does; it refuses more than SQLite: NUL, sizes), else SQLite."""
-    from engine import access
-    from engine.store import Store, migrate
-    from .conftest import POSTGRES_URL, _empty
-    if POSTGRES_URL:
-        store = Store(request.getfixturevalue("postgres_database"))
-        _empty(store)
-    else:
-        store = Store(f"sqlite:///{tmp_path / 'fuzz.sqlite3'}")
-        migrate(store)
-    with store.write() as session:
-        access.seed_demo(session)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def fuzzed_app(fuzzed_store):
+def fuzzed_app(store):
     from web import create_app
-    versions.deploy(fuzzed_store, [ROOT / "bpmn"])
-    versions.deploy(fuzzed_store, [DATA / "runtime" / "approval.bpmn"])
-    return create_app(Runtime(fuzzed_store, SERVICES, lookups=LOOKUPS),
+    versions.deploy(store, [ROOT / "bpmn"])
+    versions.deploy(store, [DATA / "runtime" / "approval.bpmn"])
+    return create_app(Runtime(store, SERVICES, lookups=LOOKUPS),
                       {"TESTING": True, "BPM_SIGNIN_LIMIT_USER": "100000 per minute",
                        "BPM_SIGNIN_LIMIT_ADDRESS": "100000 per minute"})
 
 
+# conftest's `store`, on one database only: PostgreSQL when the run has one (CI does; it refuses
+# more than SQLite: NUL, sizes), else SQLite.
+@pytest.mark.parametrize("store", ["postgresql" if POSTGRES_URL else "sqlite"], indirect=True)
 def test_schemathesis_finds_no_server_error(fuzzed_app):
     client = fuzzed_app.test_client()
     tokens = {}

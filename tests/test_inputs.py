@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from engine import versions
 from engine.runtime import InvalidInput, NotFound, Runtime
-from engine.store import Comment, Instance
+from engine.store import Comment
 from processes import LOOKUPS, SERVICES
 
-from .conftest import DATA
+from .conftest import DATA, instances
 
 ROOT = DATA.parent.parent
 APPROVAL = DATA / "runtime" / "approval.bpmn"   # no forms: its tasks take any JSON object
@@ -42,11 +42,6 @@ def token(client, username: str) -> dict:
     reply = client.post("/api/v1/tokens", json={"username": username, "password": "demo"})
     assert reply.status_code == 201, reply.json
     return {"Authorization": f"Bearer {reply.json['token']}"}
-
-
-def instances(store) -> int:
-    with store.read() as s:
-        return s.scalar(select(func.count()).select_from(Instance))
 
 
 def api_refused(reply, *statuses: int) -> dict:

@@ -17,9 +17,9 @@ from sqlalchemy import func, select, text
 import processes
 from engine import versions
 from engine.runtime import Conflict, FormRejected, InvalidInput, Runtime
-from engine.store import Comment, HumanTask, Instance, LogEntry, TaskDraft
+from engine.store import Comment, HumanTask, LogEntry, TaskDraft
 
-from .conftest import contract, snapshot
+from .conftest import contract, instances, snapshot
 from .test_processes import T0, Clock, do, order, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +42,6 @@ def to_shipping(rt, clock: Clock):
     view = do(rt, view, "schedule_production", "prod.jiang", {
         "planned_start": "2026-11-25", "planned_finish": "2026-12-08"}, at=clock())
     return view
-
-
-def instances(store) -> int:
-    with store.read() as s:
-        return s.scalar(select(func.count()).select_from(Instance))
 
 
 # --- 2. only declared fields change ------------------------------------------------------------
@@ -184,21 +179,28 @@ def test_keys_are_kept_for_a_bounded_time(rt, store):
         assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
 
 
-def test_concurrent_identical_starts_make_exactly_one_instance(rt, store):
-    barrier = threading.Barrier(6)
+def at_once(count: int, command) -> tuple[list, list]:
+    """Run `command` from `count` threads released together: (results, exceptions)."""
+    barrier = threading.Barrier(count)
     results, errors = [], []
 
     def send():
         barrier.wait()
         try:
-            results.append(rt.start("contract_review", "rep.wang", contract(), at=T0, request_id="same"))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            results.append(command())
+        except Exception as exc:  # noqa: BLE001 - collected and asserted by the caller
             errors.append(exc)
-    threads = [threading.Thread(target=send) for _ in range(6)]
+    threads = [threading.Thread(target=send) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results, errors
+
+
+def test_concurrent_identical_starts_make_exactly_one_instance(rt, store):
+    results, errors = at_once(6, lambda: rt.start("contract_review", "rep.wang", contract(), at=T0,
+                                                  request_id="same"))
     assert errors == [] and len(results) == 6
     assert len({r.id for r in results}) == 1 and instances(store) == 1
 
@@ -206,21 +208,9 @@ def test_concurrent_identical_starts_make_exactly_one_instance(rt, store):
 def test_concurrent_identical_completes_act_once(rt, store):
     view = rt.start("contract_review", "rep.wang", contract(), at=T0)
     review = the_task(view, "dm_review")
-    barrier = threading.Barrier(4)
-    results, errors = [], []
-
-    def send():
-        barrier.wait()
-        try:
-            results.append(rt.complete(review.id, "dm.zhou", {"decision": "approve"}, request_id="c"))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and len({json.dumps(r.as_json(), sort_keys=True) for r in results}) == 1
+    results, errors = at_once(4, lambda: rt.complete(review.id, "dm.zhou", {"decision": "approve"},
+                                                     request_id="c"))
+    assert errors == [] and len(results) == 4 and len({json.dumps(r.as_json(), sort_keys=True) for r in results}) == 1
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(LogEntry).where(
             LogEntry.instance_id == view.id, LogEntry.command == "complete")) == 1
