@@ -9,15 +9,13 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from engine import access
 from engine.customers import Archive, check_may_create
 from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput
-from engine.store import User, UserRole
 
 from . import http_status, runtime
-from .inbox import said
+from .inbox import colleagues, said
 
 bp = Blueprint("customers", __name__)
 
@@ -40,12 +38,7 @@ def _archive() -> Archive:
 
 
 def _reps() -> list[tuple[str, str]]:
-    with runtime().store.read() as session:
-        rows = session.execute(select(User.username, User.display_name)
-                               .join(UserRole, UserRole.username == User.username)
-                               .where(UserRole.role_id == "sales_rep", User.active.is_(True))
-                               .order_by(User.username))
-        return [(r.username, r.display_name) for r in rows]
+    return colleagues("sales_rep")
 
 
 @bp.get("/customers")
