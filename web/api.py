@@ -47,14 +47,8 @@ def _engine_error(exc: EngineError):
     return jsonify(body), status
 
 
-@bp.errorhandler(404)
-def _not_found(exc):
-    return jsonify({"error": f"there is no API resource {request.path}", "fields": {}}), 404
-
-
-@bp.errorhandler(405)
-def _not_allowed(exc):
-    return jsonify({"error": f"{request.method} is not allowed on {request.path}", "fields": {}}), 405
+# An unknown resource (404), a wrong method (405), a body too large (413): the app's own
+# HTTPException handler (web/__init__.py) answers these in the API's JSON shape.
 
 
 def _json_body() -> dict:
