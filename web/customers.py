@@ -71,7 +71,7 @@ def create():
     try:
         done = _archive().create(customer_id, current_user.username, _changes(request.form))
     except InvalidInput as exc:
-        return _new_card_page(request.form.to_dict(), {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+        return _new_card_page(request.form.to_dict(), _field_errors(exc), 422,
                               _("Nothing was created: please correct the marked fields."))
     except Conflict as exc:  # the id is taken: the sentence says nothing of that card
         return _new_card_page(request.form.to_dict(), {"id": said(exc)}, 409, said(exc))
@@ -101,6 +101,11 @@ def _form_values(card: dict) -> dict:
             "rep": card["rep"] or "", "revision": card["revision"]}
 
 
+def _field_errors(exc: InvalidInput) -> dict:
+    """The engine's field errors by form field: a list's entry (phones.1, contacts.0.name) marks its box."""
+    return {k.split(".")[0]: v for k, v in exc.fields.items()}
+
+
 def _changes(form) -> dict:
     changes = {key: form.get(key, "") for key in ("name", "address", "characteristics", "family", "notes")}
     changes["phones"] = [line.strip() for line in form.get("phones", "").splitlines() if line.strip()]
@@ -123,7 +128,7 @@ def change(customer_id: str):
                                  revision=int(revision) if revision.isdigit() else None)
     except InvalidInput as exc:
         values = {**request.form.to_dict(), "revision": revision}
-        return _card_page(customer_id, values, {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+        return _card_page(customer_id, values, _field_errors(exc), 422,
                           _("Nothing was changed: please correct the marked fields."))
     if done["changes"]:
         flash(_("The card is saved (revision %(revision)s).", revision=done["revision"]), "success")
