@@ -18,6 +18,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
 from engine import access, clock, inbox, notifications
+from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
 
@@ -273,8 +274,7 @@ def notices():
 
 # --- customer archives (客户档案): every read recorded, rules in engine.access --------------------
 
-def _archive():
-    from engine.customers import Archive
+def _archive() -> Archive:
     return Archive(runtime().store)
 
 
