@@ -137,10 +137,7 @@ def cmd_start(args) -> None:
 def cmd_tasks(args) -> None:
     store = _store()
     with store.read() as session:
-        try:
-            who = access.person(session, args.user)
-        except access.UnknownUser as exc:
-            raise Refused(str(exc)) from None
+        who = _user(session, args.user)
         rows = [t.as_json() for t in inbox.tasks_for(session, who)]
     _print(args, rows, lambda: "\n".join(_task_line(t) for t in rows) or "no tasks")
 
@@ -382,6 +379,7 @@ def cmd_bench(args) -> None:
 
 
 def _user(session, username: str) -> access.Person:
+    """An active user, or one sentence saying there is none such."""
     try:
         return access.person(session, username)
     except access.UnknownUser as exc:

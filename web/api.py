@@ -18,6 +18,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
 from engine import access, clock, inbox, notifications
+from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
 
@@ -47,14 +48,8 @@ def _engine_error(exc: EngineError):
     return jsonify(body), status
 
 
-@bp.errorhandler(404)
-def _not_found(exc):
-    return jsonify({"error": f"there is no API resource {request.path}", "fields": {}}), 404
-
-
-@bp.errorhandler(405)
-def _not_allowed(exc):
-    return jsonify({"error": f"{request.method} is not allowed on {request.path}", "fields": {}}), 405
+# An unknown resource (404), a wrong method (405), a body too large (413): the app's own
+# HTTPException handler (web/__init__.py) answers these in the API's JSON shape.
 
 
 def _json_body() -> dict:
@@ -279,8 +274,7 @@ def notices():
 
 # --- customer archives (客户档案): every read recorded, rules in engine.access --------------------
 
-def _archive():
-    from engine.customers import Archive
+def _archive() -> Archive:
     return Archive(runtime().store)
 
 

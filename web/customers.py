@@ -9,15 +9,13 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from engine import access
 from engine.customers import Archive, check_may_create
 from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput
-from engine.store import User, UserRole
 
 from . import http_status, runtime
-from .inbox import said
+from .inbox import colleagues, said
 
 bp = Blueprint("customers", __name__)
 
@@ -40,12 +38,7 @@ def _archive() -> Archive:
 
 
 def _reps() -> list[tuple[str, str]]:
-    with runtime().store.read() as session:
-        rows = session.execute(select(User.username, User.display_name)
-                               .join(UserRole, UserRole.username == User.username)
-                               .where(UserRole.role_id == "sales_rep", User.active.is_(True))
-                               .order_by(User.username))
-        return [(r.username, r.display_name) for r in rows]
+    return colleagues("sales_rep")
 
 
 @bp.get("/customers")
@@ -78,7 +71,7 @@ def create():
     try:
         done = _archive().create(customer_id, current_user.username, _changes(request.form))
     except InvalidInput as exc:
-        return _new_card_page(request.form.to_dict(), {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+        return _new_card_page(request.form.to_dict(), _field_errors(exc), 422,
                               _("Nothing was created: please correct the marked fields."))
     except Conflict as exc:  # the id is taken: the sentence says nothing of that card
         return _new_card_page(request.form.to_dict(), {"id": said(exc)}, 409, said(exc))
@@ -108,6 +101,11 @@ def _form_values(card: dict) -> dict:
             "rep": card["rep"] or "", "revision": card["revision"]}
 
 
+def _field_errors(exc: InvalidInput) -> dict:
+    """The engine's field errors by form field: a list's entry (phones.1, contacts.0.name) marks its box."""
+    return {k.split(".")[0]: v for k, v in exc.fields.items()}
+
+
 def _changes(form) -> dict:
     changes = {key: form.get(key, "") for key in ("name", "address", "characteristics", "family", "notes")}
     changes["phones"] = [line.strip() for line in form.get("phones", "").splitlines() if line.strip()]
@@ -130,7 +128,7 @@ def change(customer_id: str):
                                  revision=int(revision) if revision.isdigit() else None)
     except InvalidInput as exc:
         values = {**request.form.to_dict(), "revision": revision}
-        return _card_page(customer_id, values, {k.split(".")[0]: v for k, v in exc.fields.items()}, 422,
+        return _card_page(customer_id, values, _field_errors(exc), 422,
                           _("Nothing was changed: please correct the marked fields."))
     if done["changes"]:
         flash(_("The card is saved (revision %(revision)s).", revision=done["revision"]), "success")

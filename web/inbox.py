@@ -227,16 +227,18 @@ def _process_name(process_id: str) -> str:
     return dict(_processes()).get(process_id) or process_id
 
 
-def _colleagues(role: str | None, me: str, office_scope: str = "") -> list[tuple[str, str]]:
-    """Active users holding `role` within the task's office scope, but me: whom a task can be
-    delegated to (the engine decides; this only lists)."""
+def colleagues(role: str | None, me: str | None = None, office_scope: str = "") -> list[tuple[str, str]]:
+    """Active users holding `role` (within `office_scope` if given), but `me`: whom a task can be
+    delegated to, or a customer given to (the engine decides; this only lists)."""
     if not role:
         return []
     with runtime().store.read() as session:
         query = (select(User.username, User.display_name)
                  .join(UserRole, UserRole.username == User.username)
-                 .where(UserRole.role_id == role, User.active.is_(True), User.username != me)
+                 .where(UserRole.role_id == role, User.active.is_(True))
                  .order_by(User.username))
+        if me:
+            query = query.where(User.username != me)
         if office_scope:
             query = query.where(User.office_id == office_scope)
         return [(r.username, r.display_name) for r in session.execute(query)]
@@ -412,7 +414,7 @@ def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
         history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
-        colleagues=_colleagues(task.role, _me(), task.office_scope) if may_act else [], request_id=_request_id(),
+        colleagues=colleagues(task.role, _me(), task.office_scope) if may_act else [], request_id=_request_id(),
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
     ), status
 
