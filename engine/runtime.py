@@ -762,18 +762,12 @@ class Projection:
 
 
 def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool, initiator: str | None = None) -> Projection:
+            fresh: bool, duties: "_Duties") -> Projection:
     """Rewrite the instance's projection rows from its state, in the caller's transaction; an
-    office's or region's task is scoped to the initiator's office or region (access.task_scope)."""
+    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
+    office the command's routing may already have read)."""
     key, customer, amount = _business_fields(instance_data(workflow))
-    where: list[access.RequestOffice] = []  # looked up once, and only for a scoped task
-
-    def scope(role: str | None) -> str:
-        if role not in access.TASK_REACH or initiator is None:
-            return access.COMPANY
-        if not where:
-            where.append(access.request_office(conn, initiator))
-        return access.task_scope(role, where[0])
+    scope = duties.scope
     if not fresh:
         _CLEAR[_H].execute(conn, {"instance_id": instance_id})
         if loaded.has_timers:
@@ -794,7 +788,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                 "element_id": element, "name": spec.bpmn_name or element,
                 "role": role, "office_scope": scope(role),
                 # four-eyes: an open approval is not in its submitter's inbox
-                "barred": (initiator or "") if spec.name in loaded.approval_tasks else "",
+                "barred": (duties.initiator or "") if spec.name in loaded.approval_tasks else "",
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
@@ -990,7 +984,8 @@ class Runtime:
                         raise
                     except Exception as exc:
                         raise _ExecutionFailed(exc) from exc
-                    routes = _Duties(conn, loaded, who.username).route(workflow, set())
+                    duties = _Duties(conn, loaded, who.username)
+                    routes = duties.route(workflow, set())
                     if routes:
                         tasks.route(workflow, routes)
                         inputs["route"] = routes
@@ -1009,7 +1004,7 @@ class Runtime:
                     "state_hash": state_hash, "revision": 1, "log_hash": log_hash,
                     "created_at": at, "updated_at": at,
                     "completed_at": at if status != "running" else None})
-                projection = project(conn, instance_id, workflow, loaded, fresh=True, initiator=who.username)
+                projection = project(conn, instance_id, workflow, loaded, fresh=True, duties=duties)
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
@@ -1542,9 +1537,10 @@ class Runtime:
                         inspect(conn, workflow, row, loaded, who, inputs)
                     before = ({str(t.id) for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
                               if loaded.approval_tasks else set())
+                    duties = _Duties(conn, loaded, row.initiator)
                     try:
                         apply_command(command, workflow, inputs, actor, self.script_engine)
-                        routes = _Duties(conn, loaded, row.initiator).route(workflow, before)
+                        routes = duties.route(workflow, before)
                     except EngineError:
                         raise
                     except Exception as exc:
@@ -1565,7 +1561,7 @@ class Runtime:
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
-                projection = project(conn, instance_id, workflow, loaded, fresh=False, initiator=row.initiator)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties)
                 done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
