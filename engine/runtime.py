@@ -266,13 +266,18 @@ def _pick_due(conn: Connection, sqlite: bool, now: datetime, exclude: frozenset[
     return conn.execute(query).first()
 
 
+def _holding(query, role: str, office_scope: str):
+    """`query` (over users joined to their roles) narrowed to the active holders of `role` within
+    `office_scope` ("" = anywhere)."""
+    query = query.where(_UR.c.role_id == role, _U.c.active.is_(True))
+    return query.where(_U.c.office_id == office_scope) if office_scope else query
+
+
 def _members(conn: Connection, role: str, office_scope: str = "", *, limit: int | None = None,
              among: Iterable[str] | None = None, besides: Iterable[str] = ()) -> list[str]:
     """Active users holding `role` within `office_scope` ("" = anywhere), by name."""
-    query = (select(_UR.c.username).join(_U, _U.c.username == _UR.c.username)
-             .where(_UR.c.role_id == role, _U.c.active.is_(True)).order_by(_UR.c.username))
-    if office_scope:
-        query = query.where(_U.c.office_id == office_scope)
+    query = _holding(select(_UR.c.username).join(_U, _U.c.username == _UR.c.username), role,
+                     office_scope).order_by(_UR.c.username)
     if among is not None:
         query = query.where(_UR.c.username.in_(sorted(among)))
     if besides:
@@ -297,11 +302,8 @@ def _common_superior(conn: Connection, role: str | None, office_scope: str = "")
     """For a task open to several people: the superior most of them share (ties: by name)."""
     if role is None:
         return None
-    query = (select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username)
-             .where(_UR.c.role_id == role, _U.c.active.is_(True), _U.c.superior.is_not(None))
-             .group_by(_U.c.superior))
-    if office_scope:
-        query = query.where(_U.c.office_id == office_scope)
+    query = _holding(select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username),
+                     role, office_scope).where(_U.c.superior.is_not(None)).group_by(_U.c.superior)
     rows = conn.execute(query).all()
     return min(rows, key=lambda r: (-r[1], r[0]))[0] if rows else None
 
