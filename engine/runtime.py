@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -315,13 +315,21 @@ def _role_of(loaded: "LoadedDefinition", task) -> str:
 
 def _may_view(executor: Session | Connection, instance_id: str, who: access.Person,
               initiator: str | None = None) -> bool:
-    """access.may_view_instance, with what it needs read from the database."""
+    """access.may_view_instance, with what it needs read from the database; the open tasks and the
+    log are read only if the rule gets that far (not for the initiator or an auditor)."""
     if initiator is None:
         initiator = executor.execute(select(_I.c.initiator).where(_I.c.id == instance_id)).scalar()
-    open_tasks = executor.execute(select(_H.c.role, _H.c.assignee, _H.c.office_scope).where(_H.c.instance_id == instance_id)).all()
-    acted = executor.execute(select(_L.c.actor).where(_L.c.instance_id == instance_id,
-                                                      _L.c.actor == who.username).limit(1)).scalars().all()
+    open_tasks = _lazily(executor, select(_H.c.role, _H.c.assignee, _H.c.office_scope)
+                         .where(_H.c.instance_id == instance_id))
+    acted = _lazily(executor, select(_L.c.actor).where(_L.c.instance_id == instance_id,
+                                                       _L.c.actor == who.username).limit(1), scalars=True)
     return access.may_view_instance(who, initiator, open_tasks, acted)
+
+
+def _lazily(executor: Session | Connection, query, *, scalars: bool = False) -> Iterator:
+    """The rows of `query`, read when first asked for (a generator's body runs on first next())."""
+    result = executor.execute(query)
+    yield from (result.scalars() if scalars else result)
 
 
 def _told(executor: Session | Connection, refusal: EngineError, task_id: str, instance_id: str,
