@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import access, clock, determinism
+from . import access, clock, determinism, inputs
 from .runtime import Conflict, Forbidden, InvalidInput, NotFound, person
 from .store import (ArchiveGrant, ArchiveRead, CustomerCard, CustomerCardChange, Store, User,
                     UserRole)
@@ -238,8 +238,7 @@ class Archive:
 
 
 def _customer_id(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 64 or not value.isprintable() \
-            or not _storable(value):
+    if not inputs.fits_key(value, 64) or not value.strip() or not value.isprintable():
         raise InvalidInput("a customer id is a short line of text, such as C-A01")
     return value.strip()
 
@@ -264,22 +263,10 @@ def _text(field: str, value: Any, limit: int, problems: dict[str, str]) -> str |
         problems[field] = "must be text"
         return None
     value = value.strip()
-    if len(value) > limit:
-        problems[field] = f"at most {limit} characters"
-    elif not _storable(value):
-        problems[field] = "contains a NUL character or a lone surrogate, which cannot be stored"
+    problem = inputs.text_problem(value, limit)
+    if problem:
+        problems[field] = problem
     return value
-
-
-def _storable(value: str) -> bool:
-    """Text every database keeps as it is: no NUL (PostgreSQL refuses it), no lone surrogate."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _checked_changes(session: Session, changes: dict) -> dict:
@@ -318,7 +305,7 @@ def _checked_changes(session: Session, changes: dict) -> dict:
         elif key == "rep":
             if value in (None, ""):
                 clean[key] = None
-            elif not isinstance(value, str) or len(value) > 64 or not _storable(value) or session.scalar(
+            elif not inputs.fits_key(value, 64) or session.scalar(
                     select(UserRole.username).join(User, User.username == UserRole.username).where(
                         UserRole.username == value, UserRole.role_id == "sales_rep",
                         User.active.is_(True))) is None:

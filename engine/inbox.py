@@ -61,8 +61,8 @@ class InboxQuery:
             except ValueError:
                 problems[name] = f"{raw[:40]!r} is not a number"
                 return None
-            if inputs.number_problem(value):
-                problems[name] = inputs.number_problem(value)
+            if problem := inputs.number_problem(value):
+                problems[name] = problem
                 return None
             if (low is not None and value < low) or (high is not None and value > high):
                 problems[name] = f"must be between {low} and {high}"

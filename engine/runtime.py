@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -266,13 +266,18 @@ def _pick_due(conn: Connection, sqlite: bool, now: datetime, exclude: frozenset[
     return conn.execute(query).first()
 
 
+def _holding(query, role: str, office_scope: str):
+    """`query` (over users joined to their roles) narrowed to the active holders of `role` within
+    `office_scope` ("" = anywhere)."""
+    query = query.where(_UR.c.role_id == role, _U.c.active.is_(True))
+    return query.where(_U.c.office_id == office_scope) if office_scope else query
+
+
 def _members(conn: Connection, role: str, office_scope: str = "", *, limit: int | None = None,
              among: Iterable[str] | None = None, besides: Iterable[str] = ()) -> list[str]:
     """Active users holding `role` within `office_scope` ("" = anywhere), by name."""
-    query = (select(_UR.c.username).join(_U, _U.c.username == _UR.c.username)
-             .where(_UR.c.role_id == role, _U.c.active.is_(True)).order_by(_UR.c.username))
-    if office_scope:
-        query = query.where(_U.c.office_id == office_scope)
+    query = _holding(select(_UR.c.username).join(_U, _U.c.username == _UR.c.username), role,
+                     office_scope).order_by(_UR.c.username)
     if among is not None:
         query = query.where(_UR.c.username.in_(sorted(among)))
     if besides:
@@ -297,11 +302,8 @@ def _common_superior(conn: Connection, role: str | None, office_scope: str = "")
     """For a task open to several people: the superior most of them share (ties: by name)."""
     if role is None:
         return None
-    query = (select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username)
-             .where(_UR.c.role_id == role, _U.c.active.is_(True), _U.c.superior.is_not(None))
-             .group_by(_U.c.superior))
-    if office_scope:
-        query = query.where(_U.c.office_id == office_scope)
+    query = _holding(select(_U.c.superior, func.count()).join(_UR, _UR.c.username == _U.c.username),
+                     role, office_scope).where(_U.c.superior.is_not(None)).group_by(_U.c.superior)
     rows = conn.execute(query).all()
     return min(rows, key=lambda r: (-r[1], r[0]))[0] if rows else None
 
@@ -313,13 +315,21 @@ def _role_of(loaded: "LoadedDefinition", task) -> str:
 
 def _may_view(executor: Session | Connection, instance_id: str, who: access.Person,
               initiator: str | None = None) -> bool:
-    """access.may_view_instance, with what it needs read from the database."""
+    """access.may_view_instance, with what it needs read from the database; the open tasks and the
+    log are read only if the rule gets that far (not for the initiator or an auditor)."""
     if initiator is None:
         initiator = executor.execute(select(_I.c.initiator).where(_I.c.id == instance_id)).scalar()
-    open_tasks = executor.execute(select(_H.c.role, _H.c.assignee, _H.c.office_scope).where(_H.c.instance_id == instance_id)).all()
-    acted = executor.execute(select(_L.c.actor).where(_L.c.instance_id == instance_id,
-                                                      _L.c.actor == who.username).limit(1)).scalars().all()
+    open_tasks = _lazily(executor, select(_H.c.role, _H.c.assignee, _H.c.office_scope)
+                         .where(_H.c.instance_id == instance_id))
+    acted = _lazily(executor, select(_L.c.actor).where(_L.c.instance_id == instance_id,
+                                                       _L.c.actor == who.username).limit(1), scalars=True)
     return access.may_view_instance(who, initiator, open_tasks, acted)
+
+
+def _lazily(executor: Session | Connection, query, *, scalars: bool = False) -> Iterator:
+    """The rows of `query`, read when first asked for (a generator's body runs on first next())."""
+    result = executor.execute(query)
+    yield from (result.scalars() if scalars else result)
 
 
 def _told(executor: Session | Connection, refusal: EngineError, task_id: str, instance_id: str,
@@ -762,18 +772,12 @@ class Projection:
 
 
 def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool, initiator: str | None = None) -> Projection:
+            fresh: bool, duties: "_Duties") -> Projection:
     """Rewrite the instance's projection rows from its state, in the caller's transaction; an
-    office's or region's task is scoped to the initiator's office or region (access.task_scope)."""
+    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
+    office the command's routing may already have read)."""
     key, customer, amount = _business_fields(instance_data(workflow))
-    where: list[access.RequestOffice] = []  # looked up once, and only for a scoped task
-
-    def scope(role: str | None) -> str:
-        if role not in access.TASK_REACH or initiator is None:
-            return access.COMPANY
-        if not where:
-            where.append(access.request_office(conn, initiator))
-        return access.task_scope(role, where[0])
+    scope = duties.scope
     if not fresh:
         _CLEAR[_H].execute(conn, {"instance_id": instance_id})
         if loaded.has_timers:
@@ -794,7 +798,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                 "element_id": element, "name": spec.bpmn_name or element,
                 "role": role, "office_scope": scope(role),
                 # four-eyes: an open approval is not in its submitter's inbox
-                "barred": (initiator or "") if spec.name in loaded.approval_tasks else "",
+                "barred": (duties.initiator or "") if spec.name in loaded.approval_tasks else "",
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
@@ -990,7 +994,8 @@ class Runtime:
                         raise
                     except Exception as exc:
                         raise _ExecutionFailed(exc) from exc
-                    routes = _Duties(conn, loaded, who.username).route(workflow, set())
+                    duties = _Duties(conn, loaded, who.username)
+                    routes = duties.route(workflow, set())
                     if routes:
                         tasks.route(workflow, routes)
                         inputs["route"] = routes
@@ -1009,7 +1014,7 @@ class Runtime:
                     "state_hash": state_hash, "revision": 1, "log_hash": log_hash,
                     "created_at": at, "updated_at": at,
                     "completed_at": at if status != "running" else None})
-                projection = project(conn, instance_id, workflow, loaded, fresh=True, initiator=who.username)
+                projection = project(conn, instance_id, workflow, loaded, fresh=True, duties=duties)
                 _append_log(conn, instance_id, 1, at, who.username, "start", None, inputs,
                                  state_hash, GENESIS_HASH, log_hash)
                 self._notify(conn, ctx.events, instance_id, at, loaded)
@@ -1542,9 +1547,10 @@ class Runtime:
                         inspect(conn, workflow, row, loaded, who, inputs)
                     before = ({str(t.id) for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
                               if loaded.approval_tasks else set())
+                    duties = _Duties(conn, loaded, row.initiator)
                     try:
                         apply_command(command, workflow, inputs, actor, self.script_engine)
-                        routes = _Duties(conn, loaded, row.initiator).route(workflow, before)
+                        routes = duties.route(workflow, before)
                     except EngineError:
                         raise
                     except Exception as exc:
@@ -1565,7 +1571,7 @@ class Runtime:
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
-                projection = project(conn, instance_id, workflow, loaded, fresh=False, initiator=row.initiator)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties)
                 done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,

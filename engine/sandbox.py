@@ -235,7 +235,6 @@ def _serve(environment, scripts, clock, mode, source, context, external, now) ->
                 else:
                     environment.execute_here(source, context, external)
                     result = {"ok": True, "data": context}
-            del context, external
             try:
                 result[("value" if mode == "eval" else "data")] = encode(
                     result["value" if mode == "eval" else "data"])
@@ -250,7 +249,6 @@ def _serve(environment, scripts, clock, mode, source, context, external, now) ->
                 return b'{"ok": false, "limit": "size"}'
             return reply
         except MemoryError:
-            context = external = result = None  # noqa: F841 (frees what it can before replying)
             return b'{"ok": false, "limit": "memory"}'
         except RecursionError as err:
             return json.dumps({"ok": False, "error": _describe_error(scripts, err)}).encode("ascii")

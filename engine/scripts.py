@@ -541,12 +541,8 @@ class SandboxedEnvironment(BasePythonScriptEngineEnvironment):
     def _take(context: dict, data: dict) -> None:
         """Make `context` (the task's own dict, which SpiffWorkflow holds) what the script left,
         in the same order of names as running it here would."""
-        for name in [name for name in context if name not in data]:
-            del context[name]
+        context.clear()
         context.update(data)
-        if list(context) != list(data):
-            context.clear()
-            context.update(data)
 
     # --- run in the sandbox process (engine.sandbox.child_main) ---
 
