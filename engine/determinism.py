@@ -38,6 +38,10 @@ class CommandContext:
     # Access to customer archives granted by this command (engine.customers.grant_service): written
     # by the command's transaction, after the grantor's authority is checked; not replayed.
     archive_grants: list[dict] = field(default_factory=list)
+    # Business records published by this command's steps (engine.records): written by the command's
+    # transaction; `conn` is that transaction, for services that read records. Neither is replayed.
+    records: list[dict] = field(default_factory=list)
+    conn: Any = None
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1

@@ -29,7 +29,7 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, clock, determinism, forms, notifications, state, tasks
+from . import access, clock, determinism, forms, notifications, records, state, tasks
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
@@ -941,7 +941,7 @@ class Runtime:
         self.store = store
         from .customers import grant_service  # (engine.customers imports this module)
         self.services = {"superior_of": self._superior_of, "grant_archive_access": grant_service,
-                         **(services or {})}
+                         **records.SERVICES, **(services or {})}
         self.lookups = dict(lookups or {})
         if script_engine is None:
             from .scripts import SandboxedScriptEngine
@@ -986,7 +986,7 @@ class Runtime:
                     self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
-                ctx = CommandContext(instance_id, at)
+                ctx = CommandContext(instance_id, at, conn=conn)
                 with command_context(ctx), _budgeted(budget):
                     try:
                         workflow = new_workflow(loaded, data, self.script_engine)
@@ -1020,6 +1020,8 @@ class Runtime:
                 self._notify(conn, ctx.events, instance_id, at, loaded)
                 if ctx.archive_grants:
                     _record_archive_grants(conn, ctx, who.username, who.username, instance_id, at)
+                if ctx.records:
+                    records.write(conn, ctx.records, instance_id=instance_id, process_id=process_id, at=at)
                 view = InstanceView(instance_id, process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, who.username, at, at)
@@ -1539,7 +1541,7 @@ class Runtime:
                 if row.status != "running":
                     raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
                 loaded = loaded_definition(conn, row.definition_id)
-                ctx = CommandContext(instance_id, at)
+                ctx = CommandContext(instance_id, at, conn=conn)
                 with command_context(ctx), _budgeted(budget):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
@@ -1590,6 +1592,8 @@ class Runtime:
                 self._notify(conn, ctx.events, instance_id, at, loaded)
                 if ctx.archive_grants:
                     _record_archive_grants(conn, ctx, row.initiator, actor, instance_id, at)
+                if ctx.records:
+                    records.write(conn, ctx.records, instance_id=instance_id, process_id=row.process_id, at=at)
                 if status != "running":
                     _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
                 elif command == "complete":

@@ -361,6 +361,25 @@ class ArchiveGrant(Base):
     instance_id: Mapped[Optional[str]] = mapped_column(String(36))
 
 
+class BusinessRecord(Base):
+    """A business fact one process keeps for others to check (业务台账): an approved contract, an
+    order with its lines, shipments and receipts, a return against an order. Written only by the
+    process instance that owns it (engine.records), in the transaction of the command that
+    published it; `ref` names what it refers to (a return's order number), `customer` whose it is."""
+    __tablename__ = "business_record"
+    __table_args__ = (Index("ix_business_record_ref", "kind", "ref"),
+                      Index("ix_business_record_customer", "kind", "customer"))
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ref: Mapped[Optional[str]] = mapped_column(String(200))
+    customer: Mapped[Optional[str]] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    instance_id: Mapped[str] = mapped_column(String(36))
+    process_id: Mapped[str] = mapped_column(String(200))
+    revision: Mapped[int] = mapped_column(Integer)  # times published
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ArchiveRead(Base):
     """Every attempt to read a card, allowed or refused, for the auditor: who, when, which customer,
     on what basis (a role, serving the customer, or a grant), through which door."""

@@ -1,0 +1,169 @@
+"""Business records (业务台账): the facts one process keeps for other processes to check.
+
+An order must refer to an approved contract (seed 001 二(5)); a return must name an order that was
+shipped to the same customer, for no more than was shipped less what came back before (004, 退换货).
+Those checks read what another instance decided. Rather than restore other instances, a process
+publishes the facts it owns as a record — kind, key, what it refers to, the customer and a JSON
+body — and other processes' services read them.
+
+- `publish_record(kind, key, data, ref=None)` is an engine service for BPMN service tasks. The
+  record is written by the transaction of the command whose step published it (like archive
+  grants), replacing the earlier version; a key is owned by the instance that first published it,
+  and another instance publishing the same kind and key is refused (the whole command with it).
+- `read_record(kind, key)` and `read_records(kind, ref)` are engine services too, and `find` /
+  `referring` are their Python forms for domain services in `processes/`. They read through the
+  running command's transaction and see what the same command published before them. As every
+  service result, what they return is logged, so a replay reads the log, not today's records.
+- `listed` reads records outside a command, for pages (the receipts page lists orders).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from . import determinism
+from .store import BusinessRecord
+
+KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+KEY_LENGTH = 200
+MAX_BYTES = 256 * 1024
+_R = BusinessRecord.__table__
+
+
+def _context(service: str) -> determinism.CommandContext:
+    ctx = determinism.current()
+    if ctx is None or ctx.conn is None:
+        raise RuntimeError(f"{service} runs only as a step of a process instance")
+    return ctx
+
+
+def _checked_key(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > KEY_LENGTH:
+        raise ValueError(f"the record's {what} must be a text of 1 to {KEY_LENGTH} characters, not {value!r}")
+    return value.strip()
+
+
+def _as_json(row) -> dict:
+    return {"kind": row.kind, "key": row.key, "ref": row.ref, "customer": row.customer,
+            "data": copy.deepcopy(row.data), "instance_id": row.instance_id, "process_id": row.process_id,
+            "revision": row.revision, "updated_at": row.updated_at.isoformat()}
+
+
+def _pending(ctx: determinism.CommandContext, kind: str, key: str | None = None,
+             ref: str | None = None) -> list[dict]:
+    return [r for r in ctx.records if r["kind"] == kind
+            and (key is None or r["key"] == key) and (ref is None or r["ref"] == ref)]
+
+
+def _unsaved(record: dict, ctx: determinism.CommandContext) -> dict:
+    return {**copy.deepcopy(record), "instance_id": ctx.instance_id, "process_id": None,
+            "revision": None, "updated_at": ctx.at.isoformat()}
+
+
+# --- engine services ---------------------------------------------------------------------------
+
+def publish_record(kind: Any, key: Any, data: Any, ref: Any = None) -> dict:
+    """Engine service: keep `data` as the record `kind`/`key` of this instance (see the module)."""
+    ctx = _context("publish_record")
+    if not isinstance(kind, str) or not KIND.fullmatch(kind):
+        raise ValueError(f"a record's kind is a short lower-case name such as 'order', not {kind!r}")
+    key = _checked_key(key, "key")
+    ref = None if ref in (None, "") else _checked_key(ref, "reference")
+    if not isinstance(data, dict):
+        raise ValueError(f"a record's data is an object (a dict), not {type(data).__name__}")
+    try:
+        size = len(json.dumps(data, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a record's data must be plain JSON: {exc}") from None
+    if size > MAX_BYTES:
+        raise ValueError(f"the {kind} record {key} is {size} bytes; at most {MAX_BYTES} are kept")
+    customer = data.get("customer")
+    record = {"kind": kind, "key": key, "ref": ref,
+              "customer": customer if isinstance(customer, str) else None, "data": copy.deepcopy(data)}
+    ctx.records = [r for r in ctx.records if (r["kind"], r["key"]) != (kind, key)] + [record]
+    return {"kind": kind, "key": key, "ref": ref}
+
+
+def find(kind: str, key: Any) -> dict | None:
+    """The record `kind`/`key` (as this command would leave it), or None; inside a command only."""
+    ctx = _context("read_record")
+    if not isinstance(key, str) or not key.strip():
+        return None
+    key = key.strip()
+    if (mine := _pending(ctx, kind, key=key)):
+        return _unsaved(mine[-1], ctx)
+    row = ctx.conn.execute(select(_R).where(_R.c.kind == kind, _R.c.key == key)).first()
+    return _as_json(row) if row is not None else None
+
+
+def referring(kind: str, ref: Any) -> list[dict]:
+    """Every record of `kind` whose `ref` is `ref`, by key (as this command would leave them)."""
+    ctx = _context("read_records")
+    if not isinstance(ref, str) or not ref.strip():
+        return []
+    ref = ref.strip()
+    mine = {r["key"]: _unsaved(r, ctx) for r in _pending(ctx, kind, ref=ref)}
+    stored = {row.key: _as_json(row) for row in ctx.conn.execute(
+        select(_R).where(_R.c.kind == kind, _R.c.ref == ref).order_by(_R.c.key))}
+    stored = {k: v for k, v in stored.items() if not any(r["kind"] == kind and r["key"] == k for r in ctx.records)}
+    return [v for _, v in sorted({**stored, **mine}.items())]
+
+
+def read_record(kind: Any, key: Any) -> dict | None:
+    """Engine service form of `find`."""
+    if not isinstance(kind, str) or not KIND.fullmatch(kind):
+        raise ValueError(f"a record's kind is a short lower-case name such as 'order', not {kind!r}")
+    return find(kind, key)
+
+
+def read_records(kind: Any, ref: Any) -> list[dict]:
+    """Engine service form of `referring`."""
+    if not isinstance(kind, str) or not KIND.fullmatch(kind):
+        raise ValueError(f"a record's kind is a short lower-case name such as 'order', not {kind!r}")
+    return referring(kind, ref)
+
+
+SERVICES = {"publish_record": publish_record, "read_record": read_record, "read_records": read_records}
+
+
+# --- written by the command's transaction ------------------------------------------------------
+
+def write(conn: Connection, records: list[dict], *, instance_id: str, process_id: str, at: datetime) -> None:
+    """Write what a command published; refused (and the command with it) where another instance
+    owns the key."""
+    from .runtime import Conflict  # (engine.runtime imports this module)
+    for record in records:
+        row = conn.execute(select(_R.c.instance_id, _R.c.revision).where(
+            _R.c.kind == record["kind"], _R.c.key == record["key"])).first()
+        values = {"ref": record["ref"], "customer": record["customer"], "data": record["data"],
+                  "updated_at": at}
+        if row is None:
+            conn.execute(_R.insert().values(kind=record["kind"], key=record["key"], instance_id=instance_id,
+                                            process_id=process_id, revision=1, **values))
+        elif row.instance_id != instance_id:
+            raise Conflict("the %(kind)s %(key)s is already kept by another instance (%(owner)s)",
+                           kind=record["kind"], key=record["key"], owner=row.instance_id)
+        else:
+            conn.execute(_R.update().where(_R.c.kind == record["kind"], _R.c.key == record["key"])
+                         .values(revision=row.revision + 1, **values))
+
+
+# --- read outside a command (pages, API, CLI) --------------------------------------------------
+
+def listed(conn: Connection, kind: str, *, key: str | None = None, customer: str | None = None,
+           ref: str | None = None, limit: int = 100) -> list[dict]:
+    """Records of `kind`, newest first, narrowed by key prefix, customer or reference."""
+    query = select(_R).where(_R.c.kind == kind)
+    if key:
+        query = query.where(_R.c.key.startswith(key, autoescape=True))
+    if customer:
+        query = query.where(_R.c.customer == customer)
+    if ref:
+        query = query.where(_R.c.ref == ref)
+    return [_as_json(row) for row in conn.execute(query.order_by(_R.c.updated_at.desc(), _R.c.key).limit(limit))]
