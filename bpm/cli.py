@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine import access, clock, customers, inbox, timers, versions
+from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
 from engine.store import Incident, Store, migrate
@@ -157,6 +158,13 @@ def cmd_hand_back(args) -> None:
     _print(args, view.as_json(), lambda: f"{view.id} handed back to {view.assignee}")
 
 
+def cmd_reply(args) -> None:
+    kind = "in_progress" if args.in_progress else "cannot_finish"
+    view = _runtime(_store()).reply(args.task_id, args.user, kind, expected_by=args.expected, reason=args.reason)
+    due = view.due.isoformat() if view.due else "none"
+    _print(args, view.as_json(), lambda: f"{view.id} reply recorded ({kind}); due {due}")
+
+
 def cmd_draft(args) -> None:
     runtime = _runtime(_store())
     if args.data is not None:
@@ -281,7 +289,8 @@ def cmd_history(args) -> None:
         change = audit.data_change(before, step.data) if step else None
         before = step.data if step else before
         rows.append({"step": h["seq"], "at": h["at"].isoformat(), "actor": h["actor"], "command": h["command"],
-                     "task": h["name"] or "", "change": change, "hash": h["hash"]})
+                     "task": h["name"] or "", "change": change, "hash": h["hash"],
+                     **({"reply": h["reply"]} if h.get("reply") else {})})
     if args.csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -295,6 +304,7 @@ def cmd_history(args) -> None:
     _print(args, rows, lambda: "\n".join(
         f"{r['step']:>3}  {r['at']}  {r['actor']}  {r['command']}  {r['task'] or '-'}  "
         f"{'?' if r['change'] is None else json.dumps(r['change'], ensure_ascii=False, default=str)}  {r['hash'][:16]}"
+        + (f"  reply: {json.dumps(r['reply'], ensure_ascii=False)}" if r.get("reply") else "")
         for r in rows))
 
 
@@ -487,6 +497,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("hand-back", cmd_hand_back, "return an escalated task to its previous holder")
     p.add_argument("task_id")
     p.add_argument("--as", dest="user", required=True)
+    p = command("reply", cmd_reply, "reply to one's superior on a task (复命, within 4 hours): in progress "
+                                    "and expected by a time, or cannot finish and why")
+    p.add_argument("task_id")
+    p.add_argument("--as", dest="user", required=True)
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--in-progress", action="store_true", help="still working on it; give --expected")
+    kind.add_argument("--cannot-finish", action="store_true", help="it cannot be done in time; give --reason")
+    p.add_argument("--expected", metavar="TIME", help="when it will be done, ISO 8601 with an offset, "
+                                                      "e.g. 2026-11-27T17:00:00+08:00")
+    p.add_argument("--reason", help="why it cannot be finished (or a note on the progress)")
     p = command("draft", cmd_draft, "save (with --data) or show a task's draft")
     p.add_argument("task_id")
     p.add_argument("--as", dest="user", required=True)
@@ -554,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)
         return 1
-    except (EngineError, Refused, clock.ClockError) as exc:
+    except (EngineError, Refused, clock.ClockError, CalendarError) as exc:
         print(f"bpm {args.command}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # never a traceback to a user; the log has the details

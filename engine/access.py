@@ -196,6 +196,12 @@ def may_act(who: Person, role: str | None, assignee: str | None, office_scope: s
     return role is not None and role in who.roles and in_reach(who, office_scope)
 
 
+def may_reply(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
+    """Who replies to the superior on a task (4小时复命, seed 000 岗位基本原则): whoever may act on it
+    now — its holder, or, while it is open, each holder of its role within its office or region."""
+    return may_act(who, role, assignee, office_scope)
+
+
 def may_view_instance(who: Person, initiator: str, open_tasks: Iterable[tuple],
                       actors: Iterable[str]) -> bool:
     """Who may look at an instance (its data, history, comments, diagram): whoever started it,

@@ -76,7 +76,8 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
             break
         inputs = dict(entry.input)
         ctx = CommandContext(instance_id, entry.at, counter, replaying=True,
-                             service_results=list(inputs.pop("service_results", [])))
+                             service_results=list(inputs.pop("service_results", [])),
+                             deadlines=list(inputs.pop("deadlines", [])))
         try:
             with command_context(ctx):
                 if entry.command == "start":

@@ -42,10 +42,24 @@ class CommandContext:
     # transaction; `conn` is that transaction, for services that read records. Neither is replayed.
     records: list[dict] = field(default_factory=list)
     conn: Any = None
+    # The working calendar in force for this command (engine.calendar; None: clock hours), and the
+    # due times it gave, in the order asked: logged as the command's `deadlines`, played back on
+    # replay, which never reads the calendar.
+    calendar: Any = None
+    deadlines: list[str] = field(default_factory=list)
+    _deadline_cursor: int = 0
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1
         return uuid.uuid5(_NAMESPACE, f"{self.instance_id}/{self.counter}")
+
+    def next_deadline(self) -> str | None:
+        """Replay: the next due time the logged command computed on its calendar, or None when it
+        computed none (clock hours)."""
+        if self._deadline_cursor >= len(self.deadlines):
+            return None
+        self._deadline_cursor += 1
+        return self.deadlines[self._deadline_cursor - 1]
 
     @property
     def epoch(self) -> float:

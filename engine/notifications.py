@@ -1,5 +1,5 @@
-"""In-app notifications (assigned to you, reminder, escalated to you, returned to you) and the
-mail outbox they feed when `BPM_SMTP_URL` is set.
+"""In-app notifications (assigned to you, reminder, escalated to you, returned to you, a reply
+(复命) from someone you are the superior of) and the mail outbox they feed when `BPM_SMTP_URL` is set.
 """
 from __future__ import annotations
 
@@ -17,11 +17,25 @@ MESSAGES = {
     "reminder": "任务即将到期 / Reminder, due soon: {name}",
     "escalated": "逾期任务已升级给您 / Escalated to you (overdue with {holder}): {name}",
     "returned": "任务已交还给您 / Returned to you: {name}",
+    "reply_in_progress": "{by} 复命：进行中，预计 {expected_local} 完成 / {by} replies: in progress, "
+                         "expected by {expected_local}: {name}",
+    "reply_cannot_finish": "{by} 复命：无法按时完成，原因：{reason} / {by} replies: cannot finish, "
+                           "because {reason}: {name}",
 }
+TIME_ZONE = "Asia/Shanghai"  # how a notice writes a time (the company's; stored times stay UTC)
 
 
 def message(event: dict) -> str:
-    return MESSAGES.get(event["kind"], "{name}").format(**{"holder": "-", **event})
+    return MESSAGES.get(event["kind"], "{name}").format(**{"holder": "-", "expected_local": _local(
+        event.get("expected_by")), **event})
+
+
+def _local(instant: str | None) -> str:
+    """An ISO instant as the company reads it: 2026-11-30 12:00 Asia/Shanghai."""
+    if not instant:
+        return "-"
+    from zoneinfo import ZoneInfo
+    return datetime.fromisoformat(instant).astimezone(ZoneInfo(TIME_ZONE)).strftime("%Y-%m-%d %H:%M ") + TIME_ZONE
 
 
 def smtp_enabled() -> bool:

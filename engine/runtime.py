@@ -29,7 +29,7 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, clock, determinism, forms, notifications, records, state, tasks
+from . import access, calendar, clock, determinism, forms, notifications, records, state, tasks
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
@@ -481,6 +481,48 @@ def _known_task(task_id: Any) -> None:
         raise NotFound("there is no open task %(task)s", task=_shown(task_id))
 
 
+def _reply_input(kind: Any, expected_by: Any, reason: Any, at: datetime) -> dict:
+    """A reply's input, checked: its kind, the expected-by time (in progress), the reason (cannot
+    finish); anything wrong is refused with one sentence before anything is read or written."""
+    if kind not in tasks.REPLY_KINDS:
+        raise InvalidInput("a reply is in_progress (with the time it is expected to be done by) or "
+                           "cannot_finish (with the reason), not %(kind)s",
+                           {"kind": "in_progress or cannot_finish"}, kind=_shown(kind))
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput("the reason must be text", {"reason": "must be text"})
+    reason = (reason or "").strip()
+    if reason and (problem := bounds.text_problem(reason)):
+        raise InvalidInput("the reason %(problem)s", {"reason": problem}, problem=problem)
+    if kind == "cannot_finish":
+        if not reason:
+            raise InvalidInput("a reply that the task cannot be finished needs the reason",
+                               {"reason": "this field is required"})
+        if expected_by not in (None, ""):
+            raise InvalidInput("a cannot_finish reply takes a reason, not an expected-by time",
+                               {"expected_by": "only for in_progress"})
+        return {"kind": kind, "expected_by": None, "reason": reason}
+    if expected_by in (None, ""):
+        raise InvalidInput("a reply that the task is in progress needs the time it is expected to be done by",
+                           {"expected_by": "this field is required"})
+    if isinstance(expected_by, datetime):
+        if expected_by.tzinfo is None:
+            raise InvalidInput("the expected-by time %(value)s has no UTC offset",
+                               {"expected_by": "needs a UTC offset"}, value=expected_by.isoformat())
+        when = expected_by.astimezone(timezone.utc)
+    else:
+        try:
+            when = clock.parse_instant(expected_by if isinstance(expected_by, str) else "", "expected_by")
+        except clock.ClockError:
+            raise InvalidInput("the expected-by time %(value)s is not a date-time with a UTC offset such as "
+                               "2026-11-27T17:00:00+08:00", {"expected_by": "not a date-time with a UTC offset"},
+                               value=_shown(expected_by)) from None
+    if when <= at:
+        raise InvalidInput("the expected-by time %(value)s is not after the reply (%(at)s): say when it "
+                           "will be done", {"expected_by": "must be later than now"},
+                           value=when.isoformat(), at=at.astimezone(timezone.utc).isoformat())
+    return {"kind": kind, "expected_by": when.isoformat(), "reason": reason or None}
+
+
 # --- results ---------------------------------------------------------------------------------
 
 @dataclass
@@ -658,6 +700,16 @@ def _apply_complete(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     _run_engine(workflow)
 
 
+def _apply_reply(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
+    task = _find_task(workflow, inputs["task_id"])
+    if task is None or not task.task_spec.manual or task.state != TaskState.READY:
+        raise Conflict("task %(task)s is not waiting for anyone, so there is nothing to reply on",
+                       task=inputs["task_id"])
+    answer = inputs["reply"]
+    tasks.reply(task, actor, answer["kind"], clock.now(), expected_by=tasks.parse(answer.get("expected_by")),
+                reason=answer.get("reason"), to=answer.get("to"))
+
+
 def _apply_hand_back(workflow: BpmnWorkflow, inputs: dict, actor: str) -> None:
     tasks.hand_back(_find_task(workflow, inputs["task_id"]), clock.now())
 
@@ -712,6 +764,7 @@ COMMANDS: dict[str, Callable[[BpmnWorkflow, dict, str], None]] = {
     "message": _apply_message,
     "timer": _apply_timer,
     "hand_back": _apply_hand_back,
+    "reply": _apply_reply,
     "delegate": _apply_delegate,
 }
 
@@ -938,6 +991,7 @@ class Runtime:
     def __init__(self, store: Store, services: Mapping[str, Callable[..., Any]] | None = None,
                  script_engine=None, lookups: Mapping[str, forms.Lookup] | None = None):
         determinism.install()
+        calendar.configured()  # a bad BPM_WORKING_CALENDAR stops here, not at the first command
         self.store = store
         from .customers import grant_service  # (engine.customers imports this module)
         self.services = {"superior_of": self._superior_of, "grant_archive_access": grant_service,
@@ -960,8 +1014,9 @@ class Runtime:
             raise NotFound("there is no deployed process %(process)r", process=_shown(process_id))
         _fit(data, "start data")
         request = _request(request_id, actor, "start", {"process_id": process_id, "version": version, "data": data})
-        at = at or clock.now()
+        at = (at or clock.now()).astimezone(timezone.utc)  # the log hashes the time as UTC text
         budget = max_engine_steps()
+        working = calendar.configured()
         instance_id = str(uuid.uuid4())
         inputs: dict = {"process_id": process_id, "version": version, "data": data}
         try:
@@ -986,7 +1041,7 @@ class Runtime:
                     self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
-                ctx = CommandContext(instance_id, at, conn=conn)
+                ctx = CommandContext(instance_id, at, conn=conn, calendar=working)
                 with command_context(ctx), _budgeted(budget):
                     try:
                         workflow = new_workflow(loaded, data, self.script_engine)
@@ -1001,6 +1056,8 @@ class Runtime:
                         inputs["route"] = routes
                 if ctx.service_results:
                     inputs["service_results"] = ctx.service_results
+                if ctx.deadlines:
+                    inputs["deadlines"] = ctx.deadlines
                 text = state.dump_state(workflow, ctx.counter)
                 state_hash = state.digest(text)
                 status = _status(workflow)
@@ -1144,6 +1201,35 @@ class Runtime:
                                 task=task_id, user=who.username)
         view = self._unit_of_work("hand_back", actor, {"task_id": task_id}, at, task_id=task_id,
                                   check=check, inspect=inspect)
+        return next(t for t in view.tasks if t.id == task_id)
+
+    def reply(self, task_id: str, actor: str, kind: Any, *, expected_by: Any = None, reason: Any = None,
+              at: datetime | None = None) -> TaskView:
+        """The reply to the superior on a task (复命, seed 000: within 4 hours, done or not): "in_progress"
+        with the time it is expected to be done by, or "cannot_finish" with the reason. Whoever may act
+        on the task replies (access.may_reply); it is logged, the replier's superior is notified, and
+        the first reply gives the task a fresh due window (tasks.reply). The task's data is untouched."""
+        _known_task(task_id)
+        at = (at or clock.now()).astimezone(timezone.utc)
+        answer = _reply_input(kind, expected_by, reason, at)
+
+        def check(task_row, who: access.Person) -> None:
+            if access.may_reply(who, task_row.role, task_row.assignee, task_row.office_scope):
+                return
+            if task_row.assignee:
+                raise Forbidden("%(user)s may not reply on task %(task)s: it is held by %(holder)s",
+                                user=who.username, task=task_row.id, holder=task_row.assignee)
+            if task_row.role in who.roles:
+                raise Forbidden("%(user)s may not reply on task %(task)s: it is for the %(role)s of %(office)s",
+                                user=who.username, task=task_row.id, role=task_row.role,
+                                office=task_row.office_scope)
+            raise Forbidden("%(user)s may not reply on task %(task)s: it is for role %(role)s",
+                            user=who.username, task=task_row.id, role=task_row.role)
+
+        def inspect(conn, workflow, row, loaded, who, inputs) -> None:
+            inputs["reply"]["to"] = who.superior  # whom the reply goes to (直接上级), as logged
+        view = self._unit_of_work("reply", actor, {"task_id": task_id, "reply": answer}, at,
+                                  task_id=task_id, check=check, inspect=inspect)
         return next(t for t in view.tasks if t.id == task_id)
 
     # --- drafts: form data kept with the task, not yet submitted (not a change of the instance) ---
@@ -1499,8 +1585,9 @@ class Runtime:
         """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
         if task_id is not None:
             _known_task(task_id)
-        at = at or clock.now()
+        at = (at or clock.now()).astimezone(timezone.utc)  # the log hashes the time as UTC text
         budget = max_engine_steps()
+        working = calendar.configured()  # read once, before the transaction: a bad setting changes nothing
         process_id = "?"
         sqlite = self.store.is_sqlite
         token = _pending_breaches.set([])
@@ -1541,7 +1628,7 @@ class Runtime:
                 if row.status != "running":
                     raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
                 loaded = loaded_definition(conn, row.definition_id)
-                ctx = CommandContext(instance_id, at, conn=conn)
+                ctx = CommandContext(instance_id, at, conn=conn, calendar=working)
                 with command_context(ctx), _budgeted(budget):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
@@ -1563,6 +1650,8 @@ class Runtime:
                 logged = dict(inputs)
                 if ctx.service_results:
                     logged["service_results"] = ctx.service_results
+                if ctx.deadlines:
+                    logged["deadlines"] = ctx.deadlines
                 text = state.dump_state(workflow, ctx.counter)
                 state_hash = state.digest(text)
                 if command == "timer" and state_hash == row.state_hash:
@@ -1754,6 +1843,7 @@ class Runtime:
                         "task_id": e.task_id, "element_id": (spec.bpmn_id or spec.name) if spec else None,
                         "name": (spec.bpmn_name or spec.name) if spec else None,
                         "data": e.input.get("data") if isinstance(e.input, dict) else None,
+                        "reply": e.input.get("reply") if isinstance(e.input, dict) else None,
                         "hash": e.hash})
         return out
 
@@ -1780,7 +1870,11 @@ class Runtime:
                     "instance_id": row.instance_id, "process_id": row.process_id,
                     "may_act": access.may_act(who, row.role, row.assignee, row.office_scope),
                     # whose task it was before it was escalated to its present holder (hand back)
-                    "escalated_from": task._get_internal_data("escalated_from")}
+                    "escalated_from": task._get_internal_data("escalated_from"),
+                    # the reply to the superior (复命): who may, the last one, whether it restarted the due
+                    "may_reply": access.may_reply(who, row.role, row.assignee, row.office_scope),
+                    "last_reply": copy.deepcopy(task._get_internal_data("last_reply")),
+                    "reply_restarted": bool(task._get_internal_data("reply_restarted"))}
 
     def startable(self, actor: str) -> list[dict]:
         """The processes `actor` may start (access.may_start: the start lane's role or `start_roles`)."""

@@ -1,6 +1,7 @@
 """Rules of human tasks that live in the instance state: who holds a task, when it is due and
-reminded, escalation to the holder's superior and hand-back, the four-eyes check, and the levels
-of a request (who approved which, which levels may still come).
+reminded (on the working calendar when one is on, engine.calendar), the reply to the superior
+(复命), escalation to the holder's superior and hand-back, the four-eyes check, and the levels of a
+request (who approved which, which levels may still come).
 
 Everything here runs inside a command (see `engine.determinism`): "now" is the command's logged
 time, so replaying the log stamps the same due times and the same holders.
@@ -10,14 +11,13 @@ from __future__ import annotations
 import ast
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import clock, determinism
+from . import calendar, clock, determinism
 
 DEFAULT_DUE = "PT4H"  # 4小时复命: reply to the superior within four hours
 DEFAULT_REMIND_BEFORE = "PT1H"
@@ -26,10 +26,6 @@ DEFAULT_REMIND_BEFORE = "PT1H"
 def properties(task_spec) -> dict:
     extensions = getattr(task_spec, "extensions", None) or {}
     return extensions.get("properties") or {}
-
-
-def duration(text: str, start: datetime) -> timedelta:
-    return TimerEventDefinition.get_timedelta_from_start(TimerEventDefinition.parse_iso_duration(text), start)
 
 
 def _iso(value: datetime) -> str:
@@ -59,12 +55,17 @@ def stamp_new_tasks(workflow: BpmnWorkflow, script_engine) -> None:
             determinism.notify("assigned", stamp["assignee"], task)
 
 
-def _deadline(props: dict, start: datetime) -> dict:
+def _deadline(props: dict, start: datetime, *, by: datetime | None = None) -> dict:
+    """The due and reminder times of a task given (or given again) at `start`: its `due` duration
+    (default PT4H) on the working calendar, or `by` if that is earlier; the reminder
+    `remind_before` (PT1H) ahead of it."""
     due = (props.get("due") or DEFAULT_DUE).strip()
     if due.lower() == "none":
         return {"due_at": None, "remind_at": None}
-    due_at = start + duration(due, start)
-    remind_at = due_at - duration(props.get("remind_before") or DEFAULT_REMIND_BEFORE, start)
+    due_at = calendar.due_after(start, due)
+    if by is not None and by < due_at:
+        due_at = by
+    remind_at = calendar.due_before(due_at, props.get("remind_before") or DEFAULT_REMIND_BEFORE)
     return {"due_at": _iso(due_at), "remind_at": _iso(remind_at) if remind_at > start else None,
             "reminded": False}
 
@@ -90,6 +91,30 @@ def escalate(task, to: str | None, previous: str | None, at: datetime) -> None:
     task._set_internal_data(**stamp)
     if to and to != previous:
         determinism.notify("escalated", to, task, holder=previous)
+
+
+REPLY_KINDS = ("in_progress", "cannot_finish")
+
+
+def reply(task, by: str, kind: str, at: datetime, *, expected_by: datetime | None = None,
+          reason: str | None = None, to: str | None = None) -> None:
+    """The holder's reply to the superior (复命, seed 000 岗位基本原则): in progress and expected by
+    a time, or cannot be finished and why. Kept as the task's last reply; the superior `to` hears of
+    it. The first reply on a task gives it a fresh due window from `at` — its due duration again,
+    or the expected-by time if that is earlier *(choice)*; later replies move nothing, so silence
+    after them still escalates. The task's data is not touched."""
+    stamp: dict = {"last_reply": {"by": by, "kind": kind, "at": _iso(at),
+                                  "expected_by": _iso(expected_by) if expected_by else None,
+                                  "reason": reason or None},
+                   "replies": (task._get_internal_data("replies") or 0) + 1}
+    if not task._get_internal_data("reply_restarted"):
+        stamp["reply_restarted"] = True
+        stamp.update(_deadline(properties(task.task_spec), at,
+                               by=expected_by if kind == "in_progress" else None))
+    task._set_internal_data(**stamp)
+    if to:
+        determinism.notify(f"reply_{kind}", to, task, by=by, reason=reason or "",
+                           expected_by=_iso(expected_by) if expected_by else "")
 
 
 def hand_back(task, at: datetime) -> None:

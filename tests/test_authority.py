@@ -197,6 +197,21 @@ ACTIONS: dict[str, Action] = {
         lambda world, view, user: world.rt.hand_back(world.task(view, "schedule_production").id, user,
                                                      at=world.tick()),
         _snapshot),
+    "reply (复命) on an open task": Action(
+        FINANCE, "seed 000 岗位基本原则 / access.may_reply: whoever may act on the task replies to the superior; "
+                 "an open task: its role",
+        World.order_awaiting_deposit,
+        lambda world, view, user: world.rt.reply(
+            world.task(view, "confirm_deposit").id, user, "in_progress",
+            expected_by=world.now + timedelta(hours=2), at=world.tick()),
+        _snapshot),
+    "reply (复命) on a held task": Action(
+        {"gm.zhao"}, "seed 000 岗位基本原则: the holder replies (here the superior it was escalated to)",
+        World.order_with_production_escalated,
+        lambda world, view, user: world.rt.reply(
+            world.task(view, "schedule_production").id, user, "cannot_finish", reason="排产已满 / fully booked",
+            at=world.tick()),
+        _snapshot),
     "message payment_received": Action(
         FINANCE | {"bank.feed"}, "CLI.md bpm message: payment_received needs finance (and the bank feed)",
         World.order_awaiting_payment,

@@ -214,6 +214,16 @@ def complete(task_id: str):
                                       request_id=request.headers.get("Idempotency-Key")).as_json())
 
 
+@bp.post("/v1/tasks/<task_id>/reply")
+@authenticated
+def reply(task_id: str):
+    """The reply to the superior (复命): {"kind": "in_progress", "expected_by": ISO time} or
+    {"kind": "cannot_finish", "reason": text}; answered with the task and its due time."""
+    body = _json_body()
+    return jsonify(runtime().reply(task_id, g.who.username, body.get("kind"), expected_by=body.get("expected_by"),
+                                   reason=body.get("reason")).as_json())
+
+
 @bp.put("/v1/tasks/<task_id>/draft")
 @authenticated
 def save_draft(task_id: str):

@@ -404,13 +404,15 @@ def bulk():
 # --- a task ---------------------------------------------------------------------------------------
 
 def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
-               status: int = 200, message: str | None = None):
+               status: int = 200, message: str | None = None, reply: dict | None = None):
+    """The task page; `reply` is a refused reply to draw again: {"values": ..., "errors": field -> sentence}."""
     rt = runtime()
     task, schema = detail["task"], detail["schema"]
     errors = errors or {}
     may_act = detail.get("may_act", True)
     return render_template(
         "task.html", task=task, detail=detail, schema=schema, values=values, errors=errors,
+        reply_values=(reply or {}).get("values", {}), reply_errors=(reply or {}).get("errors", {}),
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
         history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
@@ -512,6 +514,45 @@ def hand_back(task_id: str):
     return _task_command(runtime().hand_back, task_id,
                          lambda task: _("“%(task)s” is back with %(user)s.", task=pick(task.name), user=task.assignee),
                          url_for("inbox.inbox"), refused_to=url_for("inbox.task", task_id=task_id))
+
+
+@bp.post("/tasks/<task_id>/reply")
+def reply(task_id: str):
+    """The reply to the superior (复命, within 4 hours): in progress and expected by a time, or
+    cannot be finished and why. The engine decides who may and what is valid; a refusal is drawn
+    next to its field, with what was entered kept."""
+    values = {"kind": request.form.get("kind", ""), "expected_by": request.form.get("expected_by", "").strip(),
+              "reason": request.form.get("reason", "")}
+    rt = runtime()
+    try:
+        rt.reply(task_id, _me(), values["kind"], expected_by=_local_instant(values["expected_by"]),
+                 reason=values["reason"] or None)
+    except InvalidInput as exc:
+        detail = rt.task_detail(task_id, _me())
+        field = next(iter(exc.fields), "kind")
+        return _task_page(detail, forms.initial(detail["schema"], detail["data"], detail["draft"]), status=422,
+                          reply={"values": values, "errors": {field: said(exc)}})
+    except EngineError as exc:
+        flash(said(exc), "error")
+        return redirect(url_for("inbox.task", task_id=task_id) + "#reply")
+    superior = current_user.person.superior
+    flash(_("Your reply was sent to %(user)s.", user=superior) if superior
+          else _("Your reply was recorded; you have no superior to tell."), "success")
+    return redirect(url_for("inbox.task", task_id=task_id))
+
+
+def _local_instant(text: str) -> str | datetime | None:
+    """A time from the page's datetime-local field (the company's time zone, BPM_TIMEZONE) as an
+    aware instant; anything else goes to the engine as it is, to be refused in words."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai")))
+    return value
 
 
 @bp.post("/tasks/<task_id>/comments")

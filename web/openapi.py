@@ -114,6 +114,15 @@ def document() -> dict:
             "/v1/tasks/{task_id}/hand-back": {"post": _op(
                 "Return an escalated task to its previous holder", {"200": _json(_ref("Task"))},
                 params=[task_id])},
+            "/v1/tasks/{task_id}/reply": {"post": _op(
+                "Reply to one's superior on a task (复命, within 4 hours): in progress with the time it "
+                "is expected to be done by, or cannot finish with the reason. The superior is notified; "
+                "the first reply gives the task a fresh due window; 400 with a sentence when the kind, "
+                "time or reason is wrong", {"200": _json(_ref("Task"))},
+                body={"type": "object", "required": ["kind"], "properties": {
+                    "kind": {"type": "string", "enum": ["in_progress", "cannot_finish"]},
+                    "expected_by": {"type": "string", "format": "date-time"},
+                    "reason": {"type": "string"}}}, params=[task_id])},
             "/v1/tasks/{task_id}/comments": {"post": _op(
                 "Comment on a task", {"201": _json({"type": "object"}, "Created")},
                 body={"type": "object", "required": ["body"], "properties": {"body": {"type": "string"}}},
@@ -182,7 +191,9 @@ def document() -> dict:
                 "TaskDetail": {"type": "object", "properties": {
                     "task": _ref("Task"), "form": {"type": ["string", "null"]},
                     "schema": {"type": ["object", "null"]}, "data": {"type": "object"},
-                    "draft": {"type": ["object", "null"]}, "may_act": {"type": "boolean"}}},
+                    "draft": {"type": ["object", "null"]}, "may_act": {"type": "boolean"},
+                    "may_reply": {"type": "boolean"}, "reply_restarted": {"type": "boolean"},
+                    "last_reply": {"type": ["object", "null"]}}},
                 "Instance": {"type": "object", "required": ["id", "process_id", "version", "status", "data",
                                                             "tasks"], "properties": {
                     "id": {"type": "string"}, "process_id": {"type": "string"}, "version": {"type": "integer"},
@@ -197,6 +208,8 @@ def document() -> dict:
                     "seq": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
                     "command": {"type": "string"}, "task_id": {"type": ["string", "null"]},
                     "element_id": {"type": ["string", "null"]}, "data": {"type": ["object", "null"]},
+                    "reply": {"type": ["object", "null"], "description": "a reply's kind, expected_by, "
+                                                                         "reason and to (the superior)"},
                     "hash": {"type": "string"}}},
             },
         },
