@@ -23,8 +23,11 @@ class Deployed:
     same_as: int | None = None
 
     def as_json(self) -> dict:
-        return {"process_id": self.process_id, "version": self.version, "status": self.status,
-                "same_as": self.same_as, "notices": list(self.notices)}
+        """`same_as` appears only on a version deployed with an older version's content."""
+        shown = {"process_id": self.process_id, "version": self.version, "status": self.status}
+        if self.same_as is not None:
+            shown["same_as"] = self.same_as
+        return shown | {"notices": list(self.notices)}
 
     def sentence(self) -> str:
         """What happened, in one line: `approval 3 deployed (same content as version 1)`."""

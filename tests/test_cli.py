@@ -59,7 +59,7 @@ def test_deploy_json_and_unchanged(bpm):
     notices = [f"user task {t} has no form: it takes any JSON object as its data (except the engine's "
                f"own fields, such as initiator)" for t in ("submit", "review", "confirm")]
     assert code == 0 and json.loads(out) == [{"process_id": "approval", "version": 1, "status": "deployed",
-                                              "same_as": None, "notices": notices}]
+                                              "notices": notices}]
     code, out, err = bpm("deploy", APPROVAL)
     assert code == 0 and out.strip().splitlines() == ["approval 1 unchanged"]
     assert err.strip().splitlines() == [f"bpm deploy: approval: notice: {n}" for n in notices]
