@@ -13,14 +13,17 @@ import json
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 import processes
-from engine import versions
+from engine import access, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
+from engine.store import HumanTask
 from processes import notices
 
 from .conftest import instances, snapshot
 from .test_processes import APPROVE, BPMN, FORMS, T0, Clock, completions, do, reject, the_task, waiting
+from .test_web import app, as_user, catalogs, text  # noqa: F401  (the web app's fixtures)
 
 CHANGE = {
     "branch": "南宁办事处",
@@ -194,6 +197,21 @@ def test_only_the_right_roles_act_on_a_change(rt, store):
                 {"registered_with": "南宁市市场监督管理局", "registered_on": "2027-02-10"}, clock)
 
 
+@pytest.mark.parametrize("process_id, data", [("branch_change", CHANGE), ("branch_closure", CLOSURE)])
+def test_of_the_whole_demo_organisation_only_the_regional_manager_applies(rt, store, process_id, data):
+    """The applicant's lane is the regional manager's, as for establishment (RULES §1)."""
+    started = set()
+    for user, *_ in access.DEMO_USERS:
+        count = instances(store)
+        try:
+            rt.start(process_id, user, data, at=T0)
+        except Forbidden:
+            assert instances(store) == count
+        else:
+            started.add(user)
+    assert started == {"rm.zheng"}
+
+
 # --- closure (撤销) -----------------------------------------------------------------------------
 
 def approved_closure(rt, clock: Clock, **changes):
@@ -300,3 +318,21 @@ def test_a_checklist_step_without_its_record_is_refused(rt, store):
             rt.complete(the_task(view, task).id, user, {k: v for k, v in data.items() if k != required[0]},
                         at=clock())
         assert snapshot(store, view.id) == before
+
+
+# --- the pages ----------------------------------------------------------------------------------
+
+def test_a_change_is_asked_for_on_the_start_page_and_hq_sees_each_before_and_after(app, rt, store):
+    client = as_user(app, "rm.zheng")
+    page = text(client.get("/start"))
+    assert "/start/branch_change" in page and "/start/branch_closure" in page
+    assert client.get("/start/branch_change").status_code == 200
+    form = {"branch": "南宁办事处", "branch_type": "office", "branch_head_username": "om.lin",
+            "changes": "", "changes-0": "", "changes-0-item": "location", "changes-0-before": "民族大道 136 号",
+            "changes-0-after": "五象大道 401 号", "reason": "客户集中", "effective_on": "", "action": "start"}
+    response = client.post("/start/branch_change", data=form)
+    assert response.status_code in (302, 303), text(response)
+    with store.read() as s:
+        task_id = s.scalar(select(HumanTask.id).where(HumanTask.process_id == "branch_change"))
+    page = text(as_user(app, "hq.li").get(f"/tasks/{task_id}"))
+    assert "民族大道 136 号" in page and "五象大道 401 号" in page and "Before" in page and "After" in page
