@@ -1166,8 +1166,8 @@ def _dmn_cell_problem(text: str, type_ref: str | None, kind: str) -> str | None:
             return f"{node.id} is not Python (the cells are Python expressions): write {python}"
     column_type = _DMN_TYPES.get((type_ref or "").rsplit(":", 1)[-1].strip().lower())
     if kind == "input" and isinstance(tree.body, (ast.Tuple, ast.List)) and "dmninputexpr" not in entry:
-        listed = ", ".join(ast.unparse(e) for e in tree.body.elts)
-        return f"a list of values matches nothing here: write in ({listed}) to match any of them"
+        listed = ", ".join(ast.get_source_segment(entry, e) or ast.unparse(e) for e in tree.body.elts)
+        return f"a list of values matches nothing here: write ? in ({listed}) to match any of them"
     if column_type is None:
         return None
     values = _dmn_literals(tree.body)

@@ -143,7 +143,7 @@ def test_a_cell_written_false_is_refused_at_deploy_with_its_line_rule_column_and
      "variable's value)"),
     ("rule_urgent_region", '"south", "west"',
      "rule 2, column 'Region': input entry '\"south\", \"west\"': a list of values matches nothing here: "
-     "write in ('south', 'west') to match any of them"),
+     "write ? in (\"south\", \"west\") to match any of them"),
     ("rule_urgent_region", '? in ("south", 7)',
      "rule 2, column 'Region': input entry '? in (\"south\", 7)': the column is a string, and 7 is not: "
      "write \"7\" in quotes"),
@@ -159,6 +159,16 @@ def test_each_cell_that_would_fail_at_run_time_is_named_with_its_fix(tmp_path, e
     problem = only(problems_of(bpmn, dmn))
     assert (problem.line, problem.element_id, problem.message) == (
         line_of(text, f'id="{element_id}"'), element_id, message)
+
+
+@pytest.mark.parametrize("element_id, fixed", [
+    ("rule_urgent_board", "False"), ("rule_urgent_urgent", "True"), ("rule_big_who", "None"),
+    ("rule_big_level", "3"), ("rule_big_amount", ">= 1000000"), ("rule_big_who", '"1"'),
+    ("rule_other_who", '"dept_manager"'), ("rule_urgent_region", '? in ("south", "west")'),
+])
+def test_the_fix_each_message_gives_deploys(tmp_path, element_id, fixed):
+    bpmn, dmn, _ = _table_with(tmp_path, **{element_id: fixed})
+    assert [d.process_id for d in load_definitions([bpmn, dmn], ROLES)] == ["typed_cells_process"]
 
 
 def test_every_bad_cell_of_a_table_is_listed_in_file_order(tmp_path):
