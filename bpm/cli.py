@@ -98,7 +98,8 @@ def cmd_init(args) -> None:
         [f"database ready: {result['database']}"]
         + ([f"demo organisation: {added} users added (password 'demo')",
             f"demo customer archive: {cards} cards added"] if args.demo else [])
-        + [f"{d.process_id} v{d.version} {d.status}" for d in deployed]))
+        + [f"{d.process_id} v{d.version} {d.status}"
+           + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]))
     _print_notices(args, "init", deployed)
 
 
@@ -109,7 +110,7 @@ def cmd_deploy(args) -> None:
         raise Refused(f"{missing[0]}: no such file or folder")
     deployed = versions.deploy(store, args.paths, actor=args.actor)
     _print(args, [d.as_json() for d in deployed],
-           lambda: "\n".join(f"{d.process_id} {d.version} {d.status}" for d in deployed))
+           lambda: "\n".join(d.sentence() for d in deployed))
     _print_notices(args, "deploy", deployed)
 
 

@@ -779,7 +779,10 @@ class _Load:
 
     def check_dmn(self, source: _Source) -> None:
         """Decision tables are Python too: input expressions, input entries (as DMNEngine combines
-        them with their input) and output entries are checked like scripts."""
+        them with their input) and output entries are checked like scripts, and each cell against
+        its column: FEEL literals (`false`, `true`, `null`) are refused, and where the column
+        declares a typeRef (boolean, number, string) a literal of another type is refused, naming
+        the rule (its number in the table), the column and the fix (`_dmn_cell_problem`)."""
         try:
             dmn = {"dmn": etree.QName(source.root).namespace}
             for table in source.root.xpath(".//dmn:decisionTable", namespaces=dmn):
@@ -789,11 +792,14 @@ class _Load:
                     self.report_at(source, table, f"hit policy {shown} is not supported; use UNIQUE, FIRST, "
                                                   f"ANY or COLLECT without aggregation")
                 inputs: list[str | None] = []
+                input_columns: list[tuple[str, str | None]] = []  # (label, typeRef) of each input
                 for column in table.xpath("./dmn:input", namespaces=dmn):
+                    label = column.get("label") or column.get("id") or f"input {len(inputs) + 1}"
+                    type_ref = column.xpath("./dmn:inputExpression/@typeRef", namespaces=dmn)
+                    input_columns.append((label, type_ref[0] if type_ref else None))
                     expression = column.findtext("dmn:inputExpression/dmn:text", None, dmn)
                     if not (expression or "").strip():
-                        self.report_at(source, column, f"input '{column.get('label') or column.get('id')}' "
-                                                       f"has no input expression")
+                        self.report_at(source, column, f"input '{label}' has no input expression")
                         inputs.append(None)
                         continue
                     inputs.append(expression)
@@ -801,21 +807,35 @@ class _Load:
                     if message:
                         self.report_at(source, column, f"input expression {_short(expression)!r}: {message}")
                         inputs[-1] = None
-                for rule in table.xpath("./dmn:rule", namespaces=dmn):
+                output_columns = [(column.get("label") or column.get("name") or column.get("id")
+                                   or f"output {n + 1}", column.get("typeRef"))
+                                  for n, column in enumerate(table.xpath("./dmn:output", namespaces=dmn))]
+                for number, rule in enumerate(table.xpath("./dmn:rule", namespaces=dmn), start=1):
                     entries = rule.xpath("./dmn:inputEntry", namespaces=dmn)
-                    for entry, expression in zip(entries, inputs):
+                    for entry, expression, (label, type_ref) in zip(entries, inputs, input_columns):
                         text = entry.findtext("dmn:text", None, dmn)
                         if expression is None or not (text or "").strip() or text.strip() == "-":
                             continue
-                        message = check_code(_dmn_test(expression, text), "eval")
+                        cell = f"rule {number}, column {label!r}: input entry {_short(text)!r}"
+                        tested = _dmn_test(expression, text)
+                        message = check_code(tested, "eval")
+                        if message is None and tested == expression + text and re.match(r"\w", text.strip()) \
+                                and re.search(r"\w$", expression):
+                            # DMNEngine joins an operator form to the input without a space
+                            message = (f"it runs as {_short(tested)!r}, which names no variable: write "
+                                       f"? {text.strip()} (the ? stands for the input)")
+                        if message is None:
+                            message = _dmn_cell_problem(text, type_ref, "input")
                         if message:
-                            self.report_at(source, entry, f"input entry {_short(text)!r}: {message}")
-                    for entry in rule.xpath("./dmn:outputEntry", namespaces=dmn):
+                            self.report_at(source, entry, f"{cell}: {message}")
+                    for entry, (label, type_ref) in zip(rule.xpath("./dmn:outputEntry", namespaces=dmn),
+                                                         output_columns):
                         text = entry.findtext("dmn:text", None, dmn)
                         if (text or "").strip():
-                            message = check_code(text, "eval")
+                            cell = f"rule {number}, column {label!r}: output entry {_short(text)!r}"
+                            message = check_code(text, "eval") or _dmn_cell_problem(text, type_ref, "output")
                             if message:
-                                self.report_at(source, entry, f"output entry {_short(text)!r}: {message}")
+                                self.report_at(source, entry, f"{cell}: {message}")
         except Exception as exc:
             self.report_at(source, source.root, f"could not be checked: {_exception_message(exc)}")
 
@@ -1119,3 +1139,99 @@ def _dmn_test(input_expression: str, entry: str) -> str:
     except SyntaxError:
         return input_expression + entry  # an operator: "< 1000" becomes "amount< 1000"
     return f"({input_expression}) == ({entry})"
+
+
+# FEEL (DMN's own expression language) literals that are not Python: here they are names, unknown
+# at run time, so a cell holding one deploys and fails when a token reaches the table.
+_FEEL_LITERALS = {"true": "True", "false": "False", "null": "None"}
+_DMN_TYPES = {"boolean": "boolean", "bool": "boolean", "number": "number", "integer": "number",
+              "int": "number", "long": "number", "double": "number", "float": "number", "decimal": "number",
+              "string": "string", "str": "string"}
+
+
+def _dmn_cell_problem(text: str, type_ref: str | None, kind: str) -> str | None:
+    """What is wrong with one DMN cell that compiles, with the fix, or None.
+
+    `kind` is "input" (an entry tested against its column's input: a value, an operator form such
+    as `>= 1000`, a `?` form, or `in (...)`) or "output" (a value). The literal values in the
+    cell must be of the column's typeRef (boolean: True/False; number: unquoted; string: quoted);
+    other expressions (names of task data, calls) are not typed here."""
+    entry = text.strip()
+    tree = _parse_dmn_cell(entry, kind)
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id.lower() in _FEEL_LITERALS:
+            python = _FEEL_LITERALS[node.id.lower()]
+            return f"{node.id} is not Python (the cells are Python expressions): write {python}"
+    column_type = _DMN_TYPES.get((type_ref or "").rsplit(":", 1)[-1].strip().lower())
+    if kind == "input" and isinstance(tree.body, (ast.Tuple, ast.List)) and "dmninputexpr" not in entry:
+        listed = ", ".join(ast.get_source_segment(entry, e) or ast.unparse(e) for e in tree.body.elts)
+        return f"a list of values matches nothing here: write ? in ({listed}) to match any of them"
+    if column_type is None:
+        return None
+    values = _dmn_literals(tree.body)
+    if column_type == "string" and isinstance(tree.body, ast.Name):
+        return (f"the column is a string, and {tree.body.id} unquoted is the name of a variable: write "
+                f'"{tree.body.id}" for the text (or str({tree.body.id}) for the variable\'s value)')
+    for value in values:
+        if value is None:
+            continue
+        if column_type == "boolean" and not isinstance(value, bool):
+            return f"the column is boolean, and {value!r} is not: write True or False"
+        if column_type == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if isinstance(value, str) and _is_number(value):
+                return f"the column is a number, and {value!r} is text: write {value.strip()} without quotes"
+            return f"the column is a number, and {value!r} is not: write a number such as 1000"
+        if column_type == "string" and not isinstance(value, str):
+            return f'the column is a string, and {value!r} is not: write "{value}" in quotes'
+    return None
+
+
+def _parse_dmn_cell(entry: str, kind: str) -> ast.Expression | None:
+    replaced = _DMN_QUESTION_MARK.sub("dmninputexpr", entry) if kind == "input" else entry
+    for candidate in ((replaced,) if kind == "output" or "dmninputexpr" in replaced
+                      else (entry, f"dmninputexpr {entry}")):
+        try:
+            return ast.parse(candidate, mode="eval")
+        except SyntaxError:
+            continue
+    return None
+
+
+def _dmn_literals(node: ast.AST) -> list:
+    """The literal values a cell compares with or gives: the cell itself, a comparison's operands,
+    the members of an `in (...)` list."""
+    literal = _literal(node)
+    if literal is not _NOT_LITERAL:
+        return [literal]
+    found = []
+    if isinstance(node, ast.Compare):
+        for operand in [node.left, *node.comparators]:
+            members = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            found.extend(v for v in map(_literal, members) if v is not _NOT_LITERAL)
+    elif isinstance(node, ast.BoolOp):
+        for value in node.values:
+            found.extend(_dmn_literals(value))
+    return found
+
+
+_NOT_LITERAL = object()
+
+
+def _literal(node: ast.AST):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
+            and isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)) \
+            and not isinstance(node.operand.value, bool):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    return _NOT_LITERAL
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

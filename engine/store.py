@@ -82,10 +82,10 @@ class UserRole(Base):
 # --- definitions ------------------------------------------------------------------------------
 
 class Definition(Base):
-    """One deployed, immutable version of one process."""
+    """One deployed, immutable version of one process. Two versions may have the same content:
+    a reverted file is deployed again as a new version (engine.versions.deploy, `same_as`)."""
     __tablename__ = "definition"
-    __table_args__ = (UniqueConstraint("process_id", "version"),
-                      UniqueConstraint("process_id", "content_hash"))
+    __table_args__ = (UniqueConstraint("process_id", "version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     process_id: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int] = mapped_column(Integer)

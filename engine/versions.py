@@ -19,10 +19,20 @@ class Deployed:
     version: int
     status: str  # "deployed" or "unchanged"
     notices: tuple[str, ...] = ()  # e.g. user tasks without a form (definitions.ProcessDefinition)
+    # Deployed again with the content of this older version (a reverted file): it is current again.
+    same_as: int | None = None
 
     def as_json(self) -> dict:
-        return {"process_id": self.process_id, "version": self.version, "status": self.status,
-                "notices": list(self.notices)}
+        """`same_as` appears only on a version deployed with an older version's content."""
+        shown = {"process_id": self.process_id, "version": self.version, "status": self.status}
+        if self.same_as is not None:
+            shown["same_as"] = self.same_as
+        return shown | {"notices": list(self.notices)}
+
+    def sentence(self) -> str:
+        """What happened, in one line: `approval 3 deployed (same content as version 1)`."""
+        line = f"{self.process_id} {self.version} {self.status}"
+        return line + (f" (same content as version {self.same_as})" if self.same_as is not None else "")
 
 
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
@@ -31,7 +41,10 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
 
     `actor` must hold the designer role (access.may_deploy); None is the operator on the server's
     shell (`bpm init`, `bpm deploy` without --as), recorded as access.OPERATOR.
-    A process whose files are byte-for-byte those of a deployed version is `unchanged`.
+    A process whose files are byte-for-byte those of its current (newest) version is `unchanged`.
+    Files equal to an OLDER version (a reverted file) are deployed as a new version with that
+    content, `same_as` naming the older one: history stays append-only, and new instances run
+    the reverted content, since they start on the newest version.
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
     from .runtime import Forbidden, person  # runtime does not import this module
@@ -47,15 +60,17 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:
-            existing = session.scalars(select(Definition).where(
-                Definition.process_id == definition.process_id,
-                Definition.content_hash == definition.content_hash)).first()
-            if existing is not None:
-                results.append(Deployed(definition.process_id, existing.version, "unchanged",
+            current = session.execute(select(Definition.version, Definition.content_hash).where(
+                Definition.process_id == definition.process_id)
+                .order_by(Definition.version.desc()).limit(1)).first()
+            if current is not None and current.content_hash == definition.content_hash:
+                results.append(Deployed(definition.process_id, current.version, "unchanged",
                                         tuple(definition.notices)))
                 continue
-            latest = session.scalar(select(func.max(Definition.version)).where(
-                Definition.process_id == definition.process_id)) or 0
+            same_as = session.scalar(select(func.max(Definition.version)).where(
+                Definition.process_id == definition.process_id,
+                Definition.content_hash == definition.content_hash))
+            latest = current.version if current is not None else 0
             session.add(Definition(
                 process_id=definition.process_id, version=latest + 1, name=definition.name,
                 content_hash=definition.content_hash,
@@ -64,7 +79,8 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
                 lane_roles=definition.lane_roles, forms=definition.forms,
                 deployed_by=actor or access.OPERATOR,
                 deployed_at=at))
-            results.append(Deployed(definition.process_id, latest + 1, "deployed", tuple(definition.notices)))
+            results.append(Deployed(definition.process_id, latest + 1, "deployed", tuple(definition.notices),
+                                    same_as))
     return results
 
 

@@ -49,7 +49,8 @@ def test_init_is_safe_to_run_twice_and_deploys_the_four_processes(bpm):
     result = json.loads(out)
     assert code == 0 and result["demo_users_added"] == 0
     assert sorted((d["process_id"], d["status"]) for d in result["deployed"]) == [
-        ("archive_access", "unchanged"), ("branch_establishment", "unchanged"), ("contract_review", "unchanged"),
+        ("archive_access", "unchanged"), ("branch_change", "unchanged"), ("branch_closure", "unchanged"),
+        ("branch_establishment", "unchanged"), ("contract_review", "unchanged"),
         ("order_to_settlement", "unchanged"), ("return_request", "unchanged")]
 
 
