@@ -17,7 +17,9 @@ out the arithmetic, so these are the checks that make a claim add up *(choice wh
   form lookup on `credit_amount`).
 
 Lookups answer one sentence per field (engine.forms) and change nothing; they and the service
-read records inside the running command (`engine.records.find` / `referring`).
+read records inside the running command (`engine.records.find` / `referring`). The order's record
+is read with a lock held to the end of the command, so two requests against one order take turns
+and the second sees the first's claim (PostgreSQL; SQLite runs one writer at a time anyway).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def _label(key: tuple[str, str]) -> str:
 
 def _order(order_no: Any, customer: Any) -> dict | None:
     """The order record's data if `order_no` is an order of `customer`, else None."""
-    record = records.find("order", order_no) if isinstance(order_no, str) else None
+    record = records.find("order", order_no, lock=True) if isinstance(order_no, str) else None
     if record is None or record["data"].get("customer") != customer:
         return None
     return record["data"]
@@ -103,7 +105,7 @@ def shipped_order(value: Any, form: dict) -> str | None:
     """Lookup on `order_no`: the original order exists and belongs to the customer of the form."""
     if not isinstance(value, str) or not value.strip():
         return None  # the form's own rules (required, minLength) say so
-    record = records.find("order", value)
+    record = records.find("order", value, lock=True)
     if record is None:
         return f"there is no order {value.strip()}"
     customer = form.get("customer")

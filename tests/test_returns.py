@@ -241,3 +241,98 @@ def test_an_exchange_is_accepted_and_replaced(rt, store):
     assert view.status == "completed"
     record = return_records(store)[view.data["request_no"]]
     assert (record["kind"], record["status"], record["credited_amount"]) == ("exchange", "replaced", 0)
+
+
+def test_two_requests_against_one_order_take_turns_and_the_second_sees_the_first(rt, store):
+    """While another command holds the order (a claim for all 60 being written, not yet committed),
+    a new request waits for it, then sees that claim and is refused; it would pass if it did not
+    wait. PostgreSQL only: SQLite runs one writer at a time anyway."""
+    if store.is_sqlite:
+        pytest.skip("SQLite serialises writers")
+    import threading
+
+    from sqlalchemy import insert
+
+    outcome: list = []
+
+    def second_request() -> None:
+        try:
+            outcome.append(rt.start("return_request", "rep.feng", claim(12, customer="C-A01"), at=T0))
+        except InvalidInput as refused:
+            outcome.append(refused.fields)
+
+    with store.engine.connect() as other:
+        with other.begin():
+            other.execute(select(BusinessRecord).where(BusinessRecord.kind == "order",
+                                                       BusinessRecord.key == ORDER_NO).with_for_update())
+            other.execute(insert(BusinessRecord).values(
+                kind="return", key="TH-20261123-000001", ref=ORDER_NO, customer="C-A01",
+                instance_id="00000000-0000-4000-8000-0000000000bb", process_id="return_request", revision=1,
+                updated_at=T0, data={"request_no": "TH-20261123-000001", "order_no": ORDER_NO, "status": "requested",
+                                     "lines": [{"product": JAZZ[0], "spec": JAZZ[1], "quantity": 60}]}))
+            waiting = threading.Thread(target=second_request)
+            waiting.start()
+            waiting.join(timeout=1.0)
+            assert waiting.is_alive() and outcome == []  # it waits for the order
+        waiting.join(timeout=30)
+    assert outcome == [{"lines/0/quantity": f"at most 0 can be returned: order {ORDER_NO} shipped 60 of "
+                                            "爵士白大理石板 800x800x18 and other returns claim 60"}]
+
+
+# --- through the pages: the sentence next to the field, in the page's language -------------------
+
+@pytest.fixture
+def pages(rt, tmp_path, monkeypatch):
+    from web import create_app
+
+    from .browser_server import compile_catalogs
+    monkeypatch.setenv("BPM_NOW", T0.isoformat())
+    app = create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
+                          "BABEL_TRANSLATION_DIRECTORIES": str(compile_catalogs(tmp_path / "tr")),
+                          "VENDOR_DIR": str(tmp_path / "vendor")})
+
+    def as_user(username: str):
+        client = app.test_client()
+        assert client.post("/login", data={"username": username, "password": "demo"}).status_code == 302
+        client.post("/lang", data={"lang": "zh_CN"})
+        return client
+    return as_user
+
+
+def field_errors(response) -> dict[str, str]:
+    from html import unescape
+    return {name: unescape(message) for name, message in re.findall(
+        r'<p class="field-error" id="e-([^"]+)">([^<]+)</p>', response.get_data(as_text=True))}
+
+
+def test_the_start_page_says_next_to_the_field_what_the_order_does_not_allow(pages, store):
+    rep = pages("rep.wang")
+    form = {"customer": "C-A01", "order_no": "SO-20991231-ffffff", "reason": "quality", "kind": "return",
+            "lines-0-product": JAZZ[0], "lines-0-spec": JAZZ[1], "lines-0-quantity": "12", "action": "start"}
+    response = rep.post("/start/return_request", data=form)
+    assert response.status_code == 422
+    assert field_errors(response) == {"order_no": "没有订单 SO-20991231-ffffff。"}
+    response = rep.post("/start/return_request", data={**form, "order_no": ORDER_NO, "lines-0-quantity": "61"})
+    assert response.status_code == 422
+    assert field_errors(response) == {"lines-0-quantity": f"最多可退 60：订单 {ORDER_NO} 的 爵士白大理石板 800x800x18 "
+                                                          "已发货 60，其他退换货已申请 0。"}
+    assert instances(store) == 0
+
+
+def test_the_credit_note_page_shows_the_value_and_refuses_more(pages, rt, store):
+    clock = Clock()
+    view = rt.start("return_request", "rep.wang", claim(12), at=clock.now)
+    view = do(rt, view, "om_sign", "om.wu", APPROVE, clock())
+    view = inspected(rt, view, clock)
+    task = the_task(view, "credit_note")
+    finance = pages("fin.chu")
+    page = finance.get(f"/tasks/{task.id}").get_data(as_text=True)
+    shown = re.search(r'id="field-returned_value">.*?<div class="value">([^<]+)</div>', page, re.S)
+    assert "退货金额（元）" in page and shown and shown.group(1) == "¥9,600.00"
+    assert "<td>¥800.00</td>" in page  # the order's unit price beside each returned line
+    before = snapshot(store, view.id)
+    response = finance.post(f"/tasks/{task.id}", data={"action": "complete", "credit_note_no": "HZ-2026-0100",
+                                                       "credit_amount": "9999999", "issued_on": "2026-11-28"})
+    assert response.status_code == 422
+    assert field_errors(response) == {"credit_amount": "不能大于 9600，即退货货值。"}
+    assert snapshot(store, view.id) == before
