@@ -336,3 +336,17 @@ def test_the_credit_note_page_shows_the_value_and_refuses_more(pages, rt, store)
     assert response.status_code == 422
     assert field_errors(response) == {"credit_amount": "不能大于 9600，即退货货值。"}
     assert snapshot(store, view.id) == before
+
+
+def test_the_api_refuses_an_unknown_order_with_the_field_named_and_nothing_created(rt, store):
+    from web import create_app
+    client = create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False}).test_client()
+    reply = client.post("/api/v1/tokens", json={"username": "rep.wang", "password": "demo"})
+    rep = {"Authorization": f"Bearer {reply.json['token']}"}
+    refused = client.post("/api/v1/processes/return_request/instances", headers=rep,
+                          json={"data": claim(order_no="SO-20991231-ffffff")})
+    assert refused.status_code == 422 and refused.is_json
+    assert refused.json["fields"] == {"order_no": "there is no order SO-20991231-ffffff"}
+    assert instances(store) == 0
+    started = client.post("/api/v1/processes/return_request/instances", headers=rep, json={"data": claim(12)})
+    assert started.status_code == 201 and started.json["business_key"].startswith("TH-")
