@@ -1,10 +1,10 @@
 """Returns against real orders (退换货申请): what a return may claim and what it is worth.
 
 A return or exchange names an original order (原订单) that another process keeps as the business
-record "order" (engine.records; lines with the cumulative quantity `shipped`). Seed 000 第三章
-办事处退发货管理制度 has the office manager sign returns against the office's deliveries, and seed
-004 滞销产品退换货制度 has goods come back against what was delivered; the regulations do not spell
-out the arithmetic, so these are the checks that make a claim add up *(choice where marked)*:
+record "order" (engine.records; lines with the cumulative quantity `shipped`). Seed 000 (第三章
+办事处退发货管理制度, of which only the titles survive; 办事处经理 签发退换货申请) and seed 004
+(滞销产品退换货制度) have goods come back against what was delivered but do not spell out the
+arithmetic, so these are the checks that make a claim add up *(choice where marked)*:
 
 - the order exists and is the customer's (`shipped_order`, form lookup on `order_no`);
 - each line names a product and specification of that order, and asks for no more than was
