@@ -5,6 +5,14 @@ Keywords beyond the standard: `x-lookup` (the value must be known to a named loo
 day, by the engine clock), `x-title-zh` (Chinese title, ignored here). Every error is reported
 by field path, in one sentence, so a page can show it next to the field.
 
+A lookup is called with the field's value and answers True/None (accepted), False ("… is not a
+known NAME"), a sentence (refused, with that sentence, at the field) or a dict of sentences by
+path below the field ({"0/quantity": "…"} for a list of rows). A lookup that takes a keyword
+`form` also gets the whole form as it will stand: the data the step is shown with (the
+instance's data, read-only context included) with the submission over it — so a check can
+compare a field with the order it names or the value the instance computed. Lookups run inside
+the command (`engine.records.find` works there) and change nothing.
+
 A form is the whole list of what its step may write (`undeclared`): a field it does not declare,
 a read-only field (shown for context, kept by the engine) or an engine field such as `initiator`
 is refused by name, at every level of nesting. An object schema that lists `properties` is
@@ -13,6 +21,7 @@ closed unless it says otherwise itself (`additionalProperties`, `patternProperti
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from contextvars import ContextVar
 from datetime import date
@@ -23,9 +32,11 @@ from jsonschema.exceptions import SchemaError, ValidationError
 
 from . import clock
 
-Lookup = Callable[[Any], bool]
-# jsonschema validators are frozen: the lookups of the current check travel beside them.
+Lookup = Callable[..., Any]  # (value[, form=...]) -> bool | None | sentence | {sub path: sentence}
+# jsonschema validators are frozen: the lookups of the current check, and the form as it will
+# stand (shown data and submission), travel beside them.
 _lookups: ContextVar[Mapping[str, Lookup]] = ContextVar("bpm_form_lookups", default={})
+_document: ContextVar[tuple[Mapping, Mapping]] = ContextVar("bpm_form_document", default=({}, {}))
 
 
 class FormError(ValueError):
@@ -38,12 +49,31 @@ class FormError(ValueError):
         super().__init__(f"the data does not satisfy form {form}: {listed}")
 
 
+def _wants_form(lookup: Lookup) -> bool:
+    try:
+        return "form" in inspect.signature(lookup).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _x_lookup(validator, lookup_name, instance, schema):
     lookup = _lookups.get().get(lookup_name)
     if lookup is None:
         yield ValidationError(f"no lookup {lookup_name!r} is registered to check this value")
-    elif not lookup(instance):
+        return
+    if _wants_form(lookup):
+        shown, submitted = _document.get()
+        answer = lookup(instance, form={**copy.deepcopy(dict(shown)), **copy.deepcopy(dict(submitted))})
+    else:
+        answer = lookup(instance)
+    if answer is False:
         yield ValidationError(f"{instance!r} is not a known {lookup_name}")
+    elif isinstance(answer, str) and answer:
+        yield ValidationError(answer)
+    elif isinstance(answer, dict):
+        for where, sentence in answer.items():
+            parts = [int(p) if p.isdigit() else p for p in str(where).split("/") if p != ""]
+            yield ValidationError(str(sentence), path=parts)
 
 
 def _x_not_before(validator, bound, instance, schema):
@@ -158,9 +188,11 @@ def undeclared(schema: Mapping | None, data: Any, path: str = "") -> dict[str, s
     return found
 
 
-def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] | None = None) -> dict:
+def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] | None = None,
+             shown: Mapping | None = None) -> dict:
     """Return the data the form accepts or raise `FormError` (undeclared and read-only fields
-    included: the form is the whole list of what may be written)."""
+    included: the form is the whole list of what may be written). `shown`: the data the step is
+    shown with (a task's data), for lookups that read the whole form."""
     if not isinstance(data, dict):
         raise FormError(form, {"": "the data must be a JSON object"})
     refused = undeclared(schema, data)
@@ -169,10 +201,12 @@ def validate(form: str, schema: dict, data: Any, lookups: Mapping[str, Lookup] |
     submitted = data
     validator = _BpmValidator(schema, format_checker=_FORMATS)
     token = _lookups.set(lookups or {})
+    document = _document.set((shown or {}, submitted))
     try:
         errors = sorted(validator.iter_errors(submitted),
                         key=lambda e: (list(map(str, e.absolute_path)), e.message))
     finally:
+        _document.reset(document)
         _lookups.reset(token)
     fields: dict[str, str] = {}
     for error in errors:

@@ -90,15 +90,20 @@ def publish_record(kind: Any, key: Any, data: Any, ref: Any = None) -> dict:
     return {"kind": kind, "key": key, "ref": ref}
 
 
-def find(kind: str, key: Any) -> dict | None:
-    """The record `kind`/`key` (as this command would leave it), or None; inside a command only."""
+def find(kind: str, key: Any, *, lock: bool = False) -> dict | None:
+    """The record `kind`/`key` (as this command would leave it), or None; inside a command only.
+
+    `lock`: hold the record's row until the command ends (PostgreSQL `FOR UPDATE`; SQLite's
+    writers are serial already), so commands that check something against it — returns against
+    an order — take turns and each sees what the one before it wrote."""
     ctx = _context("read_record")
     if not isinstance(key, str) or not key.strip():
         return None
     key = key.strip()
     if (mine := _pending(ctx, kind, key=key)):
         return _unsaved(mine[-1], ctx)
-    row = ctx.conn.execute(select(_R).where(_R.c.kind == kind, _R.c.key == key)).first()
+    query = select(_R).where(_R.c.kind == kind, _R.c.key == key)
+    row = ctx.conn.execute(query.with_for_update() if lock else query).first()
     return _as_json(row) if row is not None else None
 
 

@@ -1035,7 +1035,8 @@ class Runtime:
                 loaded = loaded_definition(conn, found.id)
                 _check_starter(who, loaded)
                 if loaded.start_form:
-                    with clock.fixed_now(at):
+                    # In a command of its own, so a lookup may read business records; it changes nothing.
+                    with command_context(CommandContext(instance_id, at, conn=conn)):
                         data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
                 else:
                     self._declared_only(None, None, data)  # no form: anything but the engine's fields
@@ -1156,7 +1157,7 @@ class Runtime:
                 return  # the command itself says what is wrong
             form = loaded.form_of(task.task_spec)
             if form is not None:
-                inputs["data"] = self._checked(form[0], form[1], inputs["data"])
+                inputs["data"] = self._checked(form[0], form[1], inputs["data"], shown=task.data)
             else:
                 self._declared_only(None, None, inputs["data"])  # no form: anything but the engine's fields
             if task.task_spec.name in loaded.approval_tasks:
@@ -1277,9 +1278,9 @@ class Runtime:
         if refused:
             raise FormRejected(str(forms.FormError(name or "(none: any JSON object)", refused)), refused)
 
-    def _checked(self, name: str, schema: dict, data: dict) -> dict:
+    def _checked(self, name: str, schema: dict, data: dict, shown: dict | None = None) -> dict:
         try:
-            return forms.validate(name, schema, data, self.lookups)
+            return forms.validate(name, schema, data, self.lookups, shown)
         except forms.FormError as exc:
             raise FormRejected(str(exc), exc.fields) from None
 

@@ -1,14 +1,14 @@
 """The company's own code: service tasks and form lookups registered with the engine by name.
 
 `SERVICES` are called by service tasks (`spiffworkflow:serviceTaskOperator id="NAME"`);
-`LOOKUPS` check form fields marked `"x-lookup": "NAME"`. The engine adds its own services
+`LOOKUPS` check form fields marked `"x-lookup": "NAME"` (engine.forms: True, or a sentence). The engine adds its own services
 (`superior_of`).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import customers, notices, orders
+from . import customers, notices, orders, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -16,8 +16,13 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "reserve_stock": orders.reserve_stock,
     "send_notice": notices.send_notice,
     "record_complaint": notices.record_complaint,
+    "assign_request_number": returns.assign_request_number,
+    "claim_return": returns.claim,
 }
 
-LOOKUPS: dict[str, Callable[[Any], bool]] = {
+LOOKUPS: dict[str, Callable[..., Any]] = {
     "customer": customers.is_customer,
+    "shipped_order": returns.shipped_order,
+    "returnable_lines": returns.returnable_lines,
+    "credit_within_value": returns.credit_within_value,
 }

@@ -23,11 +23,12 @@ def send_notice(to: str, subject: str, body: str) -> dict[str, Any]:
 
 
 def record_complaint(customer: str, order_no: str, reason: str, description: str = "",
-                     lines: list | None = None) -> str:
-    """File a quality complaint for after-sales; returns the complaint id."""
+                     lines: list | None = None, request_no: str | None = None) -> str:
+    """Register a customer complaint (客户投诉登记) for after-sales; returns the complaint id.
+    `request_no` is the return request it came with, whose "return" record says how it ended."""
     day = clock.now().strftime("%Y%m%d")
     complaint_id = f"CP-{day}-{secrets.token_hex(3)}"
     COMPLAINTS.append({"id": complaint_id, "customer": customer, "order_no": order_no, "reason": reason,
                        "description": description or "", "lines": list(lines or []),
-                       "at": clock.now().isoformat()})
+                       "request_no": request_no, "at": clock.now().isoformat()})
     return complaint_id

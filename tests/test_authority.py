@@ -23,6 +23,7 @@ from engine.store import CustomerCard, Definition, Instance
 from processes.customers import DEMO_CARDS
 
 from .conftest import DATA, contract, snapshot
+from .orders_on_file import put_order
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # a Monday, 09:00 in China
@@ -64,6 +65,9 @@ class World:
         versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
         self.rt = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
         self.now = T0
+        # the order RETURN names, shipped often enough for a return by every user tried
+        put_order(store, lines=[{"product": "爵士白大理石板", "spec": "800x800x18", "quantity": 10000,
+                                 "unit_price": 800, "shipped": 10000}])
 
     def with_cards(self):
         with self.store.write() as session:

@@ -26,6 +26,7 @@ from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import LogEntry, Office, SlaBreach, UserRole
 
 from .conftest import contract, snapshot
+from .orders_on_file import put_order
 from .test_processes import T0, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ REFUSED = (Forbidden, NotFound)
 @pytest.fixture
 def rt(store):
     versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
+    put_order(store)  # the order RETURN names
     return Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
 
 

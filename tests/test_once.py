@@ -20,6 +20,7 @@ from engine.runtime import Conflict, FormRejected, InvalidInput, Runtime
 from engine.store import Comment, HumanTask, LogEntry, TaskDraft
 
 from .conftest import contract, instances, snapshot
+from .orders_on_file import put_order
 from .test_processes import T0, Clock, do, order, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,6 +357,8 @@ def _request_id(html: str) -> str:
 
 
 def test_a_resubmitted_start_page_starts_once(pages, store):
+    put_order(store, "SO-20261101-000001", lines=[{"product": "芝麻灰花岗岩板", "spec": "600x600x20",
+                                                   "quantity": 200, "unit_price": 260, "shipped": 200}])
     rep = pages("rep.wang")
     page = rep.get("/start/return_request")
     assert page.status_code == 200

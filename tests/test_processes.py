@@ -22,6 +22,7 @@ from engine.store import LogEntry
 from processes import customers, notices, orders
 
 from .conftest import contract, snapshot
+from .orders_on_file import put_order
 
 ROOT = Path(__file__).resolve().parents[1]
 BPMN = ROOT / "bpmn"
@@ -272,6 +273,13 @@ def return_request(**changes) -> dict:
     return data
 
 
+@pytest.fixture
+def order_on_file(store):
+    """The original order the requests name, as the order chain keeps it (tests/test_returns.py
+    walks the checks against it)."""
+    return put_order(store)
+
+
 def inspect(rt, view, result: str, clock: Clock, note: str | None = None):
     data = {"received_on": "2026-11-27", "inspection_result": result}
     if note:
@@ -279,7 +287,7 @@ def inspect(rt, view, result: str, clock: Clock, note: str | None = None):
     return do(rt, view, "inspect", "wh.wei", data, at=clock(days=3))
 
 
-def test_quality_return_is_signed_inspected_credited_and_recorded_as_a_complaint(rt):
+def test_quality_return_is_signed_inspected_credited_and_recorded_as_a_complaint(rt, order_on_file):
     clock = Clock()
     view = rt.start("return_request", "rep.wang", return_request(), at=clock.now)
     assert the_task(view, "om_sign").role == "office_manager"
@@ -297,7 +305,7 @@ def test_quality_return_is_signed_inspected_credited_and_recorded_as_a_complaint
                for c in notices.COMPLAINTS)
 
 
-def test_slow_moving_goods_need_the_sales_plan_department(rt):
+def test_slow_moving_goods_need_the_sales_plan_department(rt, order_on_file):
     clock = Clock()
     request = return_request(reason="slow_moving", kind="exchange")
     del request["description"]
@@ -319,7 +327,7 @@ def test_slow_moving_goods_need_the_sales_plan_department(rt):
     assert view.status == "completed" and view.tasks == []
 
 
-def test_an_inspection_that_disagrees_goes_back_to_the_office_manager(rt, store):
+def test_an_inspection_that_disagrees_goes_back_to_the_office_manager(rt, store, order_on_file):
     clock = Clock()
     view = rt.start("return_request", "rep.wang", return_request(reason="transport_damage"), at=clock.now)
     view = do(rt, view, "om_sign", "om.wu", APPROVE, at=clock())
@@ -339,7 +347,7 @@ def test_an_inspection_that_disagrees_goes_back_to_the_office_manager(rt, store)
         "rep.wang", "om.wu", "wh.wei", "om.wu", "wh.wei", "fin.chu"]
 
 
-def test_exchange_ships_a_replacement_and_a_rejected_request_ends(rt):
+def test_exchange_ships_a_replacement_and_a_rejected_request_ends(rt, order_on_file):
     clock = Clock()
     view = rt.start("return_request", "rep.wang",
                     return_request(reason="wrong_shipment", kind="exchange"), at=clock.now)

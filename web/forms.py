@@ -346,6 +346,18 @@ def _messages():
         (r"(\S+) is in the past; the earliest allowed date is (\S+)",
          lambda m: _("%(value)s is in the past; the earliest allowed date is %(v)s.",
                      value=m[1], v=m[2])),
+        # returns against real orders (processes/returns.py)
+        (r"there is no order (\S+)", lambda m: _("There is no order %(order)s.", order=m[1])),
+        (r"order (\S+) is not an order of customer (\S+)",
+         lambda m: _("Order %(order)s is not an order of customer %(customer)s.", order=m[1], customer=m[2])),
+        (r"order (\S+) has no line (.+)", lambda m: _("Order %(order)s has no line %(goods)s.",
+                                                      order=m[1], goods=m[2])),
+        (r"at most (\S+) can be returned: order (\S+) shipped (\S+) of (.+) and other returns claim (\S+)",
+         lambda m: _("At most %(left)s can be returned: order %(order)s shipped %(shipped)s of %(goods)s "
+                     "and other returns claim %(claimed)s.",
+                     left=m[1], order=m[2], shipped=m[3], goods=m[4], claimed=m[5])),
+        (r"must be at most (\S+), the value of the returned goods",
+         lambda m: _("Must be at most %(v)s, the value of the returned goods.", v=m[1])),
     ]
 
 
