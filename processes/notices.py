@@ -1,15 +1,17 @@
-"""Notices to people (reminders) and the customer-complaint record (客户投诉) for after-sales."""
+"""Notices to people (reminders) and the customer-complaint record (客户投诉) for after-sales.
+
+A complaint is a business record (engine.records, kind "complaint", referring to the order): written
+by the transaction of the step that registered it, so it is kept, and rolled back with a refused
+step, like the rest of the instance."""
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
-from engine import clock
+from engine import clock, records
 
-# What was sent and recorded, newest last: a stand-in for the mail gateway and the after-sales
-# system, so tests and demos can see the effect.
+# What was sent, newest last: a stand-in for the mail gateway, so tests and demos can see the effect.
 OUTBOX: list[dict[str, Any]] = []
-COMPLAINTS: list[dict[str, Any]] = []
 
 
 def send_notice(to: str, subject: str, body: str) -> dict[str, Any]:
@@ -28,7 +30,8 @@ def record_complaint(customer: str, order_no: str, reason: str, description: str
     `request_no` is the return request it came with, whose "return" record says how it ended."""
     day = clock.now().strftime("%Y%m%d")
     complaint_id = f"CP-{day}-{secrets.token_hex(3)}"
-    COMPLAINTS.append({"id": complaint_id, "customer": customer, "order_no": order_no, "reason": reason,
-                       "description": description or "", "lines": list(lines or []),
-                       "request_no": request_no, "at": clock.now().isoformat()})
+    records.publish_record("complaint", complaint_id, {
+        "id": complaint_id, "customer": customer, "order_no": order_no, "reason": reason,
+        "description": description or "", "lines": list(lines or []), "request_no": request_no,
+        "at": clock.now().isoformat()}, ref=order_no or None)
     return complaint_id

@@ -18,7 +18,7 @@ from sqlalchemy import select
 import processes
 from engine import audit, clock, timers, versions
 from engine.runtime import InvalidInput, NotFound, Runtime
-from engine.store import LogEntry
+from engine.store import BusinessRecord, LogEntry
 from processes import customers, notices, orders
 
 from .conftest import contract, snapshot
@@ -301,8 +301,10 @@ def test_quality_return_is_signed_inspected_credited_and_recorded_as_a_complaint
     assert view.status == "completed" and view.tasks == []
     complaint_id = view.data["complaint_id"]
     assert re.fullmatch(r"CP-\d{8}-[0-9a-f]{6}", complaint_id)
-    assert any(c["id"] == complaint_id and c["description"] == "表面有裂纹，客户拒收"
-               for c in notices.COMPLAINTS)
+    with rt.store.read() as s:
+        complaint = s.get(BusinessRecord, ("complaint", complaint_id))
+    assert (complaint.ref, complaint.customer, complaint.data["description"]) == (
+        view.data["order_no"], view.data["customer"], "表面有裂纹，客户拒收")
 
 
 def test_slow_moving_goods_need_the_sales_plan_department(rt, order_on_file):

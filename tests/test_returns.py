@@ -19,7 +19,7 @@ import processes
 from engine import audit, versions
 from engine.runtime import InvalidInput, Runtime
 from engine.store import BusinessRecord
-from processes import notices
+
 
 from .conftest import instances, snapshot
 from .orders_on_file import ORDER_NO, put_order
@@ -78,10 +78,10 @@ def return_records(store) -> dict[str, dict]:
 
 def refused_start(rt, store, data: dict, at: datetime = T0) -> dict[str, str]:
     """Start `data`; it must be refused with nothing created: no instance, record nor complaint."""
-    before = (instances(store), return_records(store), len(notices.COMPLAINTS))
+    before = (instances(store), return_records(store), len(complaints(store)))
     with pytest.raises(InvalidInput) as refused:
         rt.start("return_request", "rep.wang", data, at=at)
-    assert (instances(store), return_records(store), len(notices.COMPLAINTS)) == before
+    assert (instances(store), return_records(store), len(complaints(store))) == before
     return refused.value.fields
 
 
@@ -166,19 +166,24 @@ def test_a_credit_note_above_the_value_of_the_returned_goods_is_refused(rt, stor
 
 # --- every quality claim enters the complaint record --------------------------------------------
 
-def complaints_of(request_no: str) -> list[dict]:
-    return [c for c in notices.COMPLAINTS if c.get("request_no") == request_no]
+def complaints(store) -> list[dict]:
+    with store.read() as s:
+        return [r.data for r in s.scalars(select(BusinessRecord).where(BusinessRecord.kind == "complaint"))]
+
+
+def complaints_of(store, request_no: str) -> list[dict]:
+    return [c for c in complaints(store) if c.get("request_no") == request_no]
 
 
 def test_a_quality_claim_the_office_manager_rejects_is_still_a_complaint(rt, store):
     clock = Clock()
     view = rt.start("return_request", "rep.wang", claim(12), at=clock.now)
     request_no = view.data["request_no"]
-    (complaint,) = complaints_of(request_no)  # registered on receipt (登记)
+    (complaint,) = complaints_of(store, request_no)  # registered on receipt (登记)
     assert complaint["id"] == view.data["complaint_id"] and complaint["order_no"] == ORDER_NO
     assert complaint["description"] == "表面有裂纹，客户拒收" and complaint["customer"] == "C-A01"
     view = do(rt, view, "om_sign", "om.wu", {"decision": "reject", "comment": "照片显示为安装损坏"}, clock())
-    assert view.status == "completed" and len(complaints_of(request_no)) == 1
+    assert view.status == "completed" and len(complaints_of(store, request_no)) == 1
     assert return_records(store)[request_no]["status"] == "rejected"
 
 
@@ -190,7 +195,7 @@ def test_a_quality_claim_the_inspection_disproves_is_still_a_complaint_and_ends_
     assert [t.element_id for t in view.tasks] == ["om_sign"]
     view = do(rt, view, "om_sign", "om.wu", {"decision": "reject", "comment": "检验无质量问题"}, clock())
     assert view.status == "completed"
-    assert len(complaints_of(view.data["request_no"])) == 1
+    assert len(complaints_of(store, view.data["request_no"])) == 1
     assert return_records(store)[view.data["request_no"]]["status"] == "rejected"
 
 
@@ -200,7 +205,7 @@ def test_claims_for_other_reasons_are_not_complaints(rt, store):
     view = do(rt, view, "om_sign", "om.wu", APPROVE, clock())
     view = do(rt, view, "plan_approval", "plan.chen", {"decision": "reject", "comment": "不属于滞销品"}, clock())
     assert view.status == "completed" and "complaint_id" not in view.data
-    assert complaints_of(view.data["request_no"]) == []
+    assert complaints_of(store, view.data["request_no"]) == []
     assert return_records(store)[view.data["request_no"]]["status"] == "rejected"
 
 
