@@ -42,6 +42,9 @@ class CommandContext:
     # transaction; `conn` is that transaction, for services that read records. Neither is replayed.
     records: list[dict] = field(default_factory=list)
     conn: Any = None
+    # Who runs the command (engine service `acting_user`: e.g. who approved the step that led to a
+    # service task). Not replayed: the service's result is in the log.
+    actor: str | None = None
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1
