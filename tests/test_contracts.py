@@ -162,6 +162,11 @@ def test_a_discount_within_the_quotes_band_and_reworded_whitespace_are_not_devia
     assert (view.data["deviations"], view.data["deviation_approver"]) == ([], "none")
     view = rt.start("contract_review", "rep.wang", contract(discount=3.5), at=T0)
     assert view.data["deviations"] == ["discount"]
+    bare = {k: v for k, v in contract().items() if k not in ("discount", "allowed_discount")}
+    view = rt.start("contract_review", "rep.wang", bare, at=T0)  # no discount given: none granted
+    assert view.data["deviations"] == [] and "given" not in view.data
+    view = rt.start("contract_review", "rep.wang", {**bare, "discount": 1}, at=T0)  # no band quoted: none allowed
+    assert view.data["deviations"] == ["discount"]
 
 
 def test_the_approvers_see_what_deviates_on_their_form():
