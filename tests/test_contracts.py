@@ -331,7 +331,10 @@ def test_escalations_with_the_general_office_level(rt, store):
     other = rt.complete(the_task(other, "gm_approval").id, "gm.zhao", APPROVE, at=at)
     go = the_task(other, "go_approval")
     timers.run_once(rt, at + timedelta(hours=5))
-    assert the_task(rt.instance(view.id), "go_approval").assignee == "gm.zhao"
+    escalated = the_task(rt.instance(view.id), "go_approval")
+    assert escalated.assignee == "gm.zhao"
+    done = rt.complete(escalated.id, "gm.zhao", APPROVE, at=at + timedelta(hours=6))  # he may act on it
+    assert contract_record(store, done.data["contract_no"])["data"]["approved_by"] == "gm.zhao"
     kept = the_task(rt.instance(other.id), "go_approval")
     assert kept.id == go.id and kept.assignee in (None, "gmo.tang")
     with store.read() as s:
