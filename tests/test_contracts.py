@@ -25,11 +25,11 @@ from engine import records, timers, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import LogEntry, SlaBreach
 from processes import notices
+from web import create_app
 
 from .conftest import contract, snapshot
 from .test_processes import APPROVE, BPMN, T0, Clock, reject, the_task, waiting
 from .test_web import as_user, catalogs, text  # noqa: F401  (catalogs: a fixture the app needs)
-from web import create_app
 
 FORMS = BPMN.parent / "forms"
 CONTRACT_NO = re.compile(r"^HT-20261123-[0-9a-f]{6}$")
