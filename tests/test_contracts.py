@@ -23,7 +23,7 @@ from sqlalchemy import select
 import processes
 from engine import records, timers, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import LogEntry, SlaBreach
+from engine.store import LogEntry, SlaBreach, UserRole
 from processes import notices
 from web import create_app
 
@@ -342,6 +342,30 @@ def test_escalations_with_the_general_office_level(rt, store):
                          .order_by(SlaBreach.breached_at)).all() == ["vp.qian", None]
         assert s.scalars(select(SlaBreach.escalated_to).where(SlaBreach.instance_id == view.id)
                          .order_by(SlaBreach.breached_at)).all() == ["vp.qian", "gm.zhao"]
+
+
+def test_a_gm_who_also_sits_in_the_general_office_approves_one_level_of_a_round(rt, store):
+    """Role overlap: gm.zhao also holds general_office. Having approved the GM level, he may not
+    take 总经办's of the same round: it goes at once to the other holder, gmo.tang. A new round
+    counts afresh."""
+    with store.write() as s:
+        s.add(UserRole(username="gm.zhao", role_id="general_office"))
+    clock = Clock()
+    view = rt.start("contract_review", "rep.wang", contract(payment_terms="月结90天"), at=clock.now)
+    view = do(rt, view, "dm_review", "dm.zhou", APPROVE, clock)
+    view = do(rt, view, "gm_approval", "gm.zhao", APPROVE, clock)
+    go = the_task(view, "go_approval")
+    assert go.assignee == "gmo.tang"
+    before = snapshot(store, view.id)
+    with pytest.raises(Forbidden):
+        rt.complete(go.id, "gm.zhao", APPROVE, at=clock())
+    assert snapshot(store, view.id) == before
+    view = do(rt, view, "go_approval", "gmo.tang", reject("定金比例须按报价"), clock)
+    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "payment_terms": "30% 定金，发货前付清",
+                                               "delivery_date": "2027-01-15"}, clock)
+    view = do(rt, view, "dm_review", "dm.zhou", APPROVE, clock)
+    view = do(rt, view, "go_approval", "gm.zhao", APPROVE, clock)  # round 2: his only level
+    assert waiting(view) == ["file_contract"] and view.data["approved_by"] == "gm.zhao"
 
 
 # --- the business key in the inbox -----------------------------------------------------------------
