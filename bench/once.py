@@ -29,6 +29,7 @@ from engine.store import Store, migrate  # noqa: E402
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
 CONTRACT = {"customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
             "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
+            "quote_payment_terms": "30% 定金，发货前付清", "quote_delivery_date": "2027-01-15",
             "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}]}
 
 

@@ -4,7 +4,7 @@ e2e    One real server (`bpm serve`: waitress, 8 threads, with its timer worker)
        free port, on a fresh SQLite file (`bpm init --demo`). One client (http.client, one kept-alive
        connection, bearer tokens fetched first) drives complete `contract_review` instances through
        the JSON API: start (rep.wang) -> dm_review approved (dm.zhou) [-> vp_approval (vp.qian)
-       [-> gm_approval (gm.zhao)]] -> file_contract (rep.wang). Reports full instances/s (median of
+       | gm_approval (gm.zhao)] -> go_approval (gmo.tang) -> file_contract (rep.wang). Reports full instances/s (median of
        the rounds) and the latency of every request (p50/p95/max), by request kind too.
 
 inbox  A database holding N open human tasks (default 100,000, one per running instance) and M log
@@ -107,20 +107,21 @@ def machine() -> dict:
 
 def contract_data(path: str) -> dict:
     """Start data of contract_review; `path` picks the approval levels (tests/test_processes.py)."""
+    delivery = (date.today() + timedelta(days=60)).isoformat()
     data = {"customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
-            "payment_terms": "30% 定金，发货前付清",
-            "delivery_date": (date.today() + timedelta(days=60)).isoformat(),
+            "quote_payment_terms": "30% 定金，发货前付清", "payment_terms": "30% 定金，发货前付清",
+            "quote_delivery_date": delivery, "delivery_date": delivery,
             "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}]}
-    if path == "deviation":   # price below the quote -> dept manager, then VP
+    if path == "deviation":   # price below the quote -> dept manager, VP, general office
         data.update(price=480, amount=240000)
-    elif path == "major":     # >= 1,000,000 -> dept manager, VP, general manager
-        data.update(amount=1_000_000)
+    elif path == "major":     # >= 1,000,000 and below the quote -> dept manager, GM, general office
+        data.update(amount=1_000_000, price=500)
     return data
 
 
-APPROVERS = {"dm_review": "dm.zhou", "vp_approval": "vp.qian", "gm_approval": "gm.zhao"}
-STEPS = {"standard": ["dm_review"], "deviation": ["dm_review", "vp_approval"],
-         "major": ["dm_review", "vp_approval", "gm_approval"]}
+APPROVERS = {"dm_review": "dm.zhou", "vp_approval": "vp.qian", "gm_approval": "gm.zhao", "go_approval": "gmo.tang"}
+STEPS = {"standard": ["dm_review", "go_approval"], "deviation": ["dm_review", "vp_approval", "go_approval"],
+         "major": ["dm_review", "gm_approval", "go_approval"]}
 
 
 class Client:
@@ -189,7 +190,7 @@ def one_instance(client: Client, path: str, check: bool = False) -> str:
     if task is None or task["assignee"] != "rep.wang":
         raise RuntimeError(f"expected file_contract held by rep.wang; got {view['tasks']}")
     view = client.call("file_contract", "POST", f"/api/v1/tasks/{task['id']}/complete",
-                       {"data": {"contract_no": f"HT-{view['id'][:8]}", "signed_on": date.today().isoformat(),
+                       {"data": {"signed_on": date.today().isoformat(),
                                  "archive_location": "业务部办公室文件柜 A-3"}}, user="rep.wang")
     if view["status"] != "completed" or view["tasks"]:
         raise RuntimeError(f"instance not completed: {view['status']} {view['tasks']}")
@@ -296,7 +297,7 @@ def bench_e2e(args) -> dict:
     try:
         with server(tmp) as (proc, port):
             client = Client(port)
-            for user in ("rep.wang", "dm.zhou", "vp.qian", "gm.zhao"):
+            for user in ("rep.wang", "dm.zhou", "vp.qian", "gm.zhao", "gmo.tang"):
                 client.login(user)
             for path in STEPS:  # every path once, with its history checked
                 one_instance(client, path, check=True)
@@ -407,7 +408,7 @@ def bench_layers(args) -> dict:
         versions.deploy(store, [ROOT / "bpmn"])
         runtime = Runtime(store, SERVICES, lookups=LOOKUPS)
         flask_client = InProcessClient(create_app(runtime, {"TESTING": True}))
-        for user in ("rep.wang", "dm.zhou", "vp.qian", "gm.zhao"):
+        for user in ("rep.wang", "dm.zhou", "vp.qian", "gm.zhao", "gmo.tang"):
             flask_client.login(user)
         clients = {"engine (Runtime, in process)": DirectClient(runtime),
                    "Flask test client (JSON API, in process)": flask_client}

@@ -48,6 +48,9 @@ class CommandContext:
     calendar: Any = None
     deadlines: list[str] = field(default_factory=list)
     _deadline_cursor: int = 0
+    # Who runs the command (engine service `acting_user`: e.g. who approved the step that led to a
+    # service task). Not replayed: the service's result is in the log.
+    actor: str | None = None
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1

@@ -985,6 +985,15 @@ def _request_row(executor, request: _Request):
 TaskCheck = Callable[[Any, access.Person], None]
 
 
+def _acting_user() -> str | None:
+    """Engine service for BPMN: the user whose command runs this step — after a user task, the one
+    who completed it (e.g. the contract's approver, 总经办)."""
+    ctx = determinism.current()
+    if ctx is None:
+        raise RuntimeError("acting_user runs only as a step of a process instance")
+    return ctx.actor
+
+
 class Runtime:
     """Runs commands against instances stored in `store`."""
 
@@ -994,7 +1003,8 @@ class Runtime:
         calendar.configured()  # a bad BPM_WORKING_CALENDAR stops here, not at the first command
         self.store = store
         from .customers import grant_service  # (engine.customers imports this module)
-        self.services = {"superior_of": self._superior_of, "grant_archive_access": grant_service,
+        self.services = {"superior_of": self._superior_of, "acting_user": _acting_user,
+                         "grant_archive_access": grant_service,
                          **records.SERVICES, **(services or {})}
         self.lookups = dict(lookups or {})
         if script_engine is None:
@@ -1042,7 +1052,7 @@ class Runtime:
                     self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
-                ctx = CommandContext(instance_id, at, conn=conn, calendar=working)
+                ctx = CommandContext(instance_id, at, conn=conn, calendar=working, actor=who.username)
                 with command_context(ctx), _budgeted(budget):
                     try:
                         workflow = new_workflow(loaded, data, self.script_engine)
@@ -1629,7 +1639,7 @@ class Runtime:
                 if row.status != "running":
                     raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
                 loaded = loaded_definition(conn, row.definition_id)
-                ctx = CommandContext(instance_id, at, conn=conn, calendar=working)
+                ctx = CommandContext(instance_id, at, conn=conn, calendar=working, actor=actor)
                 with command_context(ctx), _budgeted(budget):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import customers, notices, orders, returns
+from . import contracts, customers, notices, orders, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
+    "assign_contract_number": contracts.assign_contract_number,
     "credit_level": orders.credit_level,
     "reserve_stock": orders.reserve_stock,
     "send_notice": notices.send_notice,
+    "notify_role_holders": notices.notify_role_holders,
     "record_complaint": notices.record_complaint,
     "assign_request_number": returns.assign_request_number,
     "claim_return": returns.claim,

@@ -101,10 +101,13 @@ def instances(store) -> int:
 
 
 def contract(**changes) -> dict:
-    """contract_review start data on its standard path (price = quote price), with `changes`."""
+    """contract_review start data on its standard path (every negotiated term as quoted: price,
+    discount within the quote's band, payment terms, delivery date), with `changes`."""
     data = {
         "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520,
-        "payment_terms": "30% 定金，发货前付清", "delivery_date": "2027-01-15",
+        "allowed_discount": 3, "discount": 0,
+        "quote_payment_terms": "30% 定金，发货前付清", "payment_terms": "30% 定金，发货前付清",
+        "quote_delivery_date": "2027-01-15", "delivery_date": "2027-01-15",
         "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
     }
     data.update(changes)

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - the package is in requirements.txt
 
 CONTRACT = {  # priced below the quote: department manager, then the VP of sales
     "customer": "C-B01", "amount": "240000", "quote_price": "520", "price": "480",
-    "payment_terms": "30% 定金，发货前付清",
+    "payment_terms": "30% 定金，发货前付清", "quote_payment_terms": "30% 定金，发货前付清",
 }
 LINE = {"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": "500", "unit_price": "480"}
 
@@ -197,6 +197,7 @@ def test_contract_review_is_started_rejected_without_reason_then_approved(open_p
         rep.fill(f"#f-{name}", value)
     past = day(-7)
     rep.fill("#f-delivery_date", past)
+    rep.fill("#f-quote_delivery_date", day(60))
     rep.locator("fieldset[data-rows=lines] button.add-row").click()
     for name, value in LINE.items():
         rep.fill(f"#f-lines-0-{name}", value)
@@ -232,6 +233,7 @@ def test_contract_review_is_started_rejected_without_reason_then_approved(open_p
     expect(row).to_have_count(1)
     expect(row).to_contain_text("C-B01")
     expect(row).to_contain_text("240,000")
+    expect(row).to_contain_text(live.runtime.instance(instance_id).business_key)  # the contract no. HT-…
     shot(dm, "inbox")
     row.locator("button", has_text="认领").click()
     expect(dm.locator("ul.flashes")).to_contain_text("业务部经理审核")
@@ -281,6 +283,7 @@ def test_instance_diagram_marks_the_step_waiting_now(open_page, live):
     view = live.runtime.start("contract_review", "rep.wang", {
         "customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
         "payment_terms": "30% deposit", "delivery_date": day(30),
+        "quote_payment_terms": "30% deposit", "quote_delivery_date": day(30),
         "lines": [{"product": "芝麻白花岗岩板", "quantity": 2000, "unit_price": 92}]})
     review = the_task(live, view.id, "dm_review")
     live.runtime.complete(review.id, "dm.zhou", {"decision": "approve", "comment": "可以"})

@@ -200,7 +200,8 @@ def test_the_scripted_walk_of_a_silent_approver(tmp_path):
 
     bpm("init", "--demo")
     data = json.dumps({"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
-                       "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2026-12-20"})
+                       "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2026-12-20",
+                       "quote_payment_terms": "30% deposit, balance on delivery", "quote_delivery_date": "2026-12-20"})
     instance = json.loads(bpm("start", "contract_review", "--as", "rep.wang", "--data", data, "--json"))["id"]
     tasks = json.loads(bpm("tasks", "--as", "dm.zhou", "--json"))
     assert [(t["instance_id"], t["role"]) for t in tasks] == [(instance, "dept_manager")]

@@ -163,7 +163,7 @@ def test_a_silent_manager_is_escalated_past_the_vp_who_holds_the_next_level(rt, 
     """The quoted case: dm.zhou silent, vp.qian received the manager's review, approved it, then
     approved his own VP level too. Now the review skips him (the VP level will be his) to gm.zhao."""
     view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000), at=T0)
-    assert view.data["approval_level"] == 2
+    assert view.data["deviation_approver"] == "vp_sales"
     timers.run_once(rt, T0 + timedelta(hours=5))
     review = the_task(rt.instance(view.id), "dm_review")
     assert review.assignee == "gm.zhao"
@@ -181,21 +181,22 @@ def test_a_silent_manager_is_escalated_past_the_vp_who_holds_the_next_level(rt, 
 def test_a_silent_manager_of_a_one_level_contract_goes_to_the_vp(rt, store):
     """No later level: the superior is the right one (the skip is not blanket)."""
     view = rt.start("contract_review", "rep.wang", contract(), at=T0)
-    assert view.data["approval_level"] == 1
+    assert view.data["deviation_approver"] == "none"  # later: only 总经办 (gmo.tang), not vp.qian
     timers.run_once(rt, T0 + timedelta(hours=5))
     assert the_task(rt.instance(view.id), "dm_review").assignee == "vp.qian"
 
 
-def test_a_silent_manager_of_a_major_contract_keeps_it_when_everyone_above_has_a_level(rt, store):
-    """Level 3: vp.qian and gm.zhao each hold a later level and there is no one above; the review
-    stays with dm.zhou (a fresh due time, the breach recorded with no one to escalate to)."""
-    view = rt.start("contract_review", "rep.wang", contract(amount=1_200_000), at=T0)
-    assert view.data["approval_level"] == 3
+def test_a_silent_manager_of_a_deviating_major_contract_goes_to_the_vp_whose_level_is_not_next(rt, store):
+    """The GM approves the deviation (gm.zhao's level) and 总经办 (gmo.tang's) follows: vp.qian has
+    no later level, so the review goes to him. (When everyone above has a level and there is no
+    one above, the task stays with its holder: tests/test_contracts.py, the silent 总经办.)"""
+    view = rt.start("contract_review", "rep.wang", contract(amount=1_200_000, price=500), at=T0)
+    assert (view.data["major_contract"], view.data["deviation_approver"]) == (True, "general_manager")
     timers.run_once(rt, T0 + timedelta(hours=5))
     review = the_task(rt.instance(view.id), "dm_review")
-    assert review.assignee == "dm.zhou" and review.due == T0 + timedelta(hours=9)
+    assert review.assignee == "vp.qian"
     with store.read() as s:
-        assert s.scalars(select(SlaBreach.escalated_to)).all() == [None]
+        assert s.scalars(select(SlaBreach.escalated_to)).all() == ["vp.qian"]
 
 
 def test_a_vp_who_reviewed_as_manager_does_not_get_the_vp_level(rt, store):
@@ -326,12 +327,14 @@ def test_a_second_round_counts_levels_afresh(rt, store):
     timers.run_once(rt, T0 + timedelta(hours=5))  # round 1: dm_review to gm.zhao
     review = the_task(rt.instance(view.id), "dm_review")
     view = rt.complete(review.id, "gm.zhao", {"decision": "reject", "comment": "重新报价"}, at=T0 + timedelta(hours=6))
-    view = rt.complete(the_task(view, "revise").id, "rep.wang", contract(price=500, amount=250000),
-                       at=T0 + timedelta(hours=7))
+    view = rt.complete(the_task(view, "revise").id, "rep.wang",
+                       {"price": 500, "amount": 250000, "payment_terms": "30% 定金，发货前付清",
+                        "delivery_date": "2027-01-15"}, at=T0 + timedelta(hours=7))
     review = the_task(view, "dm_review")
     assert review.assignee is None  # round 2 starts open to the department manager again
     view = rt.complete(review.id, "dm.zhou", APPROVE, at=T0 + timedelta(hours=8))
     view = rt.complete(the_task(view, "vp_approval").id, "vp.qian", APPROVE, at=T0 + timedelta(hours=9))
+    view = rt.complete(the_task(view, "go_approval").id, "gmo.tang", APPROVE, at=T0 + timedelta(hours=10))
     assert [t.element_id for t in view.tasks] == ["file_contract"]
     assert verified(rt, store, view.id)
 

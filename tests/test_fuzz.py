@@ -31,7 +31,8 @@ ROOT = DATA.parent.parent
 ROLES = ("rep.wang", "dm.zhou", "fin.chu")   # a sales rep, a manager, finance
 REQUESTS = int(os.environ.get("BPM_FUZZ_REQUESTS", "5400"))
 CONTRACT = {"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
-            "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2099-12-20"}
+            "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2099-12-20",
+            "quote_payment_terms": "30% deposit, balance on delivery", "quote_delivery_date": "2099-12-20"}
 
 
 NESTED: list = []

@@ -22,7 +22,8 @@ from .conftest import DATA, instances
 ROOT = DATA.parent.parent
 APPROVAL = DATA / "runtime" / "approval.bpmn"   # no forms: its tasks take any JSON object
 CONTRACT = {"customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
-            "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2099-12-20"}
+            "payment_terms": "30% deposit, balance on delivery", "delivery_date": "2099-12-20",
+            "quote_payment_terms": "30% deposit, balance on delivery", "quote_delivery_date": "2099-12-20"}
 
 
 @pytest.fixture

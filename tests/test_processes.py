@@ -191,44 +191,44 @@ def file_signed(rt, view, clock: Clock):
     filing = the_task(view, "file_contract")
     assert filing.assignee == "rep.wang"  # back to the rep who submitted it
     view = do(rt, view, "file_contract", "rep.wang", {
-        "contract_no": "HT-2026-1123", "signed_on": "2026-11-25",
-        "archive_location": "业务部办公室文件柜 A-3"}, at=clock(days=2))
+        "signed_on": "2026-11-25", "archive_location": "业务部办公室文件柜 A-3"}, at=clock(days=2))
     assert view.status == "completed" and view.tasks == []
     return view
 
 
-def test_contract_on_standard_terms_needs_the_department_manager_only(rt, store):
+def test_contract_on_standard_terms_needs_the_department_manager_and_the_general_office(rt, store):
     clock = Clock()
     view = rt.start("contract_review", "rep.wang", contract(), at=clock.now)
-    assert (view.data["deviation"], view.data["approval_level"], view.data["review_round"]) == (False, 1, 1)
+    assert (view.data["deviations"], view.data["deviation_approver"], view.data["review_round"]) == ([], "none", 1)
     assert the_task(view, "dm_review").role == "dept_manager"
     view = approve_up_to(rt, view, [("dm_review", "dm.zhou")], clock)
+    assert the_task(view, "go_approval").role == "general_office"
+    view = approve_up_to(rt, view, [("go_approval", "gmo.tang")], clock)
     assert waiting(view) == ["file_contract"]
     view = file_signed(rt, view, clock)
-    assert [a for a, c in completions(store, view.id)] == ["rep.wang", "dm.zhou", "rep.wang"]
+    assert [a for a, c in completions(store, view.id)] == ["rep.wang", "dm.zhou", "gmo.tang", "rep.wang"]
 
 
 def test_contract_priced_below_the_quote_goes_to_the_vp_after_the_manager(rt, store):
     clock = Clock()
     view = rt.start("contract_review", "rep.wang", contract(price=480, amount=240000), at=clock.now)
-    assert (view.data["deviation"], view.data["approval_level"]) == (True, 2)
+    assert (view.data["deviations"], view.data["deviation_approver"]) == (["price"], "vp_sales")
     view = approve_up_to(rt, view, [("dm_review", "dm.zhou")], clock)
     assert the_task(view, "vp_approval").role == "vp_sales"
-    view = approve_up_to(rt, view, [("vp_approval", "vp.qian")], clock)
+    view = approve_up_to(rt, view, [("vp_approval", "vp.qian"), ("go_approval", "gmo.tang")], clock)
     assert waiting(view) == ["file_contract"]
     file_signed(rt, view, clock)
 
 
 @pytest.mark.parametrize("amount", [1_000_000, 1_850_000])
-def test_major_contract_goes_to_manager_vp_and_gm(rt, store, amount):
+def test_major_contract_is_reported_to_vp_and_gm_and_confirmed_by_manager_and_general_office(rt, store, amount):
     clock = Clock()
     view = rt.start("contract_review", "rep.wang", contract(amount=amount), at=clock.now)
-    assert (view.data["deviation"], view.data["approval_level"]) == (False, 3)
-    view = approve_up_to(rt, view, [("dm_review", "dm.zhou"), ("vp_approval", "vp.qian")], clock)
-    assert the_task(view, "gm_approval").role == "general_manager"
-    view = approve_up_to(rt, view, [("gm_approval", "gm.zhao")], clock)
+    assert (view.data["major_contract"], view.data["deviation_approver"]) == (True, "none")
+    assert sorted(n["to"] for n in view.data["major_report"]) == ["gm.zhao", "vp.qian"]
+    view = approve_up_to(rt, view, [("dm_review", "dm.zhou"), ("go_approval", "gmo.tang")], clock)
     view = file_signed(rt, view, clock)
-    assert [a for a, c in completions(store, view.id)] == ["rep.wang", "dm.zhou", "vp.qian", "gm.zhao", "rep.wang"]
+    assert [a for a, c in completions(store, view.id)] == ["rep.wang", "dm.zhou", "gmo.tang", "rep.wang"]
 
 
 def test_rejected_contract_is_revised_and_resubmitted_for_a_new_round(rt, store):
@@ -243,13 +243,15 @@ def test_rejected_contract_is_revised_and_resubmitted_for_a_new_round(rt, store)
     assert (revise.assignee, revise.form) == ("rep.wang", "contract_review.revise.json")
     assert view.data["price"] == 450 and view.data["comment"].startswith("折扣超出授权")
 
-    view = do(rt, view, "revise", "rep.wang", contract(price=520, amount=260000), at=clock(hours=2))
-    assert (view.data["review_round"], view.data["deviation"], view.data["approval_level"]) == (2, False, 1)
+    revised = {k: v for k, v in contract(price=520, amount=260000).items()
+               if k not in ("customer", "quote_price", "allowed_discount", "quote_payment_terms", "quote_delivery_date")}
+    view = do(rt, view, "revise", "rep.wang", revised, at=clock(hours=2))
+    assert (view.data["review_round"], view.data["deviations"], view.data["deviation_approver"]) == (2, [], "none")
     assert waiting(view) == ["dm_review"]  # a new round starts at the department manager
-    view = approve_up_to(rt, view, [("dm_review", "dm.zhou")], clock)
+    view = approve_up_to(rt, view, [("dm_review", "dm.zhou"), ("go_approval", "gmo.tang")], clock)
     file_signed(rt, view, clock)
     history = [a for a, c in completions(store, view.id)]
-    assert history == ["rep.wang", "dm.zhou", "vp.qian", "rep.wang", "dm.zhou", "rep.wang"]
+    assert history == ["rep.wang", "dm.zhou", "vp.qian", "rep.wang", "dm.zhou", "gmo.tang", "rep.wang"]
 
 
 def test_contract_form_refuses_unknown_customers_and_past_delivery_dates(rt):

@@ -281,7 +281,13 @@ def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     response = client.post("/tasks/bulk", data={"action": "approve", "task": ids}, follow_redirects=True)
     page = text(response)
     assert page.count(": approved.") == 2
-    for view in views:  # standard terms: approved by the manager, back to the rep to file
+    office = as_user(app, "gmo.tang")  # standard terms: then 总经办 approves, back to the rep to file
+    office.post("/tasks/bulk", data={"action": "claim", "task": [open_task(rt.store, v.id).id for v in views]})
+    page = text(office.post("/tasks/bulk", data={"action": "approve",
+                                                 "task": [open_task(rt.store, v.id).id for v in views]},
+                            follow_redirects=True))
+    assert page.count(": approved.") == 2
+    for view in views:
         task = open_task(rt.store, view.id)
         assert (task.element_id, task.assignee) == ("file_contract", "rep.wang")
 
@@ -354,12 +360,12 @@ def test_task_page_renders_the_form_from_its_schema(app, rt):
     assert '<input type="radio" name="decision" value="reject">' in html
     assert '<textarea id="f-comment" name="comment"' in html
     assert 'name="customer"' not in html  # read-only context is shown, not posted
-    assert "Negotiated price (CNY)" in page and "CN¥480.00" in page
+    assert "Negotiated unit price (CNY)" in page and "CN¥480.00" in page
     assert "芝麻灰花岗岩板" in page and "600x600x20" in page  # the lines, as a table
-    assert "Price below the quote" in page and "Yes" in page
+    assert "Price below the quote" in page and "Price 480 below the quoted 520" in page  # the deviations
     assert "History" in page and "rep.wang" in page and "started" in page
     zh = text(as_user(app, "dm.zhou", "zh_CN").get(f"/tasks/{task_id}"))
-    assert "业务部经理审核" in zh and "成交价（元）" in zh and "同意" in zh and "驳回" in zh
+    assert "业务部经理审核" in zh and "成交单价（元）" in zh and "同意" in zh and "驳回" in zh
 
 
 def test_an_invalid_submission_is_shown_again_with_its_values_and_changes_nothing(app, rt, store):
@@ -380,6 +386,7 @@ def test_an_invalid_submission_is_shown_again_with_its_values_and_changes_nothin
 def test_an_invalid_start_keeps_every_row_and_says_what_is_wrong_where(app, rt, store):
     client = as_user(app, "rep.wang")
     form = {"customer": "C-ZZ9", "amount": "260,000", "quote_price": "520", "price": "520",
+            "quote_payment_terms": "月结30天", "quote_delivery_date": "2026-11-20",
             "payment_terms": "月结30天", "delivery_date": "2026-11-20", "lines": "",
             "lines-0": "", "lines-0-product": "花岗岩", "lines-0-quantity": "12", "lines-0-unit_price": "500",
             "lines-1": "", "lines-1-product": "大理石", "lines-1-quantity": "many", "lines-1-unit_price": "80",
@@ -514,6 +521,7 @@ def test_start_lists_what_the_user_may_start_and_starts_it(app, rt, store):
     assert "/start/branch_establishment" not in page
     assert as_user(app, "dm.zhou").get("/start/contract_review").status_code == 404
     form = {"customer": "C-B01", "amount": "260000", "quote_price": "520", "price": "520",
+            "quote_payment_terms": "30% 定金", "quote_delivery_date": "2027-01-15",
             "payment_terms": "30% 定金", "delivery_date": "2027-01-15", "lines": "", "lines-0": "",
             "lines-0-product": "芝麻灰花岗岩板", "lines-0-spec": "600x600x20", "lines-0-quantity": "500",
             "lines-0-unit_price": "520", "action": "start"}
