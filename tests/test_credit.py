@@ -1,0 +1,250 @@
+"""The credit list as data (客户信用等级一览表, seed 004 SSG 四 1 7); levels per seed 001 四(一)) and the
+monthly credit review that changes it, through the engine's public API, on SQLite and PostgreSQL.
+
+A timer start event starts the review once a month (the worker, exactly once), a sales secretary
+may start one by hand; the secretaries propose, the department manager approves or rejects the
+batch, and only an approval by a department manager changes a level, each change recorded. An
+order keeps the level it started with; orders started later follow the new level
+(credit_payment_terms.dmn).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+import processes
+from engine import audit, credit, definitions, access, timers, versions
+from engine.runtime import CommandFailed, Forbidden, FormRejected, NotFound, Runtime
+from engine.store import CreditChange, CreditListEntry, Instance
+
+from .conftest import snapshot
+from .test_processes import BPMN, Clock, do, order, the_task
+
+CHINA = timezone(timedelta(hours=8))
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=CHINA)  # deployed on a Monday morning
+FIRST_REVIEW = datetime(2026, 12, 1, 9, 0, tzinfo=CHINA)  # the timer: the 1st of each month, 09:00
+
+
+@pytest.fixture
+def rt(store):
+    versions.deploy(store, [BPMN], actor="design.yang", at=T0)
+    return Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
+
+
+def reviews(store) -> list[Instance]:
+    with store.read() as s:
+        return list(s.scalars(select(Instance).where(Instance.process_id == "credit_review")
+                              .order_by(Instance.created_at)))
+
+
+def levels(store) -> dict[str, str | None]:
+    with store.read() as s:
+        return {e.id: e.level for e in s.scalars(select(CreditListEntry))}
+
+
+def changes_recorded(store) -> int:
+    with store.read() as s:
+        return s.scalar(select(func.count()).select_from(CreditChange))
+
+
+def change(customer: str, level: str, reason: str = "回款记录良好") -> dict:
+    return {"customer": customer, "level": level, "reason": reason}
+
+
+# --- the timer starts the review ---------------------------------------------------------------
+
+def test_the_timer_starts_one_review_when_due_and_never_twice(rt, store):
+    assert timers.run_once(rt, FIRST_REVIEW - timedelta(minutes=1)).started == []
+    first = timers.run_once(rt, FIRST_REVIEW + timedelta(minutes=5))
+    assert len(first.started) == 1 and first.failed == {}
+    # a second pass, and a second worker with its own runtime, find the run already started
+    assert timers.run_once(rt, FIRST_REVIEW + timedelta(minutes=6)).started == []
+    other = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
+    assert timers.run_once(other, FIRST_REVIEW + timedelta(hours=2)).started == []
+    [review] = reviews(store)
+    view = rt.instance(review.id)
+    assert (view.initiator, view.data["scheduled_for"]) == ("worker", FIRST_REVIEW.isoformat())
+    task = the_task(view, "propose")
+    assert (task.role, task.assignee) == ("sales_secretary", None)  # open to the group
+    # the next month's run, once
+    assert len(timers.run_once(rt, datetime(2027, 1, 1, 9, 1, tzinfo=CHINA)).started) == 1
+    assert len(reviews(store)) == 2
+    # started by the worker, and replayable like any instance
+    with store.read() as s:
+        assert audit.verify(s, review.id, rt.script_engine).ok
+
+
+def test_two_workers_at_the_same_moment_start_the_run_once(rt, store):
+    workers = [Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS) for _ in range(2)]
+    started: list[list[str]] = []
+    barrier = threading.Barrier(2)
+
+    def work(runtime):
+        barrier.wait()
+        started.append(runtime.start_scheduled(FIRST_REVIEW + timedelta(minutes=1))[0])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(s) for s in started) == [0, 1] and len(reviews(store)) == 1
+
+
+def test_a_missed_month_starts_one_review_and_runs_before_deployment_none(rt, store):
+    # the worker was stopped from November to February: one review (February's), not three
+    assert len(timers.run_once(rt, datetime(2027, 2, 3, 10, 0, tzinfo=CHINA)).started) == 1
+    [review] = reviews(store)
+    assert rt.instance(review.id).data["scheduled_for"] == "2027-02-01T09:00:00+08:00"
+
+
+def test_a_timer_start_event_must_name_its_instants(tmp_path):
+    text = (BPMN / "credit_review.bpmn").read_text(encoding="utf-8")
+    for expression, said in (('"P1M"', "a timer start event needs a time cycle with its first instant"),
+                             ('"R/P1M"', "names its first instant and then the interval"),
+                             ("scheduled", "a timer start event's timer is a quoted literal")):
+        bad = tmp_path / "credit_review.bpmn"
+        bad.write_text(text.replace('"R/2026-12-01T09:00:00+08:00/P1M"', expression)
+                       .replace("timeCycle>", "timeDuration>" if expression == '"P1M"' else "timeCycle>"),
+                       encoding="utf-8")
+        with pytest.raises(definitions.DefinitionError) as refused:
+            definitions.load_definitions([bad, *FORMS_OF_REVIEW], access.ROLES)
+        assert said in str(refused.value) and "review_due" in str(refused.value)
+
+
+FORMS_OF_REVIEW = sorted((BPMN.parent / "forms").glob("credit_review.*.json"))
+
+
+# --- propose, approve, record ---------------------------------------------------------------------
+
+def test_a_sales_secretary_starts_a_review_and_the_approved_changes_are_applied_and_recorded(rt, store):
+    clock = Clock(T0)
+    view = rt.start("credit_review", "ssg.shen", {"note": "华鼎回款延迟"}, at=clock())
+    assert the_task(view, "propose").role == "sales_secretary"
+    view = do(rt, view, "propose", "ssg.shen", {"changes": [
+        change("C-A01", "B", "连续两月回款延迟"), change("C-C01", "B", "半年内按期回款")]}, at=clock())
+    task = the_task(view, "dm_approval")
+    assert task.role == "dept_manager"
+    assert [(p["customer"], p["level_before"], p["level"]) for p in view.data["proposal"]] == [
+        ("C-A01", "A", "B"), ("C-C01", "C", "B")]
+    assert levels(store)["C-A01"] == "A"  # nothing changes before the approval
+    approved_at = clock()
+    view = do(rt, view, "dm_approval", "dm.zhou", {"decision": "approve"}, at=approved_at)
+    assert view.status == "completed"
+    assert view.data["applied"]["applied"] == [{"customer": "C-A01", "from": "A", "to": "B"},
+                                               {"customer": "C-C01", "from": "C", "to": "B"}]
+    listing = {e["id"]: e for e in credit.CreditList(store).entries("ssg.shen")}
+    assert (listing["C-A01"]["level"], listing["C-A01"]["since"]) == ("B", approved_at.astimezone(timezone.utc).date().isoformat())
+    assert (listing["C-B01"]["level"], listing["C-N01"]["level"]) == ("B", None)
+    history = credit.CreditList(store).changes("dm.zhou", customer="C-A01")
+    assert history == [{"customer": "C-A01", "at": approved_at.astimezone(timezone.utc).isoformat(),
+                        "approved_by": "dm.zhou", "from": "A", "to": "B", "reason": "连续两月回款延迟",
+                        "instance_id": view.id}]
+    assert changes_recorded(store) == 2
+    with store.read() as s:  # the services' results are in the log: the replay calls none of them
+        assert audit.verify(s, view.id, rt.script_engine).ok
+
+
+def test_a_rejection_changes_nothing(rt, store):
+    clock = Clock(T0)
+    before = levels(store)
+    view = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    view = do(rt, view, "propose", "ssg.shen", {"changes": [change("C-C01", "A")]}, at=clock())
+    with pytest.raises(FormRejected, match="comment"):  # a rejection says why
+        do(rt, view, "dm_approval", "dm.zhou", {"decision": "reject"}, at=clock())
+    view = do(rt, view, "dm_approval", "dm.zhou", {"decision": "reject", "comment": "回款记录不足半年"},
+              at=clock())
+    assert view.status == "completed" and "applied" not in view.data
+    assert levels(store) == before and changes_recorded(store) == 0
+
+
+def test_no_change_proposed_ends_the_review_without_the_manager(rt, store):
+    timers.run_once(rt, FIRST_REVIEW + timedelta(minutes=1))
+    [review] = reviews(store)
+    view = do(rt, rt.instance(review.id), "propose", "ssg.shen", {"changes": []},
+              at=FIRST_REVIEW + timedelta(hours=1))
+    assert view.status == "completed" and view.tasks == [] and changes_recorded(store) == 0
+
+
+# --- orders keep the level they started with ------------------------------------------------------
+
+def test_an_order_keeps_its_level_and_a_later_one_follows_the_new_level(rt, store):
+    clock = Clock(T0)
+    before = rt.start("order_to_settlement", "rep.liu", order("C-C01", 100000), at=clock())
+    assert (before.data["credit_level"], before.data["balance_at"], before.data["balance_days"]) == ("C", "arrival", 14)
+    review = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    review = do(rt, review, "propose", "ssg.shen", {"changes": [change("C-C01", "A", "按期回款一年")]}, at=clock())
+    do(rt, review, "dm_approval", "dm.zhou", {"decision": "approve"}, at=clock())
+    # the running order is not touched: its level, deposit and terms are the ones it started with
+    kept = rt.instance(before.id)
+    assert (kept.data["credit_level"], kept.data["balance_at"], kept.data["balance_days"],
+            kept.data["deposit_required"]) == ("C", "arrival", 14, 30000)
+    after = rt.start("order_to_settlement", "rep.liu", order("C-C01", 100000), at=clock())
+    assert (after.data["credit_level"], after.data["balance_at"], after.data["balance_days"],
+            after.data["deposit_required"]) == ("A", "dispatch", 0, 30000)
+
+
+def test_a_customer_rated_for_the_first_time_no_longer_prepays_in_full(rt, store):
+    clock = Clock(T0)
+    unrated = rt.start("order_to_settlement", "rep.wang", order("C-N01", 100000), at=clock())
+    assert (unrated.data["credit_level"], unrated.data["deposit_required"]) == ("unknown", 100000)
+    review = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    review = do(rt, review, "propose", "ssg.shen", {"changes": [change("C-N01", "C", "首单已结清")]}, at=clock())
+    assert review.data["proposal"][0]["level_before"] == ""
+    do(rt, review, "dm_approval", "dm.zhou", {"decision": "approve"}, at=clock())
+    rated = rt.start("order_to_settlement", "rep.wang", order("C-N01", 100000), at=clock())
+    assert (rated.data["credit_level"], rated.data["deposit_required"]) == ("C", 30000)
+    assert credit.CreditList(store).changes("audit.han", customer="C-N01")[0]["from"] is None
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+def test_wrong_roles_are_refused(rt, store):
+    clock = Clock(T0)
+    with pytest.raises(Forbidden, match="only sales_secretary may"):
+        rt.start("credit_review", "rep.wang", {}, at=clock())
+    view = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    with pytest.raises((Forbidden, NotFound)):
+        do(rt, view, "propose", "rep.wang", {"changes": [change("C-A01", "C")]}, at=clock())
+    view = do(rt, view, "propose", "ssg.shen", {"changes": [change("C-A01", "C")]}, at=clock())
+    with pytest.raises((Forbidden, NotFound)):
+        do(rt, view, "dm_approval", "ssg.shen", {"decision": "approve"}, at=clock())
+    with pytest.raises(Forbidden, match="may not see the credit list"):
+        credit.CreditList(store).entries("rep.wang")
+    # the manager does not answer: at the due time the approval goes to his superior, the VP, who
+    # may reject or hand it back but whose approval does not change the list
+    timers.run_once(rt, clock(hours=5))
+    task = the_task(rt.instance(view.id), "dm_approval")
+    assert task.assignee == "vp.qian"
+    before = snapshot(store, view.id)
+    with pytest.raises(Forbidden, match="vp.qian may not change the credit list; only the department manager"):
+        rt.complete(task.id, "vp.qian", {"decision": "approve"}, at=clock())
+    assert snapshot(store, view.id) == before and levels(store)["C-A01"] == "A" and changes_recorded(store) == 0
+
+
+def test_a_level_that_is_not_a_b_or_c_is_refused_with_a_sentence(rt, store):
+    clock = Clock(T0)
+    view = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    task = the_task(view, "propose")
+    before = snapshot(store, view.id)
+    with pytest.raises(FormRejected) as refused:
+        rt.complete(task.id, "ssg.shen", {"changes": [change("C-A01", "D")]}, at=clock())
+    assert refused.value.fields == {"changes/0/level": "must be one of A, B, C"}
+    assert "changes/0/level: must be one of A, B, C" in str(refused.value)
+    with pytest.raises(FormRejected) as refused:
+        rt.complete(task.id, "ssg.shen", {"changes": [change("C-ZZ9", "A")]}, at=clock())
+    assert refused.value.fields == {"changes/0/customer": "'C-ZZ9' is not a known customer"}
+    with pytest.raises(FormRejected) as refused:
+        rt.complete(task.id, "ssg.shen", {"changes": [{"customer": "C-A01", "level": "B"}]}, at=clock())
+    assert refused.value.fields == {"changes/0/reason": "this field is required"}
+    with pytest.raises(CommandFailed, match="customer C-A01 is proposed twice; one change per customer"):
+        rt.complete(task.id, "ssg.shen", {"changes": [change("C-A01", "B"), change("C-A01", "C")]}, at=clock())
+    assert snapshot(store, view.id) == before and levels(store)["C-A01"] == "A"
+
+
+def test_the_list_is_read_inside_a_command_only():
+    with pytest.raises(RuntimeError, match="inside its command"):
+        credit.level_of("C-A01")
