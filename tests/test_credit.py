@@ -248,3 +248,81 @@ def test_a_level_that_is_not_a_b_or_c_is_refused_with_a_sentence(rt, store):
 def test_the_list_is_read_inside_a_command_only():
     with pytest.raises(RuntimeError, match="inside its command"):
         credit.level_of("C-A01")
+
+
+# --- the doors: page, API, command line -----------------------------------------------------------
+
+@pytest.fixture
+def app(rt, tmp_path, monkeypatch):
+    from web import create_app
+
+    from .browser_server import compile_catalogs
+    monkeypatch.setenv("BPM_NOW", T0.isoformat())
+    return create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
+                           "BABEL_TRANSLATION_DIRECTORIES": str(compile_catalogs(tmp_path / "tr")),
+                           "VENDOR_DIR": str(tmp_path / "vendor")})
+
+
+def signed_in(app, user: str, lang: str = "en"):
+    client = app.test_client()
+    assert client.post("/login", data={"username": user, "password": "demo"}).status_code == 302
+    client.post("/lang", data={"lang": lang})
+    return client
+
+
+def approved_review(rt, customer: str, level: str, reason: str) -> str:
+    clock = Clock(T0)
+    view = rt.start("credit_review", "ssg.shen", {}, at=clock())
+    view = do(rt, view, "propose", "ssg.shen", {"changes": [change(customer, level, reason)]}, at=clock())
+    return do(rt, view, "dm_approval", "dm.zhou", {"decision": "approve"}, at=clock()).id
+
+
+def test_the_credit_list_page_shows_levels_and_changes_to_those_who_work_with_it(app, rt, store):
+    instance_id = approved_review(rt, "C-C01", "B", "半年内按期回款")
+    ssg = signed_in(app, "ssg.shen")
+    assert "Credit list" in ssg.get("/customers").get_data(as_text=True)
+    shown = ssg.get("/credit-list").get_data(as_text=True)
+    assert "广州华鼎建材贸易有限公司" in shown and "半年内按期回款" in shown and "dm.zhou" in shown
+    assert f"/instances/{instance_id}" in shown and "/start/credit_review" in shown
+    dm = signed_in(app, "dm.zhou", "zh_CN").get("/credit-list?customer=C-A01").get_data(as_text=True)
+    assert "客户信用等级一览表" in dm and "半年内按期回款" not in dm and "/start/credit_review" not in dm
+    refused = signed_in(app, "rep.wang").get("/credit-list")
+    assert refused.status_code == 403 and "may not see the credit list" in refused.get_data(as_text=True)
+    # the list is not the archive: nothing of a card's confidential part is on the page
+    assert "138 2240 7781" not in shown and "围棋" not in shown
+
+
+def test_the_api_reads_the_list(app, rt, store):
+    approved_review(rt, "C-A01", "C", "逾期两次")
+    client = app.test_client()
+
+    def token(user):
+        reply = client.post("/api/v1/tokens", json={"username": user, "password": "demo"})
+        return {"Authorization": f"Bearer {reply.json['token']}"}
+    reply = client.get("/api/v1/credit-list", headers=token("fin.chu"))
+    assert reply.status_code == 200
+    assert {c["id"]: c["level"] for c in reply.json["customers"]} == {
+        "C-A01": "C", "C-B01": "B", "C-C01": "C", "C-N01": None}
+    assert [(c["customer"], c["from"], c["to"], c["approved_by"]) for c in reply.json["changes"]] == [
+        ("C-A01", "A", "C", "dm.zhou")]
+    one = client.get("/api/v1/credit-list?customer=C-B01", headers=token("audit.han")).json
+    assert [c["id"] for c in one["customers"]] == ["C-B01"] and one["changes"] == []
+    missing = client.get("/api/v1/credit-list?customer=C-ZZ9", headers=token("audit.han"))
+    assert missing.status_code == 404 and "not a customer on the credit list" in missing.json["error"]
+    refused = client.get("/api/v1/credit-list", headers=token("rep.wang"))
+    assert refused.status_code == 403 and "may not see the credit list" in refused.json["error"]
+    assert "/v1/credit-list" in client.get("/api/openapi.json").json["paths"]
+
+
+def test_a_new_customer_card_puts_the_customer_on_the_list_unrated_and_the_card_shows_the_lists_level(rt, store):
+    from engine.customers import Archive, seed_cards
+    from processes.customers import DEMO_CARDS
+    with store.write() as s:
+        seed_cards(s, DEMO_CARDS, T0)
+    Archive(store).create("C-D01", "dm.zhou", {"name": "南宁青秀石材有限公司"}, at=T0)
+    assert levels(store)["C-D01"] is None
+    clock = Clock(T0)
+    first = rt.start("order_to_settlement", "rep.liu", dict(order("C-C01"), customer="C-D01"), at=clock())
+    assert (first.data["credit_level"], first.data["deposit_required"]) == ("unknown", 100000)
+    approved_review(rt, "C-D01", "B", "首单按期结清")
+    assert Archive(store).card("C-D01", "dm.zhou", door="cli")["credit_level"] == "B"
