@@ -160,8 +160,8 @@ class CreditList:
     def _viewer(self, session: Session, viewer: str) -> access.Person:
         who = person(session, viewer)
         if not access.may_view_credit_list(who):
-            raise Forbidden("%(user)s may not see the credit list; the sales secretaries, the department "
-                            "manager and the managers above them may", user=who.username)
+            raise Forbidden("%(user)s may not see the credit list; the sales secretaries, the managers who "
+                            "approve orders and contracts, finance and the auditor may", user=who.username)
         return who
 
     def entries(self, viewer: str) -> list[dict]:
