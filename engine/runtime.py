@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -40,6 +41,7 @@ from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, In
 
 GENESIS_HASH = "0" * 64
 SYSTEM_ACTOR = "worker"  # who starts an instance at the time of its timer start event
+SCHEDULES_KEPT = 10.0  # seconds a worker keeps the list of processes with a timer start event
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
 
 
@@ -961,6 +963,8 @@ class Runtime:
                          "credit_proposal": proposal_service, "apply_credit_changes": apply_service,
                          **(services or {})}
         self.lookups = dict(lookups or {})
+        self._schedules: tuple[float, list] | None = None  # (read again after, timer processes)
+        self._runs_started: set[tuple[str, datetime]] = set()  # runs of timer starts known to be started
         if script_engine is None:
             from .scripts import SandboxedScriptEngine
             script_engine = SandboxedScriptEngine(self.services)
@@ -1070,17 +1074,15 @@ class Runtime:
         (engine.schedules), each run once: (ids started, {process id: failure sentence})."""
         now = now or clock.now()
         due: list[tuple[str, datetime]] = []
-        with self.store.read() as session:
-            firsts = session.execute(select(_DEF.c.process_id, func.min(_DEF.c.deployed_at))
-                                     .group_by(_DEF.c.process_id)).all()
-            for process_id, first in firsts:
-                current = _SELECT_LATEST_DEFINITION.first(session, {"process_id": process_id})
-                loaded = loaded_definition(session, current.id)
-                if loaded.timer_start is None:
+        for process_id, timer, first in self._timer_processes():
+            instant = schedules.due_run(*timer, first, now)
+            if instant is None or (process_id, instant) in self._runs_started:
+                continue
+            with self.store.read() as session:
+                if session.get(TimerStart, (process_id, instant)) is not None:
+                    self._runs_started.add((process_id, instant))
                     continue
-                instant = schedules.due_run(*loaded.timer_start, first, now)
-                if instant is not None and session.get(TimerStart, (process_id, instant)) is None:
-                    due.append((process_id, instant))
+            due.append((process_id, instant))
         started, failed = [], {}
         for process_id, instant in due:
             try:
@@ -1096,8 +1098,31 @@ class Runtime:
                 except IntegrityError:
                     pass
                 continue
+            self._runs_started.add((process_id, instant))
             started.append(view.id)
         return started, failed
+
+    def _timer_processes(self) -> list[tuple[str, tuple[str, str], datetime]]:
+        """(process id, timer, first deployment) of the current versions with a timer start event;
+        read again every SCHEDULES_KEPT seconds, so a worker pass with nothing due costs no query."""
+        kept = self._schedules
+        if kept is not None and time.monotonic() < kept[0]:
+            return kept[1]
+        with self.store.read() as session:
+            latest: dict[str, Any] = {}
+            first: dict[str, datetime] = {}
+            for row in session.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.deployed_at)):
+                if row.process_id not in latest or row.version > latest[row.process_id].version:
+                    latest[row.process_id] = row
+                if row.process_id not in first or row.deployed_at < first[row.process_id]:
+                    first[row.process_id] = row.deployed_at
+            found = []
+            for process_id, row in sorted(latest.items()):
+                timer = loaded_definition(session, row.id).timer_start
+                if timer is not None:
+                    found.append((process_id, timer, first[process_id]))
+        self._schedules = (time.monotonic() + SCHEDULES_KEPT, found)
+        return found
 
     # --- acting on tasks ---
 
