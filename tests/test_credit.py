@@ -326,3 +326,29 @@ def test_a_new_customer_card_puts_the_customer_on_the_list_unrated_and_the_card_
     assert (first.data["credit_level"], first.data["deposit_required"]) == ("unknown", 100000)
     approved_review(rt, "C-D01", "B", "首单按期结清")
     assert Archive(store).card("C-D01", "dm.zhou", door="cli")["credit_level"] == "B"
+
+
+def test_a_review_through_the_pages(app, rt, store):
+    ssg = signed_in(app, "ssg.shen")
+    assert "/start/credit_review" in ssg.get("/start").get_data(as_text=True)
+    started = ssg.post("/start/credit_review", data={"note": "月中复核"})
+    assert started.status_code == 302, started.get_data(as_text=True)
+    [review] = reviews(store)
+    propose = the_task(rt.instance(review.id), "propose")
+    form = ssg.get(f"/tasks/{propose.id}").get_data(as_text=True)
+    assert "月中复核" in form and "New credit level" in form
+    row = {"changes": "", "changes-0": "", "changes-0-customer": "C-B01", "changes-0-reason": "账期内全部回款",
+           "action": "complete"}
+    refused = ssg.post(f"/tasks/{propose.id}", data={**row, "changes-0-level": "D"})
+    assert refused.status_code == 422 and "Choose one of the offered values." in refused.get_data(as_text=True)
+    assert levels(store)["C-B01"] == "B"
+    done = ssg.post(f"/tasks/{propose.id}", data={**row, "changes-0-level": "A"})
+    assert done.status_code == 302, done.get_data(as_text=True)
+    approval = the_task(rt.instance(review.id), "dm_approval")
+    dm = signed_in(app, "dm.zhou", "zh_CN")
+    shown = dm.get(f"/tasks/{approval.id}").get_data(as_text=True)
+    assert "佛山市顺德区恒信装饰工程有限公司" in shown and "账期内全部回款" in shown and "现行等级" in shown
+    done = dm.post(f"/tasks/{approval.id}", data={"decision": "approve", "action": "complete"})
+    assert done.status_code == 302, done.get_data(as_text=True)
+    assert levels(store)["C-B01"] == "A"
+    assert "账期内全部回款" in dm.get("/credit-list").get_data(as_text=True)
