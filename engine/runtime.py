@@ -1453,9 +1453,9 @@ class Runtime:
         at = at or clock.now()
         token = _retrying.set(incident_id)
         try:
-            if command == "start" and inputs.get("scheduled_for"):  # a timer start event's run
+            if command == "start" and inputs.get("scheduled_for"):  # a timer start event's run,
+                # on the version current now (the one that failed may have been replaced since)
                 result = self._start(inputs["process_id"], original, inputs.get("data"), at=at,
-                                     version=inputs.get("version"),
                                      scheduled=datetime.fromisoformat(inputs["scheduled_for"]))
             elif command == "start":
                 result = self.start(inputs["process_id"], original, inputs.get("data"), at=at,

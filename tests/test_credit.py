@@ -67,6 +67,7 @@ def test_the_timer_starts_one_review_when_due_and_never_twice(rt, store):
     [review] = reviews(store)
     view = rt.instance(review.id)
     assert (view.initiator, view.data["scheduled_for"]) == ("worker", FIRST_REVIEW.isoformat())
+    assert view.business_key == "CR-20261201-0105"  # numbered at the worker's pass (UTC)
     task = the_task(view, "propose")
     assert (task.role, task.assignee) == ("sales_secretary", None)  # open to the group
     # the next month's run, once
@@ -101,21 +102,29 @@ def test_a_missed_month_starts_one_review_and_runs_before_deployment_none(rt, st
     assert rt.instance(review.id).data["scheduled_for"] == "2027-02-01T09:00:00+08:00"
 
 
+def variant(folder, text: str):
+    """A copy of credit_review (its forms beside it) with `text` as its diagram."""
+    folder.mkdir()
+    (folder / "credit_review.bpmn").write_text(text, encoding="utf-8")
+    for form in (BPMN.parent / "forms").glob("credit_review.*.json"):
+        (folder / form.name).write_bytes(form.read_bytes())
+    return folder
+
+
 def test_a_timer_start_event_must_name_its_instants(tmp_path):
     text = (BPMN / "credit_review.bpmn").read_text(encoding="utf-8")
-    for expression, said in (('"P1M"', "a timer start event needs a time cycle with its first instant"),
-                             ('"R/P1M"', "names its first instant and then the interval"),
-                             ("scheduled", "a timer start event's timer is a quoted literal")):
-        bad = tmp_path / "credit_review.bpmn"
-        bad.write_text(text.replace('"R/2026-12-01T09:00:00+08:00/P1M"', expression)
-                       .replace("timeCycle>", "timeDuration>" if expression == '"P1M"' else "timeCycle>"),
-                       encoding="utf-8")
+    definitions.load_definitions([variant(tmp_path / "good", text)], access.ROLES)
+    for i, (expression, said) in enumerate((
+            ('"P1M"', "a timer start event needs a time cycle with its first instant"),
+            ('"R/P1M"', "names its first instant and then the interval"),
+            ('"R/2026-12-01T09:00:00/P1M"', "is not a repeating interval"),  # no offset
+            ("scheduled", "a timer start event's timer is a quoted literal"))):
+        bad = variant(tmp_path / f"bad{i}", text.replace('"R/2026-12-01T09:00:00+08:00/P1M"', expression)
+                      .replace("timeCycle>", "timeDuration>" if expression == '"P1M"' else "timeCycle>"))
         with pytest.raises(definitions.DefinitionError) as refused:
-            definitions.load_definitions([bad, *FORMS_OF_REVIEW], access.ROLES)
+            definitions.load_definitions([bad], access.ROLES)
+        assert len(refused.value.problems) == 1, str(refused.value)
         assert said in str(refused.value) and "review_due" in str(refused.value)
-
-
-FORMS_OF_REVIEW = sorted((BPMN.parent / "forms").glob("credit_review.*.json"))
 
 
 # --- propose, approve, record ---------------------------------------------------------------------
@@ -352,3 +361,24 @@ def test_a_review_through_the_pages(app, rt, store):
     assert done.status_code == 302, done.get_data(as_text=True)
     assert levels(store)["C-B01"] == "A"
     assert "账期内全部回款" in dm.get("/credit-list").get_data(as_text=True)
+
+
+def test_a_run_whose_start_fails_waits_for_a_person_and_starts_once_retried(rt, store, tmp_path):
+    from engine.store import Incident, TimerStart
+    good = (BPMN / "credit_review.bpmn").read_text(encoding="utf-8")
+    broken = variant(tmp_path / "broken", good.replace('business_key = "CR-" + ', 'business_key = no_such_name + '))
+    versions.deploy(store, [broken], actor="design.yang", at=T0 + timedelta(minutes=1))
+    failed = timers.run_once(rt, FIRST_REVIEW + timedelta(minutes=1))
+    assert failed.started == [] and "no_such_name" in failed.failed["credit_review"]
+    # the failed run is not tried again at every pass: it waits for a person, as an incident
+    assert timers.run_once(rt, FIRST_REVIEW + timedelta(minutes=2)).failed == {}
+    with store.read() as s:
+        incident = s.scalars(select(Incident)).one()
+        assert s.get(TimerStart, (("credit_review", FIRST_REVIEW))).instance_id is None
+    fixed = variant(tmp_path / "fixed", good.replace("<bpmn:documentation>", "<bpmn:documentation>v3 "))
+    versions.deploy(store, [fixed], actor="design.yang", at=T0 + timedelta(minutes=2))
+    view = rt.retry(incident.id, "design.yang", at=FIRST_REVIEW + timedelta(minutes=30))
+    assert (view.version, view.initiator, view.data["scheduled_for"]) == (3, "worker", FIRST_REVIEW.isoformat())
+    with store.read() as s:
+        assert s.get(TimerStart, ("credit_review", FIRST_REVIEW)).instance_id == view.id
+    assert timers.run_once(rt, FIRST_REVIEW + timedelta(hours=1)).started == [] and len(reviews(store)) == 1
