@@ -16,7 +16,7 @@ instance fires at once (runtime.new_workflow), also when a person starts it by h
 from __future__ import annotations
 
 import ast
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Connection
@@ -152,7 +152,3 @@ def record_failure(conn: Connection, process_id: str, scheduled: datetime, incid
     every pass (a person retries the incident)."""
     conn.execute(insert(_R).values(process_id=process_id, scheduled_for=scheduled, instance_id=None,
                                    incident_id=incident_id, started_at=at))
-
-
-def utc(instant: datetime) -> datetime:
-    return instant.astimezone(timezone.utc)
