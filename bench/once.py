@@ -55,6 +55,8 @@ def main() -> None:
         migrate(store)
         with store.write() as session:
             access.seed_demo(session)
+            from engine import credit
+            credit.seed(session, processes.customers.DEMO_CREDIT_LIST, T0)  # the customer lookup reads it
         versions.deploy(store, [ROOT / "bpmn"], at=T0)
         rt = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
         rt.start("contract_review", "rep.wang", CONTRACT, at=T0)  # warm the caches

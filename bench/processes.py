@@ -184,7 +184,10 @@ class RawOrder:
         self.spec = parser.get_spec("order_to_settlement")
         self.subprocess_specs = parser.get_subprocess_specs("order_to_settlement")
         self.serializer = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(SPIFF_CONFIG))
-        self.script_engine = PythonScriptEngine(environment=ServiceEnvironment(SERVICES))
+        # No database here: the credit level comes from the demo list itself (the engine reads it
+        # from the credit list in the command's transaction).
+        self.script_engine = PythonScriptEngine(environment=ServiceEnvironment({
+            **SERVICES, "credit_level": lambda customer: customers.CUSTOMERS[customer]["credit"] or "unknown"}))
         self.start_data = dict(order_start_data(), initiator="rep.wang")
         self.largest = 0
 
@@ -237,6 +240,8 @@ class EngineOrder:
         migrate(self.store)
         with self.store.write() as session:
             access.seed_demo(session)
+            from engine import credit
+            credit.seed(session, customers.DEMO_CREDIT_LIST, T0)  # the credit level and lookup read it
         self.deployed = [d.as_json() for d in versions.deploy(self.store, [ROOT / "bpmn"],
                                                                actor="design.yang", at=T0)]
         self.runtime = Runtime(self.store, SERVICES, lookups=LOOKUPS)

@@ -405,6 +405,9 @@ def bench_layers(args) -> dict:
         migrate(store)
         with store.write() as session:
             access.seed_demo(session)
+            from engine import credit
+            from processes.customers import DEMO_CREDIT_LIST
+            credit.seed(session, DEMO_CREDIT_LIST, datetime.now(timezone.utc))  # the customer lookup reads it
         versions.deploy(store, [ROOT / "bpmn"])
         runtime = Runtime(store, SERVICES, lookups=LOOKUPS)
         flask_client = InProcessClient(create_app(runtime, {"TESTING": True}))

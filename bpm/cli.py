@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, customers, inbox, timers, versions
+from engine import access, clock, credit, customers, inbox, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -86,18 +86,20 @@ def cmd_init(args) -> None:
     with store.write() as session:
         access.seed_roles(session)
         added = access.seed_demo(session) if args.demo else 0
-        cards = 0
+        cards = listed = 0
         if args.demo:
-            from processes.customers import DEMO_CARDS
+            from processes.customers import DEMO_CARDS, DEMO_CREDIT_LIST
             cards = customers.seed_cards(session, DEMO_CARDS, clock.now())
+            listed = credit.seed(session, DEMO_CREDIT_LIST, clock.now())
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
     deployed = versions.deploy(store, folders) if folders else []  # as the operator
     result = {"database": store.url.split("@")[-1], "demo_users_added": added, "demo_cards_added": cards,
-              "deployed": [d.as_json() for d in deployed]}
+              "demo_credit_list_added": listed, "deployed": [d.as_json() for d in deployed]}
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
         + ([f"demo organisation: {added} users added (password 'demo')",
-            f"demo customer archive: {cards} cards added"] if args.demo else [])
+            f"demo customer archive: {cards} cards added",
+            f"demo credit list: {listed} customers added"] if args.demo else [])
         + [f"{d.process_id} v{d.version} {d.status}"
            + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]))
     _print_notices(args, "init", deployed)
@@ -194,6 +196,7 @@ def cmd_worker(args) -> None:
         result = timers.run_once(runtime, now)
         _print(args, result.as_json(), lambda: "\n".join(
             [f"fired timers of {len(result.fired)} instance(s)"]
+            + [f"started {i} (timer start event)" for i in result.started]
             + [f"failed {i}: {m}" for i, m in result.failed.items()]))
         if result.failed:
             raise Refused(f"{len(result.failed)} timer(s) failed; see `bpm incidents`")
@@ -228,6 +231,22 @@ def cmd_customer(args) -> None:
            f"served by {card['rep'] or '-'}", f"revision {card['revision']} ({card['updated_by']}, {card['updated_at']})",
            f"read as {card['basis']}" + (f" until {card['grant']['valid_until']}" if card["grant"] else "")]
         + [f"change {h['revision']}  {h['at']}  {h['by']}  {', '.join(sorted(h['changes']))}" for h in card["history"]]))
+
+
+def cmd_credit_list(args) -> None:
+    """The credit list (客户信用等级一览表) with each customer's changes of level, for `--as USER`."""
+    listing = credit.CreditList(_store())
+    entries = listing.entries(args.user)
+    changes = listing.changes(args.user, customer=args.customer)
+    if args.customer is not None:
+        entries = [e for e in entries if e["id"] == args.customer]
+        if not entries:
+            raise Refused(f"{args.customer} is not a customer on the credit list")
+    data = {"customers": entries, "changes": changes}
+    _print(args, data, lambda: "\n".join(
+        [f"{e['id']}  {e['level'] or '-'}  since {e['since']}  {e['name']}" for e in entries]
+        + [f"change {c['at']}  {c['customer']}  {c['from'] or '-'} -> {c['to']}  approved by {c['approved_by']}"
+           f"  ({c['reason'] or 'no reason given'})  instance {c['instance_id']}" for c in changes]))
 
 
 def cmd_customer_add(args) -> None:
@@ -533,6 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("customer", cmd_customer, "a customer's archive card (客户档案), if USER may read it; recorded")
     p.add_argument("customer_id")
     p.add_argument("--as", dest="user", required=True)
+    p = command("credit-list", cmd_credit_list, "the credit list (客户信用等级一览表): each customer's level "
+                                                "and the changes of level; for those who work with it")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--customer", help="one customer and its changes")
     p = command("customer-add", cmd_customer_add, "build a new customer card (建立客户档案卡): the department "
                                                   "manager, or a sales rep who then serves the customer")
     p.add_argument("customer_id", help="a short code such as C-D01 (kept in capitals)")

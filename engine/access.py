@@ -516,3 +516,20 @@ def may_grant_archive(who: Person) -> bool:
 def may_view_archive_reads(who: Person) -> bool:
     """The record of reads is for the auditor, and for the general manager who grants access."""
     return "auditor" in who.roles or "general_manager" in who.roles
+
+
+# --- the credit list (客户信用等级一览表; engine/credit.py) -------------------------------------------
+# Kept by the sales secretary group (seed 004 SSG 四 1 7)), a change approved by the department
+# manager. Not the confidential archive: the people who set or use payment terms see it, and the
+# auditor *(choice: the reps see a customer's level in their own orders)*.
+CREDIT_LIST_READERS = frozenset({"sales_secretary", "dept_manager", "vp_sales", "general_manager",
+                                 "general_office", "finance", "auditor"})
+
+
+def may_view_credit_list(who: Person) -> bool:
+    return bool(who.roles & CREDIT_LIST_READERS)
+
+
+def may_approve_credit(who: Person) -> bool:
+    """A change of a customer's credit level takes effect only with the department manager's approval."""
+    return "dept_manager" in who.roles

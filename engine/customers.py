@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from . import access, clock, determinism, inputs
 from .runtime import Conflict, Forbidden, InvalidInput, NotFound, person
-from .store import (ArchiveGrant, ArchiveRead, CustomerCard, CustomerCardChange, Store, User,
-                    UserRole)
+from .store import (ArchiveGrant, ArchiveRead, CreditListEntry, CustomerCard, CustomerCardChange, Store,
+                    User, UserRole)
 
 DOORS = ("web", "api", "cli")
 # What a card holds, in the order a page shows it; `credit_level` is kept on the credit list by
-# the sales secretary group (RULES.md), so it is shown here but not edited through the card.
+# the sales secretary group (engine.credit), so a card shows the list's level and is not edited for it.
 FIELDS = ("name", "address", "phones", "contacts", "characteristics", "family", "credit_level",
           "notes", "rep")
 EDITABLE = ("name", "address", "phones", "contacts", "characteristics", "family", "notes", "rep")
@@ -103,6 +103,9 @@ class Archive:
                                     grant_id=grant.id if basis == "grant" else None, door=door))
             if refused is None:
                 result = _card_json(card)
+                listed = session.get(CreditListEntry, customer_id)
+                if listed is not None:  # the level is the credit list's (engine.credit), not the card's copy
+                    result["credit_level"] = listed.level
                 result["history"] = _history(session, customer_id)
                 result["basis"] = basis
                 result["grant"] = ({"id": grant.id, "valid_until": grant.valid_until.isoformat()}
@@ -165,6 +168,11 @@ class Archive:
             changes = {f: [None, copy.deepcopy(v)] for f, v in values.items() if v not in (None, "", [])}
             session.add(CustomerCardChange(customer_id=customer_id, revision=1, at=at, by=who.username,
                                            changes=changes))
+            if session.get(CreditListEntry, customer_id) is None:
+                # A new customer is on the credit list at once, not yet rated: it may order (paying
+                # in advance) until the sales secretaries' review rates it (engine.credit).
+                session.add(CreditListEntry(id=customer_id, name=values["name"], level=None,
+                                            since=at.date(), updated_at=at))
             return {"id": customer_id, "revision": 1, "changes": changes}
 
     # --- keeping a card up to date (三(五)2(2): 变更记录) ---

@@ -27,6 +27,7 @@ from SpiffWorkflow.spiff.parser.process import VALIDATOR as SPIFF_VALIDATOR
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
+from . import schedules
 from .forms import check_schema
 from .scripts import check_code
 
@@ -665,6 +666,17 @@ class _Load:
             problem = _iso_problem(kind, literal.strip())
             if problem:
                 self.report_at(source, owner, f"timer expression {expression} {problem}")
+                return
+        if _local(owner) == "startEvent" and _is_bpmn(owner.getparent(), "process"):
+            # The engine starts the process at the timer's instants (engine.schedules): it needs them
+            # without any data to evaluate against.
+            if literal is None:
+                self.report_at(source, owner, f"timer expression {_short(expression)}: a timer start event's "
+                                              f'timer is a quoted literal, such as "R/2026-12-01T09:00:00+08:00/P1M"')
+                return
+            problem = schedules.problem(kind, literal.strip())
+            if problem:
+                self.report_at(source, owner, problem)
 
     def check_lanes(self, process: _Process) -> None:
         source = process.source

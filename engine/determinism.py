@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import time as _time
 import uuid
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import clock
 
@@ -51,6 +52,9 @@ class CommandContext:
     # Who runs the command (engine service `acting_user`: e.g. who approved the step that led to a
     # service task). Not replayed: the service's result is in the log.
     actor: str | None = None
+    # Changes of the credit list approved by this command (engine.credit.apply_service): written by
+    # the command's transaction, after the approver's authority is checked; not replayed.
+    credit_changes: list[dict] = field(default_factory=list)
 
     def next_task_id(self) -> uuid.UUID:
         self.counter += 1
@@ -74,6 +78,27 @@ _current: ContextVar[CommandContext | None] = ContextVar("bpm_command", default=
 
 def current() -> CommandContext | None:
     return _current.get()
+
+
+# The database connection of the command's transaction, for what a command reads besides its
+# instance (the credit list, through a service or a form lookup): the same snapshot, the same
+# transaction. Not part of the context above: a replay reads nothing (services play back).
+_connection: ContextVar[Any] = ContextVar("bpm_command_connection", default=None)
+
+
+def connection() -> Any:
+    """The running command's database connection, or None outside a command."""
+    return _connection.get()
+
+
+@contextmanager
+def connected(conn: Any) -> Iterator[Any]:
+    """Run a block with `conn` as the command's connection."""
+    token = _connection.set(conn)
+    try:
+        yield conn
+    finally:
+        _connection.reset(token)
 
 
 class command_context:

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,15 +30,18 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, calendar, clock, determinism, forms, notifications, records, state, tasks
+from . import access, calendar, clock, determinism, forms, notifications, records, schedules, state, tasks
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
-                    MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, User, UserRole)
+                    MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
+                    UserRole)
 
 GENESIS_HASH = "0" * 64
+SYSTEM_ACTOR = "worker"  # who starts an instance at the time of its timer start event
+SCHEDULES_KEPT = 10.0  # seconds a worker keeps the list of processes with a timer start event
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
 
 
@@ -126,6 +130,7 @@ class LoadedDefinition:
     starters: frozenset[str] = frozenset()  # who may start it (access.starters)
     messages: dict = field(default_factory=dict)  # message name -> definitions.MessageRule
     submitter_lane: str | None = None  # the start event's lane: the submitter's own (rework) tasks
+    timer_start: tuple[str, str] | None = None  # (kind, ISO text) of a timer start event (engine.schedules)
 
     def form_of(self, task_spec) -> tuple[str, dict] | None:
         name = tasks.properties(task_spec).get("form")
@@ -188,7 +193,8 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
                              has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
                              forms=form_schemas, start_form=start_form,
                              approval_tasks=frozenset(approvals), starters=starters,
-                             messages=message_rules(row.files or {}), submitter_lane=submitter_lane)
+                             messages=message_rules(row.files or {}), submitter_lane=submitter_lane,
+                             timer_start=schedules.timer_start(spec))
     with _definitions_lock:
         _definitions[key] = found
     return found
@@ -779,6 +785,17 @@ def apply_command(command: str, workflow: BpmnWorkflow, inputs: dict, actor: str
 def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
     workflow = BpmnWorkflow(loaded.spec, loaded.subprocess_specs, script_engine=script_engine)
     workflow.task_tree.data = copy.deepcopy(data)
+    # A timer start event is the engine's schedule (engine.schedules), not a wait inside the
+    # instance: the worker starts the instance when it is due, a person who may start it starts it
+    # at once, and either way the instance begins.
+    for task in workflow.get_tasks():
+        if type(task.task_spec).__name__ == "StartEvent" and \
+                isinstance(getattr(task.task_spec, "event_definition", None), TimerEventDefinition):
+            task._set_internal_data(event_fired=True)
+            if not task.children:  # a cycle timer predicts no path (its cycles would add them)
+                task._sync_children(task.task_spec.outputs, TaskState.FUTURE)
+                for child in task.children:
+                    child.task_spec._predict(child, mask=TaskState.NOT_FINISHED_MASK)
     _run_engine(workflow)
     tasks.stamp_new_tasks(workflow, script_engine)
     return workflow
@@ -890,7 +907,8 @@ def _status(workflow: BpmnWorkflow) -> str:
 def _entry_hash(instance_id: str, seq: int, at: datetime, actor: str, command: str, inputs: dict,
                 state_hash: str, prev_hash: str) -> str:
     return state.digest(state.canonical({
-        "instance": instance_id, "seq": seq, "at": at.isoformat(), "actor": actor,
+        # in UTC, as the log stores it: a command given its time in +08:00 still verifies
+        "instance": instance_id, "seq": seq, "at": at.astimezone(timezone.utc).isoformat(), "actor": actor,
         "command": command, "input": inputs, "state": state_hash, "prev": prev_hash}))
 
 
@@ -1003,10 +1021,14 @@ class Runtime:
         calendar.configured()  # a bad BPM_WORKING_CALENDAR stops here, not at the first command
         self.store = store
         from .customers import grant_service  # (engine.customers imports this module)
+        from .credit import apply_service, proposal_service
         self.services = {"superior_of": self._superior_of, "acting_user": _acting_user,
                          "grant_archive_access": grant_service,
+                         "credit_proposal": proposal_service, "apply_credit_changes": apply_service,
                          **records.SERVICES, **(services or {})}
         self.lookups = dict(lookups or {})
+        self._schedules: tuple[float, list] | None = None  # (read again after, timer processes)
+        self._runs_started: set[tuple[str, datetime]] = set()  # runs of timer starts known to be started
         if script_engine is None:
             from .scripts import SandboxedScriptEngine
             script_engine = SandboxedScriptEngine(self.services)
@@ -1017,6 +1039,14 @@ class Runtime:
     def start(self, process_id: str, actor: str, data: Any = None, *, at: datetime | None = None,
               version: int | None = None, request_id: str | None = None) -> InstanceView:
         """Start an instance; with `request_id`, once: sent again, the first result (exactly once)."""
+        return self._start(process_id, actor, data, at=at, version=version, request_id=request_id)
+
+    def _start(self, process_id: str, actor: str, data: Any = None, *, at: datetime | None = None,
+               version: int | None = None, request_id: str | None = None,
+               scheduled: datetime | None = None) -> InstanceView:
+        """`start`, or with `scheduled` the run of a timer start event due then: started by the
+        worker (`SYSTEM_ACTOR`, no person, no start right), its run row written in the same
+        transaction (engine.schedules: a run starts once, whatever the number of workers)."""
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise InvalidInput("start data must be a JSON object")
@@ -1029,9 +1059,12 @@ class Runtime:
         working = calendar.configured()
         instance_id = str(uuid.uuid4())
         inputs: dict = {"process_id": process_id, "version": version, "data": data}
+        if scheduled is not None:
+            inputs["scheduled_for"] = scheduled.isoformat()
         try:
-            with self.store.transaction() as conn:
-                who = person(conn, actor)
+            with self.store.transaction() as conn, determinism.connected(conn):
+                who = person(conn, actor) if scheduled is None else access.Person(
+                    SYSTEM_ACTOR, SYSTEM_ACTOR, frozenset(), None, None)
                 if request is not None and (first := self._claim(conn, request, at)) is not None:
                     return first
                 found = (_SELECT_LATEST_DEFINITION if version is None else _SELECT_DEFINITION_VERSION
@@ -1043,13 +1076,16 @@ class Runtime:
                     raise NotFound("there is no deployed process %(process)r", process=process_id)
                 inputs["version"] = found.version
                 loaded = loaded_definition(conn, found.id)
-                _check_starter(who, loaded)
-                if loaded.start_form:
-                    # In a command of its own, so a lookup may read business records; it changes nothing.
-                    with command_context(CommandContext(instance_id, at, conn=conn)):
-                        data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
+                if scheduled is not None:  # the engine's own data, which nobody typed
+                    schedules.record_run(conn, process_id, scheduled, instance_id, at)
                 else:
-                    self._declared_only(None, None, data)  # no form: anything but the engine's fields
+                    _check_starter(who, loaded)
+                    if loaded.start_form:
+                        # In a command of its own, so a lookup may read business records; it changes nothing.
+                        with command_context(CommandContext(instance_id, at, conn=conn)):
+                            data = self._checked(loaded.start_form, loaded.forms[loaded.start_form], data)
+                    else:
+                        self._declared_only(None, None, data)  # no form: anything but the engine's fields
                 data = {**data, "initiator": who.username}
                 inputs["data"] = data
                 ctx = CommandContext(instance_id, at, conn=conn, calendar=working, actor=who.username)
@@ -1090,6 +1126,8 @@ class Runtime:
                     _record_archive_grants(conn, ctx, who.username, who.username, instance_id, at)
                 if ctx.records:
                     records.write(conn, ctx.records, instance_id=instance_id, process_id=process_id, at=at)
+                if ctx.credit_changes:
+                    _record_credit_changes(conn, ctx, who.username, instance_id, at)
                 view = InstanceView(instance_id, process_id, loaded.version, status,
                                     instance_data(workflow), [_task_view(t) for t in projection.tasks],
                                     projection.business_key, who.username, at, at)
@@ -1100,6 +1138,61 @@ class Runtime:
             if (first := self._replayed(request)) is None:
                 raise
             return first
+
+    def start_scheduled(self, now: datetime | None = None) -> tuple[list[str], dict[str, str]]:
+        """Start the run due by `now` of every current process whose start event is a timer
+        (engine.schedules), each run once: (ids started, {process id: failure sentence})."""
+        now = now or clock.now()
+        due: list[tuple[str, datetime]] = []
+        for process_id, timer, first in self._timer_processes():
+            instant = schedules.due_run(*timer, first, now)
+            if instant is None or (process_id, instant) in self._runs_started:
+                continue
+            with self.store.read() as session:
+                if session.get(TimerStart, (process_id, instant)) is not None:
+                    self._runs_started.add((process_id, instant))
+                    continue
+            due.append((process_id, instant))
+        started, failed = [], {}
+        for process_id, instant in due:
+            try:
+                view = self._start(process_id, SYSTEM_ACTOR, {"scheduled_for": instant.isoformat()},
+                                   at=now, scheduled=instant)
+            except IntegrityError:
+                continue  # another worker started this run meanwhile
+            except CommandFailed as exc:
+                failed[process_id] = str(exc)
+                try:
+                    with self.store.transaction() as conn:
+                        schedules.record_failure(conn, process_id, instant, exc.incident_id, now)
+                except IntegrityError:
+                    pass
+                continue
+            self._runs_started.add((process_id, instant))
+            started.append(view.id)
+        return started, failed
+
+    def _timer_processes(self) -> list[tuple[str, tuple[str, str], datetime]]:
+        """(process id, timer, first deployment) of the current versions with a timer start event;
+        read again every SCHEDULES_KEPT seconds, so a worker pass with nothing due costs no query."""
+        kept = self._schedules
+        if kept is not None and time.monotonic() < kept[0]:
+            return kept[1]
+        with self.store.read() as session:
+            latest: dict[str, Any] = {}
+            first: dict[str, datetime] = {}
+            for row in session.execute(select(_DEF.c.id, _DEF.c.process_id, _DEF.c.version, _DEF.c.deployed_at)):
+                if row.process_id not in latest or row.version > latest[row.process_id].version:
+                    latest[row.process_id] = row
+                if row.process_id not in first or row.deployed_at < first[row.process_id]:
+                    first[row.process_id] = row.deployed_at
+            found = []
+            for process_id, row in sorted(latest.items()):
+                timer = loaded_definition(session, row.id).timer_start
+                if timer is not None:
+                    found.append((process_id, timer, first[process_id]))
+        self._schedules = (time.monotonic() + SCHEDULES_KEPT, found)
+        return found
 
     # --- acting on tasks ---
 
@@ -1459,7 +1552,11 @@ class Runtime:
         at = at or clock.now()
         token = _retrying.set(incident_id)
         try:
-            if command == "start":
+            if command == "start" and inputs.get("scheduled_for"):  # a timer start event's run,
+                # on the version current now (the one that failed may have been replaced since)
+                result = self._start(inputs["process_id"], original, inputs.get("data"), at=at,
+                                     scheduled=datetime.fromisoformat(inputs["scheduled_for"]))
+            elif command == "start":
                 result = self.start(inputs["process_id"], original, inputs.get("data"), at=at,
                                     version=inputs.get("version"))
             elif command == "complete":
@@ -1603,7 +1700,7 @@ class Runtime:
         sqlite = self.store.is_sqlite
         token = _pending_breaches.set([])
         try:
-            with self.store.transaction() as conn:
+            with self.store.transaction() as conn, determinism.connected(conn):
                 if request is not None and (first := self._claim(conn, request, at)) is not None:
                     raise _NothingToDo(first)  # before the task is looked up: it may be done by now
                 who = person(conn, actor) if check is not None else None
@@ -1694,6 +1791,8 @@ class Runtime:
                     _record_archive_grants(conn, ctx, row.initiator, actor, instance_id, at)
                 if ctx.records:
                     records.write(conn, ctx.records, instance_id=instance_id, process_id=row.process_id, at=at)
+                if ctx.credit_changes:
+                    _record_credit_changes(conn, ctx, actor, instance_id, at)
                 if status != "running":
                     _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
                 elif command == "complete":
@@ -1957,6 +2056,14 @@ def _record_archive_grants(conn: Connection, ctx: CommandContext, grantee: str, 
     the whole command with it) unless the person who acted may grant (engine.customers)."""
     from .customers import record_grants
     record_grants(conn, ctx.archive_grants, grantee=grantee, actor=actor, instance_id=instance_id, at=at)
+
+
+def _record_credit_changes(conn: Connection, ctx: CommandContext, actor: str, instance_id: str,
+                           at: datetime) -> None:
+    """Changes of the credit list approved by this command's steps; refused (and the whole command
+    with it) unless the person who acted is a department manager (engine.credit)."""
+    from .credit import record_changes
+    record_changes(conn, ctx.credit_changes, actor=actor, instance_id=instance_id, at=at)
 
 
 def _append_log(conn: Connection, instance_id: str, seq: int, at: datetime, actor: str,

@@ -395,6 +395,48 @@ class ArchiveRead(Base):
     door: Mapped[str] = mapped_column(String(16))  # web, api, cli
 
 
+# --- the credit list (客户信用等级一览表, seed 004 SSG; levels per seed 001 四); engine/credit.py ----------
+
+class CreditListEntry(Base):
+    """A customer on the credit list the processes read: id, name, level (A, B, C; None: not yet
+    rated) and the day the level holds from. Not the archive card: nothing confidential here."""
+    __tablename__ = "credit_list"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[Optional[str]] = mapped_column(String(8))
+    since: Mapped[date] = mapped_column(Date)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CreditChange(Base):
+    """One change of a customer's level: who approved it, when, old and new level, the reason, and
+    the credit_review instance that proposed and approved it."""
+    __tablename__ = "credit_change"
+    __table_args__ = (Index("ix_credit_change_customer_at", "customer_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("credit_list.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    approved_by: Mapped[str] = mapped_column(String(64))
+    old_level: Mapped[Optional[str]] = mapped_column(String(8))
+    new_level: Mapped[Optional[str]] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36))
+
+
+# --- instances started by a timer start event (engine/schedules.py) ---------------------------------
+
+class TimerStart(Base):
+    """One scheduled run of a process whose start event is a timer: the unique row that makes the
+    run start once, whatever the number of workers (instance_id None: the start failed, see the
+    incident)."""
+    __tablename__ = "timer_start"
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    instance_id: Mapped[Optional[str]] = mapped_column(String(36))
+    incident_id: Mapped[Optional[int]] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # --- connection -------------------------------------------------------------------------------
 
 def default_url() -> str:

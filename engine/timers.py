@@ -1,5 +1,6 @@
 """The timer worker: fires what is due — timer events, reminders, escalations — one instance per
-unit of work.
+unit of work — and starts the processes whose start event is a timer when a run is due
+(Runtime.start_scheduled, engine/schedules.py).
 
 The due rows are a projection of the state with an index on `due_at`, so a pass reads only what
 is due, whatever the number of timers still waiting. Each unit of work picks its instance itself
@@ -27,15 +28,21 @@ PASS_LIMIT = 10_000  # instances per pass; the next pass continues
 class Pass:
     fired: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)  # instances of timer start events (engine.schedules)
 
     def as_json(self) -> dict:
-        return {"fired": self.fired, "failed": self.failed}
+        return {"fired": self.fired, "failed": self.failed, "started": self.started}
 
 
 def run_once(runtime: Runtime, now: datetime | None = None, limit: int = PASS_LIMIT) -> Pass:
     """Fire everything due before `now` (default: the clock), each instance at most once."""
     now = now or clock.now()
     result = Pass()
+    # Processes whose start event is a timer: the run due now, once (engine.schedules).
+    result.started, failed = runtime.start_scheduled(now)
+    for process_id, failure in failed.items():
+        result.failed[process_id] = failure
+        log.warning("scheduled start of %s failed: %s", process_id, failure)
     # Timers that failed before, whose back-off has passed: each tried once, a bounded number
     # of times in all (Runtime.retry_due_timers); their instances are not picked again below.
     for instance_id, failure in runtime.retry_due_timers(now):

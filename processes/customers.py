@@ -1,18 +1,23 @@
-"""The customer list with the credit levels the sales secretary group keeps monthly
-(客户信用等级一览表), and the demo customers' archive cards (客户档案).
+"""The demo customers: the credit list a deployment starts from (客户信用等级一览表) and the archive
+cards (客户档案), seeded by `bpm init --demo`.
 
-The list is what the processes may use: an id, a name, a credit level, and the contact and address
-an order is usually delivered to (an order carries its own delivery facts, typed by the rep). The
-confidential rest of a card — phones, characteristics, family situation, notes — lives only in the
-archive (engine.customers, seeded from `DEMO_CARDS` by `bpm init --demo`), which nothing in
-processes/ reads: instance data is never a back door to the card. Demo data; a real deployment reads
-the same shapes from its ERP.
+The credit list lives in the database (engine.credit): the sales secretary group keeps it monthly
+through the credit_review process, and the processes read it there — the `customer` form lookup
+here and the `credit_level` service (processes/orders.py). `CUSTOMERS` below is only what the demo
+list starts from (`DEMO_CREDIT_LIST`), with the contact and address an order is usually delivered
+to (an order carries its own delivery facts, typed by the rep). The confidential rest of a card —
+phones, characteristics, family situation, notes — lives only in the archive (engine.customers,
+seeded from `DEMO_CARDS`), which nothing in processes/ reads: instance data is never a back door to
+the card. Demo data; a real deployment reads the same shapes from its ERP.
 """
 from __future__ import annotations
 
 from typing import Any
 
-# id -> customer record.  `credit` is "A", "B", "C", or None for a customer not yet rated.
+from engine import credit
+
+# id -> customer record.  `credit` is the level the demo list starts with: "A", "B", "C", or None
+# for a customer not yet rated. The processes read the level from the database, never from here.
 CUSTOMERS: dict[str, dict[str, Any]] = {
     "C-A01": {
         "name": "广州华鼎建材贸易有限公司",
@@ -89,6 +94,13 @@ DEMO_CARDS: list[dict[str, Any]] = [
 ]
 
 
+DEMO_CREDIT_LIST: list[dict[str, Any]] = [
+    {"id": customer_id, "name": record["name"], "level": record["credit"]}
+    for customer_id, record in CUSTOMERS.items()
+]
+
+
 def is_customer(value: Any) -> bool:
-    """The `customer` form lookup: the value is the id of a known customer."""
-    return isinstance(value, str) and value in CUSTOMERS
+    """The `customer` form lookup: the value is the id of a customer on the credit list (in the
+    database, read in the command that checks the form)."""
+    return isinstance(value, str) and credit.is_listed(value)

@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from babel.messages.mofile import write_mo
@@ -59,6 +60,9 @@ def start(folder: Path) -> LiveServer:
     migrate(store)
     with store.write() as session:
         access.seed_demo(session)
+        from engine import credit
+        from processes.customers import DEMO_CREDIT_LIST
+        credit.seed(session, DEMO_CREDIT_LIST, datetime(2026, 11, 1, tzinfo=timezone.utc))
     versions.deploy(store, [ROOT / "bpmn"], actor="design.yang")
     runtime = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
 

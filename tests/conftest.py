@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from engine import access
+from datetime import datetime, timezone
+
+from engine import access, credit
 from engine.runtime import Runtime
 from engine.store import Base, DueTimer, HumanTask, Instance, LogEntry, MessageWait, Store, migrate
 
 DATA = Path(__file__).parent / "data"
+LISTED_AT = datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc)  # when the demo credit list was drawn up
 POSTGRES_URL = os.environ.get("BPM_TEST_POSTGRES_URL")
 
 
@@ -42,6 +45,12 @@ def postgres_database():
     admin.dispose()
 
 
+def _seed_credit_list(session) -> None:
+    """The demo customers on the credit list (engine.credit): the processes read their levels there."""
+    from processes.customers import DEMO_CREDIT_LIST
+    credit.seed(session, DEMO_CREDIT_LIST, LISTED_AT)
+
+
 def _empty(store: Store) -> None:
     with store.engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
@@ -58,6 +67,7 @@ def store(request, tmp_path):
         _empty(s)
     with s.write() as session:
         access.seed_demo(session)
+        _seed_credit_list(session)
     yield s
     s.dispose()
 
@@ -68,6 +78,7 @@ def sqlite_store(tmp_path):
     migrate(s)
     with s.write() as session:
         access.seed_demo(session)
+        _seed_credit_list(session)
     yield s
     s.dispose()
 

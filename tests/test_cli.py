@@ -50,7 +50,7 @@ def test_init_is_safe_to_run_twice_and_deploys_the_four_processes(bpm):
     assert code == 0 and result["demo_users_added"] == 0
     assert sorted((d["process_id"], d["status"]) for d in result["deployed"]) == [
         ("archive_access", "unchanged"), ("branch_change", "unchanged"), ("branch_closure", "unchanged"),
-        ("branch_establishment", "unchanged"), ("contract_review", "unchanged"),
+        ("branch_establishment", "unchanged"), ("contract_review", "unchanged"), ("credit_review", "unchanged"),
         ("order_to_settlement", "unchanged"), ("return_request", "unchanged")]
 
 
@@ -309,3 +309,21 @@ def test_bench_runs_the_suite_of_a_source_checkout(bpm, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)
     code, _, err = bpm("bench")
     assert code == 1 and "run bpm bench from a source checkout" in err
+
+
+def test_credit_list_shows_levels_and_refuses_those_who_do_not_work_with_it(bpm):
+    code, out, _ = bpm("credit-list", "--as", "ssg.shen", "--json")
+    assert code == 0
+    assert {c["id"]: c["level"] for c in json.loads(out)["customers"]} == {
+        "C-A01": "A", "C-B01": "B", "C-C01": "C", "C-N01": None}
+    code, out, _ = bpm("credit-list", "--as", "dm.zhou", "--customer", "C-B01")
+    assert code == 0 and out.startswith("C-B01  B  since ")
+    code, _, err = bpm("credit-list", "--as", "rep.wang")
+    assert code == 1 and "rep.wang may not see the credit list" in err
+    code, _, err = bpm("credit-list", "--as", "ssg.shen", "--customer", "C-ZZ9")
+    assert code == 1 and "C-ZZ9 is not a customer on the credit list" in err
+    # a sales secretary starts a review by hand; the worker starts the monthly one when due
+    code, out, err = bpm("start", "credit_review", "--as", "ssg.shen", "--json")
+    assert code == 0 and json.loads(out)["status"] == "running", err
+    code, out, err = bpm("worker", "--once", "--now", "2027-01-01T09:30:00+08:00", "--json")
+    assert code == 0 and len(json.loads(out)["started"]) == 1, err

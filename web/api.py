@@ -18,6 +18,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
 from engine import access, clock, inbox, notifications
+from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
@@ -336,3 +337,20 @@ def archive_reads():
 @authenticated
 def archive_grants():
     return jsonify(_archive().grants(g.who.username, customer=request.args.get("customer") or None))
+
+
+# --- the credit list (客户信用等级一览表): kept by credit_review, rules in engine.access ----------------
+
+@bp.get("/v1/credit-list")
+@authenticated
+def credit_list():
+    """Every customer's credit level and the changes of level (newest first), or one customer's."""
+    listing = CreditList(runtime().store)
+    customer = request.args.get("customer") or None
+    entries = listing.entries(g.who.username)
+    changes = listing.changes(g.who.username, customer=customer, limit=_limit())
+    if customer is not None:
+        entries = [e for e in entries if e["id"] == customer]
+        if not entries:
+            raise ApiError(404, f"{customer[:64]} is not a customer on the credit list")
+    return jsonify({"customers": entries, "changes": changes})

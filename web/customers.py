@@ -1,5 +1,6 @@
 """The customer archive's pages (客户档案): the list, a card with its change history (and its edit
-form for those who keep it), and the record of reads for the auditor.
+form for those who keep it), the record of reads for the auditor; and the credit list (客户信用等级一览表)
+with its changes of level, for those who work with it (engine.credit; changed only by credit_review).
 
 Who may read, keep or audit is engine.access's to say (through engine.customers.Archive, which
 records every read it answers); these pages only show its answers.
@@ -11,6 +12,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from engine import access
+from engine.credit import CreditList
 from engine.customers import Archive, check_may_create
 from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput
 
@@ -48,7 +50,8 @@ def listing():
         return redirect(url_for("customers.card", customer_id=wanted))
     return render_template("customers.html", cards=_archive().listing(current_user.username),
                            audits=access.may_view_archive_reads(current_user.person),
-                           creates=access.may_create_archive(current_user.person))
+                           creates=access.may_create_archive(current_user.person),
+                           credit=access.may_view_credit_list(current_user.person))
 
 
 def _new_card_page(values: dict | None = None, errors: dict | None = None, status: int = 200,
@@ -144,3 +147,14 @@ def reads():
     rows = archive.reads(current_user.username, customer=customer, limit=500)
     return render_template("archive_reads.html", rows=rows, customer=customer or "",
                            grants=archive.grants(current_user.username, customer=customer))
+
+
+@bp.get("/credit-list")
+def credit_list():
+    listing = CreditList(runtime().store)
+    customer = request.args.get("customer", "").strip() or None
+    entries = listing.entries(current_user.username)
+    return render_template("credit_list.html", entries=entries, customer=customer or "",
+                           changes=listing.changes(current_user.username, customer=customer),
+                           starts=any(p["process_id"] == "credit_review"
+                                      for p in runtime().startable(current_user.username)))

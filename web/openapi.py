@@ -144,6 +144,23 @@ def document() -> dict:
                                                        "correlation": {"type": "object"}}},
                 params=[_path_param("name")])},
             **_archive_paths(),
+            "/v1/credit-list": {"get": _op(
+                "The credit list (客户信用等级一览表): each customer's level (A, B, C or null: not rated) and "
+                "the day it holds from, and the changes of level, newest first, each with its approver, "
+                "reason and credit_review instance (sales secretaries, managers, finance, auditor)",
+                {"200": _json({"type": "object", "properties": {
+                    "customers": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "name": {"type": "string"},
+                        "level": {"type": ["string", "null"]}, "since": {"type": "string"}}}},
+                    "changes": {"type": "array", "items": {"type": "object", "properties": {
+                        "customer": {"type": "string"}, "at": {"type": "string"},
+                        "approved_by": {"type": "string"}, "from": {"type": ["string", "null"]},
+                        "to": {"type": "string"}, "reason": {"type": "string"},
+                        "instance_id": {"type": ["string", "null"]}}}}}})},
+                params=[{"name": "customer", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                      "maximum": 1000}}],
+                codes=(400, 401, 403, 404))},
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
                                              codes=(401,))},
