@@ -1337,9 +1337,9 @@ class Runtime:
         return [instance_id]
 
     def _not_waiting(self, name: str, correlation: dict, described: str) -> EngineError:
-        """Why no instance takes the message, in words: nothing has the business key the
-        correlation names (NotFound), or the instance that has it has ended or is not at a step
-        that waits for it now (Conflict), e.g. a payment for an order already settled."""
+        """Why no instance takes the message, in words (NotFound all the same): nothing has the
+        business key the correlation names, or the instance that has it has ended (a payment for
+        an order already settled) or is not at a step that waits for it now."""
         values = {v for v in correlation.values() if bounds.fits_key(v, _I.c.business_key.type.length)}
         if len(values) == 1:
             (key,) = values
@@ -1352,10 +1352,10 @@ class Runtime:
             if len(rows) == 1:
                 row = rows[0]
                 if row.status != "running":
-                    return Conflict("no instance is waiting for %(what)s: %(key)s (%(process)s) is already "
+                    return NotFound("no instance is waiting for %(what)s: %(key)s (%(process)s) is already "
                                     "%(status)s", what=described, key=key, process=row.process_id,
                                     status=row.status)
-                return Conflict("no instance is waiting for %(what)s: %(key)s (%(process)s) is not at a step "
+                return NotFound("no instance is waiting for %(what)s: %(key)s (%(process)s) is not at a step "
                                 "that takes it now", what=described, key=key, process=row.process_id)
         return NotFound("no instance is waiting for %(what)s", what=described)
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 import processes
 from engine import audit, clock, timers, versions
-from engine.runtime import Conflict, InvalidInput, NotFound, Runtime
+from engine.runtime import InvalidInput, NotFound, Runtime
 from engine.store import LogEntry
 from processes import customers, notices, orders
 
@@ -454,7 +454,7 @@ def test_credit_b_pays_on_arrival_and_payments_before_it_are_refused(rt, store):
     arrival = the_task(view, "confirm_arrival")
     assert arrival.role == "sales_secretary"
     before = snapshot(store, view.id)
-    with pytest.raises(Conflict, match="not at a step that takes it now"):  # no balance before arrival
+    with pytest.raises(NotFound, match="not at a step that takes it now"):  # no balance before arrival
         rt.message("payment_received", {"order_no": view.data["order_no"], "amount": 70000},
                    {"order_no": view.data["order_no"]}, at=clock())
     assert snapshot(store, view.id) == before
