@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, notices, orders, returns
+from . import contracts, customers, notices, order_chain, orders, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
     "assign_contract_number": contracts.assign_contract_number,
     "credit_level": orders.credit_level,
     "reserve_stock": orders.reserve_stock,
+    "price_order": order_chain.price_order,
+    "book_deposit": order_chain.book_deposit,
+    "book_payment": order_chain.book_payment,
+    "record_shipment": order_chain.record_shipment,
+    "check_reconciliation": order_chain.check_reconciliation,
+    "publish_order": order_chain.publish_order,
     "send_notice": notices.send_notice,
     "notify_role_holders": notices.notify_role_holders,
     "record_complaint": notices.record_complaint,
