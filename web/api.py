@@ -260,7 +260,8 @@ def message(name: str):
     correlation = body.get("correlation") or {}
     if not isinstance(correlation, dict):
         raise ApiError(400, "correlation must be an object of KEY: VALUE", {"correlation": "not an object"})
-    delivered = runtime().message(name, body.get("data", {}), correlation, actor=g.who.username)
+    delivered = runtime().message(name, body.get("data", {}), correlation, actor=g.who.username,
+                                  request_id=request.headers.get("Idempotency-Key"))
     return jsonify({"delivered_to": delivered})
 
 

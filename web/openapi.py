@@ -133,7 +133,7 @@ def document() -> dict:
                     "delivered_to": {"type": "array", "items": {"type": "string"}}}})},
                 body={"type": "object", "properties": {"data": {"type": "object"},
                                                        "correlation": {"type": "object"}}},
-                params=[_path_param("name")])},
+                params=[_path_param("name"), IDEMPOTENCY_KEY])},
             **_archive_paths(),
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
