@@ -173,16 +173,30 @@ def record():
         rt.message(MESSAGE, payload, {"order_no": order_no}, actor=me,
                    request_id=values["request_id"] or None)
     except EngineError as exc:
-        field = "order_no" if isinstance(exc, NotFound) else "amount" if isinstance(exc, CommandFailed) else None
-        sentence = said(exc)
-        if isinstance(exc, NotFound):
-            order = _order(order_no)
-            sentence = _("Order %(order)s is not awaiting payment (it is %(status)s); nothing was recorded.",
-                         order=order_no, status=status_name(order and order.get("status")))
-        return _page(values, {field: sentence} if field else {}, sentence, http_status(exc), order_no=order_no)
+        errors = _engine_errors(exc, order_no)
+        return _page(values, errors, next(iter(errors.values()), said(exc)), http_status(exc), order_no=order_no)
     flash(_("Received %(amount)s against order %(order)s (voucher %(voucher)s).",
             amount=values["amount"], order=order_no, voucher=values["voucher"]), "success")
     return redirect(url_for("receipts.page", order=order_no))
+
+
+FIELDS = ("order_no", "amount", "voucher", "received_on")
+
+
+def _engine_errors(exc: EngineError, order_no: str) -> dict:
+    """The engine's refusal next to the field it names: the fields of the message data it found
+    wrong, else the order's number when no order of that number waits for a receipt, else the
+    amount when the process failed on it (an incident, rolled back); {} shows it above the form."""
+    fields = {k.split(".")[0].split("/")[0]: v for k, v in (getattr(exc, "fields", None) or {}).items()}
+    if (named := {k: said(exc) for k in fields if k in FIELDS}):
+        return named
+    if isinstance(exc, NotFound):
+        order = _order(order_no)
+        return {"order_no": _("Order %(order)s is not awaiting payment (it is %(status)s); nothing was "
+                              "recorded.", order=order_no, status=status_name(order and order.get("status")))}
+    if isinstance(exc, CommandFailed):
+        return {"amount": said(exc)}
+    return {}
 
 
 def _plain(text: str) -> int | float:
