@@ -153,6 +153,20 @@ def test_the_api_takes_an_idempotency_key_for_a_message(app, store, due):
     assert messages(store, due.id) == 1
 
 
+def test_the_api_lists_orders_for_finance_only(app, rt, store, due):
+    order_no = due.data["order_no"]
+    client = as_user(app, "acct.xu")
+    listed = client.get("/api/v1/orders", query_string={"customer": "C-A01", "amount": "84000"})
+    assert listed.status_code == 200
+    assert [(o["order_no"], o["balance"], o["status"]) for o in listed.get_json()] == [
+        (order_no, 84000, "awaiting_payment")]
+    assert client.get("/api/v1/orders", query_string={"order_no": "SO-1999"}).get_json() == []
+    bad = client.get("/api/v1/orders", query_string={"amount": "lots"})
+    assert bad.status_code == 400 and bad.get_json()["fields"] == {"amount": "not a number"}
+    refused = as_user(app, "rep.wang").get("/api/v1/orders")
+    assert refused.status_code == 403 and "only finance may" in refused.get_json()["error"]
+
+
 # --- the page ---------------------------------------------------------------------------------------
 
 def test_the_receipts_page_is_finances(app, due):

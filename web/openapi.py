@@ -134,6 +134,16 @@ def document() -> dict:
                 body={"type": "object", "properties": {"data": {"type": "object"},
                                                        "correlation": {"type": "object"}}},
                 params=[_path_param("name"), IDEMPOTENCY_KEY])},
+            "/v1/orders": {"get": _op(
+                "Finance's order search for receipts (the \"order\" business records: order_no, customer, "
+                "amount, paid, balance, status...), awaiting payment first; 403 unless the caller is finance",
+                {"200": _json({"type": "array", "items": {"type": "object"}})},
+                params=[{"name": "order_no", "in": "query", "schema": {"type": "string"},
+                         "description": "the start of the order number"},
+                        {"name": "customer", "in": "query", "schema": {"type": "string"}},
+                        {"name": "amount", "in": "query", "schema": {"type": "string"},
+                         "description": "the order's amount or its balance"}],
+                codes=(400, 401, 403))},
             **_archive_paths(),
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},

@@ -100,18 +100,25 @@ def _search(args) -> tuple[list[dict], dict, dict]:
     errors = {}
     amount = None
     if asked["amount"]:
-        amount = _number(asked["amount"])
+        amount = number(asked["amount"])
         if amount is None:
             errors["amount"] = _("Type an amount such as 84000 or 84000.50.")
-    rows = [] if errors else _orders(key=asked["order_no"], customer=asked["customer"])
+    found = [] if errors else find_orders(asked["order_no"], asked["customer"], amount)
+    return found, asked, errors
+
+
+def find_orders(order_no: str = "", customer: str = "", amount: Decimal | None = None) -> list[dict]:
+    """The order records whose number starts with `order_no`, of `customer`, whose amount or
+    balance is `amount` (each if given): awaiting payment first, paid-up ones last, else newest
+    first. The page and GET /api/v1/orders list these."""
     found = []
-    for row in rows:
-        data = {**row["data"], "order_no": row["key"]}
+    for row in _orders(key=order_no, customer=customer):
+        data = {**row["data"], "order_no": row["key"], "updated_at": row["updated_at"]}
         if amount is not None and not any(_same(amount, data.get(k)) for k in ("amount", "balance")):
             continue
         found.append(data)
     found.sort(key=lambda d: (d.get("status") != AWAITING, d.get("status") in PAID_UP))
-    return found, asked, errors
+    return found
 
 
 def _same(a: Decimal, b) -> bool:
@@ -119,7 +126,7 @@ def _same(a: Decimal, b) -> bool:
         abs(Decimal(str(b)) - a) < Decimal("0.005")
 
 
-def _number(text: str) -> Decimal | None:
+def number(text: str) -> Decimal | None:
     text = text.replace(",", "").replace("，", "").strip()
     if not re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
         return None
@@ -201,7 +208,7 @@ def _engine_errors(exc: EngineError, order_no: str) -> dict:
 
 def _plain(text: str) -> int | float:
     """The amount as JSON sends it: a whole number as an integer."""
-    amount = _number(text)
+    amount = number(text)
     return int(amount) if amount == amount.to_integral_value() else float(amount)
 
 
@@ -224,7 +231,7 @@ def _checked(values: dict) -> tuple[dict, int]:
             if order.get("status") == SETTLED else
             _("Order %(order)s is already paid in full; nothing more can be received against it.", order=order_no))
         status = 409
-    amount = _number(values["amount"]) if values["amount"] else None
+    amount = number(values["amount"]) if values["amount"] else None
     if not values["amount"]:
         errors["amount"] = _("Give the amount received.")
     elif amount is None:
