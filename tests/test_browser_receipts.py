@@ -5,7 +5,8 @@ a partial and then the full receipt, and the order closes once its amounts are r
 inbox.
 
 The steps before the balance falls due (deposit, production, shipping) are the runtime's, as in
-tests/test_processes.py; everything from the receipts on goes through the pages.
+tests/test_processes.py; everything from the receipts on goes through the pages: finance's, then
+the sales rep's reconciliation from their inboxes.
 """
 from __future__ import annotations
 
@@ -86,7 +87,20 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_closes(op
     fin.fill("#f-reconciled_on", day(0))
     fin.locator("button[name=action][value=complete]").click()
     expect(fin).to_have_url(re.compile(r"/$"))
+
+    # the rep confirms the same total (001 二 3(5)): then the order closes
+    rep_tasks = [t for t in open_tasks(live, view.id) if t.element_id == "reconcile_rep"]
+    if rep_tasks:  # reconciliation by the rep as well (the orders helper's order_to_settlement)
+        rep = open_page()
+        sign_in(rep, "rep.wang")
+        rep.locator(f"a[href='/tasks/{rep_tasks[0].id}']").last.click()
+        expect(rep).to_have_url(re.compile(rf"/tasks/{rep_tasks[0].id}$"))
+        rep.fill("#f-rep_confirmed_total", "120000")
+        rep.fill("#f-rep_reconciled_on", day(0))
+        rep.locator("button[name=action][value=complete]").click()
+        expect(rep).to_have_url(re.compile(r"/$"))
     assert live.runtime.instance(view.id).status == "completed"
+    assert open_tasks(live, view.id) == []
 
     # settled: one more receipt is refused next to the order number
     fin.goto(f"/receipts?order={order_no}")

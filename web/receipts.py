@@ -27,7 +27,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from engine import access, clock, records
-from engine.runtime import CommandFailed, EngineError, NotFound
+from engine.runtime import CommandFailed, Conflict, EngineError, NotFound
 
 from . import http_status, runtime
 from .inbox import said
@@ -192,12 +192,16 @@ FIELDS = ("order_no", "amount", "voucher", "received_on")
 
 def _engine_errors(exc: EngineError, order_no: str) -> dict:
     """The engine's refusal next to the field it names: the fields of the message data it found
-    wrong, else the order's number when no order of that number waits for a receipt, else the
-    amount when the process failed on it (an incident, rolled back); {} shows it above the form."""
+    wrong, the voucher when it is the voucher that was refused, the order's number when no order
+    of that number waits for a receipt, the amount when the process failed on it (an incident,
+    rolled back); {} shows it above the form."""
     fields = {k.split(".")[0].split("/")[0]: v for k, v in (getattr(exc, "fields", None) or {}).items()}
     if (named := {k: said(exc) for k in fields if k in FIELDS}):
         return named
-    if isinstance(exc, NotFound):
+    params = getattr(exc, "params", None) or {}
+    if "voucher" in params:  # a voucher already booked on the order
+        return {"voucher": said(exc)}
+    if isinstance(exc, NotFound) or (isinstance(exc, Conflict) and "what" in params):  # nothing waits for it
         order = _order(order_no)
         return {"order_no": _("Order %(order)s is not awaiting payment (it is %(status)s); nothing was "
                               "recorded.", order=order_no, status=status_name(order and order.get("status")))}
