@@ -26,6 +26,7 @@ from web import create_app
 
 from .browser_server import compile_catalogs
 from .conftest import snapshot
+from .test_once import at_once
 from .test_processes import BPMN, Clock, deposit_to_dispatch, do, order, reconcile
 
 ORDER = "order"
@@ -141,6 +142,17 @@ def test_a_message_sent_twice_with_one_request_id_is_delivered_once(rt, store, d
         assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
 
 
+def test_concurrent_identical_receipts_book_once(rt, store, due):
+    """Six identical sendings of the full balance at once (a double click, a retried feed): one
+    booking, and every sender gets its result, though the order stops waiting after the first."""
+    order_no = due.data["order_no"]
+    results, errors = at_once(6, lambda: rt.message(
+        "payment_received", {"order_no": order_no, "amount": 84000, "voucher": "BK-1210-01"},
+        {"order_no": order_no}, actor="fin.chu", request_id="slip-9"))
+    assert errors == [] and results == [[due.id]] * 6
+    assert messages(store, due.id) == 1 and rt.instance(due.id).data["paid"] == 120000
+
+
 def test_the_api_takes_an_idempotency_key_for_a_message(app, store, due):
     client = as_user(app, "acct.xu")
     order_no = due.data["order_no"]
@@ -170,6 +182,9 @@ def test_the_api_lists_orders_for_finance_only(app, rt, store, due):
 # --- the page ---------------------------------------------------------------------------------------
 
 def test_the_receipts_page_is_finances(app, due):
+    anonymous = app.test_client()
+    for answer in (anonymous.get("/receipts"), anonymous.post("/receipts", data=receipt(due))):
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"]
     page = as_user(app, "fin.chu").get("/receipts")
     assert page.status_code == 200 and 'href="/receipts"' in text(page)
     for user in ("rep.wang", "gm.zhao", "audit.han", "bank.feed"):
