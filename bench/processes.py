@@ -2,10 +2,14 @@
 
 Measured in one run:
 
-1. `order_to_settlement`, straight path of a credit level A customer (C-A01): start (two service
-   tasks, the credit DMN, a script) -> confirm_deposit (fin.chu) -> schedule_production
-   (prod.jiang; then the reserve_stock service) -> ship_goods (wh.wei) -> the `payment_received`
-   message for the balance, correlated by order_no -> reconcile (fin.chu) -> end: 6 commands.
+1. `order_to_settlement`, straight path of a credit level A customer (C-A01), a phone order: start
+   (three service tasks, the credit DMN, a script) -> approve_order_dm (dm.zhou) -> confirm_deposit
+   (fin.chu) -> schedule_production (prod.jiang; then the reserve_stock service) -> ship_goods
+   (wh.wei; the record_shipment service) -> the `payment_received` message for the balance as
+   the receipts page sends it (order_no, amount, voucher, received_on; in (b) by fin.chu with a
+   request id), correlated by order_no -> reconcile (fin.chu) and reconcile_rep (rep.wang) -> end: 8 commands.
+   The services that publish the "order" business record write to a dict in (a) (`MemoryRecords`)
+   and to the business_record table, in the command's transaction, in (b).
    (a) raw SpiffWorkflow in memory, stock `BpmnWorkflowSerializer` (SPIFF_CONFIG, spec and DMN
        embedded): deserialize -> act -> do_engine_steps -> serialize per step; the stock
        `PythonScriptEngine` with a `TaskDataEnvironment` whose `call_service` calls
@@ -42,6 +46,7 @@ Results and how to read them: docs/benchmarks.md, "Processes and the timer worke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import importlib.util
@@ -119,9 +124,15 @@ CUSTOMER = "C-A01"
 AMOUNT = 120000
 
 
+def payment(data: dict) -> dict:
+    """The balance, as finance records it on the receipts page (web/receipts.py)."""
+    return {"order_no": data["order_no"], "amount": data["balance"], "voucher": "BK-1209-88",
+            "received_on": "2026-12-09"}
+
+
 def order_start_data() -> dict:
     c = customers.CUSTOMERS[CUSTOMER]
-    return {"customer": CUSTOMER, "contact": c["contact"], "amount": AMOUNT,
+    return {"customer": CUSTOMER, "contact": c["contact"], "order_source": "phone",
             "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200,
                        "unit_price": AMOUNT / 200}],
             "delivery_address": c["address"], "delivery_date": "2026-12-20"}
@@ -129,24 +140,27 @@ def order_start_data() -> dict:
 
 # user task -> (who completes it, its data from the instance's data, days after the start)
 ORDER_STEPS: dict[str, tuple[str, Callable[[dict], dict], timedelta]] = {
+    "approve_order_dm": ("dm.zhou", lambda d: {"decision": "approve"}, timedelta(minutes=30)),
     "confirm_deposit": ("fin.chu", lambda d: {"deposit_received": d["deposit_required"],
                                               "received_on": "2026-11-24", "voucher_no": "BK-1124-07"},
                         timedelta(days=1)),
     "schedule_production": ("prod.jiang", lambda d: {"work_order_no": "WO-2611-31", "planned_start": "2026-11-25",
                                                      "planned_finish": "2026-12-08"},
                             timedelta(days=1, minutes=10)),
-    "ship_goods": ("wh.wei", lambda d: {"shipping_list": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20",
-                                                           "quantity": 200}],
+    "ship_goods": ("wh.wei", lambda d: {"shipping_list": [{"line": 1, "quantity": 200}],
                                         "carrier": "德邦物流", "tracking_no": "DB88230017",
                                         "shipped_on": "2026-12-09"},
                    timedelta(days=16)),
     "reconcile": ("fin.chu", lambda d: {"confirmed_total": d["paid"], "reconciled_on": "2026-12-09"},
                   timedelta(days=16, hours=4)),
+    "reconcile_rep": ("rep.wang", lambda d: {"rep_confirmed_total": d["paid"], "rep_reconciled_on": "2026-12-09"},
+                      timedelta(days=16, hours=5)),
 }
 PAYMENT_AFTER = timedelta(days=16, hours=3)
-ORDER_COMMANDS = 6  # start, 3 completes, 1 message, 1 complete
+ORDER_COMMANDS = 8  # start, 4 completes, 1 message, 2 completes
 ORDER_EXPECT = {"credit_level": "A", "balance_at": "dispatch", "deposit_required": 36000.0,
-                "paid": 120000.0, "balance": 0.0, "dunning_stage": "none", "confirmed_total": 120000.0}
+                "paid": 120000.0, "balance": 0.0, "dunning_stage": "before_reminder", "confirmed_total": 120000.0,
+                "rep_confirmed_total": 120000.0}
 
 
 def check_order(data: dict, where: str) -> None:
@@ -171,7 +185,37 @@ class ServiceEnvironment(TaskDataEnvironment):
 
     def call_service(self, context, operation_name=None, operation_params=None, **kwargs):
         params = {name: p["value"] for name, p in (operation_params or {}).items()}
-        return json.dumps(self.services[operation_name](**params))
+        with MemoryRecords.installed():
+            return json.dumps(self.services[operation_name](**params))
+
+
+class MemoryRecords:
+    """The business records the order chain's services read and publish, kept in a dict: raw
+    SpiffWorkflow has no command (engine.records works only inside one)."""
+    kept: dict[tuple[str, str], dict] = {}
+
+    @staticmethod
+    def publish_record(kind, key, data, ref=None):
+        MemoryRecords.kept[(kind, key)] = {"kind": kind, "key": key, "ref": ref, "data": copy.deepcopy(data)}
+        return {"kind": kind, "key": key, "ref": ref}
+
+    @staticmethod
+    def find(kind, key):
+        return copy.deepcopy(MemoryRecords.kept.get((kind, key)))
+
+    @staticmethod
+    def referring(kind, ref):
+        return [copy.deepcopy(r) for (k, _), r in sorted(MemoryRecords.kept.items()) if k == kind and r["ref"] == ref]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def installed():
+        from processes import order_chain
+        engine_records, order_chain.records = order_chain.records, MemoryRecords
+        try:
+            yield
+        finally:
+            order_chain.records = engine_records
 
 
 class RawOrder:
@@ -202,9 +246,7 @@ class RawOrder:
                        and t.task_spec.event_definition.name == "payment_received"]
             if not waiting:
                 raise SystemExit("raw SpiffWorkflow: order_to_settlement waits for nothing known")
-            data = waiting[0].data
-            workflow.send_event(BpmnEvent(waiting[0].task_spec.event_definition,
-                                          payload={"order_no": data["order_no"], "amount": data["balance"]}))
+            workflow.send_event(BpmnEvent(waiting[0].task_spec.event_definition, payload=payment(waiting[0].data)))
         workflow.do_engine_steps()
         return workflow
 
@@ -242,7 +284,7 @@ class EngineOrder:
         self.runtime = Runtime(self.store, SERVICES, lookups=LOOKUPS)
         self.start_data = order_start_data()
         ht = HumanTask.__table__
-        self._open_task = select(ht.c.id).where(ht.c.instance_id == bindparam("instance_id"))
+        self._open_task = select(ht.c.id, ht.c.element_id).where(ht.c.instance_id == bindparam("instance_id"))
 
     def run_instance(self) -> dict:
         rt, at = self.runtime, T0
@@ -256,14 +298,15 @@ class EngineOrder:
                     return view.data
                 continue
             order_no = view.data["order_no"]
-            rt.message("payment_received", {"order_no": order_no, "amount": view.data["balance"]},
-                       {"order_no": order_no}, at=at + PAYMENT_AFTER)
-            # A message returns the instance id only; the next task is read as an inbox would.
+            rt.message("payment_received", payment(view.data), {"order_no": order_no}, at=at + PAYMENT_AFTER,
+                       actor="fin.chu", request_id=str(uuid.uuid4()))
+            # A message returns the instance id only; the next tasks are read as an inbox would.
             with self.store.engine.connect() as conn:
-                task_id = conn.execute(self._open_task, {"instance_id": view.id}).scalar_one()
-            user, data, after = ORDER_STEPS["reconcile"]
+                open_tasks = conn.execute(self._open_task, {"instance_id": view.id}).all()
             paid = dict(view.data, paid=view.data["paid"] + view.data["balance"])
-            view = rt.complete(task_id, user, data(paid), at=at + after)
+            for task_id, element_id in sorted(open_tasks, key=lambda t: t[1]):
+                user, data, after = ORDER_STEPS[element_id]
+                view = rt.complete(task_id, user, data(paid), at=at + after)
             if view.status != "completed":
                 raise SystemExit(f"engine: order_to_settlement ended {view.status}")
             return view.data

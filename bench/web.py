@@ -489,7 +489,7 @@ TASK_KINDS = [
     ("order_to_settlement", "schedule_production", "安排生产 / Schedule production", "production", 8),
     ("order_to_settlement", "ship_goods", "发货（发货清单、承运） / Ship the goods", "warehouse", 8),
     ("order_to_settlement", "confirm_arrival", "确认货物到达 / Confirm goods arrived", "sales_secretary", 6),
-    ("order_to_settlement", "reconcile", "核对到账金额 / Reconcile amounts received", "finance", 8),
+    ("order_to_settlement", "reconcile", "财务核对到账金额 / Finance reconciles amounts received", "finance", 8),
     ("order_to_settlement", "chase_overdue", "催收逾期尾款 / Chase the overdue balance", "office_manager", 3),
     ("return_request", "om_sign", "办事处经理签发 / Office manager signs", "office_manager", 4),
     ("return_request", "plan_approval", "销售计划部审批滞销品 / Sales plan approves slow-moving goods", "sales_plan", 3),

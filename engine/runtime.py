@@ -1335,7 +1335,7 @@ class Runtime:
         if not matches:
             if (first := self._replayed(request)) is not None:  # the same request, delivered meanwhile
                 return [first.id]
-            raise NotFound("no instance is waiting for %(what)s", what=described)
+            raise self._not_waiting(name, correlation, described)
         if len(matches) > 1:
             raise Conflict("%(count)d instances are waiting for %(what)s; name one with --correlation",
                            count=len(matches), what=described)
@@ -1344,6 +1344,29 @@ class Runtime:
         view = self._unit_of_work("message", who.username if who else access.OPERATOR, inputs, at,
                                   instance_id=instance_id, request=request)
         return [view.id if view is not None else instance_id]
+
+    def _not_waiting(self, name: str, correlation: dict, described: str) -> EngineError:
+        """Why no instance takes the message, in words (NotFound all the same): nothing has the
+        business key the correlation names, or the instance that has it has ended (a payment for
+        an order already settled) or is not at a step that waits for it now."""
+        values = {v for v in correlation.values() if bounds.fits_key(v, _I.c.business_key.type.length)}
+        if len(values) == 1:
+            (key,) = values
+            with self.store.read() as session:
+                rows = session.execute(select(_I.c.id, _I.c.status, _I.c.process_id)
+                                       .where(_I.c.business_key == key).limit(2)).all()
+            if not rows:
+                return NotFound("no instance is waiting for %(what)s: nothing is known as %(key)s",
+                                what=described, key=key)
+            if len(rows) == 1:
+                row = rows[0]
+                if row.status != "running":
+                    return NotFound("no instance is waiting for %(what)s: %(key)s (%(process)s) is already "
+                                    "%(status)s", what=described, key=key, process=row.process_id,
+                                    status=row.status)
+                return NotFound("no instance is waiting for %(what)s: %(key)s (%(process)s) is not at a step "
+                                "that takes it now", what=described, key=key, process=row.process_id)
+        return NotFound("no instance is waiting for %(what)s", what=described)
 
     def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
         if not correlation:

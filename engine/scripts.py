@@ -678,10 +678,19 @@ class SandboxedScriptEngine(PythonScriptEngine):
         try:
             result = determinism.call_service(operation_name, call)
         except Exception as err:
+            if _is_refusal(err):
+                raise  # a domain service refused its input in a sentence: a refusal, not an incident
             raise WorkflowTaskException(
                 f"service task {label!r}: service {operation_name!r} failed: {_describe(err)}",
                 task=task, exception=err) from err
         return json.dumps(result)
+
+
+def _is_refusal(err: BaseException) -> bool:
+    """A service raised one of the engine's refusals (runtime.InvalidInput, Conflict, ...): the
+    command is refused with its sentence and nothing is written, as for a form error."""
+    from .runtime import EngineError, CommandFailed  # (engine.runtime imports this module lazily)
+    return isinstance(err, EngineError) and not isinstance(err, CommandFailed)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import customers, notices, orders
+from . import customers, notices, order_chain, orders
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
     "credit_level": orders.credit_level,
     "reserve_stock": orders.reserve_stock,
+    "price_order": order_chain.price_order,
+    "book_deposit": order_chain.book_deposit,
+    "book_payment": order_chain.book_payment,
+    "record_shipment": order_chain.record_shipment,
+    "check_reconciliation": order_chain.check_reconciliation,
+    "publish_order": order_chain.publish_order,
     "send_notice": notices.send_notice,
     "record_complaint": notices.record_complaint,
 }

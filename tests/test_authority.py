@@ -44,7 +44,8 @@ START_DATA = {"branch_establishment": BRANCH, "contract_review": contract(), "re
 
 
 def order(customer: str = "C-A01", amount: float = 100000) -> dict:
-    return {"customer": customer, "contact": "陈美玲", "amount": amount,
+    """A phone order worth `amount` in its lines (the department manager approves it)."""
+    return {"customer": customer, "contact": "陈美玲", "order_source": "phone",
             "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200,
                        "unit_price": amount / 200}],
             "delivery_address": "广州市天河区", "delivery_date": "2026-12-20"}
@@ -83,7 +84,9 @@ class World:
 
     # the situations the actions need: each a fresh instance of the order chain
     def order_awaiting_deposit(self):
-        return self.rt.start("order_to_settlement", "rep.wang", order(), at=self.tick())
+        view = self.rt.start("order_to_settlement", "rep.wang", order(), at=self.tick())
+        return self.rt.complete(self.task(view, "approve_order_dm").id, "dm.zhou", {"decision": "approve"},
+                                at=self.tick())
 
     def order_with_production_escalated(self):
         """Deposit in; production silent for five hours: escalated to prod.jiang's superior, gm.zhao."""
@@ -104,7 +107,7 @@ class World:
                     {"work_order_no": "WO-1", "planned_start": "2026-11-25", "planned_finish": "2026-12-08"},
                     at=self.tick())
         rt.complete(self.task(view, "ship_goods").id, "wh.wei",
-                    {"shipping_list": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200}],
+                    {"shipping_list": [{"line": 1, "quantity": 200}],
                      "carrier": "德邦物流", "tracking_no": "DB1", "shipped_on": "2026-12-09"}, at=self.tick())
         return rt.instance(view.id)
 
@@ -168,9 +171,9 @@ ACTIONS: dict[str, Action] = {
     **{f"start {p}": _start(p) for p in ("branch_establishment", "contract_review", "return_request",
                                          "order_to_settlement", "archive_access")},
     "view an order": Action(
-        {"rep.wang", "fin.chu", "acct.xu", "audit.han"},
+        {"rep.wang", "dm.zhou", "fin.chu", "acct.xu", "audit.han"},
         "DESIGN human tasks / access.may_view_instance: its initiator, who may act on an open task, "
-        "who acted, the auditor (who reads every history)",
+        "who acted (dm.zhou approved the phone order), the auditor (who reads every history)",
         World.order_awaiting_deposit,
         lambda world, view, user: world.rt.instance(view.id, viewer=user), _snapshot),
     "claim": Action(

@@ -312,10 +312,11 @@ def test_an_order_carries_its_delivery_facts_and_nothing_of_the_card(rt, store):
     assert not any(hasattr(mod, "customer") for mod in (processes.customers,))  # no card accessor
     for record in processes.customers.CUSTOMERS.values():
         assert set(record) == {"name", "name_en", "contact", "address", "credit"}
-    order = {"customer": "C-A01", "contact": "刘建国", "amount": 120000,
+    order = {"customer": "C-A01", "contact": "刘建国", "order_source": "phone",
              "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200, "unit_price": 600}],
              "delivery_address": "广州市天河区黄埔大道西 268 号", "delivery_date": "2026-12-20"}
     view = rt.start("order_to_settlement", "rep.wang", order, at=T0)
+    view = rt.complete(view.tasks[0].id, "dm.zhou", {"decision": "approve"}, at=T0)
     view = rt.complete(view.tasks[0].id, "fin.chu", {"deposit_received": view.data["deposit_required"],
                                                      "received_on": "2026-11-24"}, at=T0 + timedelta(days=1))
     view = rt.complete(view.tasks[0].id, "prod.jiang", {"work_order_no": "WO-1", "planned_start": "2026-11-25",

@@ -20,10 +20,10 @@ from engine.runtime import Conflict, FormRejected, InvalidInput, Runtime
 from engine.store import Comment, HumanTask, LogEntry, TaskDraft
 
 from .conftest import contract, instances, snapshot
-from .test_processes import T0, Clock, do, order, the_task
+from .test_processes import APPROVE, T0, Clock, do, order, the_task
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"shipping_list": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200}],
+SHIPPED = {"shipping_list": [{"line": 1, "quantity": 200}],
            "carrier": "德邦物流", "tracking_no": "DB88230017", "shipped_on": "2026-12-09"}
 REJECTED = {"decision": "reject", "comment": "折扣超出授权，请按原报价重新谈判"}
 
@@ -37,6 +37,7 @@ def rt(store):
 def to_shipping(rt, clock: Clock):
     """An A-customer order waiting for the warehouse to ship it (balance due on dispatch)."""
     view = rt.start("order_to_settlement", "rep.wang", order("C-A01", 120000), at=clock.now)
+    view = do(rt, view, "approve_order_dm", "dm.zhou", APPROVE, at=clock())
     view = do(rt, view, "confirm_deposit", "fin.chu", {
         "deposit_received": view.data["deposit_required"], "received_on": "2026-11-24"}, at=clock(days=1))
     view = do(rt, view, "schedule_production", "prod.jiang", {
@@ -223,6 +224,7 @@ def test_a_delegation_whose_note_fails_is_undone(sqlite_store):
     versions.deploy(store, [ROOT / "bpmn"], actor="design.yang", at=T0)
     rt = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
     view = rt.start("order_to_settlement", "rep.wang", order("C-A01", 120000), at=T0)
+    view = do(rt, view, "approve_order_dm", "dm.zhou", APPROVE, at=T0)
     deposit = the_task(view, "confirm_deposit")
     rt.claim(deposit.id, "fin.chu", at=T0)
     before = snapshot(store, view.id)
@@ -405,7 +407,8 @@ def test_no_form_lets_a_step_write_what_a_script_a_service_or_a_rule_computes():
     for bpmn in (ROOT / "bpmn").glob("*.bpmn"):
         tree = etree.parse(str(bpmn))
         computed = set(decided) | {"initiator"}
-        for script in tree.iterfind(".//bpmn:script", ns):
+        scripts = [*tree.iterfind(".//bpmn:script", ns), *tree.iterfind(".//spiffworkflow:postScript", ns)]
+        for script in scripts:
             for node in ast.walk(ast.parse(script.text or "")):
                 targets = node.targets if isinstance(node, ast.Assign) else \
                     [node.target] if isinstance(node, ast.AugAssign) else []

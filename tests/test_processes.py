@@ -358,8 +358,9 @@ def test_exchange_ships_a_replacement_and_a_rejected_request_ends(rt):
 # --- order to settlement (订货—发运—结算) -----------------------------------------------------------
 
 def order(customer: str, amount: float = 100000, **changes) -> dict:
+    """A phone order (no contract: the department manager approves it) worth `amount` in its lines."""
     data = {
-        "customer": customer, "contact": customers.CUSTOMERS[customer]["contact"], "amount": amount,
+        "customer": customer, "contact": customers.CUSTOMERS[customer]["contact"], "order_source": "phone",
         "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200,
                    "unit_price": amount / 200}],
         "delivery_address": customers.CUSTOMERS[customer]["address"], "delivery_date": "2026-12-20",
@@ -375,8 +376,15 @@ def pay(rt, view, amount: float, at: datetime):
     return rt.instance(view.id)
 
 
+def approve_order(rt, view, clock: Clock):
+    """The department manager approves the phone order (001 二 2(6))."""
+    assert the_task(view, "approve_order_dm").role == "dept_manager"
+    return do(rt, view, "approve_order_dm", "dm.zhou", APPROVE, at=clock())
+
+
 def deposit_to_dispatch(rt, view, clock: Clock):
-    """Deposit confirmed by finance, production scheduled, goods shipped."""
+    """Order approved, deposit confirmed by finance, production scheduled, goods shipped."""
+    view = approve_order(rt, view, clock)
     view = do(rt, view, "confirm_deposit", "fin.chu", {
         "deposit_received": view.data["deposit_required"], "received_on": "2026-11-24",
         "voucher_no": "BK-1124-07"}, at=clock(days=1))
@@ -386,15 +394,19 @@ def deposit_to_dispatch(rt, view, clock: Clock):
         at=clock())
     assert view.data["reservation"]["reserved"] is True
     view = do(rt, view, "ship_goods", "wh.wei", {
-        "shipping_list": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 200}],
+        "shipping_list": [{"line": 1, "quantity": 200}],
         "carrier": "德邦物流", "tracking_no": "DB88230017", "shipped_on": "2026-12-09"}, at=clock(days=15))
     return view
 
 
 def reconcile(rt, view, clock: Clock):
+    """Finance and the rep each confirm the total received (001 二 3(5))."""
     assert the_task(view, "reconcile").role == "finance"
     view = do(rt, view, "reconcile", "fin.chu", {
         "confirmed_total": view.data["paid"], "reconciled_on": clock(hours=1).date().isoformat()},
+        at=clock.now)
+    view = do(rt, view, "reconcile_rep", "rep.wang", {
+        "rep_confirmed_total": view.data["paid"], "rep_reconciled_on": clock.now.date().isoformat()},
         at=clock.now)
     assert view.status == "completed" and view.tasks == []
     return view
@@ -425,10 +437,10 @@ def test_credit_a_pays_the_balance_on_dispatch(rt):
     view = rt.start("order_to_settlement", "rep.wang", order("C-A01", 120000), at=clock.now)
     assert re.fullmatch(r"SO-20261123-[0-9a-f]{6}", view.data["order_no"])
     assert view.business_key == view.data["order_no"]
-    assert (view.data["credit_level"], view.data["balance_at"], view.data["balance_days"]) == ("A", "dispatch", 0)
+    assert (view.data["credit_level"], view.data["balance_at"], view.data["balance_days"]) == ("A", "dispatch", 3)
     assert view.data["deposit_required"] == 36000
     view = deposit_to_dispatch(rt, view, clock)
-    assert view.tasks == [] and view.data["dunning_stage"] == "none"  # no arrival step for A
+    assert view.tasks == [] and view.data["dunning_stage"] == "before_reminder"  # no arrival step for A
     assert view.data["balance"] == 84000
     view = pay(rt, view, 84000, clock(hours=3))
     assert view.data["paid"] == 120000 and view.data["balance"] == 0
@@ -442,13 +454,13 @@ def test_credit_b_pays_on_arrival_and_payments_before_it_are_refused(rt, store):
     arrival = the_task(view, "confirm_arrival")
     assert arrival.role == "sales_secretary"
     before = snapshot(store, view.id)
-    with pytest.raises(NotFound):  # nothing waits for the balance before the goods arrive
+    with pytest.raises(NotFound, match="not at a step that takes it now"):  # no balance before arrival
         rt.message("payment_received", {"order_no": view.data["order_no"], "amount": 70000},
                    {"order_no": view.data["order_no"]}, at=clock())
     assert snapshot(store, view.id) == before
     view = do(rt, view, "confirm_arrival", "ssg.shen", {"arrived_on": "2026-12-11", "received_by": "陈美玲"},
               at=clock(days=2))
-    assert view.tasks == [] and view.data["balance"] == 70000 and view.data["dunning_stage"] == "none"
+    assert view.tasks == [] and view.data["balance"] == 70000 and view.data["dunning_stage"] == "before_reminder"
     view = pay(rt, view, 70000, clock(hours=5))
     reconcile(rt, view, clock)
 
@@ -457,6 +469,7 @@ def test_production_waits_for_the_whole_deposit(rt):
     clock = Clock()
     view = rt.start("order_to_settlement", "rep.wang", order("C-B01", 200000), at=clock.now)
     assert view.data["deposit_required"] == 60000
+    view = approve_order(rt, view, clock)
     view = do(rt, view, "confirm_deposit", "fin.chu", {"deposit_received": 20000, "received_on": "2026-11-23"},
               at=clock())
     assert waiting(view) == ["confirm_deposit"]  # still short: no production yet
@@ -533,7 +546,7 @@ def test_a_c_customer_paying_in_time_is_never_chased(rt):
     arrived = clock(days=2)
     view = do(rt, view, "confirm_arrival", "ssg.shen", {"arrived_on": arrived.date().isoformat()}, at=arrived)
     view = pay(rt, view, 70000, arrived + timedelta(days=9))
-    assert waiting(view) == ["reconcile"]
+    assert waiting(view) == ["reconcile", "reconcile_rep"]
     clock.now = arrived + timedelta(days=9)
     view = reconcile(rt, view, clock)
     assert timers.run_once(rt, arrived + timedelta(days=30)).fired == []
@@ -546,7 +559,7 @@ def test_an_unrated_customer_prepays_in_full(rt):
     assert (view.data["credit_level"], view.data["deposit_required"]) == ("unknown", 50000)
     view = deposit_to_dispatch(rt, view, clock)
     view = do(rt, view, "confirm_arrival", "ssg.shen", {"arrived_on": "2026-12-11"}, at=clock(days=2))
-    assert waiting(view) == ["reconcile"] and view.data["balance"] == 0
+    assert waiting(view) == ["reconcile", "reconcile_rep"] and view.data["balance"] == 0
     reconcile(rt, view, clock)
 
 

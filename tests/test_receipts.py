@@ -6,8 +6,8 @@ order's own process, every refusal said next to its field with nothing changed, 
 twice (a double click) books once — `request_id` on `Runtime.message`, the API's
 `Idempotency-Key` on POST /api/v1/messages/…
 
-Until order_to_settlement publishes its "order" record itself, `kept` writes one as it would
-(the shape of /work/brief/records.md), for the instances these tests drive.
+The orders are the "order" records order_to_settlement publishes at every step (`kept` reads
+them: the tests drive real instances, nothing is written by hand).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 import processes
 from engine import records, versions
 from engine.runtime import Conflict, NotFound, Runtime
-from engine.store import BusinessRecord, IdempotencyKey, LogEntry
+from engine.store import IdempotencyKey, LogEntry
 from web import create_app
 
 from .browser_server import compile_catalogs
@@ -69,20 +69,11 @@ def record_of(store, order_no: str) -> dict | None:
     return found[0] if found else None
 
 
-def kept(store, view, status: str | None = None, **changes) -> dict:
-    """The order's business record: the process's own if it publishes one, else written here as
-    it would publish it (`status` given, or awaiting payment once the balance is due)."""
-    data = view.data
-    if record_of(store, data["order_no"]) is None:
-        body = {"order_no": data["order_no"], "customer": data["customer"], "contract_no": None,
-                "amount": data["amount"], "lines": [{**line, "shipped": 0} for line in data["lines"]],
-                "deposit": data.get("deposit_required"), "paid": data["paid"], "balance": data["balance"],
-                "status": status or "awaiting_payment", **changes}
-        with store.write() as s:
-            s.add(BusinessRecord(kind=ORDER, key=data["order_no"], ref=None, customer=data["customer"],
-                                 data=body, instance_id=view.id, process_id="order_to_settlement",
-                                 revision=1, updated_at=view.updated))
-    return record_of(store, data["order_no"])
+def kept(store, view, status: str) -> dict:
+    """The order's business record as its process published it, in `status`."""
+    record = record_of(store, view.data["order_no"])
+    assert record is not None and record["instance_id"] == view.id and record["data"]["status"] == status
+    return record
 
 
 def awaiting_payment(rt, store, clock: Clock, customer: str = "C-A01", amount: float = 120000):
@@ -92,7 +83,7 @@ def awaiting_payment(rt, store, clock: Clock, customer: str = "C-A01", amount: f
     if customer != "C-A01":
         view = do(rt, view, "confirm_arrival", "ssg.shen", {"arrived_on": "2026-12-11"}, at=clock(days=2))
     assert view.tasks == [] and view.data["balance"] > 0
-    kept(store, view)
+    kept(store, view, "awaiting_payment")
     return view
 
 
@@ -199,7 +190,7 @@ def test_the_receipts_page_is_finances(app, due):
 def test_orders_are_found_by_number_customer_and_amount_awaiting_payment_first(app, rt, store, due):
     clock = Clock(due.updated + timedelta(minutes=1))
     other = rt.start("order_to_settlement", "rep.wang", order("C-B01", 50000), at=clock.now)
-    kept(store, other, "awaiting_deposit")  # newer, but not awaiting payment
+    kept(store, other, "open")  # newer, but waiting for the manager's approval
     client = as_user(app, "fin.chu")
     mine, theirs = due.data["order_no"], other.data["order_no"]
 
@@ -230,11 +221,13 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_goes_to_r
     assert (view.data["paid"], view.data["balance"], view.tasks) == (66000, 54000, [])
     shown = text(client.get(done.headers["Location"]))
     assert f"Received 30000 against order {order_no} (voucher BK-1210-01)." in shown
-    assert "54,000.00" in shown and "30,000.00" in shown
+    assert "54,000.00" in shown and "30,000.00" in shown and "BK-1210-01" in shown
     client.post("/receipts", data=receipt(due, "54000", "BK-1211-03"))
     view = rt.instance(due.id)
     assert (view.data["paid"], view.data["balance"]) == (120000, 0)
-    assert [p["amount"] for p in view.data["payments"]] == [36000, 30000, 54000]
+    assert [(p["amount"], p["voucher"]) for p in view.data["payments"]] == [
+        (36000, "BK-1124-07"), (30000, "BK-1210-01"), (54000, "BK-1211-03")]
+    assert kept(store, view, "reconciling")["data"]["payments"] == view.data["payments"]
     with store.read() as s:  # the same message as the API's, with the voucher and the date
         payloads = [e.input["payload"] for e in s.scalars(select(LogEntry).where(
             LogEntry.instance_id == due.id, LogEntry.command == "message").order_by(LogEntry.seq))]
@@ -246,9 +239,8 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_goes_to_r
     again = client.post("/receipts", data=receipt(due, "1", "BK-1212-09"))
     assert again.status_code == 409
     error = re.search(r'id="receipt-order_no-error">([^<]*)<', text(again))
-    assert error and error.group(1) in (
-        f"Order {order_no} is settled; nothing more can be received against it.",
-        f"Order {order_no} is already paid in full; nothing more can be received against it.")
+    assert error and error.group(1) == f"Order {order_no} is settled; nothing more can be received against it."
+    assert kept(store, view, "settled")
 
 
 def test_a_double_click_books_one_receipt(app, rt, store, due):
@@ -259,6 +251,17 @@ def test_a_double_click_books_one_receipt(app, rt, store, due):
     assert second.status_code == 302
     assert "This receipt was already recorded; it was booked once." in text(client.get(second.headers["Location"]))
     assert messages(store, due.id) == 1 and rt.instance(due.id).data["paid"] == 120000
+
+
+def test_a_voucher_already_booked_on_the_order_is_refused_next_to_it(app, rt, store, due):
+    client = as_user(app, "fin.chu")
+    assert client.post("/receipts", data=receipt(due, "30000", "BK-1210-01")).status_code == 302
+    before = snapshot(store, due.id)
+    again = client.post("/receipts", data=receipt(due, "20000", "BK-1210-01"))  # another receipt, same slip
+    assert again.status_code == 409
+    error = re.search(r'id="receipt-voucher-error">([^<]*)<', text(again))
+    assert error and "BK-1210-01" in error.group(1) and due.data["order_no"] in error.group(1)
+    assert snapshot(store, due.id) == before and rt.instance(due.id).data["paid"] == 66000
 
 
 @pytest.mark.parametrize("changes, field, sentence, status", [
@@ -294,7 +297,7 @@ def test_an_order_not_awaiting_payment_is_refused_by_the_engine_with_a_sentence(
     view = rt.start("order_to_settlement", "rep.wang", order("C-B01"), at=clock.now)
     view = deposit_to_dispatch(rt, view, clock)  # shipped; B pays on arrival, not yet confirmed
     monkeypatch.setenv("BPM_NOW", clock().isoformat())
-    kept(store, view, "shipped")
+    kept(store, view, "shipped")  # B: the balance falls due on arrival
     before = snapshot(store, view.id)
     client = as_user(app, "fin.chu")
     refused = client.post("/receipts", data=receipt(view, "1000"))

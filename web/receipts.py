@@ -41,8 +41,8 @@ VOUCHER_MAX = 64
 LISTED = 500  # orders read for one search, newest first
 STATUS_NAMES = {
     "open": _l("open"), "awaiting_deposit": _l("awaiting the deposit"), "in_production": _l("in production"),
-    "shipped": _l("shipped"), AWAITING: _l("awaiting payment"), "reconciling": _l("paid in full, reconciling"),
-    SETTLED: _l("settled"),
+    "partly_shipped": _l("partly shipped"), "shipped": _l("shipped"), AWAITING: _l("awaiting payment"),
+    "reconciling": _l("paid in full, reconciling"), SETTLED: _l("settled"), "rejected": _l("rejected"),
 }
 
 
