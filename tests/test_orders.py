@@ -5,7 +5,8 @@ chased too (001 四), reconciliation by finance and the rep (001 二 3(5)), depo
 payment message's refusals, and the "order" business record other processes read."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -13,10 +14,11 @@ from sqlalchemy import select
 import processes
 from engine import audit, timers, versions
 from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import BusinessRecord
+from engine.store import BusinessRecord, Incident
 
 from .conftest import instances, snapshot
 from .test_processes import BPMN, T0, Clock, completions, do, the_task, waiting
+from .test_web import as_user, catalogs, text  # noqa: F401 (catalogs: a fixture)
 
 SLAB = ("芝麻灰花岗岩板", "600x600x20")
 MARBLE = ("爵士白大理石板", "800x800x18")
@@ -176,9 +178,10 @@ def test_an_order_refers_only_to_an_approved_contract_of_its_customer(rt, store,
     with pytest.raises(InvalidInput, match=problem) as refused:
         rt.start("order_to_settlement", "rep.wang", contract_order(contract_no), at=T0)
     assert "contract_no" in refused.value.fields
-    assert instances(store) == 0 and record(store, "x") is None
-    with store.read() as s:
+    assert instances(store) == 0
+    with store.read() as s:  # a refusal, not a failure: no order record, no incident
         assert s.scalars(select(BusinessRecord).where(BusinessRecord.kind == "order")).first() is None
+        assert s.scalars(select(Incident)).first() is None
 
 
 @pytest.mark.parametrize("lines,field,problem", [
@@ -403,3 +406,40 @@ def test_the_order_record_follows_every_step(rt, store):
     assert [r["_revision"] for r in seen] == sorted({r["_revision"] for r in seen})
     assert (seen[0]["customer"], seen[0]["amount"], seen[0]["deposit"]) == ("C-B01", 100000, 30000)
 
+
+
+# --- the pages: the same rules where people meet them ---------------------------------------------
+
+@pytest.fixture
+def app(rt, catalogs, tmp_path, monkeypatch):
+    from web import create_app
+    monkeypatch.setenv("BPM_NOW", T0.isoformat())
+    return create_app(rt, {
+        "TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
+        "BABEL_TRANSLATION_DIRECTORIES": str(catalogs), "VENDOR_DIR": str(tmp_path / "vendor"),
+    })
+
+
+def test_the_pages_start_a_deposit_round_empty_show_the_lines_to_ship_and_refuse_too_much_in_words(app, rt, store):
+    clock = Clock()
+    view = approve(rt, rt.start("order_to_settlement", "rep.wang", phone_order(lines=[line(SLAB, 10, 6000)]),
+                                at=clock.now), clock)
+    view = deposit(rt, view, clock, 8000, voucher="BK-1124-07")
+    finance = as_user(app, "fin.chu")
+    html = finance.get(f"/tasks/{the_task(view, 'confirm_deposit').id}").get_data(as_text=True)
+    for field in ("deposit_received", "voucher_no"):
+        (tag,) = re.findall(rf'<input[^>]*name="{field}"[^>]*>', html)
+        assert not re.search(r'value="[^"]', tag), tag  # the second round's form starts empty
+    view = produce(rt, deposit(rt, view, clock, 10000, voucher="BK-1126-02"), clock)
+    task_id = the_task(view, "ship_goods").id
+    warehouse = as_user(app, "wh.wei")
+    page = text(warehouse.get(f"/tasks/{task_id}"))
+    assert "Order lines: ordered, shipped, remaining" in page and SLAB[0] in page
+    before = snapshot(store, view.id)
+    reply = warehouse.post(f"/tasks/{task_id}", data={
+        "action": "complete", "shipping_list": "", "shipping_list-0": "", "shipping_list-0-line": "1",
+        "shipping_list-0-quantity": "999", "carrier": "德邦物流", "shipped_on": "2026-11-25"})
+    assert reply.status_code == 422
+    html = text(reply)
+    assert "line 1 (芝麻灰花岗岩板 600x600x20): 999 is more than the 10 left to ship" in html
+    assert 'id="e-shipping_list-0-quantity"' in html and snapshot(store, view.id) == before

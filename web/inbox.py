@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from engine import access, audit, clock, notifications
 from engine import inbox as engine_inbox
 from engine.inbox import InboxQuery, SORT_KEYS
-from engine.runtime import EngineError, InvalidInput, NotFound
+from engine.runtime import EngineError, FormRejected, InvalidInput, NotFound
 from engine.store import Definition, HumanTask, User, UserRole
 
 from . import forms, http_status, runtime
@@ -473,9 +473,11 @@ def act(task_id: str):
             abort(400)
         view = rt.complete(task_id, _me(), submitted, request_id=request.form.get("request_id") or None)
     except InvalidInput as exc:
+        # A form's errors are listed by field; a domain service's refusal (processes/) is one
+        # sentence naming what was wrong, shown as it is, with its field marked.
         return _task_page(detail, values(), forms.errors_by_name(exc.fields), 422,
                           _("Nothing was submitted: please correct the marked fields.")
-                          if exc.fields else said(exc))
+                          if exc.fields and isinstance(exc, FormRejected) else said(exc))
     except EngineError as exc:
         return _task_page(detail, values(), status=http_status(exc), message=said(exc))
     _flash_next(view, _("“%(task)s” is done.", task=pick(detail["task"].name)))
@@ -566,7 +568,7 @@ def start(process_id: str):
     except InvalidInput as exc:
         return _start_page(process, submitted, forms.errors_by_name(exc.fields), 422,
                            _("Nothing was started: please correct the marked fields.")
-                           if exc.fields else said(exc))
+                           if exc.fields and isinstance(exc, FormRejected) else said(exc))
     except EngineError as exc:
         return _start_page(process, submitted, status=http_status(exc), message=said(exc))
     _flash_next(view, _("Started %(what)s.", what=view.business_key or pick(process["name"])))
