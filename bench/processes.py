@@ -5,8 +5,9 @@ Measured in one run:
 1. `order_to_settlement`, straight path of a credit level A customer (C-A01), a phone order: start
    (three service tasks, the credit DMN, a script) -> approve_order_dm (dm.zhou) -> confirm_deposit
    (fin.chu) -> schedule_production (prod.jiang; then the reserve_stock service) -> ship_goods
-   (wh.wei; the record_shipment service) -> the `payment_received` message for the balance,
-   correlated by order_no -> reconcile (fin.chu) and reconcile_rep (rep.wang) -> end: 8 commands.
+   (wh.wei; the record_shipment service) -> the `payment_received` message for the balance as
+   the receipts page sends it (order_no, amount, voucher, received_on; in (b) by fin.chu with a
+   request id), correlated by order_no -> reconcile (fin.chu) and reconcile_rep (rep.wang) -> end: 8 commands.
    The services that publish the "order" business record write to a dict in (a) (`MemoryRecords`)
    and to the business_record table, in the command's transaction, in (b).
    (a) raw SpiffWorkflow in memory, stock `BpmnWorkflowSerializer` (SPIFF_CONFIG, spec and DMN
@@ -121,6 +122,12 @@ def ms(seconds: float, digits: int = 3) -> float:
 
 CUSTOMER = "C-A01"
 AMOUNT = 120000
+
+
+def payment(data: dict) -> dict:
+    """The balance, as finance records it on the receipts page (web/receipts.py)."""
+    return {"order_no": data["order_no"], "amount": data["balance"], "voucher": "BK-1209-88",
+            "received_on": "2026-12-09"}
 
 
 def order_start_data() -> dict:
@@ -242,9 +249,7 @@ class RawOrder:
                        and t.task_spec.event_definition.name == "payment_received"]
             if not waiting:
                 raise SystemExit("raw SpiffWorkflow: order_to_settlement waits for nothing known")
-            data = waiting[0].data
-            workflow.send_event(BpmnEvent(waiting[0].task_spec.event_definition,
-                                          payload={"order_no": data["order_no"], "amount": data["balance"]}))
+            workflow.send_event(BpmnEvent(waiting[0].task_spec.event_definition, payload=payment(waiting[0].data)))
         workflow.do_engine_steps()
         return workflow
 
@@ -298,8 +303,8 @@ class EngineOrder:
                     return view.data
                 continue
             order_no = view.data["order_no"]
-            rt.message("payment_received", {"order_no": order_no, "amount": view.data["balance"]},
-                       {"order_no": order_no}, at=at + PAYMENT_AFTER)
+            rt.message("payment_received", payment(view.data), {"order_no": order_no}, at=at + PAYMENT_AFTER,
+                       actor="fin.chu", request_id=str(uuid.uuid4()))
             # A message returns the instance id only; the next tasks are read as an inbox would.
             with self.store.engine.connect() as conn:
                 open_tasks = conn.execute(self._open_task, {"instance_id": view.id}).all()

@@ -185,7 +185,8 @@ def cmd_complete(args) -> None:
 
 def cmd_message(args) -> None:
     data = _json_arg(args.data, "data")
-    ids = _runtime(_store()).message(args.name, data, _correlation(args.correlation), actor=args.actor)
+    ids = _runtime(_store()).message(args.name, data, _correlation(args.correlation), actor=args.actor,
+                                     request_id=args.request_id)
     _print(args, {"delivered_to": ids}, lambda: "delivered to " + ", ".join(ids))
 
 
@@ -541,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data")
     p.add_argument("--correlation", action="append", metavar="KEY=VALUE")
     p.add_argument("--as", dest="actor", help="a user whose role may send it (default: the operator)")
+    p.add_argument("--request-id", **request_id)
     p = command("worker", cmd_worker, "fire due timers")
     p.add_argument("--once", action="store_true")
     p.add_argument("--now")

@@ -359,6 +359,17 @@ def may_deploy(who: Person) -> bool:
     return bool(DEPLOY_ROLES & who.roles)
 
 
+# The receipts page (到账登记, docs/processes.md §4): finance looks orders up there and records the
+# bank's receipts against them. Each receipt is still the message `payment_received`, which its
+# process's `sender_roles` allow or refuse; this rule only says whose page it is.
+RECEIPT_DESK_ROLES = frozenset({"finance"})
+
+
+def may_record_receipts(who: Person) -> bool:
+    """Whether `who` has the receipts page (finance: fin.chu, acct.xu in the demo organisation)."""
+    return bool(RECEIPT_DESK_ROLES & who.roles)
+
+
 def may_open_task(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
     """A task's page, form and draft: those who may act on it, and the auditor (who reads all)."""
     return may_act(who, role, assignee, office_scope) or "auditor" in who.roles

@@ -1462,13 +1462,16 @@ class Runtime:
     # --- messages and timers ---
 
     def message(self, name: str, payload: Any = None, correlation: Mapping[str, str] | None = None,
-                *, actor: str | None = None, at: datetime | None = None) -> list[str]:
+                *, actor: str | None = None, at: datetime | None = None,
+                request_id: str | None = None) -> list[str]:
         """Deliver message `name` to the one waiting instance that matches `correlation`.
 
         `actor` must hold a role the receiving process lets send it (its message's `sender_roles`);
         None is the operator on the server's shell (CLI.md), logged as such. The keys the process
         names in the message's `correlation` property are required; a message that matches no
-        waiting instance is refused and changes nothing."""
+        waiting instance is refused and changes nothing. With `request_id`, once: sent again (a
+        double click on the receipts page, a retried API call), the first delivery's result, even
+        when the instance no longer waits for it."""
         payload = {} if payload is None else payload
         if not isinstance(payload, dict):
             raise InvalidInput("message data must be a JSON object")
@@ -1477,6 +1480,10 @@ class Runtime:
         _fit(payload, "message data")
         _fit(dict(correlation or {}), "correlation")
         correlation = {str(k): str(v) for k, v in (correlation or {}).items()}
+        request = _request(request_id, actor if actor is not None else access.OPERATOR, "message",
+                           {"name": name, "payload": payload, "correlation": correlation})
+        if (first := self._replayed(request)) is not None:
+            return [first.id]
         at = at or clock.now()
         with self.store.read() as session:
             who = person(session, actor) if actor is not None else None
@@ -1516,15 +1523,17 @@ class Runtime:
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
+            if (first := self._replayed(request)) is not None:  # the same request, delivered meanwhile
+                return [first.id]
             raise self._not_waiting(name, correlation, described)
         if len(matches) > 1:
             raise Conflict("%(count)d instances are waiting for %(what)s; name one with --correlation",
                            count=len(matches), what=described)
         instance_id = matches[0].instance_id
         inputs = {"name": name, "payload": payload, "correlation": correlation}
-        self._unit_of_work("message", who.username if who else access.OPERATOR, inputs, at,
-                           instance_id=instance_id)
-        return [instance_id]
+        view = self._unit_of_work("message", who.username if who else access.OPERATOR, inputs, at,
+                                  instance_id=instance_id, request=request)
+        return [view.id if view is not None else instance_id]
 
     def _not_waiting(self, name: str, correlation: dict, described: str) -> EngineError:
         """Why no instance takes the message, in words (NotFound all the same): nothing has the

@@ -23,7 +23,7 @@ from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
 
-from . import http_status, openapi, runtime
+from . import http_status, openapi, receipts, runtime
 from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -271,8 +271,26 @@ def message(name: str):
     correlation = body.get("correlation") or {}
     if not isinstance(correlation, dict):
         raise ApiError(400, "correlation must be an object of KEY: VALUE", {"correlation": "not an object"})
-    delivered = runtime().message(name, body.get("data", {}), correlation, actor=g.who.username)
+    delivered = runtime().message(name, body.get("data", {}), correlation, actor=g.who.username,
+                                  request_id=request.headers.get("Idempotency-Key"))
     return jsonify({"delivered_to": delivered})
+
+
+@bp.get("/v1/orders")
+@authenticated
+def orders():
+    """Finance's order search, as on the receipts page (web/receipts.py)."""
+    if not access.may_record_receipts(g.who):
+        raise ApiError(403, f"{g.who.username} may not list orders for receipts: only finance may")
+    amount = None
+    if (text := request.args.get("amount", "").strip()):
+        amount = receipts.number(text)
+        if amount is None:
+            raise ApiError(400, f"amount must be a number such as 84000 or 84000.50, not {text!r}",
+                           {"amount": "not a number"})
+    found = receipts.find_orders(request.args.get("order_no", "").strip(),
+                                 request.args.get("customer", "").strip(), amount)
+    return jsonify(found)
 
 
 @bp.get("/v1/notifications")

@@ -142,7 +142,17 @@ def document() -> dict:
                     "delivered_to": {"type": "array", "items": {"type": "string"}}}})},
                 body={"type": "object", "properties": {"data": {"type": "object"},
                                                        "correlation": {"type": "object"}}},
-                params=[_path_param("name")])},
+                params=[_path_param("name"), IDEMPOTENCY_KEY])},
+            "/v1/orders": {"get": _op(
+                "Finance's order search for receipts (the \"order\" business records: order_no, customer, "
+                "amount, paid, balance, status...), awaiting payment first; 403 unless the caller is finance",
+                {"200": _json({"type": "array", "items": {"type": "object"}})},
+                params=[{"name": "order_no", "in": "query", "schema": {"type": "string"},
+                         "description": "the start of the order number"},
+                        {"name": "customer", "in": "query", "schema": {"type": "string"}},
+                        {"name": "amount", "in": "query", "schema": {"type": "string"},
+                         "description": "the order's amount or its balance"}],
+                codes=(400, 401, 403))},
             **_archive_paths(),
             "/v1/credit-list": {"get": _op(
                 "The credit list (客户信用等级一览表): each customer's level (A, B, C or null: not rated) and "
