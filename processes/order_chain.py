@@ -10,6 +10,7 @@ facts, built in the BPMN from its data (see `ORDER` in docs/processes.md §4).
 """
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from engine import clock, records
@@ -178,6 +179,26 @@ def book_deposit(order: dict, received: Any, received_on: str, voucher_no: Any =
     return result
 
 
+def _received_on(payment: dict) -> str:
+    """The day the bank received the money (`received_on`, as the receipts page sends it): an ISO
+    date not after today; without one, today (a bank notice is booked the day it arrives)."""
+    today = clock.now().date()
+    given = payment.get("received_on")
+    if given in (None, ""):
+        return today.isoformat()
+    try:
+        day = date.fromisoformat(str(given)[:10]) if len(str(given)) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise InvalidInput("the day received %(day)r is not a date such as 2026-12-03", {"received_on": "not a date"},
+                           day=given)
+    if day > today:
+        raise InvalidInput("the day received %(day)s is after today", {"received_on": "after today"},
+                           day=day.isoformat())
+    return day.isoformat()
+
+
 def book_payment(order: dict, payment: Any) -> dict:
     """Service: book a `payment_received` message (order_no, amount, optional voucher, reference)."""
     payment = payment if isinstance(payment, dict) else {}
@@ -185,7 +206,7 @@ def book_payment(order: dict, payment: Any) -> dict:
     voucher = voucher.strip() if isinstance(voucher, str) and voucher.strip() else None
     payments = _booked(order, payment.get("amount"), voucher, "amount", "payment")
     received = float(payment["amount"])
-    payments.append({"kind": "balance", "amount": _money(received), "received_on": clock.now().date().isoformat(),
+    payments.append({"kind": "balance", "amount": _money(received), "received_on": _received_on(payment),
                      "voucher": voucher, "reference": payment.get("reference")})
     paid = _money(float(order.get("paid") or 0) + received)
     balance = _money(float(order["amount"]) - paid)

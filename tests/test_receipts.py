@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 import processes
 from engine import records, versions
-from engine.runtime import Conflict, NotFound, Runtime
+from engine.runtime import Conflict, InvalidInput, NotFound, Runtime
 from engine.store import IdempotencyKey, LogEntry
 from web import create_app
 
@@ -133,6 +133,16 @@ def test_a_message_sent_twice_with_one_request_id_is_delivered_once(rt, store, d
         assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
 
 
+@pytest.mark.parametrize("day,problem", [("2099-01-01", "after today"), ("9 Dec", "not a date")])
+def test_a_bank_notice_with_a_bad_day_received_is_refused_and_books_nothing(rt, store, due, day, problem):
+    order_no = due.data["order_no"]
+    before = snapshot(store, due.id)
+    with pytest.raises(InvalidInput, match=problem):
+        rt.message("payment_received", {"order_no": order_no, "amount": 100, "voucher": "BK-X", "received_on": day},
+                   {"order_no": order_no}, actor="bank.feed")
+    assert snapshot(store, due.id) == before
+
+
 def test_concurrent_identical_receipts_book_once(rt, store, due):
     """Six identical sendings of the full balance at once (a double click, a retried feed): one
     booking, and every sender gets its result, though the order stops waiting after the first."""
@@ -215,7 +225,7 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_goes_to_r
     order_no = due.data["order_no"]
     page = client.get("/receipts", query_string={"order": order_no})
     assert "84,000.00" in text(page) and "Nothing received yet" not in text(page)  # the deposit is listed
-    done = client.post("/receipts", data=receipt(due, "30000", "BK-1210-01"))
+    done = client.post("/receipts", data=receipt(due, "30000", "BK-1210-01", received_on="2026-12-08"))
     assert done.status_code == 302 and done.headers["Location"].endswith(f"/receipts?order={order_no}")
     view = rt.instance(due.id)
     assert (view.data["paid"], view.data["balance"], view.tasks) == (66000, 54000, [])
@@ -227,12 +237,13 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_goes_to_r
     assert (view.data["paid"], view.data["balance"]) == (120000, 0)
     assert [(p["amount"], p["voucher"]) for p in view.data["payments"]] == [
         (36000, "BK-1124-07"), (30000, "BK-1210-01"), (54000, "BK-1211-03")]
+    assert [p["received_on"] for p in view.data["payments"][1:]] == ["2026-12-08", "2026-12-09"]  # the bank's day
     assert kept(store, view, "reconciling")["data"]["payments"] == view.data["payments"]
     with store.read() as s:  # the same message as the API's, with the voucher and the date
         payloads = [e.input["payload"] for e in s.scalars(select(LogEntry).where(
             LogEntry.instance_id == due.id, LogEntry.command == "message").order_by(LogEntry.seq))]
     assert payloads == [
-        {"order_no": order_no, "amount": 30000, "voucher": "BK-1210-01", "received_on": "2026-12-09"},
+        {"order_no": order_no, "amount": 30000, "voucher": "BK-1210-01", "received_on": "2026-12-08"},
         {"order_no": order_no, "amount": 54000, "voucher": "BK-1211-03", "received_on": "2026-12-09"}]
     reconcile(rt, view, Clock(view.updated + timedelta(hours=1)))
     # Settled: one more receipt is refused next to the order number.
