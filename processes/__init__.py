@@ -30,6 +30,7 @@ SERVICES: dict[str, Callable[..., Any]] = {
 
 LOOKUPS: dict[str, Callable[..., Any]] = {
     "customer": customers.is_customer,
+    "amount_of_lines": contracts.amount_of_lines,
     "shipped_order": returns.shipped_order,
     "returnable_lines": returns.returnable_lines,
     "credit_within_value": returns.credit_within_value,

@@ -309,6 +309,25 @@ def test_a_start_without_the_quotes_terms_is_refused_naming_the_field(rt, store)
         rt.start("contract_review", "rep.wang", contract(discount=150), at=T0)
 
 
+def test_the_amount_must_be_what_the_lines_add_up_to_so_a_major_contract_cannot_be_typed_small(rt, store):
+    from .conftest import instances
+    lines = [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 2400, "unit_price": 520}]  # 1,248,000
+    with pytest.raises(InvalidInput, match="amount") as refused:
+        rt.start("contract_review", "rep.wang", contract(amount=999999, lines=lines), at=T0)
+    assert refused.value.fields == {"amount": "must be 1248000, the total of the lines (quantity × unit price)"}
+    assert instances(store) == 0
+    view = rt.start("contract_review", "rep.wang", contract(amount=1248000, lines=lines), at=T0)
+    assert view.data["major_contract"] is True
+    # On revision the same check holds: a lower amount over the same lines is refused.
+    view = do(rt, view, "dm_review", "dm.zhou", reject("金额有误，请核对"), Clock())
+    with pytest.raises(InvalidInput, match="amount") as refused:
+        rt.complete(the_task(view, "revise").id, "rep.wang", {
+            k: v for k, v in contract(amount=900000, lines=lines).items()
+            if k not in ("customer", "quote_price", "allowed_discount", "quote_payment_terms", "quote_delivery_date")},
+                    at=T0 + timedelta(hours=1))
+    assert list(refused.value.fields) == ["amount"]
+
+
 # --- the 4-hour reply with the 总经办 level (RULES: one person approves at most one level) ----------
 
 def test_escalations_with_the_general_office_level(rt, store):

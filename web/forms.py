@@ -356,6 +356,8 @@ def _messages():
          lambda m: _("At most %(left)s can be returned: order %(order)s shipped %(shipped)s of %(goods)s "
                      "and other returns claim %(claimed)s.",
                      left=m[1], order=m[2], shipped=m[3], goods=m[4], claimed=m[5])),
+        (r"must be (\S+), the total of the lines \(quantity × unit price\)",
+         lambda m: _("Must be %(v)s, the total of the lines (quantity × unit price).", v=m[1])),
         (r"must be at most (\S+), the value of the returned goods",
          lambda m: _("Must be at most %(v)s, the value of the returned goods.", v=m[1])),
     ]
