@@ -104,6 +104,11 @@ class _NothingToDo(Exception):
         self.view = view
 
 
+class _Race(Conflict):
+    """Two commands wrote one instance at the same moment: the later one is told to retry (the
+    worker leaves the instance to the next pass rather than park it)."""
+
+
 class _ExecutionFailed(Exception):
     """Raised around an exception from the workflow itself (script, service, expression)."""
 
@@ -1811,8 +1816,8 @@ class Runtime:
                     "v_completed_at": at if status != "running" else None, "v_log_hash": log_hash,
                 })
                 if done != 1:
-                    raise Conflict("instance %(instance)s was changed by someone else at the same moment; "
-                                   "look again and retry", instance=instance_id)
+                    raise _Race("instance %(instance)s was changed by someone else at the same moment; "
+                                "look again and retry", instance=instance_id)
                 _append_log(conn, instance_id, seq, at, actor, command, inputs.get("task_id"),
                             logged, state_hash, row.log_hash, log_hash)
                 breaches = _pending_breaches.get()
@@ -1843,8 +1848,12 @@ class Runtime:
         except _ExecutionFailed as failure:
             raise self._incident(failure.original, instance_id, process_id, command, inputs, actor,
                                  at) from None
-        except EngineError:
-            raise
+        except EngineError as refusal:
+            if pick_due is None or instance_id is None or isinstance(refusal, _Race):
+                raise
+            # A refusal of a step the worker ran (a record key another instance owns, a grant by
+            # no one who may grant) has nobody to tell: it is the instance's incident, as a failure.
+            raise self._incident(refusal, instance_id, process_id, command, inputs, actor, at) from None
         except Exception as exc:
             if pick_due is None or instance_id is None:
                 raise

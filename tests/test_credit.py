@@ -193,7 +193,7 @@ def test_an_order_keeps_its_level_and_a_later_one_follows_the_new_level(rt, stor
             kept.data["deposit_required"]) == ("C", "arrival", 14, 30000)
     after = rt.start("order_to_settlement", "rep.liu", order("C-C01", 100000), at=clock())
     assert (after.data["credit_level"], after.data["balance_at"], after.data["balance_days"],
-            after.data["deposit_required"]) == ("A", "dispatch", 0, 30000)
+            after.data["deposit_required"]) == ("A", "dispatch", 3, 30000)  # A: on dispatch, 3 days' grace (DMN)
 
 
 def test_a_customer_rated_for_the_first_time_no_longer_prepays_in_full(rt, store):

@@ -85,3 +85,25 @@ def test_services_refuse_outside_a_command():
         records.publish_record("note", "RR-1", {})
     with pytest.raises(RuntimeError, match="only as a step"):
         records.find("note", "RR-1")
+
+
+def test_a_timer_step_refused_for_a_taken_key_parks_its_instance_and_the_worker_goes_on(store):
+    """A refusal raised by a step the worker runs (here: a key another instance owns) has nobody to
+    tell: it becomes an incident of that instance, and the pass goes on to the others."""
+    from engine import timers
+    from engine.store import Incident
+    versions.deploy(store, [DATA / "runtime" / "ledger_timer.bpmn"], actor="design.yang", at=T0)
+    runtime = Runtime(store)
+    first = runtime.start("ledger_timer", "ssg.shen", {"key": "K-1"}, at=T0)
+    taken = runtime.start("ledger_timer", "ssg.shen", {"key": "K-1"}, at=T0 + timedelta(minutes=1))
+    other = runtime.start("ledger_timer", "ssg.shen", {"key": "K-2"}, at=T0 + timedelta(minutes=2))
+    done = timers.run_once(runtime, T0 + timedelta(hours=2))
+    assert sorted(done.fired) == sorted([first.id, other.id]) and list(done.failed) == [taken.id]
+    assert "already kept by another instance" in done.failed[taken.id]
+    with store.read() as s:
+        assert [(i.instance_id, i.status) for i in s.scalars(select(Incident))] == [(taken.id, "open")]
+    assert [t.element_id for t in runtime.instance(first.id).tasks] == ["check"]
+    assert [t.element_id for t in runtime.instance(other.id).tasks] == ["check"]
+    assert runtime.instance(taken.id).tasks == []  # still waiting on its timer, parked
+    # The next pass does not stall on it either.
+    assert timers.run_once(runtime, T0 + timedelta(hours=2, seconds=1)).failed == {}
