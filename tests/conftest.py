@@ -121,5 +121,8 @@ def contract(**changes) -> dict:
         "quote_delivery_date": "2027-01-15", "delivery_date": "2027-01-15",
         "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
     }
+    if "amount" in changes and "lines" not in changes:  # one line that adds up to the amount asked for
+        price = changes.get("price", data["price"])
+        data["lines"] = [{**data["lines"][0], "quantity": changes["amount"] / price, "unit_price": price}]
     data.update(changes)
     return data

@@ -249,7 +249,7 @@ def test_a_rejection_at_any_level_returns_the_contract_for_a_new_round(rt, store
                                             "delivery_date": "2027-01-15"}, clock)
     assert snapshot(store, view.id) == before_revise
 
-    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "discount": 0,
+    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "lines": contract()["lines"], "discount": 0,
                                                "payment_terms": "30% 定金，发货前付清",
                                                "delivery_date": "2027-01-15"}, clock, hours=2)
     assert (view.data["review_round"], view.data["deviations"], view.data["contract_no"]) == (2, [], no)
@@ -266,7 +266,7 @@ def test_a_revised_contract_that_still_deviates_goes_up_again(rt):
     clock = Clock()
     view = rt.start("contract_review", "rep.wang", contract(price=450, amount=225000), at=clock.now)
     view = do(rt, view, "dm_review", "dm.zhou", reject("价格过低"), clock)
-    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "payment_terms": "货到付款",
+    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "lines": contract()["lines"], "payment_terms": "货到付款",
                                                "delivery_date": "2027-01-15"}, clock)
     assert (view.data["review_round"], view.data["deviations"], view.data["deviation_approver"]) == (
         2, ["payment_terms"], "general_manager")
@@ -380,7 +380,7 @@ def test_a_gm_who_also_sits_in_the_general_office_approves_one_level_of_a_round(
         rt.complete(go.id, "gm.zhao", APPROVE, at=clock())
     assert snapshot(store, view.id) == before
     view = do(rt, view, "go_approval", "gmo.tang", reject("定金比例须按报价"), clock)
-    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "payment_terms": "30% 定金，发货前付清",
+    view = do(rt, view, "revise", "rep.wang", {"price": 520, "amount": 260000, "lines": contract()["lines"], "payment_terms": "30% 定金，发货前付清",
                                                "delivery_date": "2027-01-15"}, clock)
     view = do(rt, view, "dm_review", "dm.zhou", APPROVE, clock)
     view = do(rt, view, "go_approval", "gm.zhao", APPROVE, clock)  # round 2: his only level

@@ -328,7 +328,8 @@ def test_a_second_round_counts_levels_afresh(rt, store):
     review = the_task(rt.instance(view.id), "dm_review")
     view = rt.complete(review.id, "gm.zhao", {"decision": "reject", "comment": "重新报价"}, at=T0 + timedelta(hours=6))
     view = rt.complete(the_task(view, "revise").id, "rep.wang",
-                       {"price": 500, "amount": 250000, "payment_terms": "30% 定金，发货前付清",
+                       {"price": 500, "amount": 250000, "lines": contract(amount=250000, price=500)["lines"],
+                        "payment_terms": "30% 定金，发货前付清",
                         "delivery_date": "2027-01-15"}, at=T0 + timedelta(hours=7))
     review = the_task(view, "dm_review")
     assert review.assignee is None  # round 2 starts open to the department manager again
