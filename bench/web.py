@@ -113,9 +113,9 @@ def contract_data(path: str) -> dict:
             "quote_delivery_date": delivery, "delivery_date": delivery,
             "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}]}
     if path == "deviation":   # price below the quote -> dept manager, VP, general office
-        data.update(price=480, amount=240000)
+        data.update(price=480, amount=240000, lines=[{**data["lines"][0], "unit_price": 480}])
     elif path == "major":     # >= 1,000,000 and below the quote -> dept manager, GM, general office
-        data.update(amount=1_000_000, price=500)
+        data.update(amount=1_000_000, price=500, lines=[{**data["lines"][0], "quantity": 2000, "unit_price": 500}])
     return data
 
 

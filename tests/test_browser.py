@@ -281,7 +281,7 @@ def test_contract_review_is_started_rejected_without_reason_then_approved(open_p
 
 def test_instance_diagram_marks_the_step_waiting_now(open_page, live):
     view = live.runtime.start("contract_review", "rep.wang", {
-        "customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 92,
+        "customer": "C-A01", "amount": 184000, "quote_price": 100, "price": 92,
         "payment_terms": "30% deposit", "delivery_date": day(30),
         "quote_payment_terms": "30% deposit", "quote_delivery_date": day(30),
         "lines": [{"product": "芝麻白花岗岩板", "quantity": 2000, "unit_price": 92}]})
