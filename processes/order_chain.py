@@ -70,7 +70,7 @@ def publish_order(order: dict, status: str) -> str:
 
 def _contract(contract_no: str, customer: str) -> dict:
     """The approved contract `contract_no` of `customer` (its record's data), or a refusal."""
-    found = records.find("contract", contract_no)
+    found = records.find("contract", contract_no, lock=True)  # orders on one contract take turns
     if found is None:
         raise InvalidInput("there is no contract %(contract)s: give the number of an approved contract, or "
                            "leave it empty for a phone or fax order that a manager approves",

@@ -212,6 +212,44 @@ def test_the_amount_is_computed_from_the_lines_and_cannot_be_typed(rt, store):
     assert record(store, view.data["order_no"])["amount"] == 100000
 
 
+def test_two_orders_on_one_contract_take_turns_and_the_second_sees_what_the_first_took(rt, store):
+    """While another command holds the contract (an order for all 500 being written, not yet
+    committed), a new order on it waits, then sees that order and is refused; without the lock
+    both would pass. PostgreSQL only: SQLite runs one writer at a time anyway."""
+    if store.is_sqlite:
+        pytest.skip("SQLite serialises writers")
+    import threading
+
+    from sqlalchemy import insert
+
+    put_contract(store, "HT-20261120-a1b2c3")
+    outcome: list = []
+
+    def second_order() -> None:
+        try:
+            outcome.append(rt.start("order_to_settlement", "rep.wang",
+                                    contract_order("HT-20261120-a1b2c3", lines=[line(SLAB, 200)]), at=T0))
+        except InvalidInput as refused:
+            outcome.append(refused.fields)
+
+    with store.engine.connect() as other:
+        with other.begin():
+            other.execute(select(BusinessRecord).where(BusinessRecord.kind == "contract",
+                                                       BusinessRecord.key == "HT-20261120-a1b2c3").with_for_update())
+            other.execute(insert(BusinessRecord).values(
+                kind="order", key="SO-20261123-000001", ref="HT-20261120-a1b2c3", customer="C-B01",
+                instance_id="00000000-0000-4000-8000-0000000000cc", process_id="order_to_settlement", revision=1,
+                updated_at=T0, data={"order_no": "SO-20261123-000001", "status": "awaiting_deposit",
+                                     "lines": [{"product": SLAB[0], "spec": SLAB[1], "quantity": 500,
+                                                "unit_price": 500, "shipped": 0}]}))
+            waiting = threading.Thread(target=second_order)
+            waiting.start()
+            waiting.join(timeout=1.0)
+            assert waiting.is_alive() and outcome == []  # it waits for the contract
+        waiting.join(timeout=30)
+    assert outcome == [{"lines/0/quantity": "more than the contract has left"}]
+
+
 # --- 3. shipping from the order lines (004 发货流程) -----------------------------------------------
 
 def test_shipments_are_drawn_from_the_lines_never_beyond_them_and_come_back_until_all_is_shipped(rt, store):
