@@ -22,6 +22,7 @@ from engine.store import CreditChange, CreditListEntry, Instance
 
 from .conftest import snapshot
 from .test_processes import BPMN, Clock, do, order, the_task
+from .test_web import as_user, catalogs, make_app  # noqa: F401 (catalogs: a fixture)
 
 CHINA = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=CHINA)  # deployed on a Monday morning
@@ -262,21 +263,9 @@ def test_the_list_is_read_inside_a_command_only():
 # --- the doors: page, API, command line -----------------------------------------------------------
 
 @pytest.fixture
-def app(rt, tmp_path, monkeypatch):
-    from web import create_app
-
-    from .browser_server import compile_catalogs
+def app(rt, catalogs, tmp_path, monkeypatch):
     monkeypatch.setenv("BPM_NOW", T0.isoformat())
-    return create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
-                           "BABEL_TRANSLATION_DIRECTORIES": str(compile_catalogs(tmp_path / "tr")),
-                           "VENDOR_DIR": str(tmp_path / "vendor")})
-
-
-def signed_in(app, user: str, lang: str = "en"):
-    client = app.test_client()
-    assert client.post("/login", data={"username": user, "password": "demo"}).status_code == 302
-    client.post("/lang", data={"lang": lang})
-    return client
+    return make_app(rt, catalogs, tmp_path)
 
 
 def approved_review(rt, customer: str, level: str, reason: str) -> str:
@@ -288,14 +277,14 @@ def approved_review(rt, customer: str, level: str, reason: str) -> str:
 
 def test_the_credit_list_page_shows_levels_and_changes_to_those_who_work_with_it(app, rt, store):
     instance_id = approved_review(rt, "C-C01", "B", "半年内按期回款")
-    ssg = signed_in(app, "ssg.shen")
+    ssg = as_user(app, "ssg.shen")
     assert "Credit list" in ssg.get("/customers").get_data(as_text=True)
     shown = ssg.get("/credit-list").get_data(as_text=True)
     assert "广州华鼎建材贸易有限公司" in shown and "半年内按期回款" in shown and "dm.zhou" in shown
     assert f"/instances/{instance_id}" in shown and "/start/credit_review" in shown
-    dm = signed_in(app, "dm.zhou").get("/credit-list?customer=C-A01").get_data(as_text=True)
+    dm = as_user(app, "dm.zhou").get("/credit-list?customer=C-A01").get_data(as_text=True)
     assert "Changes of level — C-A01" in dm and "半年内按期回款" not in dm and "/start/credit_review" not in dm
-    refused = signed_in(app, "rep.wang").get("/credit-list")
+    refused = as_user(app, "rep.wang").get("/credit-list")
     assert refused.status_code == 403 and "may not see the credit list" in refused.get_data(as_text=True)
     # the list is not the archive: nothing of a card's confidential part is on the page
     assert "138 2240 7781" not in shown and "围棋" not in shown
@@ -338,7 +327,7 @@ def test_a_new_customer_card_puts_the_customer_on_the_list_unrated_and_the_card_
 
 
 def test_a_review_through_the_pages(app, rt, store):
-    ssg = signed_in(app, "ssg.shen")
+    ssg = as_user(app, "ssg.shen")
     assert "/start/credit_review" in ssg.get("/start").get_data(as_text=True)
     started = ssg.post("/start/credit_review", data={"note": "月中复核"})
     assert started.status_code == 302, started.get_data(as_text=True)
@@ -354,7 +343,7 @@ def test_a_review_through_the_pages(app, rt, store):
     done = ssg.post(f"/tasks/{propose.id}", data={**row, "changes-0-level": "A"})
     assert done.status_code == 302, done.get_data(as_text=True)
     approval = the_task(rt.instance(review.id), "dm_approval")
-    dm = signed_in(app, "dm.zhou", "zh_CN")
+    dm = as_user(app, "dm.zhou", "zh_CN")
     shown = dm.get(f"/tasks/{approval.id}").get_data(as_text=True)
     assert "佛山市顺德区恒信装饰工程有限公司" in shown and "账期内全部回款" in shown and "现行等级" in shown
     done = dm.post(f"/tasks/{approval.id}", data={"decision": "approve", "action": "complete"})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from html import unescape
 
 import pytest
 from sqlalchemy import func, select
@@ -22,45 +21,21 @@ import processes
 from engine import records, versions
 from engine.runtime import Conflict, InvalidInput, NotFound, Runtime
 from engine.store import IdempotencyKey, LogEntry
-from web import create_app
 
-from .browser_server import compile_catalogs
 from .conftest import snapshot
 from .test_once import at_once
 from .test_processes import BPMN, Clock, deposit_to_dispatch, do, order, reconcile
+from .test_web import app, as_user, catalogs, text  # noqa: F401 (app, catalogs: fixtures)
 
 ORDER = "order"
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def catalogs(tmp_path_factory):
-    return compile_catalogs(tmp_path_factory.mktemp("translations"))
-
-
 @pytest.fixture
 def rt(store):
     versions.deploy(store, [BPMN], actor="design.yang", at=Clock().now)
     return Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
-
-
-@pytest.fixture
-def app(rt, catalogs, tmp_path):
-    return create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
-                           "BABEL_TRANSLATION_DIRECTORIES": str(catalogs),
-                           "VENDOR_DIR": str(tmp_path / "vendor")})
-
-
-def as_user(app, username: str, lang: str = "en"):
-    client = app.test_client()
-    assert client.post("/login", data={"username": username, "password": "demo"}).status_code == 302
-    client.post("/lang", data={"lang": lang})
-    return client
-
-
-def text(response) -> str:
-    return unescape(response.get_data(as_text=True))
 
 
 def record_of(store, order_no: str) -> dict | None:

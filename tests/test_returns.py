@@ -23,6 +23,7 @@ from engine.store import BusinessRecord
 
 from .conftest import instances, snapshot
 from .orders_on_file import ORDER_NO, put_order
+from .test_web import as_user, catalogs, make_app  # noqa: F401 (catalogs: a fixture)
 
 BPMN = Path(__file__).resolve().parents[1] / "bpmn"
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
@@ -287,21 +288,10 @@ def test_two_requests_against_one_order_take_turns_and_the_second_sees_the_first
 # --- through the pages: the sentence next to the field, in the page's language -------------------
 
 @pytest.fixture
-def pages(rt, tmp_path, monkeypatch):
-    from web import create_app
-
-    from .browser_server import compile_catalogs
+def pages(rt, catalogs, tmp_path, monkeypatch):
     monkeypatch.setenv("BPM_NOW", T0.isoformat())
-    app = create_app(rt, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
-                          "BABEL_TRANSLATION_DIRECTORIES": str(compile_catalogs(tmp_path / "tr")),
-                          "VENDOR_DIR": str(tmp_path / "vendor")})
-
-    def as_user(username: str):
-        client = app.test_client()
-        assert client.post("/login", data={"username": username, "password": "demo"}).status_code == 302
-        client.post("/lang", data={"lang": "zh_CN"})
-        return client
-    return as_user
+    app = make_app(rt, catalogs, tmp_path)
+    return lambda username: as_user(app, username, "zh_CN")
 
 
 def field_errors(response) -> dict[str, str]:

@@ -54,6 +54,11 @@ def rt(store, monkeypatch):
 
 @pytest.fixture
 def app(rt, catalogs, tmp_path):
+    return make_app(rt, catalogs, tmp_path)
+
+
+def make_app(rt, catalogs: Path, tmp_path: Path):
+    """The web app for tests: no CSRF, the compiled catalogs, a throw-away vendor folder."""
     return create_app(rt, {
         "TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False,
         "BABEL_TRANSLATION_DIRECTORIES": str(catalogs), "VENDOR_DIR": str(tmp_path / "vendor"),
