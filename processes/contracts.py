@@ -15,14 +15,12 @@ from typing import Any
 
 from engine import clock
 
+from .amounts import CENT, number as _number, shown
+
 
 def assign_contract_number() -> str:
     """"HT-YYYYMMDD-" (合同) and six hex digits; the date is the engine's present (`engine.clock`)."""
     return f"HT-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(3)}"
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def amount_of_lines(value: Any, form: dict) -> str | None:
@@ -38,8 +36,6 @@ def amount_of_lines(value: Any, form: dict) -> str | None:
         if quantity is None or price is None:
             return None
         total += quantity * price
-    total = round(total, 2)
-    if abs(amount - total) >= 0.005:
-        shown = f"{total:.2f}".rstrip("0").rstrip(".")
-        return f"must be {shown}, the total of the lines (quantity × unit price)"
+    if abs(amount - total) >= CENT:
+        return f"must be {shown(total)}, the total of the lines (quantity × unit price)"
     return None

@@ -16,19 +16,9 @@ from typing import Any
 from engine import clock, records
 from engine.runtime import Conflict, InvalidInput
 
+from .amounts import CENT, money as _money, number as _number
+
 CONTRACT_USABLE = ("approved", "filed")
-CENT = 0.005
-
-
-def _money(value: float) -> float | int:
-    value = round(float(value), 2)
-    return int(value) if value.is_integer() else value
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _line_name(line: dict) -> str:
@@ -187,7 +177,7 @@ def _received_on(payment: dict) -> str:
     if given in (None, ""):
         return today.isoformat()
     try:
-        day = date.fromisoformat(str(given)[:10]) if len(str(given)) == 10 else None
+        day = date.fromisoformat(given) if isinstance(given, str) and len(given) == 10 else None
     except ValueError:
         day = None
     if day is None:
@@ -249,8 +239,8 @@ def record_shipment(order: dict, shipping_list: Any, carrier: str, shipped_on: s
                       "shipped_on": shipped_on,
                       "lines": [{"line": n, "product": lines[n - 1]["product"], "spec": lines[n - 1].get("spec") or "",
                                  "quantity": _money(q)} for n, q in sorted(now.items())]})
-    done = all(float(l.get("shipped", 0)) + 1e-9 >= float(l["quantity"]) for l in lines)
     status, rest = shipping_view(lines)
+    done = not rest  # no line with anything left to ship
     _publish({**order, "lines": lines, "shipments": shipments}, "shipped" if done else "partly_shipped")
     return {"lines": lines, "shipments": shipments, "fully_shipped": done, "shipping_list_no": list_no,
             "shipping_status": status, "shipping_list": rest}

@@ -6,7 +6,6 @@ from typing import Any
 
 from engine import clock, credit
 
-CREDIT_LEVELS = credit.LEVELS
 
 
 def assign_order_number() -> str:

@@ -29,24 +29,12 @@ from typing import Any
 
 from engine import clock, records
 
-# Money and quantities are compared to the cent / the hundredth of a piece.
-_EPSILON = 0.005
+from .amounts import CENT, number as _number, shown as _shown
 
 
 def assign_request_number() -> str:
     """"TH-YYYYMMDD-" and six hex digits (退货); the date is the engine's present."""
     return f"TH-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(3)}"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _shown(value: float) -> str:
-    """A quantity or amount as people write it: 12 rather than 12.0."""
-    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0")
 
 
 def _key(line: Any) -> tuple[str, str]:
@@ -137,7 +125,7 @@ def returnable_lines(value: Any, form: dict) -> dict[str, str]:
             continue
         asked[key] += quantity
         left = max(0.0, shipped[key] - claimed[key])
-        if asked[key] > left + _EPSILON:
+        if asked[key] > left + CENT:
             problems[f"{i}/quantity"] = (
                 f"at most {_shown(left)} can be returned: order {order_no} shipped {_shown(shipped[key])} "
                 f"of {_label(key)} and other returns claim {_shown(claimed[key])}")
@@ -150,7 +138,7 @@ def credit_within_value(value: Any, form: dict) -> str | None:
     amount, limit = _number(value), _number(form.get("returned_value"))
     if amount is None or limit is None:
         return None  # the type is the form's; an instance without a value has no such field
-    if amount > limit + _EPSILON:
+    if amount > limit + CENT:
         return f"must be at most {_shown(limit)}, the value of the returned goods"
     return None
 
