@@ -80,10 +80,6 @@ class WorkingCalendar:
         return [(datetime.combine(day, a, self.zone).astimezone(timezone.utc),
                  datetime.combine(day, b, self.zone).astimezone(timezone.utc)) for a, b in self.hours]
 
-    def is_working(self, instant: datetime) -> bool:
-        day = instant.astimezone(self.zone).date()
-        return any(a <= instant < b for a, b in self.periods(day))
-
     # --- working time ---
 
     def add(self, start: datetime, amount: timedelta) -> datetime:
@@ -283,12 +279,3 @@ def due_after(start: datetime, duration: str) -> datetime:
 def due_before(end: datetime, duration: str) -> datetime:
     """`duration` before `end` (a reminder before its due), the same way."""
     return _timed(end, duration, back=True)
-
-
-def describe(calendar: WorkingCalendar | None) -> str:
-    """One line for people: what the setting in force means."""
-    if calendar is None:
-        return "clock hours (no working calendar)"
-    hours = ", ".join(f"{a:%H:%M}–{b:%H:%M}" for a, b in calendar.hours)
-    days = "China's working days" if calendar.china else "weekdays " + ",".join(map(str, sorted(calendar.weekdays)))
-    return f"working hours {hours} {calendar.zone.key}, {days}"

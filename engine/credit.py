@@ -125,10 +125,7 @@ def record_changes(conn: Connection, changes: list[dict], *, actor: str, instanc
         if level not in LEVELS:
             raise InvalidInput("the credit level of %(customer)s must be A, B or C, not %(level)r",
                                {"level": "must be A, B or C"}, customer=change["customer"], level=level)
-        query = select(_L.c.level).where(_L.c.id == change["customer"])
-        if conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        before = conn.execute(query).first()
+        before = conn.execute(select(_L.c.level).where(_L.c.id == change["customer"]).with_for_update()).first()
         if before is None:
             raise InvalidInput("%(customer)s is not a customer on the credit list", customer=change["customer"])
         if before.level == level:

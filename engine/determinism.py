@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import time as _time
 import uuid
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import clock
 
@@ -80,25 +79,12 @@ def current() -> CommandContext | None:
     return _current.get()
 
 
-# The database connection of the command's transaction, for what a command reads besides its
-# instance (the credit list, through a service or a form lookup): the same snapshot, the same
-# transaction. Not part of the context above: a replay reads nothing (services play back).
-_connection: ContextVar[Any] = ContextVar("bpm_command_connection", default=None)
-
-
 def connection() -> Any:
-    """The running command's database connection, or None outside a command."""
-    return _connection.get()
-
-
-@contextmanager
-def connected(conn: Any) -> Iterator[Any]:
-    """Run a block with `conn` as the command's connection."""
-    token = _connection.set(conn)
-    try:
-        yield conn
-    finally:
-        _connection.reset(token)
+    """The running command's database connection (its transaction: the same snapshot), for what a
+    step reads besides its instance — the credit list, business records, the holders of a role;
+    None outside a command. A replay has none: services play back what they returned."""
+    ctx = _current.get()
+    return ctx.conn if ctx is not None else None
 
 
 class command_context:

@@ -37,10 +37,9 @@ _R = BusinessRecord.__table__
 
 
 def _context(service: str) -> determinism.CommandContext:
-    ctx = determinism.current()
-    if ctx is None or ctx.conn is None:
+    if determinism.connection() is None:
         raise RuntimeError(f"{service} runs only as a step of a process instance")
-    return ctx
+    return determinism.current()
 
 
 def _checked_key(value: Any, what: str) -> str:

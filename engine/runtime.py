@@ -1067,7 +1067,7 @@ class Runtime:
         if scheduled is not None:
             inputs["scheduled_for"] = scheduled.isoformat()
         try:
-            with self.store.transaction() as conn, determinism.connected(conn):
+            with self.store.transaction() as conn:
                 who = person(conn, actor) if scheduled is None else access.Person(
                     SYSTEM_ACTOR, SYSTEM_ACTOR, frozenset(), None, None)
                 if request is not None and (first := self._claim(conn, request, at)) is not None:
@@ -1737,7 +1737,7 @@ class Runtime:
         sqlite = self.store.is_sqlite
         token = _pending_breaches.set([])
         try:
-            with self.store.transaction() as conn, determinism.connected(conn):
+            with self.store.transaction() as conn:
                 if request is not None and (first := self._claim(conn, request, at)) is not None:
                     raise _NothingToDo(first)  # before the task is looked up: it may be done by now
                 who = person(conn, actor) if check is not None else None

@@ -113,26 +113,6 @@ def due_run(kind: str, literal: str, since: datetime, now: datetime) -> datetime
     return latest
 
 
-def next_run(kind: str, literal: str, after: datetime) -> datetime | None:
-    """The first scheduled instant after `after` (what a page shows as the next review)."""
-    if kind == "timeDate":
-        try:
-            instant = _first(literal)
-        except ValueError:
-            return None
-        return instant if instant > after else None
-    if kind != "timeCycle" or problem(kind, literal) is not None:
-        return None
-    parts = literal.upper().replace("--", "/").split("/")
-    cycles = int(parts[0][1:]) if parts[0][1:] else -1
-    instant, count = _first(parts[1]), 0
-    while instant <= after and cycles != 0 and count < MAX_STEPS:
-        instant += _step(parts[2], instant)
-        cycles -= 1
-        count += 1
-    return instant if instant > after and cycles != 0 else None
-
-
 def record_run(conn: Connection, process_id: str, scheduled: datetime, instance_id: str,
                at: datetime) -> None:
     """The run's row, in the start's transaction: taken over from a failed attempt (a retried

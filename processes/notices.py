@@ -30,10 +30,10 @@ def send_notice(to: str, subject: str, body: str) -> dict[str, Any]:
 def role_holders(role: str) -> list[str]:
     """The active users holding `role`, by username; read through the running command's
     transaction (a service step of an instance only)."""
-    ctx = determinism.current()
-    if ctx is None or ctx.conn is None:
+    conn = determinism.connection()
+    if conn is None:
         raise RuntimeError("the holders of a role are looked up only as a step of a process instance")
-    return list(ctx.conn.scalars(
+    return list(conn.scalars(
         select(UserRole.username).join(User, User.username == UserRole.username)
         .where(UserRole.role_id == role, User.active.is_(True)).order_by(UserRole.username)))
 
