@@ -47,7 +47,7 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_closes(op
     expect(row).to_have_count(1)
     expect(row).to_contain_text("待收款")
     row.locator("a").click()
-    expect(fin.locator("#order-balance")).to_have_text("84,000.00")
+    expect(fin.locator("#order-balance")).to_have_text("¥84,000.00")
     expect(fin.locator("#receipt-order_no")).to_have_value(order_no)
     expect(fin.locator("#receipt-received_on")).to_have_value(day(0))
 
@@ -64,8 +64,8 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_closes(op
     fin.fill("#receipt-amount", "30000")
     fin.fill("#receipt-voucher", "BK-1203-11")
     fin.locator("#receipt-form button[type=submit]").click()
-    expect(fin.locator("ul.flashes")).to_contain_text(f"已登记订单 {order_no} 到账 30000（凭证号 BK-1203-11）。")
-    expect(fin.locator("#order-balance")).to_have_text("54,000.00")
+    expect(fin.locator("ul.flashes")).to_contain_text(f"已登记订单 {order_no} 到账 ¥30,000.00（凭证号 BK-1203-11）。")
+    expect(fin.locator("#order-balance")).to_have_text("¥54,000.00")
     expect(fin.locator("#receipts tbody tr")).to_have_count(2)  # the deposit and this receipt
     expect(fin.locator("#receipts tbody tr").last).to_contain_text("BK-1203-11")
 
@@ -73,8 +73,8 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_closes(op
     fin.fill("#receipt-amount", "54000")
     fin.fill("#receipt-voucher", "BK-1203-12")
     fin.locator("#receipt-form button[type=submit]").click()
-    expect(fin.locator("ul.flashes")).to_contain_text("54000")
-    expect(fin.locator("#order-balance")).to_have_text("0.00")
+    expect(fin.locator("ul.flashes")).to_contain_text("¥54,000.00")
+    expect(fin.locator("#order-balance")).to_have_text("¥0.00")
     expect(fin.locator("#receipts tbody tr")).to_have_count(3)
     paid = live.runtime.instance(view.id).data
     assert (paid["paid"], paid["balance"]) == (120000, 0)

@@ -200,12 +200,12 @@ def test_finance_records_a_partial_then_the_full_receipt_and_the_order_goes_to_r
     order_no = due.data["order_no"]
     page = client.get("/receipts", query_string={"order": order_no})
     assert "84,000.00" in text(page) and "Nothing received yet" not in text(page)  # the deposit is listed
-    done = client.post("/receipts", data=receipt(due, "30000", "BK-1210-01", received_on="2026-12-08"))
+    done = client.post("/receipts", data=receipt(due, "¥30 000", "BK-1210-01", received_on="2026-12-08"))
     assert done.status_code == 302 and done.headers["Location"].endswith(f"/receipts?order={order_no}")
     view = rt.instance(due.id)
     assert (view.data["paid"], view.data["balance"], view.tasks) == (66000, 54000, [])
     shown = text(client.get(done.headers["Location"]))
-    assert f"Received 30000 against order {order_no} (voucher BK-1210-01)." in shown
+    assert f"Received CN¥30,000.00 against order {order_no} (voucher BK-1210-01)." in shown
     assert "54,000.00" in shown and "30,000.00" in shown and "BK-1210-01" in shown
     client.post("/receipts", data=receipt(due, "54000", "BK-1211-03"))
     view = rt.instance(due.id)
@@ -260,7 +260,7 @@ def test_a_voucher_already_booked_on_the_order_is_refused_next_to_it(app, rt, st
     ({"amount": "-500"}, "amount", "The amount received must be more than 0.", 422),
     ({"amount": "abc"}, "amount", "Type the amount as a number", 422),
     ({"amount": "10.005"}, "amount", "at most two decimals", 422),
-    ({"amount": "84000.01"}, "amount", "84000.01 is more than the balance of 84,000.00 still due on order", 422),
+    ({"amount": "84000.01"}, "amount", "84000.01 is more than the balance of CN¥84,000.00 still due on order", 422),
     ({"received_on": "2026-13-01"}, "received_on", "Give the date received as YYYY-MM-DD.", 422),
     ({"received_on": "2027-01-01"}, "received_on", "cannot be later than today", 422),
 ])

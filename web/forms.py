@@ -118,11 +118,16 @@ def decision_only(schema: Mapping | None) -> bool:
 
 # --- from the posted form to JSON -------------------------------------------------------------
 
+# What people type inside a number and a number is read without: spaces, thousands separators,
+# the currency sign (receipts read amounts the same way).
+SEPARATORS = re.compile(r"[\s,，¥￥]")
+
+
 def _number(raw: str, integer: bool) -> Any:
     """A number from what was typed (thousands separators and a currency sign allowed); the
     text itself when it is not one, so the engine can say so next to the field and the page
     can show it again."""
-    text = re.sub(r"[\s,，¥￥]", "", raw)
+    text = SEPARATORS.sub("", raw)
     try:
         return int(text)
     except ValueError:

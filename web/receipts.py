@@ -30,7 +30,8 @@ from engine import access, clock, records
 from engine.runtime import CommandFailed, Conflict, EngineError, NotFound
 
 from . import http_status, runtime
-from .inbox import said
+from .forms import SEPARATORS
+from .inbox import money, said
 
 bp = Blueprint("receipts", __name__)
 
@@ -55,8 +56,8 @@ def status_name(status) -> str:
 def _finance_only():
     """Every page of this blueprint is finance's (engine.access.may_record_receipts)."""
     if not access.may_record_receipts(current_user.person):
-        message = _("The receipts page is for finance.")
-        return render_template("error.html", message=message, status=403), 403
+        from . import _refusal  # (web/__init__ registers this blueprint)
+        return _refusal(403, _("The receipts page is for finance."))
     return None
 
 
@@ -127,7 +128,7 @@ def _same(a: Decimal, b) -> bool:
 
 
 def number(text: str) -> Decimal | None:
-    text = text.replace(",", "").replace("，", "").strip()
+    text = SEPARATORS.sub("", text)
     if not re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
         return None
     try:
@@ -183,7 +184,7 @@ def record():
         errors = _engine_errors(exc, order_no)
         return _page(values, errors, next(iter(errors.values()), said(exc)), http_status(exc), order_no=order_no)
     flash(_("Received %(amount)s against order %(order)s (voucher %(voucher)s).",
-            amount=values["amount"], order=order_no, voucher=values["voucher"]), "success")
+            amount=money(payload["amount"]), order=order_no, voucher=values["voucher"]), "success")
     return redirect(url_for("receipts.page", order=order_no))
 
 
@@ -248,7 +249,7 @@ def _checked(values: dict) -> tuple[dict, int]:
             and amount > balance:
         errors["amount"] = _("%(amount)s is more than the balance of %(balance)s still due on order "
                              "%(order)s; an overpayment is not recorded here.",
-                             amount=values["amount"], balance=_money(balance), order=order_no)
+                             amount=values["amount"], balance=money(float(balance)), order=order_no)
     if not values["voucher"]:
         errors["voucher"] = _("Give the voucher number (凭证号) of the bank receipt.")
     elif len(values["voucher"]) > VOUCHER_MAX or not values["voucher"].isprintable():
@@ -272,6 +273,3 @@ def _balance(order: dict) -> Decimal | None:
         return None
     return Decimal(str(value))
 
-
-def _money(value: Decimal) -> str:
-    return f"{value:,.2f}"
