@@ -127,7 +127,7 @@ AMOUNT = 120000
 def payment(data: dict) -> dict:
     """The balance, as finance records it on the receipts page (web/receipts.py)."""
     return {"order_no": data["order_no"], "amount": data["balance"], "voucher": "BK-1209-88",
-            "received_on": "2026-12-09"}
+            "received_on": "2026-11-25"}  # a day past in (a) and (b): not after today
 
 
 def order_start_data() -> dict:
