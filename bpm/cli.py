@@ -63,6 +63,11 @@ def _runtime(store: Store) -> Runtime:
     return Runtime(store, SERVICES, lookups=LOOKUPS)
 
 
+def _views(store: Store):
+    from engine.views import Views
+    return Views(store, _runtime(store).script_engine)
+
+
 def _print(args, data: Any, text: Callable[[], str]) -> None:
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
@@ -294,24 +299,16 @@ def cmd_history(args) -> None:
     import csv
     import io
 
-    from engine import audit
     store = _store()
-    runtime = _runtime(store)
-    with store.read() as session:
-        history = runtime.history(args.instance_id)
-        try:
-            replayed = {s.seq: s for s in _audit_steps(session, runtime, args.instance_id)}
-        except audit.ReplayFailed as exc:
-            replayed = {}
-            print(f"bpm history: data changes not shown: {exc}", file=sys.stderr)
-    rows, before = [], {}
-    for h in history:
-        step = replayed.get(h["seq"])
-        change = audit.data_change(before, step.data) if step else None
-        before = step.data if step else before
-        rows.append({"step": h["seq"], "at": h["at"].isoformat(), "actor": h["actor"], "command": h["command"],
-                     "task": h["name"] or "", "change": change, "hash": h["hash"],
-                     **({"reply": h["reply"]} if h.get("reply") else {})})
+    views = _views(store)
+    history, replayed = views.history(args.instance_id)
+    if history and not replayed:
+        print("bpm history: data changes not shown: the log does not replay (bpm verify says why)",
+              file=sys.stderr)
+    rows = [{"step": h.seq, "at": h.at.isoformat(), "actor": h.actor, "command": h.command,
+             "task": h.name or "", "change": {k: a for k, _, a in h.changes} if replayed else None,
+             "hash": h.hash, **({"reply": h.input["reply"]} if h.input.get("reply") else {})}
+            for h in history]
     if args.csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -370,6 +370,11 @@ def may_record_receipts(who: Person) -> bool:
     return bool(RECEIPT_DESK_ROLES & who.roles)
 
 
+def may_check_records(who: Person) -> bool:
+    """Whether an instance's record is whole (the hash chain, the replay) is shown to the auditor."""
+    return "auditor" in who.roles
+
+
 def may_open_task(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
     """A task's page, form and draft: those who may act on it, and the auditor (who reads all)."""
     return may_act(who, role, assignee, office_scope) or "auditor" in who.roles

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ class ReplayedStep:
     data: dict = field(default_factory=dict)         # the instance data after this step
     completed: bool = False                          # the instance had ended after this step
     waiting: tuple[str, ...] = ()                    # user tasks open after this step (names)
+    seen: Any = None                                 # what `observe` made of the step (replay)
 
     @property
     def ok(self) -> bool:
@@ -65,8 +66,10 @@ def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntr
 
 
 def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None,
-           _read: tuple[Instance, list[LogEntry]] | None = None) -> list[ReplayedStep]:
-    """Feed the logged inputs to the pinned definition again and compare every state hash."""
+           _read: tuple[Instance, list[LogEntry]] | None = None,
+           observe: Callable[[LogEntry, Any], Any] | None = None) -> list[ReplayedStep]:
+    """Feed the logged inputs to the pinned definition again and compare every state hash;
+    `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`)."""
     instance, entries = _read or _entries(session, instance_id)
     loaded = loaded_definition(session, instance.definition_id)
     steps: list[ReplayedStep] = []
@@ -99,7 +102,8 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
                         for t in workflow.get_tasks(state=TaskState.READY, manual=True))
         steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
                                   entry.at, entry.actor, copy.deepcopy(instance_data(workflow)),
-                                  workflow.is_completed(), waiting))
+                                  workflow.is_completed(), waiting,
+                                  observe(entry, workflow) if observe is not None else None))
         prev = entry.hash
     return steps
 
@@ -136,7 +140,7 @@ _replays: OrderedDict[tuple[str, str, str], Verdict | None] = OrderedDict()
 _replays_lock = threading.Lock()
 
 
-def _chain_whole(instance_id: str, entries: list[LogEntry]) -> bool:
+def chain_whole(instance_id: str, entries: list[LogEntry]) -> bool:
     prev = GENESIS_HASH
     for entry in entries:
         if entry.prev_hash != prev or entry.hash != _entry_hash(
@@ -154,7 +158,7 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
     if not entries:
         return _problem(instance_id, 0, "the instance has no log entries")
     key = None
-    if _chain_whole(instance_id, entries):
+    if chain_whole(instance_id, entries):
         key = (str(session.get_bind().url), instance_id, entries[-1].hash)
         with _replays_lock:
             if key in _replays:

@@ -948,6 +948,7 @@ class _Load:
         for part in closure:
             self.check_task_properties(part, forms, files, notices)
             self.check_loops(part, notices)
+        self.check_data_labels(process, forms, files)
         if any(self.has_problem(part.source) for part in closure):
             return None
         return ProcessDefinition(
@@ -1060,6 +1061,30 @@ class _Load:
                 continue
             forms[form] = schema
             files[f"forms/{form}"] = content
+
+    def check_data_labels(self, process: _Process, forms: dict[str, dict], files: dict[str, bytes]) -> None:
+        """The process's label table, `<process id>.data.json` beside its forms, if there is one: a
+        JSON Schema whose properties title the data fields no form asks for (what scripts and
+        services write), and mark with `"x-hidden": true` those kept for the engine and scripts
+        only. It is deployed with the forms; pages label an instance's data from both."""
+        name = f"{process.id}.data.json"
+        folder = self.fs_paths.get(id(process.source))
+        folder = folder.parent if folder is not None else None
+        candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ()) if c.is_file()]
+        if not candidates or name in forms:
+            return
+        try:
+            content = candidates[0].read_bytes()
+            schema = json.loads(content)
+        except (OSError, ValueError) as exc:
+            self.report_at(process.source, process.element, f"label table {name} is not JSON: {exc}")
+            return
+        problem = check_schema(schema)
+        if problem:
+            self.report_at(process.source, process.element, f"label table {name}: {problem}")
+            return
+        forms[name] = schema
+        files[f"forms/{name}"] = content
 
     def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:
         """SpiffWorkflow's errors name an element id (seldom a line): find it in the files."""

@@ -137,6 +137,11 @@ class LoadedDefinition:
     submitter_lane: str | None = None  # the start event's lane: the submitter's own (rework) tasks
     timer_start: tuple[str, str] | None = None  # (kind, ISO text) of a timer start event (engine.schedules)
 
+    def role_of(self, lane: str | None) -> str | None:
+        """The role the lane `lane` resolves to (deploy checked every lane names one); None for a
+        step in no lane."""
+        return self.lane_roles.get(lane) if lane else None
+
     def form_of(self, task_spec) -> tuple[str, dict] | None:
         name = tasks.properties(task_spec).get("form")
         return (name, self.forms[name]) if name in self.forms else None
@@ -320,8 +325,7 @@ def _common_superior(conn: Connection, role: str | None, office_scope: str = "")
 
 
 def _role_of(loaded: "LoadedDefinition", task) -> str:
-    lane = task.task_spec.lane
-    return (loaded.lane_roles.get(lane) if lane else None) or "approver"
+    return loaded.role_of(task.task_spec.lane) or "approver"
 
 
 def _may_view(executor: Session | Connection, instance_id: str, who: access.Person,
@@ -350,6 +354,30 @@ def _told(executor: Session | Connection, refusal: EngineError, task_id: str, in
     if _may_view(executor, instance_id, who, initiator):
         return refusal
     return NotFound("there is no open task %(task)s", task=task_id)
+
+
+def _missing_task(conn, task_id: str, who: access.Person | None = None) -> EngineError:
+    """No open task `task_id`: say who completed it, to one who may see its instance."""
+    done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
+    if done is not None:
+        conflict = Conflict("task %(task)s is already done (completed by %(user)s at %(at)s)",
+                            task=task_id, user=done.actor, at=done.at.isoformat())
+        return conflict if who is None else _told(conn, conflict, task_id, done.instance_id, who)
+    return NotFound("there is no open task %(task)s", task=task_id)
+
+
+def open_task(session: Session, task_id: str, who: access.Person, may: Callable[..., bool],
+              refusal: str) -> HumanTask:
+    """The open task `task_id`, if `may` (an access rule over the task's role, holder and office
+    scope) lets `who` at it; else the refusal `refusal` (with %(user)s and %(task)s) — told only to
+    one who may see the instance, as `_told` says."""
+    row = session.get(HumanTask, task_id)
+    if row is None:
+        raise _missing_task(session.connection(), task_id, who)
+    if not may(who, row.role, row.assignee, row.office_scope):
+        raise _told(session, Forbidden(refusal, user=who.username, task=task_id), task_id,
+                    row.instance_id, who)
+    return row
 
 
 def _check_starter(who: access.Person, loaded: "LoadedDefinition") -> None:
@@ -392,7 +420,7 @@ class _Duties:
         return access.task_scope(role, self._where)
 
     def role(self, spec) -> str | None:
-        return self.loaded.lane_roles.get(spec.lane) if getattr(spec, "lane", None) else None
+        return self.loaded.role_of(getattr(spec, "lane", None))
 
     def levels(self, workflow: BpmnWorkflow, task) -> dict[str, set[str]]:
         return tasks.levels(workflow, task, self.loaded.approval_tasks, self.loaded.submitter_lane)
@@ -867,7 +895,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             props = tasks.properties(spec)
             task_id = str(task.id)
             due_at = tasks.parse(task._get_internal_data("due_at"))
-            role = loaded.lane_roles.get(spec.lane) if spec.lane else None
+            role = loaded.role_of(spec.lane)
             human.append({
                 "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": element, "name": spec.bpmn_name or element,
@@ -1351,12 +1379,7 @@ class Runtime:
         at = at or clock.now()
         with self.store.write() as session:
             who = person(session, actor)
-            row = session.get(HumanTask, task_id)
-            if row is None:
-                raise NotFound("there is no open task %(task)s", task=task_id)
-            if not access.may_act(who, row.role, row.assignee, row.office_scope):
-                raise _told(session, Forbidden("%(user)s may not edit task %(task)s", user=who.username,
-                                               task=task_id), task_id, row.instance_id, who)
+            row = open_task(session, task_id, who, access.may_act, "%(user)s may not edit task %(task)s")
             # A draft is half a form, not yet checked, but it too holds only what the form declares.
             loaded = loaded_definition(session, session.get(Instance, row.instance_id).definition_id)
             self._declared_only(row.form, loaded.forms.get(row.form) if row.form else None, data)
@@ -1366,19 +1389,6 @@ class Runtime:
                                       data=copy.deepcopy(data), saved_at=at))
             else:
                 draft.username, draft.data, draft.saved_at = who.username, copy.deepcopy(data), at
-
-    def draft(self, task_id: str, actor: str) -> dict | None:
-        """The draft saved on an open task, for those who may open the task (access.may_open_task)."""
-        with self.store.read() as session:
-            who = person(session, actor)
-            task = session.get(HumanTask, task_id)
-            if task is None:
-                raise NotFound("there is no open task %(task)s", task=task_id)
-            if not access.may_open_task(who, task.role, task.assignee, task.office_scope):
-                raise _told(session, Forbidden("%(user)s may not read the draft of task %(task)s",
-                                               user=who.username, task=task_id), task_id, task.instance_id, who)
-            row = session.get(TaskDraft, task_id)
-            return copy.deepcopy(row.data) if row is not None else None
 
     def _declared_only(self, name: str | None, schema: dict | None = None, data: Any = None) -> None:
         """Refuse data that writes a field the step's form does not let it write (forms.undeclared)."""
@@ -1452,17 +1462,7 @@ class Runtime:
     def _superior_of(self, username: str) -> str | None:
         """Engine service for BPMN: the direct superior (直接上级) of a user."""
         with self.store.read() as session:
-            user = session.get(User, username)
-            return user.superior if user is not None else None
-
-    def _missing_task(self, conn, task_id: str, who: access.Person | None = None) -> EngineError:
-        """No open task `task_id`: say who completed it, to one who may see its instance."""
-        done = _SELECT_COMPLETION.first(conn, {"task_id": task_id})
-        if done is not None:
-            conflict = Conflict("task %(task)s is already done (completed by %(user)s at %(at)s)",
-                                task=task_id, user=done.actor, at=done.at.isoformat())
-            return conflict if who is None else _told(conn, conflict, task_id, done.instance_id, who)
-        return NotFound("there is no open task %(task)s", task=task_id)
+            return _superior(session.connection(), username)
 
     # --- messages and timers ---
 
@@ -1703,7 +1703,7 @@ class Runtime:
             due_at = tasks.parse(task._get_internal_data("due_at"))
             if due_at is None or not due_at < now:
                 continue
-            role = loaded.lane_roles.get(task.task_spec.lane) if task.task_spec.lane else None
+            role = loaded.role_of(task.task_spec.lane)
             scope = duties.scope(role)
             holder = tasks.holder(task) or _sole_member(conn, role, scope)
             if holder is not None and holder == row.initiator and task.task_spec.lane == loaded.submitter_lane:
@@ -1753,12 +1753,12 @@ class Runtime:
                     row = (_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED).first(
                         conn, {"task_id": task_id})
                     if row is None:
-                        raise self._missing_task(conn, task_id, who)
+                        raise _missing_task(conn, task_id, who)
                     instance_id, task_row = row.id, row
                     if not sqlite:
                         task_row = _SELECT_TASK.first(conn, {"task_id": task_id})
                         if task_row is None:
-                            raise self._missing_task(conn, task_id, who)
+                            raise _missing_task(conn, task_id, who)
                 else:
                     row = (_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED).first(
                         conn, {"instance_id": instance_id})
@@ -1870,7 +1870,7 @@ class Runtime:
         def recipients(event: dict) -> list[str]:
             if event.get("username"):
                 return [event["username"]]
-            role = loaded.lane_roles.get(event.get("lane")) if event.get("lane") else None
+            role = loaded.role_of(event.get("lane"))
             return list(conn.execute(select(_UR.c.username).where(_UR.c.role_id == role)).scalars()) if role else []
 
         rows = notifications.rows_for(events, instance_id, at, recipients)
@@ -1936,159 +1936,23 @@ class Runtime:
         with self.store.write() as session:
             who = person(session, actor)
             if instance_id is None:
-                row = session.get(HumanTask, task_id)
-                if row is None:
-                    raise NotFound("there is no open task %(task)s", task=task_id)
-                if not access.may_act(who, row.role, row.assignee, row.office_scope):  # those who may work on it
-                    raise _told(session, Forbidden("%(user)s may not comment on task %(task)s",
-                                                   user=who.username, task=task_id), task_id, row.instance_id, who)
+                row = open_task(session, task_id, who, access.may_act,  # those who may work on it
+                                "%(user)s may not comment on task %(task)s")
                 instance_id = row.instance_id
             comment = Comment(instance_id=instance_id, task_id=task_id, author=who.username, body=body, at=at)
             session.add(comment)
             session.flush()
             return {"id": comment.id, "task_id": task_id, "author": who.username, "body": body, "at": at}
 
-    def _check_viewer(self, session: Session, row: Instance, viewer: str | None) -> None:
-        """Refuse `viewer` an instance they may not see (access.may_view_instance); None: no check
-        (the operator's command line and the engine's own callers)."""
-        if viewer is None:
-            return
-        who = person(session, viewer)
-        if not _may_view(session, row.id, who, row.initiator):
-            # the same answer as for an instance that does not exist: a refusal reveals nothing
-            raise NotFound("there is no instance %(instance)s", instance=row.id)
-
-    def _instance_row(self, session: Session, instance_id: str, viewer: str | None) -> Instance:
-        if not bounds.fits_key(instance_id, _I.c.id.type.length):
-            raise NotFound("there is no instance %(instance)s", instance=_shown(instance_id))
-        row = session.get(Instance, instance_id)
-        if row is None:
-            raise NotFound("there is no instance %(instance)s", instance=instance_id)
-        self._check_viewer(session, row, viewer)
-        return row
-
-    def comments(self, instance_id: str, *, viewer: str | None = None) -> list[dict]:
-        with self.store.read() as session:
-            if viewer is not None:
-                self._instance_row(session, instance_id, viewer)
-            rows = session.scalars(select(Comment).where(Comment.instance_id == instance_id)
-                                   .order_by(Comment.at, Comment.id))
-            return [{"id": c.id, "task_id": c.task_id, "author": c.author, "body": c.body, "at": c.at}
-                    for c in rows]
-
-    # --- what pages show ---
-
-    def history(self, instance_id: str, *, viewer: str | None = None) -> list[dict]:
-        """The instance's log, one line per command, with the step each command acted on."""
-        with self.store.read() as session:
-            row = self._instance_row(session, instance_id, viewer)
-            loaded = loaded_definition(session, row.definition_id)
-            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
-            entries = session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
-                                      .order_by(LogEntry.seq)).all()
-        out = []
-        for e in entries:
-            task = _find_task(workflow, e.task_id) if e.task_id else None
-            spec = task.task_spec if task is not None else None
-            out.append({"seq": e.seq, "at": e.at, "actor": e.actor, "command": e.command,
-                        "task_id": e.task_id, "element_id": (spec.bpmn_id or spec.name) if spec else None,
-                        "name": (spec.bpmn_name or spec.name) if spec else None,
-                        "data": e.input.get("data") if isinstance(e.input, dict) else None,
-                        "reply": e.input.get("reply") if isinstance(e.input, dict) else None,
-                        "hash": e.hash})
-        return out
-
-    def task_detail(self, task_id: str, actor: str) -> dict:
-        """What a task page needs: the task, its form, the data it starts from, the saved draft."""
-        _known_task(task_id)
-        with self.store.read() as session:
-            who = person(session, actor)
-            row = session.get(HumanTask, task_id)
-            if row is None:
-                raise self._missing_task(session.connection(), task_id, who)
-            if not access.may_open_task(who, row.role, row.assignee, row.office_scope):
-                raise _told(session, Forbidden("%(user)s may not open task %(task)s", user=who.username,
-                                               task=task_id), task_id, row.instance_id, who)
-            instance = session.get(Instance, row.instance_id)
-            loaded = loaded_definition(session, instance.definition_id)
-            workflow, _ = state.load_state(instance.state, loaded.spec, loaded.subprocess_specs)
-            task = _find_task(workflow, task_id)
-            form = loaded.form_of(task.task_spec)
-            draft = session.get(TaskDraft, task_id)
-            return {"task": task_view(row), "form": form[0] if form else None,
-                    "schema": form[1] if form else None, "data": copy.deepcopy(task.data),
-                    "draft": copy.deepcopy(draft.data) if draft else None,
-                    "instance_id": row.instance_id, "process_id": row.process_id,
-                    "may_act": access.may_act(who, row.role, row.assignee, row.office_scope),
-                    # whose task it was before it was escalated to its present holder (hand back)
-                    "escalated_from": task._get_internal_data("escalated_from"),
-                    # the reply to the superior (复命): who may, the last one, whether it restarted the due
-                    "may_reply": access.may_reply(who, row.role, row.assignee, row.office_scope),
-                    "last_reply": copy.deepcopy(task._get_internal_data("last_reply")),
-                    "reply_restarted": bool(task._get_internal_data("reply_restarted"))}
-
-    def startable(self, actor: str) -> list[dict]:
-        """The processes `actor` may start (access.may_start: the start lane's role or `start_roles`)."""
-        with self.store.read() as session:
-            who = person(session, actor)
-            latest = (select(Definition.process_id, func.max(Definition.version).label("version"))
-                      .group_by(Definition.process_id).subquery())
-            rows = session.execute(select(Definition.id, Definition.process_id, Definition.version,
-                                          Definition.name)
-                                   .join(latest, (latest.c.process_id == Definition.process_id)
-                                         & (latest.c.version == Definition.version))
-                                   .order_by(Definition.process_id)).all()
-            out = []
-            for r in rows:
-                loaded = loaded_definition(session, r.id)
-                if not access.may_start(who, loaded.starters):
-                    continue
-                out.append({"process_id": r.process_id, "version": r.version, "name": r.name,
-                            "form": loaded.start_form,
-                            "schema": loaded.forms.get(loaded.start_form) if loaded.start_form else None})
-            return out
-
-    def diagram(self, instance_id: str, now: datetime | None = None, *, viewer: str | None = None) -> dict:
-        """The instance's BPMN source with the element ids done, active now, and overdue."""
-        now = now or clock.now()
-        with self.store.read() as session:
-            row = self._instance_row(session, instance_id, viewer)
-            definition = session.get(Definition, row.definition_id)
-            loaded = loaded_definition(session, row.definition_id)
-            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
-        spec_file = getattr(loaded.spec, "file", None)
-        xml = definition.files.get(spec_file) or next(
-            (text for name, text in definition.files.items() if name.endswith(".bpmn")), "")
-        completed, active, overdue = set(), set(), set()
-        for task in workflow.get_tasks():
-            element = getattr(task.task_spec, "bpmn_id", None)
-            if not element:
-                continue
-            if task.state == TaskState.COMPLETED:
-                completed.add(element)
-            elif task.state in (TaskState.READY, TaskState.WAITING, TaskState.STARTED):
-                active.add(element)
-                due = tasks.parse(task._get_internal_data("due_at"))
-                if due is not None and due < now:
-                    overdue.add(element)
-        return {"xml": xml, "completed": sorted(completed - active), "active": sorted(active),
-                "overdue": sorted(overdue)}
-
-    # --- reading ---
-
     def instance(self, instance_id: str, *, viewer: str | None = None) -> InstanceView:
-        """The instance's status, data and open tasks; `viewer` must be allowed to see it."""
-        with self.store.read() as session:
-            row = self._instance_row(session, instance_id, viewer)
-            loaded = loaded_definition(session, row.definition_id)
-            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
-            tasks = [task_view(t) for t in session.scalars(
-                select(HumanTask).where(HumanTask.instance_id == row.id).order_by(HumanTask.created_at))]
-            incidents = [_incident_json(i) for i in
-                         session.execute(_SELECT_OPEN_INCIDENTS, {"instance_id": instance_id})]
-            return InstanceView(row.id, row.process_id, loaded.version, row.status,
-                                copy.deepcopy(instance_data(workflow)), tasks, row.business_key,
-                                row.initiator, row.created_at, row.updated_at, incidents)
+        """The instance's status, data and open tasks, as engine.views reads it (the read side)."""
+        from .views import Views
+        return Views(self.store, self.script_engine).instance(instance_id, viewer=viewer)
+
+    def draft(self, task_id: str, actor: str) -> dict | None:
+        """The draft saved on an open task (engine.views)."""
+        from .views import Views
+        return Views(self.store, self.script_engine).draft(task_id, actor)
 
 
 def _record_archive_grants(conn: Connection, ctx: CommandContext, grantee: str, actor: str,

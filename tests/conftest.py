@@ -126,3 +126,14 @@ def contract(**changes) -> dict:
         data["lines"] = [{**data["lines"][0], "quantity": changes["amount"] / price, "unit_price": price}]
     data.update(changes)
     return data
+
+
+def views_of(rt):
+    """The read side (engine.views) over the runtime's store: what pages and the API show."""
+    from engine.views import Views
+    return Views(rt.store, rt.script_engine)
+
+
+def history_json(rt, instance_id: str) -> list[dict]:
+    """An instance's steps as the API gives them."""
+    return [step.as_json() for step in views_of(rt).history(instance_id)[0]]

@@ -18,7 +18,7 @@ from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import ArchiveGrant, ArchiveRead, CustomerCard, HumanTask, Instance
 from processes.customers import DEMO_CARDS
 
-from .conftest import snapshot
+from .conftest import snapshot, views_of
 from .test_authority import USERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_record_of_reads_for_every_demo_user(archive):
 def test_anyone_may_ask_for_access(rt):
     """The start event of archive_access lies in no lane: every employee may start it."""
     for user in DEMO_USERS:
-        assert "archive_access" in [p["process_id"] for p in rt.startable(user)], user
+        assert "archive_access" in [p["process_id"] for p in views_of(rt).startable(user)], user
     view = ask(rt, "wh.wei")
     assert view.status == "running" and view.tasks[0].role == "general_manager"
 
@@ -323,7 +323,7 @@ def test_an_order_carries_its_delivery_facts_and_nothing_of_the_card(rt, store):
                                                         "planned_finish": "2026-12-08"}, at=T0 + timedelta(days=1))
     (ship,) = view.tasks
     assert ship.element_id == "ship_goods"
-    detail = rt.task_detail(ship.id, "wh.wei")
+    detail = views_of(rt).task_detail(ship.id, "wh.wei")
     assert detail["data"]["delivery_address"] == order["delivery_address"]
     with store.read() as s:
         state = s.get(Instance, view.id).state

@@ -25,7 +25,7 @@ from engine import access, audit, inbox, timers, versions
 from engine.runtime import Conflict, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import LogEntry, Office, SlaBreach, UserRole
 
-from .conftest import contract, snapshot
+from .conftest import contract, snapshot, views_of
 from .orders_on_file import put_order
 from .test_processes import T0, the_task
 
@@ -115,7 +115,7 @@ def test_another_office_manager_cannot_take_a_guangzhou_return_and_its_own_manag
     with pytest.raises(REFUSED):
         rt.instance(view.id, viewer="om.lin")
     with pytest.raises(REFUSED):
-        rt.task_detail(task.id, "om.lin")
+        views_of(rt).task_detail(task.id, "om.lin")
     with pytest.raises(REFUSED):
         rt.save_draft(task.id, "om.lin", {"comment": "x"}, at=T0)
     with pytest.raises(REFUSED):

@@ -12,7 +12,7 @@ from engine.inbox import SORT_KEYS, InboxQuery
 from engine.store import HumanTask
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
 
-from .conftest import DATA
+from .conftest import DATA, views_of, history_json
 from .test_runtime import only_task
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
@@ -79,7 +79,7 @@ def test_delegation_to_a_colleague_of_the_same_role_with_a_note(runtime, store):
     assert held.assignee == "dm.he"
     with pytest.raises(Forbidden):
         runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0)
-    assert [c["body"] for c in runtime.comments(task.instance_id)] == ["on leave today"]
+    assert [c["body"] for c in views_of(runtime).comments(task.instance_id)] == ["on leave today"]
     with store.read() as s:
         assert [n["kind"] for n in notifications.for_user(s, "dm.he")] == ["assigned"]
 
@@ -100,9 +100,9 @@ def test_notifications_for_escalation_reminder_and_return(runtime, store):
 
 
 def test_startable_processes_follow_the_start_lane(runtime):
-    assert {p["process_id"] for p in runtime.startable("rep.wang")} == {"review", "approval"}
-    assert runtime.startable("dm.zhou") == []
-    review = next(p for p in runtime.startable("rep.wang") if p["process_id"] == "review")
+    assert {p["process_id"] for p in views_of(runtime).startable("rep.wang")} == {"review", "approval"}
+    assert views_of(runtime).startable("dm.zhou") == []
+    review = next(p for p in views_of(runtime).startable("rep.wang") if p["process_id"] == "review")
     assert review["form"] == "review.start.json" and "customer" in review["schema"]["properties"]
 
 
@@ -110,19 +110,19 @@ def test_diagram_history_and_task_detail(runtime, store):
     view = start_review(runtime)
     task = only_task(view)
     runtime.save_draft(task.id, "dm.zhou", {"comment": "draft"}, at=T0)
-    detail = runtime.task_detail(task.id, "dm.zhou")
+    detail = views_of(runtime).task_detail(task.id, "dm.zhou")
     assert detail["form"] == "review.decision.json" and detail["draft"] == {"comment": "draft"}
     assert detail["data"]["customer"] == "C-A01"
     with pytest.raises(NotFound):  # may not see the instance: told nothing of it
-        runtime.task_detail(task.id, "rep.feng")
+        views_of(runtime).task_detail(task.id, "rep.feng")
     with pytest.raises(Forbidden, match="rep.wang may not open task"):  # its initiator: told why
-        runtime.task_detail(task.id, "rep.wang")
-    assert runtime.task_detail(task.id, "audit.han")["may_act"] is False
-    diagram = runtime.diagram(view.id, now=T0 + timedelta(hours=5))
+        views_of(runtime).task_detail(task.id, "rep.wang")
+    assert views_of(runtime).task_detail(task.id, "audit.han")["may_act"] is False
+    diagram = views_of(runtime).diagram(view.id, now=T0 + timedelta(hours=5))
     assert "dm_review" in diagram["active"] and "start" in diagram["completed"]
     assert diagram["overdue"] == ["dm_review"] and diagram["xml"].startswith("<?xml")
     runtime.complete(task.id, "dm.zhou", {"decision": "approve"}, at=T0 + timedelta(hours=1))
-    history = runtime.history(view.id)
+    history = history_json(runtime, view.id)
     assert [(h["command"], h["actor"], h["element_id"]) for h in history] == [
         ("start", "rep.wang", None), ("complete", "dm.zhou", "dm_review")]
 

@@ -19,7 +19,7 @@ from engine import versions
 from engine.runtime import Conflict, FormRejected, InvalidInput, Runtime
 from engine.store import Comment, HumanTask, LogEntry, TaskDraft
 
-from .conftest import contract, instances, snapshot
+from .conftest import contract, instances, snapshot, views_of
 from .orders_on_file import put_order
 from .test_processes import APPROVE, T0, Clock, do, order, the_task
 
@@ -242,7 +242,7 @@ def test_a_delegation_whose_note_fails_is_undone(sqlite_store):
         conn.execute(text("DROP TRIGGER no_notes"))
     task = rt.delegate(deposit.id, "fin.chu", "acct.xu", "请代为确认定金", at=T0)
     assert task.assignee == "acct.xu"
-    assert [c["body"] for c in rt.comments(view.id)] == ["请代为确认定金"]
+    assert [c["body"] for c in views_of(rt).comments(view.id)] == ["请代为确认定金"]
 
 
 # --- through the API -----------------------------------------------------------------------------

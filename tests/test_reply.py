@@ -15,7 +15,7 @@ from engine import audit, calendar, notifications, timers, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import LogEntry, SlaBreach
 
-from .conftest import DATA, snapshot
+from .conftest import DATA, snapshot, views_of, history_json
 from .test_runtime import only_task
 
 CN = timezone(timedelta(hours=8))
@@ -107,13 +107,13 @@ def test_the_superior_hears_of_each_reply_and_the_history_shows_it(runtime, stor
         ("reply_cannot_finish", "dm.zhou 复命：无法按时完成，原因：客户未回复 / no answer from the customer / "
                                 "dm.zhou replies: cannot finish, because 客户未回复 / no answer from the "
                                 "customer: 审核 / Review")]
-    history = [h for h in runtime.history(view.id) if h["command"] == "reply"]
+    history = [h for h in history_json(runtime, view.id) if h["command"] == "reply"]
     assert [(h["actor"], h["reply"]["kind"], h["reply"]["to"], h["element_id"]) for h in history] == [
         ("dm.zhou", "in_progress", "vp.qian", "dm_review"), ("dm.zhou", "cannot_finish", "vp.qian", "dm_review")]
     assert history[0]["reply"]["expected_by"] == "2026-11-23T07:00:00+00:00"
     # the reply changes neither the instance's data nor the task's
     assert runtime.instance(view.id).data == before
-    detail = runtime.task_detail(task_id, "dm.zhou")
+    detail = views_of(runtime).task_detail(task_id, "dm.zhou")
     assert detail["data"] == before and detail["last_reply"]["kind"] == "cannot_finish"
     assert detail["reply_restarted"] and detail["may_reply"]
     with store.read() as s:

@@ -23,6 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from engine.runtime import EngineError, FormRejected, Runtime
+from engine.views import Views
 from engine.store import PROJECT_ROOT, Store
 
 LANGUAGES = ("zh_CN", "en")
@@ -146,6 +147,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime
+    app.extensions["bpm.views"] = Views(runtime.store, runtime.script_engine)
     app.session_interface = SessionCookies()
 
     csrf.init_app(app)
@@ -216,4 +218,10 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
 
 
 def runtime() -> Runtime:
+    """The commands: the only code that changes an instance."""
     return current_app.extensions["bpm.runtime"]
+
+
+def views() -> Views:
+    """The reads: what pages and the API show (engine.views)."""
+    return current_app.extensions["bpm.views"]

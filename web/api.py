@@ -23,7 +23,7 @@ from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.runtime import CommandFailed, EngineError
 
-from . import http_status, openapi, receipts, runtime
+from . import http_status, openapi, receipts, runtime, views
 from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -165,7 +165,7 @@ def me():
 @bp.get("/v1/processes")
 @authenticated
 def processes():
-    return jsonify(runtime().startable(g.who.username))
+    return jsonify(views().startable(g.who.username))
 
 
 @bp.post("/v1/processes/<process_id>/instances")
@@ -192,7 +192,7 @@ def tasks():
 @bp.get("/v1/tasks/<task_id>")
 @authenticated
 def task(task_id: str):
-    detail = runtime().task_detail(task_id, g.who.username)
+    detail = views().task_detail(task_id, g.who.username)
     return jsonify({**detail, "task": detail["task"].as_json()})
 
 
@@ -230,7 +230,7 @@ def reply(task_id: str):
 def save_draft(task_id: str):
     body = _json_body()
     runtime().save_draft(task_id, g.who.username, body.get("data", {}))
-    return jsonify({"task_id": task_id, "draft": runtime().draft(task_id, g.who.username)})
+    return jsonify({"task_id": task_id, "draft": views().draft(task_id, g.who.username)})
 
 
 @bp.post("/v1/tasks/<task_id>/delegate")
@@ -255,13 +255,14 @@ def comment(task_id: str):
 def instance(instance_id: str):
     view = runtime().instance(instance_id, viewer=g.who.username)
     return jsonify({**view.as_json(), "comments": [{**c, "at": _iso(c["at"])}
-                                                   for c in runtime().comments(instance_id)]})
+                                                   for c in views().comments(instance_id)]})
 
 
 @bp.get("/v1/instances/<instance_id>/history")
 @authenticated
 def history(instance_id: str):
-    return jsonify([{**h, "at": _iso(h["at"])} for h in runtime().history(instance_id, viewer=g.who.username)])
+    steps, _ = views().history(instance_id, viewer=g.who.username)
+    return jsonify([step.as_json() for step in steps])
 
 
 @bp.post("/v1/messages/<name>")

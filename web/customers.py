@@ -16,7 +16,7 @@ from engine.credit import CreditList
 from engine.customers import Archive, check_may_create
 from engine.runtime import Conflict, EngineError, Forbidden, InvalidInput
 
-from . import http_status, runtime
+from . import http_status, runtime, views
 from .inbox import colleagues, said
 
 bp = Blueprint("customers", __name__)
@@ -157,4 +157,4 @@ def credit_list():
     return render_template("credit_list.html", entries=entries, customer=customer or "",
                            changes=listing.changes(current_user.username, customer=customer),
                            starts=any(p["process_id"] == "credit_review"
-                                      for p in runtime().startable(current_user.username)))
+                                      for p in views().startable(current_user.username)))

@@ -92,6 +92,17 @@ def title(field: Mapping, lang: str, fallback: str = "") -> str:
     return field.get("title") or field.get("x-title-zh") or fallback
 
 
+def hidden(field: Mapping | None) -> bool:
+    """A data field kept for the engine or a script (`"x-hidden": true` in the process's label
+    table, forms/<process>.data.json), never shown as the instance's data."""
+    return bool(field) and bool(field.get("x-hidden"))
+
+
+def visible_changes(changes: list, titles: Mapping[str, Mapping]) -> list:
+    """The (key, before, after) of a step's changes that are shown: hidden fields left out."""
+    return [c for c in changes if not hidden(titles.get(c[0]))]
+
+
 def enum_options(field: Mapping, lang: str) -> list[tuple[Any, str]]:
     titles = field.get("x-enum-titles-zh" if lang.startswith("zh") else "x-enum-titles") or \
         field.get("x-enum-titles") or {}

@@ -8,12 +8,11 @@ state.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import threading
 import uuid
 from collections import namedtuple
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,18 @@ from zoneinfo import ZoneInfo
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
 from babel import numbers as babel_numbers
-from flask_babel import format_decimal, get_locale, gettext as _
+from flask_babel import format_decimal, format_percent, format_timedelta, get_locale, gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
-from engine import access, audit, clock, notifications
+from engine import access, clock, notifications
 from engine import inbox as engine_inbox
 from engine.inbox import InboxQuery, SORT_KEYS
 from engine.runtime import EngineError, FormRejected, InvalidInput, NotFound
 from engine.store import Definition, HumanTask, User, UserRole
+from engine.views import ENGINE_KEYS
 
-from . import forms, http_status, runtime
+from . import forms, http_status, runtime, views
 from .auth import safe_next
 
 bp = Blueprint("inbox", __name__)
@@ -148,10 +148,27 @@ def show(field: dict, value: Any) -> str:
     if isinstance(value, bool):
         return _("Yes") if value else _("No")
     if isinstance(value, (int, float)):
+        if field.get("x-format") == "percent":
+            return format_percent(value, "#,##0.##%")
         return money(value) if forms.is_money(field) else format_decimal(value)
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and field.get("format") == "date-time":
+        try:
+            return when(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):  # a structure with no schema: its fields, never JSON
+        return "; ".join(f"{k}: {show({}, v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(show(field.get("items") or {}, v) for v in value)
     return str(value)
+
+
+@bp.app_template_global()
+def lateness(due: datetime | None, at: datetime | None) -> str:
+    """How long after `due` the instant `at` was, in words of the page's language ("4 hours")."""
+    if due is None or at is None:
+        return "—"
+    return format_timedelta(max(at - due, timedelta(0)), add_direction=False)
 
 
 def role_name(role: str | None) -> str:
@@ -403,10 +420,11 @@ def bulk():
 
 # --- a task ---------------------------------------------------------------------------------------
 
-def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
+def _task_page(page, values: dict, errors: dict[str, str] | None = None,
                status: int = 200, message: str | None = None, reply: dict | None = None):
-    """The task page; `reply` is a refused reply to draw again: {"values": ..., "errors": field -> sentence}."""
-    rt = runtime()
+    """The task page (engine.views.TaskPage); `reply` is a refused reply to draw again:
+    {"values": ..., "errors": field -> sentence}."""
+    detail = page.detail
     task, schema = detail["task"], detail["schema"]
     errors = errors or {}
     may_act = detail.get("may_act", True)
@@ -415,7 +433,8 @@ def _task_page(detail: dict, values: dict, errors: dict[str, str] | None = None,
         reply_values=(reply or {}).get("values", {}), reply_errors=(reply or {}).get("errors", {}),
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
-        history=rt.history(detail["instance_id"]), comments=rt.comments(detail["instance_id"]),
+        history=page.steps, comments=page.comments, people=_people(page.steps, [detail["task"]]), titles=_titles(task.process_id),
+        step_url=lambda n: url_for("inbox.instance", instance_id=task.instance_id, step=n) + f"#step-{n}",
         colleagues=colleagues(task.role, _me(), task.office_scope) if may_act else [], request_id=_request_id(),
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
     ), status
@@ -441,16 +460,16 @@ def _edit_rows(schema: dict | None, submitted: dict) -> bool:
 
 @bp.get("/tasks/<task_id>")
 def task(task_id: str):
-    detail = runtime().task_detail(task_id, _me())
-    values = forms.initial(detail["schema"], detail["data"], detail["draft"])
-    return _task_page(detail, values)
+    page = views().task_page(task_id, _me())
+    detail = page.detail
+    return _task_page(page, forms.initial(detail["schema"], detail["data"], detail["draft"]))
 
 
 @bp.post("/tasks/<task_id>")
 def act(task_id: str):
     rt = runtime()
     try:
-        detail = rt.task_detail(task_id, _me())
+        page = views().task_page(task_id, _me())
     except EngineError:
         # The page sent again after its first sending did the task: say so, act no more.
         first = rt.answered(_me(), request.form.get("request_id"), "complete")
@@ -458,13 +477,14 @@ def act(task_id: str):
             raise
         _flash_next(first, _("This form was already submitted; it was done once."))
         return redirect(url_for("inbox.inbox"))
+    detail = page.detail
     schema = detail["schema"]
     submitted = forms.parse(schema, request.form)
 
     def values() -> dict:
         return forms.with_context(schema, submitted, detail["data"])
     if _edit_rows(schema, submitted):
-        return _task_page(detail, values())
+        return _task_page(page, values())
     action = request.form.get("action")
     try:
         if action == "draft":
@@ -477,11 +497,11 @@ def act(task_id: str):
     except InvalidInput as exc:
         # A form's errors are listed by field; a domain service's refusal (processes/) is one
         # sentence naming what was wrong, shown as it is, with its field marked.
-        return _task_page(detail, values(), forms.errors_by_name(exc.fields), 422,
+        return _task_page(page, values(), forms.errors_by_name(exc.fields), 422,
                           _("Nothing was submitted: please correct the marked fields.")
                           if exc.fields and isinstance(exc, FormRejected) else said(exc))
     except EngineError as exc:
-        return _task_page(detail, values(), status=http_status(exc), message=said(exc))
+        return _task_page(page, values(), status=http_status(exc), message=said(exc))
     _flash_next(view, _("“%(task)s” is done.", task=pick(detail["task"].name)))
     return redirect(url_for("inbox.inbox"))
 
@@ -530,9 +550,10 @@ def reply(task_id: str):
         rt.reply(task_id, _me(), values["kind"], expected_by=_local_instant(values["expected_by"]),
                  reason=values["reason"] or None)
     except InvalidInput as exc:
-        detail = rt.task_detail(task_id, _me())
+        page = views().task_page(task_id, _me())
+        detail = page.detail
         field = next(iter(exc.fields), "kind")
-        return _task_page(detail, forms.initial(detail["schema"], detail["data"], detail["draft"]), status=422,
+        return _task_page(page, forms.initial(detail["schema"], detail["data"], detail["draft"]), status=422,
                           reply={"values": values, "errors": {field: said(exc)}})
     except EngineError as exc:
         flash(said(exc), "error")
@@ -572,11 +593,11 @@ def comment(task_id: str):
 
 @bp.get("/start")
 def start_list():
-    return render_template("start_list.html", processes=runtime().startable(_me()))
+    return render_template("start_list.html", processes=views().startable(_me()))
 
 
 def _startable(process_id: str) -> dict:
-    found = next((p for p in runtime().startable(_me()) if p["process_id"] == process_id), None)
+    found = next((p for p in views().startable(_me()) if p["process_id"] == process_id), None)
     if found is None:
         raise NotFound(_("You cannot start “%(process)s”.", process=process_id))
     return found
@@ -624,23 +645,39 @@ def _viewer_installed() -> bool:
 
 @bp.get("/instances/<instance_id>")
 def instance(instance_id: str):
-    rt = runtime()
-    view = rt.instance(instance_id, viewer=_me())
-    history = rt.history(instance_id)
-    diagram = rt.diagram(instance_id)
-    names = {h["element_id"]: h["name"] for h in history if h.get("element_id")}
-    names.update({t.element_id: t.name for t in view.tasks})
-    verdict = None
-    if "auditor" in current_user.person.roles:  # the auditor sees whether the record is whole
-        with rt.store.read() as session:
-            verdict = audit.verify(session, instance_id, rt.script_engine)
+    """The instance now, or — `?step=N` — as it was after step N (the diagram, the data), by exact
+    replay of its log (engine.views.steps)."""
+    page = views().instance_page(instance_id, viewer=_me())
+    view, steps = page.view, page.steps
+    at = request.args.get("step", type=int)
+    if at is not None and not (1 <= at <= len(steps) and page.replayed):
+        abort(404)
+    shown = steps[at - 1] if at is not None else None
+    marks = shown.marks.as_json() if shown is not None else page.now.as_json()
+    data = shown.after if shown is not None else view.data
+    titles = _titles(view.process_id)
+
+    def step_url(number: int) -> str:
+        return url_for("inbox.instance", instance_id=instance_id, step=number) + f"#step-{number}"
     return render_template(
-        "instance.html", view=view, history=history, verdict=verdict, process_name=_process_name(view.process_id), comments=rt.comments(instance_id),
-        diagram=diagram, names=names, viewer=_viewer_installed(), titles=_titles(view.process_id),
-        markers={"completed": diagram["completed"], "active": diagram["active"],
-                 "overdue": diagram["overdue"]},
+        "instance.html", view=view, page=page, history=steps, verdict=page.verdict,
+        process_name=_process_name(view.process_id), comments=page.comments, xml=page.xml,
+        markers=marks, names=page.names, viewer=_viewer_installed(), titles=titles,
+        data={k: v for k, v in data.items() if k not in ENGINE_KEYS and not forms.hidden(titles.get(k))},
+        shown=shown, step_url=step_url, people=_people(steps, view.tasks),
+        may_export=access.may_export_evidence(current_user.person) if hasattr(access, "may_export_evidence") else False,
         now=clock.now(), due_soon=engine_inbox.due_soon,
     )
+
+
+def _people(steps, open_tasks=()) -> dict[str, str]:
+    """Display names of everyone a page's steps and tasks name, read at once."""
+    names = {s.actor for s in steps}
+    names.update(h.holder for s in steps for h in s.happened)
+    names.update(h.to for s in steps for h in s.happened)
+    names.update(s.input.get("to") for s in steps if isinstance(s.input.get("to"), str))
+    names.update(t.assignee for t in open_tasks)
+    return views().names(names)
 
 
 # --- notifications ------------------------------------------------------------------------------
