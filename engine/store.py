@@ -214,7 +214,7 @@ class SlaBreach(Base):
     element_id: Mapped[str] = mapped_column(String(200))
     holder: Mapped[Optional[str]] = mapped_column(String(64))
     escalated_to: Mapped[Optional[str]] = mapped_column(String(64))
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the SLA report's days and months
     breached_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
