@@ -145,3 +145,106 @@ def test_only_the_auditor_reads_the_report_and_bad_filters_are_named(store):
             parse_query(args)
         assert list(refused.value.fields) == [field]
         assert str(refused.value).startswith(f"the SLA report was not made: {field} must be")
+
+
+# --- the pages, the API and the command line ---------------------------------------------------------
+
+@pytest.fixture
+def app(rt, catalogs, tmp_path):
+    return make_app(rt, catalogs, tmp_path)
+
+
+def rows(html: str, table: str) -> list[list[str]]:
+    import re
+    body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
+    return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body.split("<tbody>", 1)[1], re.S)]
+
+
+def test_the_report_page_groups_drills_down_to_instances_and_downloads_csv(app, breaches):
+    auditor = as_user(app, "audit.han", "zh_CN")
+    page = auditor.get("/reports/sla?by=person")
+    assert page.status_code == 200
+    html = text(page)
+    assert 'href="/reports/sla"' in html  # the nav link
+    assert rows(html, "sla-groups") == [["周经理 Zhou (dm.zhou)", "4", "3", "1", "0", "3小时0分"],
+                                        ["唐 Tang (gmo.tang)", "1", "1", "0", "0", "4小时0分"]]
+    assert '/reports/sla/breaches?by=person&amp;person=dm.zhou' in page.get_data(as_text=True)
+    english = as_user(app, "audit.han")
+    assert rows(text(english.get("/reports/sla?by=step")), "sla-groups")[0] == [
+        "Department manager review", "4", "3", "1", "0", "3 h 0 min"]
+
+    drill = text(auditor.get("/reports/sla/breaches?by=person&person=dm.zhou"))
+    found = rows(drill, "sla-breaches")
+    assert len(found) == 4
+    assert f'href="/instances/{breaches["C"]}"' in drill
+    open_row = next(r for r in found if r[0] == breaches["C"][:8])
+    # due 13:00 in China, still open at 21:00: 8 hours so far
+    assert open_row[3:] == ["合同评审: 业务部经理审核", "周经理 Zhou (dm.zhou)", "gm.zhao", "2026-11-23 13:00",
+                            "仍未完成", "8小时0分 (仍未完成)"]
+
+    data = auditor.get("/reports/sla?by=month&format=csv")
+    assert data.mimetype == "text/csv"
+    table = list(csv.reader(io.StringIO(data.get_data(as_text=True).lstrip("\ufeff"))))
+    assert table == [["by", "key", "label", "count", "done", "still_open", "withdrawn", "median_late_hours"],
+                     ["month", "2026-11", "2026-11", "5", "4", "1", "0", "4.00"]]
+    data = auditor.get("/reports/sla/breaches?process=contract_review&step=go_approval&format=csv")
+    table = list(csv.reader(io.StringIO(data.get_data(as_text=True).lstrip("\ufeff"))))
+    assert table[1][0] == breaches["D"] and table[1][6:] == [
+        "gmo.tang", "gm.zhao", "2026-11-01T07:00+08:00", "2026-11-01T08:00+08:00", "2026-11-01T11:00+08:00",
+        "done", "4.00"]
+
+
+def test_a_bad_filter_is_named_next_to_its_field_and_nothing_else_is_shown(app, breaches):
+    auditor = as_user(app, "audit.han")
+    page = auditor.get("/reports/sla?since=2026-11-30&until=2026-11-01")
+    assert page.status_code == 400
+    assert 'id="sla-until-error">The last day is before the first.' in text(page)
+    assert 'id="sla-groups"' not in text(page)
+    page = auditor.get("/reports/sla/breaches?month=November")
+    assert page.status_code == 400 and "Type a month such as 2026-11." in text(page)
+    api = auditor.get("/api/v1/reports/sla?by=colour")
+    assert api.status_code == 400 and api.json["fields"] == {"by": "one of process, step, person, office, month"}
+
+
+def test_the_api_gives_the_groups_and_the_breaches_of_one(app, breaches):
+    auditor = as_user(app, "audit.han")
+    answer = auditor.get("/api/v1/reports/sla?by=step&since=2026-11-02").json
+    assert answer["by"] == "step" and answer["filters"] == {"since": "2026-11-02"}
+    assert [(g["key"], g["count"], g["median_late_seconds"]) for g in answer["groups"]] == [
+        (["contract_review", "dm_review"], 3, 4 * H)]
+    group = answer["groups"][0]["filters"]
+    found = auditor.get("/api/v1/reports/sla/breaches", query_string=group).json
+    assert found["total"] == 3
+    assert {b["instance_id"] for b in found["breaches"]} == {breaches[k] for k in "ABC"}
+    assert {b["due_at"] for b in found["breaches"]} == {(T0 + timedelta(hours=4)).isoformat()}
+
+
+def test_a_rep_is_refused_the_report_on_the_page_the_api_and_the_command_line(app, store, breaches, monkeypatch, capsys):
+    rep = as_user(app, "rep.wang")
+    for url in ("/reports/sla", "/reports/sla/breaches?person=dm.zhou", "/reports/sla?format=csv"):
+        page = rep.get(url)
+        assert page.status_code == 403 and "The SLA breach report is for the auditor." in text(page), url
+        assert "Zhou" not in text(page) and "HT-" not in text(page)  # nothing of the report
+    assert 'href="/reports/sla"' not in text(rep.get("/"))
+    for url in ("/api/v1/reports/sla", "/api/v1/reports/sla/breaches"):
+        answer = rep.get(url)
+        assert answer.status_code == 403
+        assert answer.json["error"] == "rep.wang may not read the SLA breach report; the auditor may"
+
+    if not store.is_sqlite:
+        return  # the command line below reads the SQLite file of this test
+    monkeypatch.setenv("BPM_DATABASE_URL", store.engine.url.render_as_string(hide_password=False))
+    assert main(["sla-report", "--as", "rep.wang"]) == 1
+    assert capsys.readouterr().err.strip() == "bpm sla-report: rep.wang may not read the SLA breach report; the auditor may"
+    assert main(["sla-report", "--by", "person", "--as", "audit.han", "--csv"]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
+        ["by", "key", "label", "count", "done", "still_open", "withdrawn", "median_late_hours"],
+        ["person", "dm.zhou", "周经理 Zhou", "4", "3", "1", "0", "3.00"],
+        ["person", "gmo.tang", "唐 Tang", "1", "1", "0", "0", "4.00"]]
+    assert main(["sla-report", "--as", "audit.han", "--json", "--breaches", "--person", "gmo.tang"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["total"] == 1 and found["breaches"][0]["instance_id"] == breaches["D"]
+    assert main(["sla-report", "--as", "audit.han", "--since", "someday"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "bpm sla-report: the SLA report was not made: since must be a day such as 2026-11-23")
