@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Float, and_, case, exists, func, literal, select
+from sqlalchemy import Float, and_, case, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -166,21 +166,26 @@ def _joined():
     return _B.join(_I, _I.c.id == _B.c.instance_id).outerjoin(_U, _U.c.username == _B.c.holder)
 
 
+_DONE = _L.alias("done")
+
+
 def _breaches_cte(query: SlaQuery, zone: ZoneInfo, now: datetime, extra: list | None = None):
     """Each breach that passes the filters, with its process, its holder's office, when its task
-    was done (or None), whether it still waits, its lateness in seconds (None: withdrawn) and
-    `extra` columns."""
-    done_at = (select(func.min(_L.c.at)).where(_L.c.task_id == _B.c.task_id, _L.c.command == "complete")
-               .scalar_subquery())
-    still_open = exists().where(_H.c.id == _B.c.task_id)
+    was done (the log entry that completed it; a task completes once), whether it still waits (its
+    inbox row), its lateness in seconds (None: withdrawn) and `extra` columns. Materialised, so the
+    two look-ups run once per breach however often the lateness is used."""
+    done_at = _DONE.c.at
+    end = case((done_at.is_not(None), done_at),
+               (_H.c.id.is_not(None), literal(now, UTCDateTime)), else_=None)
+    joined = (_joined().outerjoin(_DONE, and_(_DONE.c.task_id == _B.c.task_id, _DONE.c.command == "complete"))
+              .outerjoin(_H, _H.c.id == _B.c.task_id))
     base = (select(_B.c.id, _B.c.instance_id, _B.c.task_id, _B.c.element_id, _B.c.holder, _B.c.escalated_to,
                    _B.c.due_at, _B.c.breached_at, _I.c.process_id, _I.c.business_key, _I.c.customer,
                    _U.c.office_id, done_at.label("done_at"),
-                   case((still_open, 1), else_=0).label("open"), *(extra or []))
-            .select_from(_joined()).where(*_conditions(query, zone)).cte("breach"))
-    end = case((base.c.done_at.is_not(None), base.c.done_at),
-               (base.c.open == 1, literal(now, UTCDateTime)), else_=None)
-    return base, _seconds_between(end, base.c.due_at)
+                   case((_H.c.id.is_not(None), 1), else_=0).label("open"),
+                   _seconds_between(end, _B.c.due_at).label("late"), *(extra or []))
+            .select_from(joined).where(*_conditions(query, zone)).cte("breach"))
+    return base, base.c.late
 
 
 def _month_key(query: SlaQuery, zone: ZoneInfo, session) -> Any:
@@ -287,20 +292,21 @@ def sla_groups(session, query: SlaQuery, *, zone: str = DEFAULT_ZONE, now: datet
     groups = _group_columns(query.by, query, tz, session)
     base, late = _breaches_cte(query, tz, now, groups)
     keys = [base.c[g.name] for g in groups]
-    counts = session.execute(
-        select(*keys, func.count().label("n"),
-               func.sum(case((base.c.done_at.is_not(None), 1), else_=0)).label("done"),
-               func.sum(case((and_(base.c.done_at.is_(None), base.c.open == 1), 1), else_=0)).label("still_open"))
-        .group_by(*keys)).all()
-    lateness = select(*keys, late.label("late")).where(late.is_not(None)).subquery("lateness")
-    lkeys = [lateness.c[g.name] for g in groups]
-    ranked = select(*lkeys, lateness.c.late,
-                    func.row_number().over(partition_by=lkeys, order_by=lateness.c.late).label("rn"),
-                    func.count().over(partition_by=lkeys).label("n")).subquery("ranked")
+    # One pass, one sort: each breach with its rank by lateness in its group (those without a
+    # lateness ranked after all that have one) and how many have one; the median is the mean of
+    # the one or two middle ranks.
+    ranked = select(*keys, base.c.done_at, base.c.open, late.label("late"),
+                    func.row_number().over(partition_by=keys, order_by=[late.is_(None), late]).label("rn"),
+                    func.count(late).over(partition_by=keys).label("n")).subquery("ranked")
     rkeys = [ranked.c[g.name] for g in groups]
-    medians = {tuple(row[:-1]): row[-1] for row in session.execute(
-        select(*rkeys, func.avg(ranked.c.late)).where((ranked.c.rn * 2).between(ranked.c.n, ranked.c.n + 2))
-        .group_by(*rkeys))}
+    middle = and_(ranked.c.late.is_not(None), (ranked.c.rn * 2).between(ranked.c.n, ranked.c.n + 2))
+    counts = session.execute(
+        select(*rkeys, func.count().label("n"),
+               func.sum(case((ranked.c.done_at.is_not(None), 1), else_=0)).label("done"),
+               func.sum(case((and_(ranked.c.done_at.is_(None), ranked.c.open == 1), 1), else_=0)).label("still_open"),
+               func.avg(case((middle, ranked.c.late), else_=None)).label("median"))
+        .group_by(*rkeys)).all()
+    medians = {tuple(row[:len(keys)]): row.median for row in counts}
     names = _names(session)
     out = []
     for row in counts:
@@ -325,9 +331,9 @@ def sla_breaches(session, query: SlaQuery, *, zone: str = DEFAULT_ZONE, now: dat
     withdrawn) and late_seconds."""
     tz, now = _zone(zone), now or clock.now()
     base, late = _breaches_cte(query, tz, now)
-    total = session.scalar(select(func.count()).select_from(base))
-    rows = session.execute(select(base, late.label("late")).order_by(base.c.due_at.desc(), base.c.id.desc())
-                           .limit(limit)).all()
+    rows = session.execute(select(base, func.count().over().label("total"))
+                           .order_by(base.c.due_at.desc(), base.c.id.desc()).limit(limit)).all()
+    total = rows[0].total if rows else 0
     names = _names(session)
     out = []
     for r in rows:
