@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from flask import render_template_string
 
-from engine import customers
 from engine.runtime import Forbidden, NotFound
 
 from .conftest import contract
