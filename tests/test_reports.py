@@ -174,7 +174,8 @@ def test_the_report_page_groups_drills_down_to_instances_and_downloads_csv(app, 
     assert rows(text(english.get("/reports/sla?by=step")), "sla-groups")[0] == [
         "Department manager review", "4", "3", "1", "0", "3 h 0 min"]
 
-    drill = text(auditor.get("/reports/sla/breaches?by=person&person=dm.zhou"))
+    drill = text(auditor.get("/reports/sla/breaches?by=person&person=dm.zhou&since=2026-10-01"))
+    assert '<a href="/reports/sla?since=2026-10-01&by=person">' in drill  # back to the groups, filters kept
     found = rows(drill, "sla-breaches")
     assert len(found) == 4
     assert f'href="/instances/{breaches["C"]}"' in drill

@@ -159,4 +159,5 @@ def sla_breaches():
                      for b in found["breaches"]])
     return render_template("sla_breaches.html", found=found, query=query, errors={}, state_names=STATE_NAMES,
                            csv_args={**query.filters(), "format": "csv"},
-                           back_args=_page_args(query))
+                           back_args={k: v for k, v in _page_args(query).items()
+                                      if k != ("step" if query.by == "step" else query.by)})
