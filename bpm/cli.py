@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, inbox, timers, versions
+from engine import access, clock, credit, customers, inbox, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -262,6 +262,46 @@ def cmd_customer_add(args) -> None:
     rep = (done["changes"].get("rep") or [None, None])[1]
     _print(args, done, lambda: f"customer {done['id']} created (revision {done['revision']}), "
                                f"served by {rep or 'nobody yet'}")
+
+
+def _hours(seconds: int | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.2f}"
+
+
+def cmd_sla_report(args) -> None:
+    """The SLA breach report for `--as USER` (the auditor): breaches grouped by --by with counts and
+    median lateness (hours), or with --breaches the breaches themselves; --csv for a spreadsheet."""
+    import csv
+    from zoneinfo import ZoneInfo
+    query = reports.parse_query({k: getattr(args, k) for k in reports.FILTERS}, by=args.by)
+    report = reports.SlaReport(_store())
+    zone = ZoneInfo(reports.DEFAULT_ZONE)
+
+    def local(value) -> str:
+        return value.astimezone(zone).isoformat(timespec="minutes") if value else ""
+
+    if args.breaches:
+        found = report.breaches(args.user, query)
+        header = ["instance_id", "business_key", "customer", "process_id", "step_id", "holder", "escalated_to",
+                  "due_at", "done_at", "state", "late_hours"]
+        rows = [[b["instance_id"], b["business_key"] or "", b["customer"] or "", b["process_id"], b["element_id"],
+                 b["holder"] or "", b["escalated_to"] or "", local(b["due_at"]), local(b["done_at"]), b["state"],
+                 _hours(b["late_seconds"])] for b in found["breaches"]]
+        data = {"total": found["total"], "breaches": [
+            {**b, **{k: b[k].isoformat() if b[k] else None for k in ("due_at", "breached_at", "done_at")}}
+            for b in found["breaches"]]}
+    else:
+        groups = report.groups(args.user, query)
+        header = ["by", "key", "label", "count", "done", "still_open", "withdrawn", "median_late_hours"]
+        rows = [[query.by, "/".join(g["key"]), g["label"], g["count"], g["done"], g["still_open"], g["withdrawn"],
+                 _hours(g["median_late_seconds"])] for g in groups]
+        data = {"by": query.by, "filters": query.filters(), "groups": groups}
+    if args.csv and not args.json:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    _print(args, data, lambda: "\n".join("  ".join(str(v) for v in row) for row in [header, *rows]))
 
 
 def cmd_incidents(args) -> None:
@@ -560,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("customer_id", help="a short code such as C-D01 (kept in capitals)")
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--data", required=True, help='the card\'s fields as JSON, e.g. {"name": "…", "phones": ["…"]}')
+    p = command("sla-report", cmd_sla_report, "the SLA breach report (the auditor's): breaches of the 4-hour reply "
+                                              "grouped, with counts and median lateness in hours")
+    p.add_argument("--by", choices=reports.GROUPINGS, default="process")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")
+    p.add_argument("--breaches", action="store_true", help="the breaches themselves (of the filters' group)")
+    for name, text in (("process", "a process id"), ("step", "an element id"), ("person", "the holder's username"),
+                       ("office", "the holder's office id"), ("month", "YYYY-MM of the due time"),
+                       ("since", "first day of the due time, YYYY-MM-DD"), ("until", "last day, YYYY-MM-DD")):
+        p.add_argument(f"--{name}", help=text)
     p = command("history", cmd_history, "an instance's log: step, time, actor, command, data change, hash")
     p.add_argument("instance_id")
     p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")

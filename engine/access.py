@@ -534,6 +534,18 @@ def may_view_archive_reads(who: Person) -> bool:
     return "auditor" in who.roles or "general_manager" in who.roles
 
 
+# --- the SLA breach report (engine/reports.py) ----------------------------------------------------
+# RULES.md, the 4-hour reply: "the breach is recorded for the auditor". It names no other reader:
+# the general manager and 总经办 learn of a silent approver by the escalation itself (the task
+# comes to them), not through the report *(choice: add their roles here if the company wants it)*.
+SLA_REPORT_READERS = frozenset({"auditor"})
+
+
+def may_read_sla_report(who: Person) -> bool:
+    """The SLA breach report (breaches by process, step, person, office, month, and their instances)."""
+    return bool(who.roles & SLA_REPORT_READERS)
+
+
 # --- the credit list (客户信用等级一览表; engine/credit.py) -------------------------------------------
 # Kept by the sales secretary group (seed 004 SSG 四 1 7)), a change approved by the department
 # manager. Not the confidential archive: the people who set or use payment terms see it, and the

@@ -20,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import access, clock, determinism, inputs
-from .runtime import Conflict, Forbidden, InvalidInput, NotFound, person
-from .store import (ArchiveGrant, ArchiveRead, CreditListEntry, CustomerCard, CustomerCardChange, Store,
-                    User, UserRole)
+from .runtime import Conflict, Forbidden, InvalidInput, NotFound, _may_view, person
+from .store import (ArchiveGrant, ArchiveRead, CreditListEntry, CustomerCard, CustomerCardChange, Instance,
+                    Store, User, UserRole)
 
 DOORS = ("web", "api", "cli")
 # What a card holds, in the order a page shows it; `credit_level` is kept on the credit list by
@@ -220,16 +220,25 @@ class Archive:
     def reads(self, viewer: str, *, customer: str | None = None, limit: int = 200) -> list[dict]:
         """The newest reads first (allowed and refused), of one customer or all."""
         with self.store.read() as session:
+            _check_may_view_reads(session, viewer)
+            return reads_of(session, _customer_id(customer) if customer else None, limit)
+
+    def instance_reads(self, viewer: str, instance_id: str, *, limit: int = 50) -> list[dict] | None:
+        """The reads of the archive of an instance's customer (`Instance.customer`), newest first, for
+        the instance page: None when `viewer` may not see the record of reads (the page then shows
+        nothing of it), [] when the instance names no customer or nobody read its card. An instance
+        the viewer may not see is NotFound, as everywhere."""
+        with self.store.read() as session:
             who = person(session, viewer)
             if not access.may_view_archive_reads(who):
-                raise Forbidden("%(user)s may not see the record of archive reads; the auditor may",
-                                user=who.username)
-            query = select(ArchiveRead).order_by(ArchiveRead.at.desc(), ArchiveRead.id.desc()).limit(limit)
-            if customer:
-                query = query.where(ArchiveRead.customer_id == _customer_id(customer))
-            return [{"id": r.id, "at": r.at.isoformat(), "reader": r.reader, "customer": r.customer_id,
-                     "allowed": r.allowed, "basis": r.basis, "grant_id": r.grant_id, "door": r.door}
-                    for r in session.scalars(query)]
+                return None
+            row = session.execute(select(Instance.customer, Instance.initiator)
+                                  .where(Instance.id == instance_id)).first() if inputs.fits_key(instance_id, 36) else None
+            if row is None or not _may_view(session, instance_id, who, row.initiator):
+                raise NotFound("there is no instance %(instance)s", instance=instance_id)
+            if not row.customer:
+                return []
+            return reads_of(session, row.customer, limit)
 
     def grants(self, viewer: str, *, customer: str | None = None) -> list[dict]:
         """The grants made, newest first: for the general manager and the auditor."""
@@ -243,6 +252,24 @@ class Archive:
             return [{"id": g.id, "customer": g.customer_id, "grantee": g.grantee, "granted_by": g.granted_by,
                      "granted_at": g.granted_at.isoformat(), "valid_until": g.valid_until.isoformat(),
                      "instance_id": g.instance_id} for g in session.scalars(query)]
+
+
+def _check_may_view_reads(session: Session, viewer: str) -> None:
+    who = person(session, viewer)
+    if not access.may_view_archive_reads(who):
+        raise Forbidden("%(user)s may not see the record of archive reads; the auditor may", user=who.username)
+
+
+def reads_of(session: Session, customer_id: str | None, limit: int = 200) -> list[dict]:
+    """The reads of one customer's card (or of all, None), newest first, allowed and refused alike;
+    one range of the (customer_id, at) index. Whoever calls it has checked that the reader may see
+    them (`access.may_view_archive_reads`)."""
+    query = select(ArchiveRead).order_by(ArchiveRead.at.desc(), ArchiveRead.id.desc()).limit(limit)
+    if customer_id is not None:
+        query = query.where(ArchiveRead.customer_id == customer_id)
+    return [{"id": r.id, "at": r.at.isoformat(), "reader": r.reader, "customer": r.customer_id,
+             "allowed": r.allowed, "basis": r.basis, "grant_id": r.grant_id, "door": r.door}
+            for r in session.scalars(query)]
 
 
 def _customer_id(value: Any) -> str:

@@ -190,7 +190,11 @@ class MessageWait(Base):
 class LogEntry(Base):
     """Append-only, hash-chained log of the commands an instance received."""
     __tablename__ = "log_entry"
-    __table_args__ = (UniqueConstraint("instance_id", "seq"),)
+    # When each task was completed, in one index range per task and without the table: the SLA
+    # report (engine/reports.py) looks up every breached task's completion here.
+    __table_args__ = (UniqueConstraint("instance_id", "seq"),
+                      Index("ix_log_entry_completion", "task_id", "at", sqlite_where=text("command = 'complete'"),
+                            postgresql_where=text("command = 'complete'")))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"))
@@ -214,7 +218,7 @@ class SlaBreach(Base):
     element_id: Mapped[str] = mapped_column(String(200))
     holder: Mapped[Optional[str]] = mapped_column(String(64))
     escalated_to: Mapped[Optional[str]] = mapped_column(String(64))
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the SLA report's days and months
     breached_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 import processes
-from engine import access, customers, timers, versions
+from engine import access, customers, reports, timers, versions
 from engine.runtime import EngineError, Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import CustomerCard, Definition, Instance
 from processes.customers import DEMO_CARDS
@@ -248,6 +248,10 @@ ACTIONS: dict[str, Action] = {
     "deploy": Action(
         {"design.yang"}, "RULES roles: designer edits and deploys BPMN, forms and DMN",
         lambda world: None, _deploy, _definitions),
+    "read the SLA breach report": Action(
+        {"audit.han"}, "RULES 4-hour reply: the breach is recorded for the auditor",
+        World.order_with_production_escalated,
+        lambda world, _, user: reports.SlaReport(world.store).groups(user, reports.SlaQuery(by="person"))),
 }
 
 

@@ -3,6 +3,7 @@
 One blueprint per audience (see DESIGN.md): `auth` (sign-in), `account` (one's own password
 and API tokens), `inbox` (approvers' pages),
 `customers` (the customer archive and its record of reads), `receipts` (finance's receipts page, 到账登记),
+`reports` (the auditor's SLA breach report),
 `api` (JSON under /api/v1, OpenAPI at /api/openapi.json).
 """
 from __future__ import annotations
@@ -155,12 +156,13 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import account, api, auth, customers, inbox, receipts
+    from . import account, api, auth, customers, inbox, receipts, reports
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
     app.register_blueprint(customers.bp)
     app.register_blueprint(receipts.bp)
+    app.register_blueprint(reports.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only
 

@@ -21,9 +21,10 @@ from engine import access, clock, inbox, notifications
 from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
+from engine.reports import SlaReport, parse_query
 from engine.runtime import CommandFailed, EngineError
 
-from . import http_status, openapi, receipts, runtime, views
+from . import http_status, openapi, receipts, reports, runtime, views
 from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -373,3 +374,27 @@ def credit_list():
         if not entries:
             raise ApiError(404, f"{customer[:64]} is not a customer on the credit list")
     return jsonify({"customers": entries, "changes": changes})
+
+
+# --- the SLA breach report (engine.reports): the auditor's; rules in engine.access -------------------
+
+def _sla_report() -> SlaReport:
+    return SlaReport(runtime().store, zone=reports.zone())
+
+
+@bp.get("/v1/reports/sla")
+@authenticated
+def sla_report():
+    """Breaches grouped by `by` (process, step, person, office, month), with counts and median lateness."""
+    query = parse_query(request.args)
+    groups = _sla_report().groups(g.who.username, query)
+    return jsonify({"by": query.by, "filters": query.filters(), "groups": groups})
+
+
+@bp.get("/v1/reports/sla/breaches")
+@authenticated
+def sla_report_breaches():
+    """The breaches of one group (a group's `filters`), latest due first."""
+    found = _sla_report().breaches(g.who.username, parse_query(request.args))
+    return jsonify({"total": found["total"], "breaches": [
+        {**b, **{k: _iso(b[k]) for k in ("due_at", "breached_at", "done_at")}} for b in found["breaches"]]})

@@ -31,7 +31,10 @@ def _signed_in() -> None:
 @bp.errorhandler(EngineError)
 def _refused(exc: EngineError):
     if isinstance(exc, Forbidden) and request.endpoint == "customers.card":  # a refused read, recorded
-        return render_template("customer_refused.html", message=said(exc)), 403
+        # The auditor may not read a card, but sees who did (and this refusal among them).
+        customer = (request.view_args or {}).get("customer_id", "")
+        return render_template("customer_refused.html", message=said(exc), customer=customer,
+                               reads=_customer_reads(customer)), 403
     return render_template("error.html", message=said(exc), status=http_status(exc)), http_status(exc)
 
 
@@ -82,10 +85,22 @@ def create():
     return redirect(url_for("customers.card", customer_id=done["id"]))
 
 
+def _customer_reads(customer_id: str) -> list[dict] | None:
+    """The reads of this customer's card for those who may see the record of reads (the auditor,
+    the general manager), else None: the card page shows them below the card."""
+    if not access.may_view_archive_reads(current_user.person):
+        return None
+    try:
+        return _archive().reads(current_user.username, customer=customer_id, limit=50)
+    except InvalidInput:
+        return None  # not even an id: the refusal says so
+
+
 def _card_page(customer_id: str, values: dict | None = None, errors: dict | None = None,
                status: int = 200, message: str | None = None):
     card = _archive().card(customer_id, current_user.username, door="web")
-    return render_template("customer.html", card=card, values=values or _form_values(card),
+    return render_template("customer.html", card=card, reads=_customer_reads(card["id"]),
+                           values=values or _form_values(card),
                            errors=errors or {}, message=message,
                            reps=_reps() if card["may_assign"] else []), status
 

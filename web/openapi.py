@@ -154,6 +154,7 @@ def document() -> dict:
                          "description": "the order's amount or its balance"}],
                 codes=(400, 401, 403))},
             **_archive_paths(),
+            **_report_paths(),
             "/v1/credit-list": {"get": _op(
                 "The credit list (客户信用等级一览表): each customer's level (A, B, C or null: not rated) and "
                 "the day it holds from, and the changes of level, newest first, each with its approver, "
@@ -231,6 +232,7 @@ def document() -> dict:
                     "name": {"type": "string"}, "form": {"type": ["string", "null"]},
                     "schema": {"type": ["object", "null"]}}},
                 **_ARCHIVE_SCHEMAS,
+                **_REPORT_SCHEMAS,
                 "HistoryEntry": {"type": "object", "properties": {
                     "seq": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
                     "command": {"type": "string"}, "task_id": {"type": ["string", "null"]},
@@ -310,4 +312,50 @@ def _archive_paths() -> dict:
             "The general manager's grants of archive access, newest first (auditor, general manager)",
             {"200": _json({"type": "array", "items": {"type": "object"}})}, params=[by_customer],
             codes=(400, 401, 403))},
+    }
+
+
+_REPORT_SCHEMAS = {
+    "SlaGroup": {"type": "object", "properties": {
+        "key": {"type": "array", "items": {"type": "string"},
+                "description": "the group: [process_id], [process_id, element_id], [username], [office_id] "
+                               "or [YYYY-MM]; '-' for a task nobody held (or a holder without an office)"},
+        "label": {"type": "string"}, "filters": {"type": "object", "description": "the query that lists its breaches"},
+        "count": {"type": "integer"}, "done": {"type": "integer"}, "still_open": {"type": "integer"},
+        "withdrawn": {"type": "integer"},
+        "median_late_seconds": {"type": ["integer", "null"],
+                                "description": "from the due time until done (or now, while open)"}}},
+    "SlaBreach": {"type": "object", "properties": {
+        **{k: {"type": "string"} for k in ("instance_id", "process_id", "process", "task_id", "element_id", "step")},
+        **{k: {"type": ["string", "null"]} for k in ("business_key", "customer", "holder", "holder_name", "office",
+                                                      "escalated_to", "done_at")},
+        "id": {"type": "integer"}, "due_at": {"type": "string"}, "breached_at": {"type": "string"},
+        "state": {"enum": ["done", "open", "withdrawn"]}, "late_seconds": {"type": ["integer", "null"]}}},
+}
+
+
+def _report_paths() -> dict:
+    filters = [{"name": name, "in": "query", "schema": schema, "description": text} for name, schema, text in (
+        ("process", {"type": "string"}, "a process id"),
+        ("step", {"type": "string"}, "an element id (with process: one step)"),
+        ("person", {"type": "string"}, "the holder's username; '-' for tasks nobody held"),
+        ("office", {"type": "string"}, "the holder's office id; '-' for none"),
+        ("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "of the due time, company time zone"),
+        ("since", {"type": "string", "format": "date"}, "first day of the due time (company time zone)"),
+        ("until", {"type": "string", "format": "date"}, "last day of the due time (company time zone)"))]
+    by = {"name": "by", "in": "query", "schema": {"enum": ["process", "step", "person", "office", "month"],
+                                                  "default": "process"}}
+    return {
+        "/v1/reports/sla": {"get": _op(
+            "The SLA breach report (auditor): breaches grouped by process, step, person, office or month, "
+            "with counts and median lateness",
+            {"200": _json({"type": "object", "properties": {
+                "by": {"type": "string"}, "filters": {"type": "object"},
+                "groups": {"type": "array", "items": _ref("SlaGroup")}}})},
+            params=[by, *filters], codes=(400, 401, 403))},
+        "/v1/reports/sla/breaches": {"get": _op(
+            "The breaches of one group of the SLA report (its filters), latest due first (auditor)",
+            {"200": _json({"type": "object", "properties": {
+                "total": {"type": "integer"}, "breaches": {"type": "array", "items": _ref("SlaBreach")}}})},
+            params=filters, codes=(400, 401, 403))},
     }
