@@ -236,9 +236,7 @@ class Archive:
                                   .where(Instance.id == instance_id)).first() if inputs.fits_key(instance_id, 36) else None
             if row is None or not _may_view(session, instance_id, who, row.initiator):
                 raise NotFound("there is no instance %(instance)s", instance=instance_id)
-            if not row.customer:
-                return []
-            return reads_of(session, row.customer, limit)
+            return reads_beside(session, who, row.customer, limit)
 
     def grants(self, viewer: str, *, customer: str | None = None) -> list[dict]:
         """The grants made, newest first: for the general manager and the auditor."""
@@ -258,6 +256,14 @@ def _check_may_view_reads(session: Session, viewer: str) -> None:
     who = person(session, viewer)
     if not access.may_view_archive_reads(who):
         raise Forbidden("%(user)s may not see the record of archive reads; the auditor may", user=who.username)
+
+
+def reads_beside(session: Session, who: access.Person, customer_id: str | None, limit: int = 50) -> list[dict] | None:
+    """The reads of `customer_id`'s card shown beside an instance of that customer: None when `who`
+    may not see the record of reads, [] when there is no customer or nobody read its card."""
+    if not access.may_view_archive_reads(who):
+        return None
+    return reads_of(session, customer_id, limit) if customer_id else []
 
 
 def reads_of(session: Session, customer_id: str | None, limit: int = 200) -> list[dict]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, audit, clock, state, tasks
+from . import access, audit, clock, customers, state, tasks
 from . import inputs as bounds
 from .runtime import (_SELECT_OPEN_INCIDENTS, InstanceView, NotFound, Forbidden, _find_task,
                       _incident_json, _may_view, _shown, _known_task, _told, instance_data,
@@ -234,6 +234,7 @@ class InstancePage:
     names: dict[str, str]             # element id -> name, of every step met
     verdict: audit.Verdict | None = None
     customer: str | None = None
+    archive_reads: list[dict] | None = None   # reads of the customer's card, for who may see them
 
 
 @dataclass
@@ -338,8 +339,9 @@ class Views:
                         for b in session.scalars(select(SlaBreach).where(SlaBreach.instance_id == instance_id)
                                                  .order_by(SlaBreach.breached_at, SlaBreach.id))]
             comments = self._comments(session, instance_id)
+            archive_reads = customers.reads_beside(session, who, row.customer)
         return InstancePage(view, found, replayed, _source(definition, loaded), current, comments,
-                            breaches, _names(loaded, found, view), verdict, row.customer)
+                            breaches, _names(loaded, found, view), verdict, row.customer, archive_reads)
 
     def history(self, instance_id: str, *, viewer: str | None = None) -> tuple[list[Step], bool]:
         """The instance's log, one step per command, each with what it changed; and whether the
