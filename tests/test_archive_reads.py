@@ -84,3 +84,10 @@ def test_the_customer_page_shows_its_reads_to_the_auditor_and_the_general_manage
     assert 'id="archive-reads"' in gm and "wh.wei" in gm
     assert 'id="archive-reads"' not in page(signed_in(app, "dm.zhou").get("/customers/C-B01"))
     assert 'id="archive-reads"' not in page(signed_in(app, "wh.wei").get("/customers/C-B01"))
+
+
+def test_the_instance_page_shows_the_reads_to_the_auditor_only(app, recorded):
+    auditor = page(signed_in(app, "audit.han").get(f"/instances/{recorded}"))
+    beside = auditor.split("Reads of the archive of C-B01")[1]
+    assert "dm.zhou" in beside and "wh.wei" in beside and "gm.zhao" not in beside   # C-A01's read is not C-B01's
+    assert "Reads of the archive" not in page(signed_in(app, "rep.wang").get(f"/instances/{recorded}"))

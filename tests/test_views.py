@@ -164,11 +164,3 @@ def test_each_page_restores_the_state_at_most_once(app, rt, monkeypatch):
     assert client.get(f"/tasks/{view.tasks[0].id}").status_code == 200
     assert len(restored) == 1
 
-
-def test_the_auditor_sees_who_read_the_customers_archive_beside_the_instance(app, rt):
-    from engine.customers import Archive
-    view = rt.start("contract_review", "rep.wang", contract(), at=T0)
-    Archive(rt.store).card("C-B01", "dm.zhou", door="web", at=T0 + timedelta(minutes=1))
-    auditor = text(as_user(app, "audit.han").get(f"/instances/{view.id}"))
-    assert "Reads of the archive of C-B01" in auditor and "dm.zhou" in auditor.split("Reads of the archive")[1]
-    assert "Reads of the archive" not in text(as_user(app, "rep.wang").get(f"/instances/{view.id}"))
