@@ -316,18 +316,18 @@ def _parse_log(instance_id: str, raw: bytes) -> tuple[list[BundledEntry], audit.
         if entry is None:
             return entries, _bad(instance_id, len(lines), "%(member)s: step %(step)d was changed: line %(step)d "
                                  "is no longer a log entry", member=where, step=number)
-        if entry.seq != number:
-            if entry.seq > number:
-                return entries, _bad(instance_id, len(lines), "%(member)s: step %(step)d is missing (the next "
-                                     "entry is step %(next)d)", member=where, step=number, next=entry.seq)
-            return entries, _bad(instance_id, len(lines), "%(member)s: line %(line)d says it is step %(step)d: "
-                                 "the entry was changed or the log reordered", member=where, line=number, step=entry.seq)
         expected = _entry_hash(instance_id, entry.seq, entry.at, entry.actor, entry.command, entry.input,
                                entry.state_hash, entry.prev_hash)
-        if entry.hash != expected:
+        if entry.hash != expected:  # named by its line: its own step number may be what was changed
             return entries, _bad(instance_id, len(lines), "%(member)s: step %(step)d (%(command)s) was changed: "
-                                 "its hash is not the one the chain records", member=where, step=entry.seq,
+                                 "its hash is not the one the chain records", member=where, step=number,
                                  command=entry.command)
+        if entry.seq > number:
+            return entries, _bad(instance_id, len(lines), "%(member)s: step %(step)d is missing (the next "
+                                 "entry is step %(next)d)", member=where, step=number, next=entry.seq)
+        if entry.seq < number:
+            return entries, _bad(instance_id, len(lines), "%(member)s: line %(line)d holds step %(step)d again: "
+                                 "the log was rearranged", member=where, line=number, step=entry.seq)
         if entry.prev_hash != prev:
             return entries, _bad(instance_id, len(lines), "%(member)s: step %(step)d (%(command)s) does not follow "
                                  "the step before it (an entry before it was changed or removed)", member=where,

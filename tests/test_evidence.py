@@ -148,6 +148,25 @@ def test_a_changed_byte_in_a_log_entry_names_the_step(exported):
     assert sentence == f"{name}: step 3 (complete) was changed: its hash is not the one the chain records"
 
 
+def test_each_byte_of_a_log_and_of_the_tar_structure_changed_in_turn(rt, store):
+    """Exhaustively, on a one-instance bundle: every byte of its log names that byte's step; every
+    byte of the first headers and of the end of the archive is named as such."""
+    instance_id = escalated_contract(rt)
+    with store.read() as session:
+        data = evidence.export(session, [instance_id], rt.script_engine)
+    name = f"instances/{instance_id}/log.jsonl"
+    start, log = offset_of(data, name), members(data)[name]
+    step = 1
+    for i in range(len(log)):
+        sentence = problem(flipped(data, start + i), rt.script_engine)
+        assert sentence is not None and sentence.startswith(f"{name}: step {step}"), (i, sentence)
+        step += log[i:i + 1] == b"\n"
+    for at in [*range(0, 1024), *range(len(data) - 1024, len(data))]:  # two headers, the end
+        sentence = problem(flipped(data, at), rt.script_engine)
+        assert sentence is not None and ("tar header" in sentence or "end of the archive" in sentence
+                                         or "manifest.json" in sentence), (at, sentence)
+
+
 def test_a_changed_byte_in_a_definition_file_or_the_manifest_names_it(exported):
     rt, data, first, _ = exported
     definition_id = json.loads(members(data)[f"instances/{first}/instance.json"])["definition_id"]
