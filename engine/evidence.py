@@ -198,8 +198,12 @@ def export(session: Session, instance_ids: Iterable[str], script_engine, *, at: 
         row = session.get(Instance, instance_id) if isinstance(instance_id, str) and len(instance_id) <= 36 else None
         if row is None:
             raise NotFound("there is no instance %(instance)s", instance=str(instance_id)[:80])
-        entries = list(session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
-                                       .order_by(LogEntry.seq)))
+        for _ in range(3):  # a command may land between the two reads (PostgreSQL reads per statement)
+            entries = list(session.scalars(select(LogEntry).where(LogEntry.instance_id == instance_id)
+                                           .order_by(LogEntry.seq)))
+            if entries and row.log_hash == entries[-1].hash:
+                break
+            session.refresh(row)
         verdict = audit.verify(session, instance_id, script_engine)
         definition = definitions.get(row.definition_id) or session.get(Definition, row.definition_id)
         definitions[row.definition_id] = definition
