@@ -1,6 +1,9 @@
 """The instance log read back: hash-chain checks, deterministic replay of the logged inputs, the
 history an auditor reads (with each step's change of the instance data), and `verify`, which says
-whether an instance's record is whole or names the first step where it is not.
+whether an instance's record is whole or names the first step where it is not. The replay and
+the checks take log entries and a loaded definition, not a session (`replay_entries`,
+`replay_verdict`, `row_verdict`), so an evidence bundle is checked by the same code offline
+(engine.evidence).
 
 `verify` replays scripts (in the sandbox, under its limits), so its outcome is kept in a small
 in-process LRU keyed by the instance's log head hash: once the hash chain is recomputed and found
