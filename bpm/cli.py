@@ -336,28 +336,14 @@ def _audit_steps(session, runtime: Runtime, instance_id: str, to_step: int | Non
 
 def cmd_history(args) -> None:
     """The log, one row per step, with what each step changed in the instance data (by replay)."""
-    import csv
-    import io
-
-    store = _store()
-    views = _views(store)
-    history, replayed = views.history(args.instance_id)
+    from engine import evidence
+    history, replayed = _views(_store()).history(args.instance_id)
     if history and not replayed:
         print("bpm history: data changes not shown: the log does not replay (bpm verify says why)",
               file=sys.stderr)
-    rows = [{"step": h.seq, "at": h.at.isoformat(), "actor": h.actor, "command": h.command,
-             "task": h.name or "", "change": {k: a for k, _, a in h.changes} if replayed else None,
-             "hash": h.hash, **({"reply": h.input["reply"]} if h.input.get("reply") else {})}
-            for h in history]
+    rows = evidence.history_rows(history, replayed)
     if args.csv:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["step", "time", "actor", "command", "task", "data_change", "hash"])
-        for r in rows:
-            writer.writerow([r["step"], r["at"], r["actor"], r["command"], r["task"],
-                             "" if r["change"] is None else json.dumps(r["change"], ensure_ascii=False, default=str),
-                             r["hash"]])
-        sys.stdout.write(out.getvalue())
+        sys.stdout.write(evidence.history_csv(rows))
         return
     _print(args, rows, lambda: "\n".join(
         f"{r['step']:>3}  {r['at']}  {r['actor']}  {r['command']}  {r['task'] or '-'}  "
@@ -405,8 +391,12 @@ def cmd_verify(args) -> None:
 
     from engine import audit
     from engine.store import Instance
+    if args.bundle is not None:
+        if args.instance_id or args.all:
+            raise Refused("--bundle checks the instances in the file: name no instance and give no --all")
+        return _verify_bundle(args)
     if bool(args.instance_id) == bool(args.all):
-        raise Refused("name one instance, or give --all")
+        raise Refused("name one instance, or give --all, or --bundle FILE")
     store = _store()
     runtime = _runtime(store)
     with store.read() as session:
@@ -426,6 +416,55 @@ def cmd_verify(args) -> None:
     if bad:
         raise Refused(f"{len(bad)} of {len(verdicts)} instance(s) failed verification; "
                       f"first: {bad[0].instance_id}: {bad[0].problem}")
+
+
+def _verify_bundle(args) -> None:
+    """An evidence bundle checked offline: no database is opened (engine.evidence)."""
+    from engine import evidence
+    from processes import LOOKUPS, SERVICES
+    path = Path(args.bundle)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise Refused(f"cannot read {path}: {exc.strerror}") from None
+    # A runtime on a database in memory, never used: only its script engine replays the steps.
+    script_engine = Runtime(Store("sqlite://"), SERVICES, lookups=LOOKUPS).script_engine
+    bundle, _ = evidence.read_bundle(data)
+    verdicts = evidence.verify_bundle(data, script_engine)
+    bad = [v for v in verdicts if not v.ok]
+    _print(args, {"bundle": str(path), "exported_at": bundle.exported_at, "exported_by": bundle.exported_by,
+                  "manifest_sha256": bundle.manifest_sha256,
+                  "instances": [{"instance_id": v.instance_id, "steps": v.steps, "ok": v.ok, "problem": v.problem,
+                                 "root": bundle.roots.get(v.instance_id)} for v in verdicts]},
+           lambda: "\n".join(
+               [f"bundle {path}: {len(verdicts)} instance(s), exported {bundle.exported_at} by "
+                f"{bundle.exported_by or 'the operator'}; manifest sha256 {bundle.manifest_sha256}"]
+               + [f"ok   {v.instance_id} ({v.steps} steps) root {bundle.roots.get(v.instance_id)}" if v.ok else
+                  f"BAD  {v.instance_id}: {v.problem}" for v in verdicts]))
+    if bad:
+        raise Refused(f"{len(bad)} of {len(verdicts)} instance(s) in the bundle failed verification; "
+                      f"first: {bad[0].instance_id}: {bad[0].problem}")
+
+
+def cmd_bundle(args) -> None:
+    """Write an evidence bundle of the instances (engine.evidence) to --out."""
+    from engine import evidence
+    store = _store()
+    runtime = _runtime(store)
+    out = Path(args.out)
+    if out.is_dir():
+        raise Refused(f"--out {out} is a folder; name the file to write")
+    with store.read() as session:
+        data = evidence.export(session, args.instance_ids, runtime.script_engine, by=access.OPERATOR)
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise Refused(f"cannot write {out}: {exc.strerror}") from None
+    bundle, _ = evidence.read_bundle(data)
+    _print(args, {"out": str(out), "bytes": len(data), "manifest_sha256": bundle.manifest_sha256,
+                  "roots": bundle.roots},
+           lambda: "\n".join([f"wrote {out} ({len(data)} bytes); manifest sha256 {bundle.manifest_sha256}"]
+                             + [f"root {i} {root}" for i, root in bundle.roots.items()]))
 
 
 def cmd_bench(args) -> None:
@@ -619,6 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", cmd_verify, "check hash chains and replay; exit 1 naming the first bad step")
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every instance")
+    p.add_argument("--bundle", metavar="FILE", help="check an evidence bundle (bpm bundle) offline, without the database")
+    p = command("bundle", cmd_bundle, "write an evidence bundle of instances (log, definition files, state hashes, "
+                                      "verification, manifest), checked offline by bpm verify --bundle")
+    p.add_argument("instance_ids", nargs="+", metavar="ID")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     p = command("bench", cmd_bench, "run the benchmark suite (bench/; figures in docs/benchmarks.md)")
     p.add_argument("--postgres", metavar="URL", help="also measure the timer worker on PostgreSQL")
     p.add_argument("--web", action="store_true", help="also the web benchmarks (HTTP end to end, inbox at scale)")

@@ -375,6 +375,16 @@ def may_check_records(who: Person) -> bool:
     return "auditor" in who.roles
 
 
+# Evidence bundles and history tables (engine.evidence) carry whole instances out of the system:
+# for the auditor, who reads every instance anyway.
+EVIDENCE_ROLES = frozenset({"auditor"})
+
+
+def may_export_evidence(who: Person) -> bool:
+    """Whether `who` may download an instance's evidence bundle or its history as CSV (page, API)."""
+    return bool(EVIDENCE_ROLES & who.roles)
+
+
 def may_open_task(who: Person, role: str | None, assignee: str | None, office_scope: str = "") -> bool:
     """A task's page, form and draft: those who may act on it, and the auditor (who reads all)."""
     return may_act(who, role, assignee, office_scope) or "auditor" in who.roles

@@ -1,6 +1,9 @@
 """The instance log read back: hash-chain checks, deterministic replay of the logged inputs, the
 history an auditor reads (with each step's change of the instance data), and `verify`, which says
-whether an instance's record is whole or names the first step where it is not.
+whether an instance's record is whole or names the first step where it is not. The replay and
+the checks take log entries and a loaded definition, not a session (`replay_entries`,
+`replay_verdict`, `row_verdict`), so an evidence bundle is checked by the same code offline
+(engine.evidence).
 
 `verify` replays scripts (in the sandbox, under its limits), so its outcome is kept in a small
 in-process LRU keyed by the instance's log head hash: once the hash chain is recomputed and found
@@ -15,7 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,8 +26,8 @@ from SpiffWorkflow.util.task import TaskState
 
 from . import state, tasks
 from .determinism import CommandContext, command_context
-from .runtime import (GENESIS_HASH, _entry_hash, apply_command, instance_data, loaded_definition,
-                      new_workflow)
+from .runtime import (GENESIS_HASH, LoadedDefinition, _entry_hash, apply_command, instance_data,
+                      loaded_definition, new_workflow)
 from .store import Instance, LogEntry
 
 
@@ -71,7 +74,16 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
     """Feed the logged inputs to the pinned definition again and compare every state hash;
     `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`)."""
     instance, entries = _read or _entries(session, instance_id)
-    loaded = loaded_definition(session, instance.definition_id)
+    return replay_entries(instance_id, entries, loaded_definition(session, instance.definition_id),
+                          script_engine, to_step, observe)
+
+
+def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition, script_engine,
+                   to_step: int | None = None,
+                   observe: Callable[[Any, Any], Any] | None = None) -> list[ReplayedStep]:
+    """`replay` without a database: `entries` are the log's rows in order, or anything with their
+    columns (seq, at, actor, command, input, state_hash, prev_hash, hash), as an evidence bundle
+    holds them (engine.evidence); `loaded` is the definition version they ran on."""
     steps: list[ReplayedStep] = []
     text, counter, prev = None, 0, GENESIS_HASH
     for entry in entries:
@@ -140,7 +152,7 @@ _replays: OrderedDict[tuple[str, str, str], Verdict | None] = OrderedDict()
 _replays_lock = threading.Lock()
 
 
-def chain_whole(instance_id: str, entries: list[LogEntry]) -> bool:
+def chain_whole(instance_id: str, entries: Sequence[Any]) -> bool:
     prev = GENESIS_HASH
     for entry in entries:
         if entry.prev_hash != prev or entry.hash != _entry_hash(
@@ -164,21 +176,22 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
             if key in _replays:
                 _replays.move_to_end(key)
                 found = _replays[key]
-                return found if found is not None else _row_verdict(instance, entries)
-    found = _replay_verdict(session, instance, entries, script_engine)
+                return found if found is not None else row_verdict(instance, entries)
+    found = replay_verdict(instance_id, entries, loaded_definition(session, instance.definition_id), script_engine)
     if key is not None:
         with _replays_lock:
             _replays[key] = found
             while len(_replays) > _CACHE_SIZE:
                 _replays.popitem(last=False)
-    return found if found is not None else _row_verdict(instance, entries)
+    return found if found is not None else row_verdict(instance, entries)
 
 
-def _replay_verdict(session: Session, instance: Instance, entries: list[LogEntry], script_engine) -> Verdict | None:
-    """The first step whose chain link or replayed state is wrong, or None."""
-    instance_id = instance.id
+def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition,
+                   script_engine) -> Verdict | None:
+    """The first step whose chain link or replayed state is wrong, or None (entries as for
+    `replay_entries`)."""
     try:
-        steps = replay(session, instance_id, script_engine, _read=(instance, entries))
+        steps = replay_entries(instance_id, entries, loaded, script_engine)
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))
@@ -196,8 +209,9 @@ def _replay_verdict(session: Session, instance: Instance, entries: list[LogEntry
     return None
 
 
-def _row_verdict(instance: Instance, entries: list[LogEntry]) -> Verdict:
-    """The instance row is the end of its (whole) chain: checked on every call, never cached."""
+def row_verdict(instance: Any, entries: Sequence[Any]) -> Verdict:
+    """The instance row (or anything with its id, revision, log_hash, state_hash and state) is
+    the end of its (whole) chain: checked on every call, never cached."""
     instance_id, steps = instance.id, len(entries)
     last = entries[-1]
     if instance.revision != len(entries):

@@ -148,6 +148,28 @@ def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str]) 
     return definitions
 
 
+def load_deployed(files: dict[str, str | bytes], process_id: str, known_roles: Collection[str]) -> ProcessDefinition:
+    """A deployed version parsed again from its stored files (`Definition.files`: BPMN and DMN by
+    name, forms as `forms/NAME`), as `bpm deploy` parsed them: for checking a version away from the
+    database (engine.evidence). Raises DefinitionError if they do not make `process_id`."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="bpm-deployed-") as folder:
+        diagrams = Path(folder) / "bpmn"
+        for name, data in files.items():
+            parts = Path(name).parts
+            if not parts or any(part in ("", ".", "..") for part in parts) or Path(name).is_absolute() or (
+                    len(parts) > 1 and parts[0] != "forms") or len(parts) > 2:
+                raise DefinitionError([Problem(name, 1, "-", "not a file name of a deployed version")])
+            path = Path(folder) / name if parts[0] == "forms" and len(parts) == 2 else diagrams / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        diagrams.mkdir(exist_ok=True)
+        found = [d for d in load_definitions([diagrams], known_roles) if d.process_id == process_id]
+    if not found:
+        raise DefinitionError([Problem("-", 1, process_id, f"the files do not hold the process {process_id}")])
+    return found[0]
+
+
 # --- internals --------------------------------------------------------------------------------
 
 @dataclass(eq=False)

@@ -181,9 +181,19 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     if row is None:
         raise NotFound("there is no deployed definition %(definition)s", definition=definition_id)
     spec, subs = state.load_spec(row.spec)
+    found = loaded_from(row.id, row.process_id, row.version, spec, subs, row.lane_roles, row.forms, row.files)
+    with _definitions_lock:
+        _definitions[key] = found
+    return found
+
+
+def loaded_from(definition_id: int, process_id: str, version: int, spec, subs: dict, lane_roles: dict,
+                forms_: dict | None, files: dict | None) -> LoadedDefinition:
+    """A deployed version made ready to run, from its parts: the stored row's (loaded_definition),
+    or an evidence bundle's files parsed again (engine.evidence), so both run the same definition."""
     all_specs = [spec, *subs.values()]
     kinds = _event_kinds(all_specs)
-    form_schemas = dict(row.forms or {})
+    form_schemas = dict(forms_ or {})
     manual = [ts for each in all_specs for ts in each.task_specs.values() if getattr(ts, "manual", False)]
     approvals = set()
     for task_spec in manual:
@@ -194,20 +204,17 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     start_form = next((tasks.properties(ts).get("form") for ts in spec.task_specs.values()
                        if type(ts).__name__ == "StartEvent" and tasks.properties(ts).get("form")), None)
     start = next((ts for ts in spec.task_specs.values() if type(ts).__name__ == "StartEvent"), None)
-    starters = access.starters(row.lane_roles.get(start.lane) if start is not None and start.lane else None,
+    starters = access.starters(lane_roles.get(start.lane) if start is not None and start.lane else None,
                                tasks.properties(start).get("start_roles") if start is not None else None)
     submitter_lane = next((ts.lane for ts in spec.task_specs.values()
                            if type(ts).__name__ == "StartEvent" and ts.lane), None)
-    found = LoadedDefinition(row.id, row.process_id, row.version, spec, subs, dict(row.lane_roles),
-                             has_timers=bool(manual) or any(issubclass(k, TimerEventDefinition) for k in kinds),
-                             has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
-                             forms=form_schemas, start_form=start_form,
-                             approval_tasks=frozenset(approvals), starters=starters,
-                             messages=message_rules(row.files or {}), submitter_lane=submitter_lane,
-                             timer_start=schedules.timer_start(spec))
-    with _definitions_lock:
-        _definitions[key] = found
-    return found
+    return LoadedDefinition(definition_id, process_id, version, spec, subs, dict(lane_roles),
+                            has_timers=bool(manual) or any(issubclass(k, TimerEventDefinition) for k in kinds),
+                            has_messages=any(issubclass(k, MessageEventDefinition) for k in kinds),
+                            forms=form_schemas, start_form=start_form,
+                            approval_tasks=frozenset(approvals), starters=starters,
+                            messages=message_rules(files or {}), submitter_lane=submitter_lane,
+                            timer_start=schedules.timer_start(spec))
 
 
 # --- the statements of the hot path, built once ----------------------------------------------

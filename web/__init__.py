@@ -156,13 +156,14 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import account, api, auth, customers, inbox, receipts, reports
+    from . import account, api, auth, customers, evidence, inbox, receipts, reports
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
     app.register_blueprint(customers.bp)
     app.register_blueprint(receipts.bp)
     app.register_blueprint(reports.bp)
+    app.register_blueprint(evidence.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only
 

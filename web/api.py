@@ -266,6 +266,15 @@ def history(instance_id: str):
     return jsonify([step.as_json() for step in steps])
 
 
+@bp.get("/v1/instances/<instance_id>/bundle")
+@authenticated
+def bundle(instance_id: str):
+    """The instance's evidence bundle (a tar file; web.evidence), for auditors; others get the 404
+    of an instance that does not exist."""
+    from .evidence import bundle_response
+    return bundle_response(g.who, instance_id)
+
+
 @bp.post("/v1/messages/<name>")
 @authenticated
 def message(name: str):

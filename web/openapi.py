@@ -134,6 +134,13 @@ def document() -> dict:
                 "The instance's log: step, time, actor, command, data, hash",
                 {"200": _json({"type": "array", "items": _ref("HistoryEntry")})}, params=[instance_id],
                 codes=(401, 403, 404))},
+            "/v1/instances/{instance_id}/bundle": {"get": _op(
+                "The instance's evidence bundle: a tar file of its log, the definition version's files, "
+                "state hashes, the verification result and a manifest of SHA-256s; `bpm verify --bundle` "
+                "checks it without the database. For auditors; anyone else gets 404, as for no such instance",
+                {"200": {"description": "OK", "content": {"application/x-tar": {
+                    "schema": {"type": "string", "contentMediaType": "application/x-tar"}}}}},
+                params=[instance_id], codes=(401, 404))},
             "/v1/messages/{name}": {"post": _op(
                 "Deliver a message (a payment notice) to the waiting instance; 403 unless the caller "
                 "holds a role the message allows (payment_received: finance, bank_feed); 400 without "

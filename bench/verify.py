@@ -1,0 +1,218 @@
+"""Benchmark: `bpm verify --all` over many finished instances, on one core.
+
+Builds (or reuses, with --db) an SQLite database of N finished `contract_review` instances on the
+standard path (start, department manager's review, 总经办's approval, filing: 4 logged steps, with
+the deviation decision table and the contract's scripts), then runs the real command line,
+`bpm verify --all`, in a fresh interpreter pinned to one CPU (`taskset -c 0`, the sandbox processes
+that replay the scripts included), so no verdict comes from an in-process cache. Reports instances
+per second (wall time of the whole command, start-up included) against the issue's target, 200/s.
+
+With --profile, the same verification runs in this process under cProfile (one core, cold caches)
+and the functions that take the time are listed: the hash chain against the replay.
+
+Usage: .venv/bin/python bench/verify.py [--instances N] [--db PATH] [--json] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from io import StringIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET = 200.0  # instances per second (issue 10)
+T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
+APPROVE = {"decision": "approve"}
+CONTRACT = {  # the standard path: every term as quoted (tests/conftest.contract)
+    "customer": "C-B01", "amount": 260000, "quote_price": 520, "price": 520, "allowed_discount": 3, "discount": 0,
+    "quote_payment_terms": "30% 定金，发货前付清", "payment_terms": "30% 定金，发货前付清",
+    "quote_delivery_date": "2099-01-15", "delivery_date": "2099-01-15",
+    "lines": [{"product": "芝麻灰花岗岩板", "spec": "600x600x20", "quantity": 500, "unit_price": 520}],
+}
+FILED = {"signed_on": "2026-11-25", "archive_location": "业务部办公室文件柜 A-3"}
+
+
+def build(path: Path, instances: int, say) -> None:
+    """A database with `instances` finished contract reviews: made, or topped up if it has fewer.
+    Contract numbers are the day and six random hex digits (processes/contracts.py), so the starts
+    are spread over days (20 a day) and a rare clash of numbers (the record refuses it) is skipped."""
+    from engine import access, credit, versions
+    from engine.runtime import Conflict, Runtime
+    from engine.store import Store, migrate
+    from processes import LOOKUPS, SERVICES
+    from processes.customers import DEMO_CREDIT_LIST
+
+    fresh = not path.exists()
+    store = Store(f"sqlite:///{path}")
+    if fresh:
+        migrate(store)
+        with store.write() as session:
+            access.seed_demo(session)
+            credit.seed(session, DEMO_CREDIT_LIST, T0 - timedelta(days=30))
+        versions.deploy(store, [ROOT / "bpmn"], at=T0 - timedelta(days=1))
+    rt = Runtime(store, SERVICES, lookups=LOOKUPS)
+    done = finished(path)
+    n, started, made = done, time.perf_counter(), 0
+    while done < instances:
+        at = T0 + timedelta(days=1 + n // 20, seconds=n % 20)
+        n += 1
+        try:
+            view = rt.start("contract_review", "rep.wang", CONTRACT, at=at)
+            for element, user, data in (("dm_review", "dm.zhou", APPROVE), ("go_approval", "gmo.tang", APPROVE),
+                                        ("file_contract", "rep.wang", FILED)):
+                task = next(t for t in view.tasks if t.element_id == element)
+                view = rt.complete(task.id, user, data, at=at + timedelta(minutes=10))
+        except Conflict as exc:
+            say(f"  skipped one: {exc}")
+            continue
+        if view.status != "completed":
+            raise SystemExit(f"instance {view.id} ended {view.status}")
+        done, made = done + 1, made + 1
+        if done % 1000 == 0:
+            say(f"  {done} finished instances ({made / (time.perf_counter() - started):.0f}/s)")
+    store.dispose()
+
+
+def finished(path: Path) -> int:
+    return counts(path)[1] if path.exists() else 0
+
+
+def counts(path: Path) -> tuple[int, int]:
+    """(instances, finished instances) in the database."""
+    import sqlite3
+    with sqlite3.connect(path) as db:
+        return db.execute("select count(*), count(*) filter (where status = 'completed') from instance").fetchone()
+
+
+def run_cli(path: Path) -> tuple[float, int, str]:
+    """`bpm verify --all` in a fresh interpreter on one CPU: (seconds, exit code, last stderr line)."""
+    env = {**os.environ, "BPM_DATABASE_URL": f"sqlite:///{path}"}
+    command = [sys.executable, "-m", "bpm", "verify", "--all"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return time.perf_counter() - started, done.returncode, (done.stderr.strip().splitlines() or [""])[-1]
+
+
+def parts(path: Path, sample: int) -> dict:
+    """In this process, on one CPU, for the first `sample` instances: reading the log and
+    recomputing the hash chain alone, against the whole audit.verify (chain, replay, row)."""
+    from sqlalchemy import select
+
+    from engine import audit
+    from engine.runtime import Runtime
+    from engine.store import Instance, Store
+    from processes import LOOKUPS, SERVICES
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    store = Store(f"sqlite:///{path}")
+    rt = Runtime(store, SERVICES, lookups=LOOKUPS)
+    with store.read() as session:
+        ids = list(session.scalars(select(Instance.id).order_by(Instance.id).limit(sample)))
+        started = time.perf_counter()
+        for instance_id in ids:
+            _, entries = audit._entries(session, instance_id)
+            assert audit.chain_whole(instance_id, entries)
+        chain = time.perf_counter() - started
+        started = time.perf_counter()
+        for instance_id in ids:
+            assert audit.verify(session, instance_id, rt.script_engine).ok
+        whole = time.perf_counter() - started
+    store.dispose()
+    return {"sample": len(ids), "chain_per_second": round(len(ids) / chain, 1),
+            "verify_per_second": round(len(ids) / whole, 1),
+            "replay_share": round((whole - chain) / whole, 3)}
+
+
+def profile(path: Path, top: int, sample: int) -> str:
+    """The verification of `sample` instances under cProfile, in this process (cold caches)."""
+    from sqlalchemy import select
+
+    from engine import audit
+    from engine.runtime import Runtime
+    from engine.store import Instance, Store
+    from processes import LOOKUPS, SERVICES
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    store = Store(f"sqlite:///{path}")
+    rt = Runtime(store, SERVICES, lookups=LOOKUPS)
+    profiler = cProfile.Profile()
+    with store.read() as session:
+        ids = list(session.scalars(select(Instance.id).order_by(Instance.id.desc()).limit(sample)))
+        profiler.enable()
+        for instance_id in ids:
+            audit.verify(session, instance_id, rt.script_engine)
+        profiler.disable()
+    out = StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=10_000, metavar="N")
+    parser.add_argument("--db", type=Path, help="keep the database here and reuse it when it already holds "
+                                                "N finished instances")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="also profile the verification in-process")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    folder = None
+    path = args.db
+    if path is None:
+        folder = tempfile.mkdtemp(prefix="bpm-bench-verify-")
+        path = Path(folder) / "verify.sqlite3"
+    try:
+        if not path.exists() or finished(path) < args.instances:
+            say(f"building {args.instances} finished contract_review instances in {path} ...")
+            build(path, args.instances, say)
+        total, completed = counts(path)
+        seconds, code, last = run_cli(path)
+        if code != 0:
+            raise SystemExit(f"bpm verify --all failed (exit {code}): {last}")
+        result = {"instances": total, "finished": completed, "steps_per_finished_instance": 4,
+                  "seconds": round(seconds, 2), "instances_per_second": round(total / seconds, 1), "target": TARGET,
+                  "met": total / seconds >= TARGET, "one_cpu": bool(shutil.which("taskset")),
+                  "python": platform.python_version(), "machine": platform.machine()}
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            say(f"bpm verify --all: {total} instances ({completed} finished) in {seconds:.2f} s = "
+                f"{result['instances_per_second']:.1f} instances/s on one CPU (target {TARGET:.0f}/s: "
+                f"{'met' if result['met'] else 'NOT met'})")
+        if args.profile:
+            split = parts(path, min(args.instances, 1000))
+            result["parts"] = split
+            say(f"in-process, first {split['sample']} instances: reading + hash chain alone "
+                f"{split['chain_per_second']:.0f}/s; whole verify {split['verify_per_second']:.1f}/s "
+                f"(replay and row check {split['replay_share']:.0%} of the time)")
+            say(profile(path, args.top, min(args.instances, 500)))
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
