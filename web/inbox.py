@@ -665,7 +665,7 @@ def instance(instance_id: str):
         markers=marks, names=page.names, viewer=_viewer_installed(), titles=titles,
         data={k: v for k, v in data.items() if k not in ENGINE_KEYS and not forms.hidden(titles.get(k))},
         shown=shown, step_url=step_url, people=_people(steps, view.tasks),
-        may_export=access.may_export_evidence(current_user.person) if hasattr(access, "may_export_evidence") else False,
+        may_export=access.may_export_evidence(current_user.person),
         now=clock.now(), due_soon=engine_inbox.due_soon,
     )
 
