@@ -729,3 +729,102 @@ def test_money_in_a_locale_the_fast_path_does_not_know_is_left_to_babel():
     from web.inbox import _cny_affixes, format_cny
     assert _cny_affixes("de_DE") is None  # "1.234.567,90 CN¥": not "<sign>1,234,567.90"
     assert format_cny(1234567.895, "de_DE") == format_currency(1234567.895, "CNY", locale="de_DE")
+
+
+# --- approver finishing (issue 10 part 7) ---------------------------------------------------------
+
+def _browser_fields(html: str, form_id: str | None = None) -> MultiDict:
+    """What a browser sends for the page's form: every named input, select and textarea in page
+    order (checked boxes and radios only), as a browser builds the body."""
+    from html.parser import HTMLParser
+
+    class Fields(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.pairs, self.textarea, self.select, self.in_template = [], None, None, 0
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "template":
+                self.in_template += 1
+            if self.in_template or not a.get("name"):
+                return
+            if tag == "input" and a.get("type") not in ("submit", "button", "checkbox", "radio"):
+                self.pairs.append((a["name"], a.get("value") or ""))
+            elif tag == "input" and "checked" in a:
+                self.pairs.append((a["name"], a.get("value") or "on"))
+            elif tag == "textarea":
+                self.textarea = [a["name"], ""]
+            elif tag == "select":
+                self.select = a["name"]
+            elif tag == "option" and self.select and "selected" in a:
+                self.pairs.append((self.select, a.get("value") or ""))
+
+        def handle_data(self, data):
+            if self.textarea:
+                self.textarea[1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "template":
+                self.in_template -= 1
+            if tag == "textarea" and self.textarea:
+                self.pairs.append(tuple(self.textarea))
+                self.textarea = None
+            if tag == "select":
+                self.select = None
+
+    parser = Fields()
+    parser.feed(html)
+    return MultiDict(parser.pairs)
+
+
+def test_a_list_of_file_names_survives_the_page_and_an_empty_one_stores_nothing(app):
+    """The attachments list (return_request): what the page draws, sent back as a browser sends
+    it, is what was entered; an empty row is no attachment, not ""."""
+    start = schema("return_request.start.json")
+    client = as_user(app, "rep.wang")
+    page = client.post("/start/return_request", data={"attachments": "", "attachments-0": "crack-1.jpg",
+                                                      "attachments-1": "", "add_row": "attachments"})
+    fields = _browser_fields(text(page))
+    assert fields.getlist("attachments-0") == ["crack-1.jpg"]  # one input per row, not a marker too
+    assert forms.parse(start, fields)["attachments"] == ["crack-1.jpg"]  # the empty rows: nothing
+    assert "attachments" not in forms.parse(start, MultiDict([("attachments", ""), ("attachments-0", " ")]))
+    assert "attachments" not in forms.parse(start, MultiDict([("attachments", "")]))
+    filed = schema("contract_review.file_contract.json")
+    assert "attachment" not in forms.parse(filed, MultiDict([("attachment", ""), ("signed_on", "2026-11-23")]))
+
+
+def test_an_attachment_is_kept_when_the_page_comes_back_with_an_error(app, store):
+    client = as_user(app, "rep.wang")
+    response = client.post("/start/return_request", data={
+        "customer": "C-A01", "order_no": "SO-20991231-ffffff", "reason": "quality", "kind": "return",
+        "lines": "", "lines-0": "", "lines-0-product": "x", "lines-0-quantity": "1",
+        "attachments": "", "attachments-0": "crack-1.jpg", "action": "start"})
+    assert response.status_code == 422
+    assert _browser_fields(text(response)).getlist("attachments-0") == ["crack-1.jpg"]
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+@pytest.mark.parametrize("lang,active,other", [("zh_CN", "中文", "English"), ("en", "English", "中文")])
+def test_the_active_language_button_says_so(app, client, lang, active, other):
+    for who in (client, as_user(app, "dm.zhou", lang)):
+        who.post("/lang", data={"lang": lang})
+        for url in ("/login", "/", "/no-such-page"):
+            html = text(who.get(url, follow_redirects=True))
+            assert re.search(rf'aria-pressed="true"[^>]*>{active}</button>', html), (url, lang)
+            assert re.search(rf'aria-pressed="false"[^>]*>{other}</button>', html), (url, lang)
+    css = (ROOT / "web" / "static" / "css" / "app.css").read_text()
+    assert re.search(r'\.lang button\[aria-pressed="?true"?\]\s*\{[^}]*background', css)
+
+
+@pytest.mark.parametrize("lang,title,sentence", [("zh_CN", "未找到", "没有这个页面。"),
+                                                  ("en", "Not found", "There is no such page.")])
+def test_an_unknown_address_gets_the_app_page_in_the_users_language(app, client, lang, title, sentence):
+    client.post("/lang", data={"lang": lang})
+    for who in (client, as_user(app, "dm.zhou", lang)):
+        for url in ("/no-such-page", "/instances/x/y/z", "/static/no-such.css"):
+            response = who.get(url)
+            assert response.status_code == 404, url
+            page = text(response)
+            assert f"<h1>{title}</h1>" in page and sentence in page and 'class="top"' in page, url

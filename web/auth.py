@@ -170,5 +170,7 @@ def csrf_refused(exc: CSRFError):
 
 @bp.app_context_processor
 def page_globals() -> dict:
-    lang = str(get_locale() or "zh_CN")
+    # Babel names Chinese zh_Hans_CN: the page's language is one of LANGUAGES, so the language
+    # buttons can say which one is active
+    lang = "zh_CN" if str(get_locale() or "zh_CN").startswith("zh") else "en"
     return {"lang": lang, "languages": LANGUAGES, "html_lang": "zh-CN" if lang.startswith("zh") else "en"}
