@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import clock
 from .store import Notification
 
 MESSAGES = {
@@ -22,7 +23,6 @@ MESSAGES = {
     "reply_cannot_finish": "{by} 复命：无法按时完成，原因：{reason} / {by} replies: cannot finish, "
                            "because {reason}: {name}",
 }
-TIME_ZONE = "Asia/Shanghai"  # how a notice writes a time (the company's; stored times stay UTC)
 
 
 def message(event: dict) -> str:
@@ -31,11 +31,10 @@ def message(event: dict) -> str:
 
 
 def _local(instant: str | None) -> str:
-    """An ISO instant as the company reads it: 2026-11-30 12:00 Asia/Shanghai."""
+    """An ISO instant as the company reads it: 2026-11-30 12:00 Asia/Shanghai (BPM_TIMEZONE)."""
     if not instant:
         return "-"
-    from zoneinfo import ZoneInfo
-    return datetime.fromisoformat(instant).astimezone(ZoneInfo(TIME_ZONE)).strftime("%Y-%m-%d %H:%M ") + TIME_ZONE
+    return f"{clock.local_text(instant)} {clock.zone_name()}"
 
 
 def smtp_enabled() -> bool:

@@ -327,3 +327,34 @@ def test_credit_list_shows_levels_and_refuses_those_who_do_not_work_with_it(bpm)
     assert code == 0 and json.loads(out)["status"] == "running", err
     code, out, err = bpm("worker", "--once", "--now", "2027-01-01T09:30:00+08:00", "--json")
     assert code == 0 and len(json.loads(out)["started"]) == 1, err
+
+
+# --- times in the deployment's zone, as the pages write them --------------------------------------
+
+def test_times_are_printed_in_the_deployments_zone_as_the_pages_write_them(bpm, monkeypatch):
+    """Started at 09:00 China time (01:00 UTC), due four hours later: 13:00 in Shanghai, as the
+    web's `when` filter writes it; BPM_TIMEZONE moves both; --json keeps the instant in UTC."""
+    from web.inbox import when
+    from web import create_app
+
+    now = "2026-11-23T09:00:00+08:00"
+    code, out, err = bpm("start", "contract_review", "--as", "rep.wang", "--data", json.dumps({
+        "customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 100,
+        "quote_payment_terms": "30% deposit", "payment_terms": "30% deposit",
+        "quote_delivery_date": "2026-12-20", "delivery_date": "2026-12-20",
+        "lines": [{"product": "x", "quantity": 2000, "unit_price": 100}]}), now=now)
+    assert code == 0, err
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert code == 0 and out.rstrip().endswith("due 2026-11-23 13:00"), out
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", "--json", now=now)
+    assert json.loads(out)[0]["due"].startswith("2026-11-23T05:00:00")
+    monkeypatch.setenv("BPM_TIMEZONE", "Europe/Berlin")
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert out.rstrip().endswith("due 2026-11-23 06:00"), out
+    app = create_app(config={"SECRET_KEY": "x"})
+    with app.test_request_context():
+        assert when("2026-11-23T05:00:00+00:00") == "2026-11-23 06:00"  # the same engine function
+    monkeypatch.setenv("BPM_TIMEZONE", "Mars/Olympus")
+    code, out, err = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert code == 1 and out == "" and err.strip().splitlines() == [
+        "bpm tasks: BPM_TIMEZONE 'Mars/Olympus' is not a time zone such as Asia/Shanghai"]

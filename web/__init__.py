@@ -22,6 +22,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from engine import clock
 from engine.runtime import EngineError, FormRejected, Runtime
 from engine.store import PROJECT_ROOT, Store
 
@@ -143,6 +144,8 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BPM_SIGNIN_LIMIT_ADDRESS=_setting("BPM_SIGNIN_LIMIT_ADDRESS", "30 per 15 minutes"),
         RATELIMIT_STORAGE_URI=_setting("BPM_RATELIMIT_STORAGE_URI", "memory://"),
         RATELIMIT_HEADERS_ENABLED=False,
+        # the zone people read times in (the `when` filter; engine.clock.local_text)
+        BPM_TIMEZONE=clock.zone_name(),
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime

@@ -13,11 +13,10 @@ import math
 import threading
 import uuid
 from collections import namedtuple
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
@@ -91,15 +90,9 @@ def pick(text: str | None) -> str:
 
 @bp.app_template_filter("when")
 def when(value: datetime | str | None) -> str:
-    """An instant in the company's time zone (BPM_TIMEZONE, default Asia/Shanghai)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    zone = ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai"))
-    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    """An instant in the company's time zone (config BPM_TIMEZONE, from the environment's
+    BPM_TIMEZONE, default Asia/Shanghai), as engine.clock writes it for the command line too."""
+    return clock.local_text(value, current_app.config.get("BPM_TIMEZONE"))
 
 
 @bp.app_template_filter("money")
@@ -553,7 +546,7 @@ def _local_instant(text: str) -> str | datetime | None:
     except ValueError:
         return text
     if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai")))
+        value = value.replace(tzinfo=clock.zone(current_app.config.get("BPM_TIMEZONE")))
     return value
 
 
