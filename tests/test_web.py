@@ -828,3 +828,53 @@ def test_an_unknown_address_gets_the_app_page_in_the_users_language(app, client,
             assert response.status_code == 404, url
             page = text(response)
             assert f"<h1>{title}</h1>" in page and sentence in page and 'class="top"' in page, url
+
+
+def _links(page: str, message_part: str) -> list[str]:
+    """The links of the notices whose words contain `message_part`."""
+    return [href for href, words in re.findall(r'<a href="([^"]+)">([^<]*)</a>', page) if message_part in words]
+
+
+def test_notices_lead_to_where_the_task_is_now_and_tell_the_holder_it_was_escalated(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    rt.claim(task_id, "dm.zhou")
+    timers.run_once(rt, T0 + timedelta(hours=5))  # silent for 5 h: escalated to vp.qian
+    for lang, words in (("zh_CN", "您的任务已逾期，已升级给 vp.qian：业务部经理审核"),
+                        ("en", "Your overdue task was escalated to vp.qian: Department manager review")):
+        page = text(as_user(app, "dm.zhou", lang).get("/notifications"))
+        assert _links(page, words) == [f"/instances/{view.id}"], lang  # not the task she may no longer open
+    vp = as_user(app, "vp.qian", "zh_CN")
+    page = text(vp.get("/notifications"))
+    assert _links(page, "逾期任务已升级给您（dm.zhou 处逾期）：业务部经理审核") == [f"/tasks/{task_id}"]
+    rt.hand_back(task_id, "vp.qian")
+    page = text(vp.get("/notifications"))
+    assert _links(page, "逾期任务已升级给您") == [f"/instances/{view.id}"]  # moved on: its instance
+    assert vp.get(f"/instances/{view.id}").status_code == 200
+    zhou = as_user(app, "dm.zhou")
+    rt.complete(task_id, "dm.zhou", {"decision": "approve"})
+    page = text(zhou.get("/notifications"))
+    assert _links(page, "Returned to you") == [f"/instances/{view.id}"]
+    assert all("/tasks/" not in href for href in _links(page, ""))
+
+
+def test_a_notice_about_an_instance_one_may_not_see_is_plain_words(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    timers.run_once(rt, T0 + timedelta(hours=5))  # open to the role; its one member dm.zhou is told
+    page = text(as_user(app, "dm.zhou").get("/notifications"))
+    assert "Your overdue task was escalated to" in page
+    assert _links(page, "Your overdue task was escalated") == []  # no link that ends on a refusal
+    assert f"/instances/{view.id}" not in page
+
+
+def test_inbox_rows_show_an_escalated_task_as_such(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    rt.claim(view.tasks[0].id, "dm.zhou")
+    timers.run_once(rt, T0 + timedelta(hours=5))
+    for lang, words in (("zh_CN", "升级自 周经理 Zhou"), ("en", "escalated from 周经理 Zhou")):
+        page = text(as_user(app, "vp.qian", lang).get("/"))
+        assert re.search(rf'<span class="tag tag-escalated"[^>]*>{words}</span>', page), lang
+    assert "tag-escalated" not in text(as_user(app, "rep.wang").get("/"))

@@ -258,7 +258,8 @@ def _column_labels() -> dict[str, str]:
 
 
 # Named tuples, not dicts: Jinja reads `row.url` as an attribute first, which a tuple answers at once.
-_InboxRow = namedtuple("_InboxRow", "task due_class mine quick url process step amount created due open_to")
+_InboxRow = namedtuple("_InboxRow", "task due_class mine quick url process step amount created due open_to "
+                                   "escalated")
 _Words = namedtuple("_Words", "select claim unclaim delegate overdue soon quick quick_title")
 
 
@@ -274,6 +275,10 @@ def inbox():
         if query is not None:
             page = engine_inbox.search(session, current_user.person, query, now)
         saved = engine_inbox.saved_filters(session, _me())
+        # who each escalated task came from, by name ("escalated from 周经理"): one read per page
+        froms = {t.escalated_from for t in page.tasks if t.escalated_from} if page else set()
+        names = {r.username: r.display_name for r in session.execute(
+            select(User.username, User.display_name).where(User.username.in_(froms)))} if froms else {}
     current = query or InboxQuery()
 
     def sort_url(key: str) -> str:
@@ -296,6 +301,7 @@ def inbox():
     open_to: dict[str | None, str] = {}
     tasks_url = url_for("inbox.inbox") + "tasks/"
     rows, me = [], _me()
+    escalated = {who: _("escalated from %(user)s", user=name) for who, name in names.items()}
     for task in page.tasks if page else []:
         if task.assignee is None and task.role not in open_to:
             open_to[task.role] = _("open to %(role)s", role=role_name(task.role))
@@ -303,7 +309,8 @@ def inbox():
             task, engine_inbox.due_soon(task, now), task.assignee == me, _quick_approvable(task.form),
             tasks_url + task.id, process_names.get(task.process_id, task.process_id), pick(task.name),
             money(task.amount) if task.amount is not None else "—", when(task.created),
-            when(task.due) if task.due else "—", open_to.get(task.role) if task.assignee is None else None))
+            when(task.due) if task.due else "—", open_to.get(task.role) if task.assignee is None else None,
+            escalated.get(task.escalated_from) if task.escalated_from else None))
     words = _Words(_("Select"), _("Claim"), _("Unclaim"), _("Delegate"), _("overdue"), _("due soon"),
                    _("decision only"), _("Needs only a decision: can be approved in bulk"))
     return render_template(
@@ -638,10 +645,42 @@ def instance(instance_id: str):
 
 # --- notifications ------------------------------------------------------------------------------
 
+def notice_text(item: dict) -> str:
+    """A notice in the page's language, from what it was made of; a notice from before those
+    were kept shows its stored words (both languages)."""
+    p = item.get("params")
+    if not p:
+        return item["message"]
+    name = pick(p.get("name"))
+    kind = item["kind"]
+    if kind == "assigned":
+        return _("Assigned to you: %(name)s", name=name)
+    if kind == "reminder":
+        return _("Reminder, due soon: %(name)s", name=name)
+    if kind == "escalated":
+        return _("Escalated to you (overdue with %(holder)s): %(name)s", holder=p.get("holder") or "-", name=name)
+    if kind == "escalated_away":
+        return _("Your overdue task was escalated to %(to)s: %(name)s", to=p.get("to") or "-", name=name)
+    if kind == "returned":
+        return _("Returned to you: %(name)s", name=name)
+    if kind == "reply_in_progress":
+        return _("%(by)s replies: in progress, expected by %(expected)s: %(name)s",
+                 by=p.get("by"), expected=when(p.get("expected_by")) or "-", name=name)
+    if kind == "reply_cannot_finish":
+        return _("%(by)s replies: cannot finish, because %(reason)s: %(name)s",
+                 by=p.get("by"), reason=p.get("reason") or "-", name=name)
+    return item["message"]
+
+
 @bp.get("/notifications")
 def notifications_page():
+    """The user's notices, each in the page's language and linked to where it leads now: the task
+    while they may open it, else its instance if they may see it, else no link."""
     with runtime().store.read() as session:
         items = notifications.for_user(session, _me(), limit=100)
+        notifications.leads_to(session, current_user.person, items)
+    for item in items:
+        item["text"] = notice_text(item)
     return render_template("notifications.html", items=items)
 
 

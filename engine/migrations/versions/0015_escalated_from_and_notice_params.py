@@ -1,0 +1,34 @@
+"""human_task.escalated_from and notification.params
+
+human_task.escalated_from: who held the task before it was escalated (the task's internal
+`escalated_from`, projected like its holder), so the inbox can say "escalated from 周经理" without
+restoring the state. Rows of running instances get it at their next command.
+notification.params: the facts a notice was made of (task name, holder, superior, times), so a page
+writes it in its reader's language; older notices keep their bilingual message only.
+
+Revision ID: 0015
+Revises: 0010
+Create Date: 2026-12-04
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0015'
+down_revision = '0010'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('human_task') as batch:
+        batch.add_column(sa.Column('escalated_from', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('notification') as batch:
+        batch.add_column(sa.Column('params', sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('notification') as batch:
+        batch.drop_column('params')
+    with op.batch_alter_table('human_task') as batch:
+        batch.drop_column('escalated_from')
