@@ -277,21 +277,26 @@ def test_claim_and_unclaim_from_the_inbox(app, rt):
     assert open_task(rt.store, view.id).assignee is None
 
 
+def flashes(page: str) -> list[str]:
+    return re.findall(r'<li class="flash flash-\w+">(.*?)</li>', page, re.S)
+
+
 def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     views = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)) for i in range(2)]
     ids = [v.tasks[0].id for v in views]
     client = as_user(app, "dm.zhou")
-    client.post("/tasks/bulk", data={"action": "claim", "task": ids})
+    client.post("/tasks/bulk", data={"action": "claim", "task": ids, "confirm": "1"})
     assert [open_task(rt.store, v.id).assignee for v in views] == ["dm.zhou", "dm.zhou"]
-    response = client.post("/tasks/bulk", data={"action": "approve", "task": ids}, follow_redirects=True)
-    page = text(response)
-    assert page.count(": approved.") == 2
+    response = client.post("/tasks/bulk", data={"action": "approve", "task": ids, "confirm": "1"},
+                           follow_redirects=True)
+    assert flashes(text(response)) == ["2 claimed.", "2 approved."]
     office = as_user(app, "gmo.tang")  # standard terms: then 总经办 approves, back to the rep to file
-    office.post("/tasks/bulk", data={"action": "claim", "task": [open_task(rt.store, v.id).id for v in views]})
-    page = text(office.post("/tasks/bulk", data={"action": "approve",
+    office.post("/tasks/bulk", data={"action": "claim", "task": [open_task(rt.store, v.id).id for v in views],
+                                     "confirm": "1"})
+    page = text(office.post("/tasks/bulk", data={"action": "approve", "confirm": "1",
                                                  "task": [open_task(rt.store, v.id).id for v in views]},
                             follow_redirects=True))
-    assert page.count(": approved.") == 2
+    assert flashes(page) == ["2 claimed.", "2 approved."]
     for view in views:
         task = open_task(rt.store, view.id)
         assert (task.element_id, task.assignee) == ("file_contract", "rep.wang")
@@ -300,7 +305,8 @@ def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     rep = as_user(app, "rep.wang")
     filing = open_task(rt.store, views[0].id)
     before = snapshot(rt.store, views[0].id)
-    page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id]}, follow_redirects=True))
+    page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id], "confirm": "1"},
+                         follow_redirects=True))
     assert "asks for more than a decision" in page
     assert snapshot(rt.store, views[0].id) == before
 
@@ -733,21 +739,25 @@ def test_money_in_a_locale_the_fast_path_does_not_know_is_left_to_babel():
 
 # --- approver finishing (issue 10 part 7) ---------------------------------------------------------
 
-def _browser_fields(html: str, form_id: str | None = None) -> MultiDict:
-    """What a browser sends for the page's form: every named input, select and textarea in page
-    order (checked boxes and radios only), as a browser builds the body."""
+def _browser_fields(html: str, action: str | None = None) -> MultiDict:
+    """What a browser sends for the page's form (the one posting to `action`; default: every form
+    but the header's): every named input, select and textarea in page order (checked boxes and
+    radios only), as a browser builds the body."""
     from html.parser import HTMLParser
 
     class Fields(HTMLParser):
         def __init__(self):
             super().__init__()
-            self.pairs, self.textarea, self.select, self.in_template = [], None, None, 0
+            self.pairs, self.textarea, self.select, self.in_template, self.form = [], None, None, 0, None
 
         def handle_starttag(self, tag, attrs):
             a = dict(attrs)
             if tag == "template":
                 self.in_template += 1
-            if self.in_template or not a.get("name"):
+            if tag == "form":
+                self.form = a.get("action")
+            if self.in_template or not a.get("name") or self.form in ("/lang", "/logout") or \
+                    (action is not None and self.form != action):
                 return
             if tag == "input" and a.get("type") not in ("submit", "button", "checkbox", "radio"):
                 self.pairs.append((a["name"], a.get("value") or ""))
@@ -772,6 +782,8 @@ def _browser_fields(html: str, form_id: str | None = None) -> MultiDict:
                 self.textarea = None
             if tag == "select":
                 self.select = None
+            if tag == "form":
+                self.form = None
 
     parser = Fields()
     parser.feed(html)
@@ -878,3 +890,36 @@ def test_inbox_rows_show_an_escalated_task_as_such(app, rt, store):
         page = text(as_user(app, "vp.qian", lang).get("/"))
         assert re.search(rf'<span class="tag tag-escalated"[^>]*>{words}</span>', page), lang
     assert "tag-escalated" not in text(as_user(app, "rep.wang").get("/"))
+
+
+def test_a_bulk_action_asks_first_then_says_in_one_line_what_happened(app, rt, store):
+    with store.write() as s:
+        access.add_user(s, "dm.lin", "demo", ["dept_manager"], display_name="林经理 Lin", superior="vp.qian")
+    views = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)) for i in range(4)]
+    ids = [v.tasks[0].id for v in views]
+    before = [snapshot(store, v.id) for v in views]
+    client = as_user(app, "dm.zhou")
+    asked = client.post("/tasks/bulk", data={"action": "claim", "task": ids, "next": "/?sort=amount"})
+    page = text(asked)
+    assert asked.status_code == 200 and "Claim 4 tasks?" in page
+    for view in views:
+        assert view.business_key in page
+    form = _browser_fields(page, "/tasks/bulk")
+    assert form.getlist("task") == ids and form["action"] == "claim" and form["next"] == "/?sort=amount"
+    assert re.search(r'<button type="submit" name="confirm" value="1"[^>]*>Claim 4 tasks</button>', page)
+    assert 'href="/?sort=amount">Cancel</a>' in page
+    assert [snapshot(store, v.id) for v in views] == before  # asking changed nothing
+    rt.claim(ids[3], "dm.lin")  # meanwhile a colleague takes one
+    done = client.post("/tasks/bulk", data={**form.to_dict(flat=False), "confirm": "1"})
+    assert done.status_code == 302 and done.headers["Location"] == "/?sort=amount"
+    said = flashes(text(client.get("/")))
+    assert len(said) == 1 and said[0].startswith("3 claimed, 1 refused: ")
+    # one she may no longer open is named by its id only (a refusal reveals nothing of it)
+    assert said[0] == f"3 claimed, 1 refused: {ids[3]}: there is no open task {ids[3]}"
+    assert [open_task(store, v.id).assignee for v in views] == ["dm.zhou"] * 3 + ["dm.lin"]
+    chinese = as_user(app, "dm.zhou", "zh_CN")
+    page = text(chinese.post("/tasks/bulk", data={"action": "approve", "task": ids[:3]}))
+    assert "批量同意 3 项任务？" in page
+    said = flashes(text(chinese.post("/tasks/bulk", data={"action": "approve", "task": ids[:3], "confirm": "1"},
+                                     follow_redirects=True)))
+    assert said == ["已同意 3 项。"]

@@ -21,7 +21,7 @@ from typing import Any
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
 from babel import numbers as babel_numbers
-from flask_babel import format_decimal, get_locale, gettext as _
+from flask_babel import format_decimal, get_locale, gettext as _, ngettext
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
@@ -375,7 +375,8 @@ def unclaim(task_id: str):
 
 @bp.post("/tasks/bulk")
 def bulk():
-    """Claim or approve the ticked tasks, one command each, saying what happened to each."""
+    """Claim or approve the ticked tasks: first a page that lists them and asks (nothing changes),
+    then, confirmed, one command each, and one line saying what happened ("3 claimed, 1 refused: …")."""
     ids = list(dict.fromkeys(request.form.getlist("task")))
     action = request.form.get("action")
     if not ids:
@@ -384,20 +385,38 @@ def bulk():
     if action not in ("claim", "approve"):
         abort(400)
     known = _task_labels(ids)
+    if request.form.get("confirm") != "1":
+        count = len(ids)
+        return render_template(
+            "bulk_confirm.html", ids=ids, action=action, known=known, back=_back(),
+            question=(ngettext("Claim %(num)d task?", "Claim %(num)d tasks?", count) if action == "claim"
+                      else ngettext("Approve %(num)d task?", "Approve %(num)d tasks?", count)),
+            button=(ngettext("Claim %(num)d task", "Claim %(num)d tasks", count) if action == "claim"
+                    else ngettext("Approve %(num)d task", "Approve %(num)d tasks", count)))
+    done, refused = 0, []
     for task_id in ids:
         label, form = known.get(task_id, (task_id, None))
         try:
             if action == "claim":
                 runtime().claim(task_id, _me())
-                flash(_("%(task)s: claimed.", task=label), "success")
             elif task_id in known and not _quick_approvable(form):
-                flash(_("%(task)s: its form asks for more than a decision; open it to answer.",
-                        task=label), "error")
+                refused.append(_("%(task)s: its form asks for more than a decision; open it to answer.",
+                                 task=label))
+                continue
             else:
                 runtime().complete(task_id, _me(), {"decision": "approve"})
-                flash(_("%(task)s: approved.", task=label), "success")
+            done += 1
         except EngineError as exc:
-            flash(_("%(task)s: %(why)s", task=label, why=said(exc)), "error")
+            refused.append(_("%(task)s: %(why)s", task=label, why=said(exc)))
+    if not refused:
+        flash(_("%(done)d claimed.", done=done) if action == "claim" else _("%(done)d approved.", done=done),
+              "success")
+    else:
+        why = "; ".join(refused)
+        flash(_("%(done)d claimed, %(refused)d refused: %(why)s", done=done, refused=len(refused), why=why)
+              if action == "claim" else
+              _("%(done)d approved, %(refused)d refused: %(why)s", done=done, refused=len(refused), why=why),
+              "error")
     return redirect(_back())
 
 
