@@ -97,18 +97,38 @@ def cmd_init(args) -> None:
             from processes.customers import DEMO_CARDS, DEMO_CREDIT_LIST
             cards = customers.seed_cards(session, DEMO_CARDS, clock.now())
             listed = credit.seed(session, DEMO_CREDIT_LIST, clock.now())
+            access.set_demo_mode(session, True)  # the sign-in page lists the demo users
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
     deployed = versions.deploy(store, folders) if folders else []  # as the operator
     result = {"database": store.url.split("@")[-1], "demo_users_added": added, "demo_cards_added": cards,
               "demo_credit_list_added": listed, "deployed": [d.as_json() for d in deployed]}
+    users = access.demo_users() if args.demo else []
+    if args.demo:
+        result["demo_users"] = [{k: u[k] for k in ("username", "name", "role", "office")} for u in users]
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
-        + ([f"demo organisation: {added} users added (password 'demo')",
+        + ([f"demo organisation: {added} users added",
             f"demo customer archive: {cards} cards added",
             f"demo credit list: {listed} customers added"] if args.demo else [])
         + [f"{d.process_id} v{d.version} {d.status}"
-           + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]))
+           + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]
+        + (_demo_sign_in(users) if args.demo else [])))
     _print_notices(args, "init", deployed)
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes (a Chinese character takes two)."""
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _demo_sign_in(users: list[dict]) -> list[str]:
+    """Whom to sign in as: each demo user with their name, role and office, and the password."""
+    rows = [(u["username"], u["name"], f"{u['role_zh']} {u['role_en']}", u["office_name"]) for u in users]
+    widths = [max(_columns(r[i]) for r in rows) for i in range(3)]
+    return ([f"demo sign-in: every demo user's password is '{access.DEMO_PASSWORD}'"]
+            + ["  " + "  ".join(cell + " " * (widths[i] - _columns(cell)) for i, cell in enumerate(r[:3]))
+               + "  " + r[3] for r in rows])
 
 
 def cmd_deploy(args) -> None:

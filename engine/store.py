@@ -53,6 +53,13 @@ class Office(Base):
     parent_id: Mapped[Optional[str]] = mapped_column(ForeignKey("office.id"))
 
 
+class Setting(Base):
+    """A fact of the deployment kept in its database: `demo` = "1" after `bpm init --demo`."""
+    __tablename__ = "setting"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class Role(Base):
     __tablename__ = "role"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

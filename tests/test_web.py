@@ -923,3 +923,26 @@ def test_a_bulk_action_asks_first_then_says_in_one_line_what_happened(app, rt, s
     said = flashes(text(chinese.post("/tasks/bulk", data={"action": "approve", "task": ids[:3], "confirm": "1"},
                                      follow_redirects=True)))
     assert said == ["已同意 3 项。"]
+
+
+# --- a newcomer's first minute (issue 10 part 8) --------------------------------------------------
+
+def test_the_sign_in_page_lists_the_demo_users_only_in_demo_mode(app, client, store):
+    client.post("/lang", data={"lang": "en"})
+    page = text(client.get("/login"))
+    assert "dm.zhou" not in page and "demo-users" not in page  # demo users seeded, demo mode not on
+    with store.write() as s:
+        access.set_demo_mode(s, True)  # what `bpm init --demo` does
+    page = text(client.get("/login"))
+    table = re.search(r'<table class="compact demo-users">(.*?)</table>', page, re.S)
+    assert table and "Demo users" in page and "password <code>demo</code>" in page
+    row = re.search(r"<tr><td><code>dm\.zhou</code></td><td>周经理 Zhou</td><td>(.*?)</td><td>(.*?)</td></tr>",
+                    table.group(1))
+    assert row and row.groups() == ("Business department manager", "总部 Headquarters")
+    client.post("/lang", data={"lang": "zh_CN"})
+    page = text(client.get("/login"))
+    assert "演示用户" in page and "<td>业务部经理</td>" in page
+    signed_in = as_user(app, "dm.zhou")
+    assert "demo-users" not in text(signed_in.get("/"))
+    app.config["BPM_DEMO"] = False  # the deployment's setting wins over the database's flag
+    assert "demo-users" not in text(client.get("/login"))

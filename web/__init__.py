@@ -40,6 +40,16 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _demo_setting() -> bool | None:
+    """BPM_DEMO: 1/true/on or 0/false/off; unset: demo mode as the database says (engine.access.demo_mode)."""
+    raw = os.environ.get("BPM_DEMO", "").strip().lower()
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    return None
+
+
 def _secure_cookies_setting() -> bool | None:
     """BPM_SECURE_COOKIES: 1/true/on or 0/false/off; unset: secure unless served on localhost."""
     raw = os.environ.get("BPM_SECURE_COOKIES", "").strip().lower()
@@ -146,6 +156,8 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         RATELIMIT_HEADERS_ENABLED=False,
         # the zone people read times in (the `when` filter; engine.clock.local_text)
         BPM_TIMEZONE=clock.zone_name(),
+        # demo mode (the sign-in page lists the demo users): None = as `bpm init --demo` marked the database
+        BPM_DEMO=_demo_setting(),
     )
     app.config.update(config)
     app.extensions["bpm.runtime"] = runtime

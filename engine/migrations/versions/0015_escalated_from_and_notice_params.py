@@ -1,10 +1,12 @@
-"""human_task.escalated_from and notification.params
+"""human_task.escalated_from, notification.params, and the setting table (demo mode)
 
 human_task.escalated_from: who held the task before it was escalated (the task's internal
 `escalated_from`, projected like its holder), so the inbox can say "escalated from 周经理" without
 restoring the state. Rows of running instances get it at their next command.
 notification.params: the facts a notice was made of (task name, holder, superior, times), so a page
 writes it in its reader's language; older notices keep their bilingual message only.
+setting: the deployment's own facts kept in its database, one value per key; `demo` = "1" once
+`bpm init --demo` seeded the demo organisation (the sign-in page then lists the demo users).
 
 Revision ID: 0015
 Revises: 0010
@@ -25,9 +27,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column('escalated_from', sa.String(length=64), nullable=True))
     with op.batch_alter_table('notification') as batch:
         batch.add_column(sa.Column('params', sa.JSON(), nullable=True))
+    op.create_table('setting',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('key')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('setting')
     with op.batch_alter_table('notification') as batch:
         batch.drop_column('params')
     with op.batch_alter_table('human_task') as batch:
