@@ -493,6 +493,7 @@ def cmd_serve(args) -> None:
 
     from web import create_app
 
+    clock.zone()  # a BPM_TIMEZONE that is no zone is refused before anything starts
     store = _store()
     migrate(store)  # serving an old or empty database would fail on every request
     runtime = _runtime(store)

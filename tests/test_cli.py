@@ -358,6 +358,9 @@ def test_times_are_printed_in_the_deployments_zone_as_the_pages_write_them(bpm, 
     code, out, err = bpm("tasks", "--as", "dm.zhou", now=now)
     assert code == 1 and out == "" and err.strip().splitlines() == [
         "bpm tasks: BPM_TIMEZONE 'Mars/Olympus' is not a time zone such as Asia/Shanghai"]
+    code, out, err = bpm("serve", "--port", "1")  # refused before it migrates or serves anything
+    assert code == 1 and err.strip().splitlines() == [
+        "bpm serve: BPM_TIMEZONE 'Mars/Olympus' is not a time zone such as Asia/Shanghai"]
 
 
 # --- a newcomer's first minute ------------------------------------------------------------------

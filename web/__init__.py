@@ -160,6 +160,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BPM_DEMO=_demo_setting(),
     )
     app.config.update(config)
+    clock.zone(app.config["BPM_TIMEZONE"])  # a zone that is none is refused at start, not on every page
     app.extensions["bpm.runtime"] = runtime
     app.session_interface = SessionCookies()
 
