@@ -170,6 +170,10 @@ def test_language_switch_changes_the_labels_and_is_kept(open_page):
     expect(page.locator("label[for=username]")).to_have_text("Username")
     expect(page.locator("html")).to_have_attribute("lang", "en")
     expect(page.locator("form.lang button[value=en]")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("form.lang button[value=zh_CN]")).to_have_attribute("aria-pressed", "false")
+    colours = [page.locator(f"form.lang button[value={v}]").evaluate("b => getComputedStyle(b).backgroundColor")
+               for v in ("en", "zh_CN")]
+    assert colours[0] != colours[1]  # the active one is seen to be, not only told to a screen reader
 
     sign_in(page, "rep.wang")  # the choice outlives the new session of the sign-in
     expect(page.locator("h1")).to_have_text("Inbox")
