@@ -305,6 +305,8 @@ def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     rep = as_user(app, "rep.wang")
     filing = open_task(rt.store, views[0].id)
     before = snapshot(rt.store, views[0].id)
+    asked = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id]}))
+    assert "its form asks for more than a decision: it will be left alone" in asked  # said before, too
     page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id], "confirm": "1"},
                          follow_redirects=True))
     assert "asks for more than a decision" in page

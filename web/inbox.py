@@ -389,6 +389,7 @@ def bulk():
         count = len(ids)
         return render_template(
             "bulk_confirm.html", ids=ids, action=action, known=known, back=_back(),
+            needs_more={i for i, (_, form) in known.items() if action == "approve" and not _quick_approvable(form)},
             question=(ngettext("Claim %(num)d task?", "Claim %(num)d tasks?", count) if action == "claim"
                       else ngettext("Approve %(num)d task?", "Approve %(num)d tasks?", count)),
             button=(ngettext("Claim %(num)d task", "Claim %(num)d tasks", count) if action == "claim"
