@@ -22,11 +22,11 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE (SQLite 3.35+ drops a column itself): a batch copy of human_task would lose its
+# expression indexes, which SQLAlchemy cannot reflect.
 def upgrade() -> None:
-    with op.batch_alter_table('human_task') as batch:
-        batch.add_column(sa.Column('escalated_from', sa.String(length=64), nullable=True))
-    with op.batch_alter_table('notification') as batch:
-        batch.add_column(sa.Column('params', sa.JSON(), nullable=True))
+    op.add_column('human_task', sa.Column('escalated_from', sa.String(length=64), nullable=True))
+    op.add_column('notification', sa.Column('params', sa.JSON(), nullable=True))
     op.create_table('setting',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
@@ -36,7 +36,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('setting')
-    with op.batch_alter_table('notification') as batch:
-        batch.drop_column('params')
-    with op.batch_alter_table('human_task') as batch:
-        batch.drop_column('escalated_from')
+    op.drop_column('notification', 'params')
+    op.drop_column('human_task', 'escalated_from')
