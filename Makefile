@@ -25,8 +25,12 @@ assets:
 init: $(STAMP)
 	$(BIN)/bpm init --demo
 
+# `make run PORT=5001` when 5000 is taken (HOST=0.0.0.0 to serve the network)
+PORT ?= 5000
+HOST ?= 127.0.0.1
+
 run: init
-	$(BIN)/bpm serve --host 127.0.0.1 --port 5000
+	$(BIN)/bpm serve --host $(HOST) --port $(PORT)
 
 # Catalogs compiled again each time: a .po changed since the install must not be tested stale.
 test: $(STAMP)

@@ -77,9 +77,15 @@ def _print(args, data: Any, text: Callable[[], str]) -> None:
             print(out)
 
 
+def _t(value) -> str:
+    """A time as the pages write it: in the deployment's zone (BPM_TIMEZONE), engine.clock.local_text.
+    --json keeps ISO 8601 instants."""
+    return clock.local_text(value) if value else "-"
+
+
 def _task_line(t: dict) -> str:
     holder = t["assignee"] or f"(role {t['role']})"
-    due = f" due {t['due']}" if t["due"] else ""
+    due = f" due {_t(t['due'])}" if t["due"] else ""
     return f"{t['id']}  {t['process_id']}  {t['name']}  {holder}{due}"
 
 
@@ -96,18 +102,38 @@ def cmd_init(args) -> None:
             from processes.customers import DEMO_CARDS, DEMO_CREDIT_LIST
             cards = customers.seed_cards(session, DEMO_CARDS, clock.now())
             listed = credit.seed(session, DEMO_CREDIT_LIST, clock.now())
+            access.set_demo_mode(session, True)  # the sign-in page lists the demo users
     folders = [p for p in (PROJECT_ROOT / "bpmn",) if any(p.glob("*.bpmn"))]
     deployed = versions.deploy(store, folders) if folders else []  # as the operator
     result = {"database": store.url.split("@")[-1], "demo_users_added": added, "demo_cards_added": cards,
               "demo_credit_list_added": listed, "deployed": [d.as_json() for d in deployed]}
+    users = access.demo_users() if args.demo else []
+    if args.demo:
+        result["demo_users"] = [{k: u[k] for k in ("username", "name", "role", "office")} for u in users]
     _print(args, result, lambda: "\n".join(
         [f"database ready: {result['database']}"]
-        + ([f"demo organisation: {added} users added (password 'demo')",
+        + ([f"demo organisation: {added} users added",
             f"demo customer archive: {cards} cards added",
             f"demo credit list: {listed} customers added"] if args.demo else [])
         + [f"{d.process_id} v{d.version} {d.status}"
-           + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]))
+           + (f" (same content as version {d.same_as})" if d.same_as is not None else "") for d in deployed]
+        + (_demo_sign_in(users) if args.demo else [])))
     _print_notices(args, "init", deployed)
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes (a Chinese character takes two)."""
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _demo_sign_in(users: list[dict]) -> list[str]:
+    """Whom to sign in as: each demo user with their name, role and office, and the password."""
+    rows = [(u["username"], u["name"], f"{u['role_zh']} {u['role_en']}", u["office_name"]) for u in users]
+    widths = [max(_columns(r[i]) for r in rows) for i in range(3)]
+    return ([f"demo sign-in: every demo user's password is '{access.DEMO_PASSWORD}'"]
+            + ["  " + "  ".join(cell + " " * (widths[i] - _columns(cell)) for i, cell in enumerate(r[:3]))
+               + "  " + r[3] for r in rows])
 
 
 def cmd_deploy(args) -> None:
@@ -132,7 +158,7 @@ def _print_notices(args, command: str, deployed) -> None:
 def cmd_definitions(args) -> None:
     rows = versions.listing(_store())
     _print(args, rows, lambda: "\n".join(
-        f"{r['process_id']}  v{r['version']}  {r['name']}  {r['deployed_at']}" for r in rows))
+        f"{r['process_id']}  v{r['version']}  {r['name']}  {_t(r['deployed_at'])}" for r in rows))
 
 
 def cmd_start(args) -> None:
@@ -169,7 +195,7 @@ def cmd_hand_back(args) -> None:
 def cmd_reply(args) -> None:
     kind = "in_progress" if args.in_progress else "cannot_finish"
     view = _runtime(_store()).reply(args.task_id, args.user, kind, expected_by=args.expected, reason=args.reason)
-    due = view.due.isoformat() if view.due else "none"
+    due = _t(view.due) if view.due else "none"
     _print(args, view.as_json(), lambda: f"{view.id} reply recorded ({kind}); due {due}")
 
 
@@ -234,9 +260,9 @@ def cmd_customer(args) -> None:
         + [f"contact {c['name']}  {c['title']}  {c['phone']}" for c in card["contacts"]]
         + [f"characteristics {card['characteristics'] or '-'}", f"family {card['family'] or '-'}",
            f"credit level {card['credit_level'] or 'not rated'}", f"notes {card['notes'] or '-'}",
-           f"served by {card['rep'] or '-'}", f"revision {card['revision']} ({card['updated_by']}, {card['updated_at']})",
-           f"read as {card['basis']}" + (f" until {card['grant']['valid_until']}" if card["grant"] else "")]
-        + [f"change {h['revision']}  {h['at']}  {h['by']}  {', '.join(sorted(h['changes']))}" for h in card["history"]]))
+           f"served by {card['rep'] or '-'}", f"revision {card['revision']} ({card['updated_by']}, {_t(card['updated_at'])})",
+           f"read as {card['basis']}" + (f" until {_t(card['grant']['valid_until'])}" if card["grant"] else "")]
+        + [f"change {h['revision']}  {_t(h['at'])}  {h['by']}  {', '.join(sorted(h['changes']))}" for h in card["history"]]))
 
 
 def cmd_credit_list(args) -> None:
@@ -251,7 +277,7 @@ def cmd_credit_list(args) -> None:
     data = {"customers": entries, "changes": changes}
     _print(args, data, lambda: "\n".join(
         [f"{e['id']}  {e['level'] or '-'}  since {e['since']}  {e['name']}" for e in entries]
-        + [f"change {c['at']}  {c['customer']}  {c['from'] or '-'} -> {c['to']}  approved by {c['approved_by']}"
+        + [f"change {_t(c['at'])}  {c['customer']}  {c['from'] or '-'} -> {c['to']}  approved by {c['approved_by']}"
            f"  ({c['reason'] or 'no reason given'})  instance {c['instance_id']}" for c in changes]))
 
 
@@ -346,7 +372,7 @@ def cmd_history(args) -> None:
         sys.stdout.write(evidence.history_csv(rows))
         return
     _print(args, rows, lambda: "\n".join(
-        f"{r['step']:>3}  {r['at']}  {r['actor']}  {r['command']}  {r['task'] or '-'}  "
+        f"{r['step']:>3}  {_t(r['at'])}  {r['actor']}  {r['command']}  {r['task'] or '-'}  "
         f"{'?' if r['change'] is None else json.dumps(r['change'], ensure_ascii=False, default=str)}  {r['hash'][:16]}"
         + (f"  reply: {json.dumps(r['reply'], ensure_ascii=False)}" if r.get("reply") else "")
         for r in rows))
@@ -373,7 +399,7 @@ def cmd_replay(args) -> None:
               "waiting": list(last.waiting), "data": last.data, "state_hash": last.replayed_hash,
               "every_hash_matched": bad is None, "first_mismatch": bad.seq if bad else None}
     _print(args, result, lambda: "\n".join([
-        f"instance {args.instance_id} at step {last.seq} ({last.command}, {last.at.isoformat()}, {last.actor})",
+        f"instance {args.instance_id} at step {last.seq} ({last.command}, {_t(last.at)}, {last.actor})",
         f"status {result['status']}",
         f"waiting {', '.join(last.waiting) or '-'}",
         f"data {json.dumps(last.data, ensure_ascii=False, default=str)}",
@@ -503,13 +529,13 @@ def cmd_token(args) -> None:
             token = access.issue_token(session, who.username, now, lifetime)
             result = {"token": token, "id": access.token_id(token), "username": who.username,
                       "expires_at": (now + (lifetime or access.token_lifetime())).isoformat()}
-            text = lambda: f"{token}\n(id {result['id']}, expires {result['expires_at']})"
+            text = lambda: f"{token}\n(id {result['id']}, expires {_t(result['expires_at'])})"
         elif args.action == "list":
             result = [{**t, **{k: t[k].isoformat() if t[k] else None
                                for k in ("created_at", "expires_at", "revoked_at")}}
                       for t in access.tokens(session, who.username, now)]
             text = lambda: "\n".join(
-                f"{t['id']}  issued {t['created_at']}  expires {t['expires_at']}  "
+                f"{t['id']}  issued {_t(t['created_at'])}  expires {_t(t['expires_at'])}  "
                 + ("active" if t["active"] else "revoked" if t["revoked_at"] else "expired")
                 for t in result) or "no tokens"
         else:
@@ -543,6 +569,7 @@ def cmd_serve(args) -> None:
 
     from web import create_app
 
+    clock.zone()  # a BPM_TIMEZONE that is no zone is refused before anything starts
     store = _store()
     migrate(store)  # serving an old or empty database would fail on every request
     runtime = _runtime(store)

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .inputs import fits_key
 from .statements import Prepared
-from .store import ApiToken, Office, Role, User, UserRole
+from .store import ApiToken, Office, Role, Setting, User, UserRole
 
 # The roles of the domain (RULES.md); seeded by every `bpm init`, since lanes resolve to them.
 ROLES: dict[str, tuple[str, str]] = {
@@ -120,6 +120,29 @@ def seed_demo(session: Session) -> int:
         session.add(UserRole(username=username, role_id=role))
         added += 1
     return added
+
+
+def set_demo_mode(session: Session, on: bool = True) -> None:
+    """Mark the database as the demo's (`bpm init --demo`): the sign-in page lists the demo users."""
+    row = session.get(Setting, "demo")
+    if row is None:
+        session.add(Setting(key="demo", value="1" if on else "0"))
+    else:
+        row.value = "1" if on else "0"
+
+
+def demo_mode(executor: Session | Connection) -> bool:
+    """Whether `bpm init --demo` set this database up as the demo (BPM_DEMO in the web's config
+    can override it)."""
+    return executor.execute(select(Setting.value).where(Setting.key == "demo")).scalar() == "1"
+
+
+def demo_users() -> list[dict]:
+    """The demo organisation's people: username, name, role (id, Chinese, English), office (id, name)."""
+    offices = {office_id: name for office_id, name, _ in DEMO_OFFICES}
+    return [{"username": username, "name": display, "role": role, "role_zh": ROLES[role][0],
+             "role_en": ROLES[role][1], "office": office, "office_name": offices[office]}
+            for username, display, role, _, office in DEMO_USERS]
 
 
 def add_user(session: Session, username: str, password: str, roles: list[str], *,

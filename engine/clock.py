@@ -2,12 +2,17 @@
 
 Every command runs inside `command_context` (see `engine.determinism`), which pins "now"
 to the command's logged time; outside a command, `now()` reads `BPM_NOW` if set.
+
+Also how a person reads an instant: `local_text` writes it in the deployment's time zone
+(`BPM_TIMEZONE`, default Asia/Shanghai) — the pages' `when` filter, the command line and the
+notices all use it; stored times stay UTC.
 """
 from __future__ import annotations
 
 import os
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _fixed: ContextVar[datetime | None] = ContextVar("bpm_fixed_now", default=None)
 
@@ -53,3 +58,32 @@ class fixed_now:
 
     def __exit__(self, *exc) -> None:
         _fixed.reset(self._token)
+
+
+DEFAULT_ZONE = "Asia/Shanghai"
+
+
+def zone_name() -> str:
+    """The deployment's time zone: BPM_TIMEZONE, default Asia/Shanghai (the company's)."""
+    return (os.environ.get("BPM_TIMEZONE") or "").strip() or DEFAULT_ZONE
+
+
+def zone(name: str | None = None) -> ZoneInfo:
+    """The zone `name` (default: the deployment's); an unknown name is a ClockError in one sentence."""
+    name = name or zone_name()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ClockError(f"BPM_TIMEZONE {name!r} is not a time zone such as {DEFAULT_ZONE}") from None
+
+
+def local_text(value: datetime | str | None, zone_name_: str | None = None) -> str:
+    """An instant as people read it: "2026-11-23 13:00" in the deployment's zone (or `zone_name_`);
+    a naive datetime is taken as UTC (how the store keeps it); None is ""."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(zone(zone_name_)).strftime("%Y-%m-%d %H:%M")

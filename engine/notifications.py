@@ -10,32 +10,32 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import clock
 from .store import Notification
 
 MESSAGES = {
     "assigned": "任务已分配给您 / Assigned to you: {name}",
     "reminder": "任务即将到期 / Reminder, due soon: {name}",
     "escalated": "逾期任务已升级给您 / Escalated to you (overdue with {holder}): {name}",
+    "escalated_away": "您的任务已逾期，已升级给 {to} / Your overdue task was escalated to {to}: {name}",
     "returned": "任务已交还给您 / Returned to you: {name}",
     "reply_in_progress": "{by} 复命：进行中，预计 {expected_local} 完成 / {by} replies: in progress, "
                          "expected by {expected_local}: {name}",
     "reply_cannot_finish": "{by} 复命：无法按时完成，原因：{reason} / {by} replies: cannot finish, "
                            "because {reason}: {name}",
 }
-TIME_ZONE = "Asia/Shanghai"  # how a notice writes a time (the company's; stored times stay UTC)
 
 
 def message(event: dict) -> str:
-    return MESSAGES.get(event["kind"], "{name}").format(**{"holder": "-", "expected_local": _local(
+    return MESSAGES.get(event["kind"], "{name}").format(**{"holder": "-", "to": "-", "expected_local": _local(
         event.get("expected_by")), **event})
 
 
 def _local(instant: str | None) -> str:
-    """An ISO instant as the company reads it: 2026-11-30 12:00 Asia/Shanghai."""
+    """An ISO instant as the company reads it: 2026-11-30 12:00 Asia/Shanghai (BPM_TIMEZONE)."""
     if not instant:
         return "-"
-    from zoneinfo import ZoneInfo
-    return datetime.fromisoformat(instant).astimezone(ZoneInfo(TIME_ZONE)).strftime("%Y-%m-%d %H:%M ") + TIME_ZONE
+    return f"{clock.local_text(instant)} {clock.zone_name()}"
 
 
 def smtp_enabled() -> bool:
@@ -46,7 +46,32 @@ def for_user(session: Session, username: str, limit: int = 50) -> list[dict]:
     rows = session.scalars(select(Notification).where(Notification.username == username)
                            .order_by(Notification.at.desc(), Notification.id.desc()).limit(limit))
     return [{"id": r.id, "kind": r.kind, "message": r.message, "instance_id": r.instance_id,
-             "task_id": r.task_id, "at": r.at, "read": r.read} for r in rows]
+             "task_id": r.task_id, "at": r.at, "read": r.read, "params": r.params} for r in rows]
+
+
+def leads_to(session: Session, who, items: list[dict]) -> list[dict]:
+    """Where each notice of `items` (for_user) can take `who` now: "task" while they may still open
+    its task, else "instance" if they may see its instance (the task moved on: done, escalated,
+    handed back), else None — never a link that ends on a refusal. Sets item["leads_to"]."""
+    from . import access
+    from .runtime import _may_view  # the one rule of who sees an instance (access.may_view_instance)
+    from .store import HumanTask
+    task_ids = {i["task_id"] for i in items if i.get("task_id")}
+    tasks = {r.id: r for r in session.execute(
+        select(HumanTask.id, HumanTask.role, HumanTask.assignee, HumanTask.office_scope)
+        .where(HumanTask.id.in_(task_ids)))} if task_ids else {}
+    seen: dict[str, bool] = {}
+    for item in items:
+        task = tasks.get(item.get("task_id"))
+        if task is not None and access.may_open_task(who, task.role, task.assignee, task.office_scope):
+            item["leads_to"] = "task"
+        elif item.get("instance_id"):
+            if item["instance_id"] not in seen:
+                seen[item["instance_id"]] = _may_view(session, item["instance_id"], who)
+            item["leads_to"] = "instance" if seen[item["instance_id"]] else None
+        else:
+            item["leads_to"] = None
+    return items
 
 
 def unread_count(session: Session, username: str) -> int:
@@ -61,6 +86,14 @@ def mark_read(session: Session, username: str, ids: list[int] | None = None) -> 
     session.execute(query.values(read=True))
 
 
+_NOT_PARAMS = ("kind", "username", "task_id", "element_id", "lane")
+
+
+def params(event: dict) -> dict:
+    """What a page needs to write the notice in its reader's language (name, holder, to, by, ...)."""
+    return {k: v for k, v in event.items() if k not in _NOT_PARAMS and isinstance(v, (str, int, float, type(None)))}
+
+
 def rows_for(events: list[dict], instance_id: str, at: datetime, recipients) -> list[dict]:
     """Notification rows for a command's events; `recipients(event)` names who hears of each."""
     rows = []
@@ -68,7 +101,7 @@ def rows_for(events: list[dict], instance_id: str, at: datetime, recipients) -> 
         for username in recipients(event):
             rows.append({"username": username, "kind": event["kind"], "message": message(event),
                          "instance_id": instance_id, "task_id": event["task_id"], "at": at,
-                         "read": False})
+                         "read": False, "params": params(event)})
     return rows
 
 

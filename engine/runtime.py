@@ -587,6 +587,7 @@ class TaskView:
     customer: str | None = None
     amount: float | None = None
     office_scope: str = ""  # the office or region whose people may take it while open; "": anyone
+    escalated_from: str | None = None  # who held it before an escalation brought it to `assignee`
 
     def as_json(self) -> dict:
         return {"id": self.id, "instance_id": self.instance_id, "process_id": self.process_id,
@@ -594,13 +595,14 @@ class TaskView:
                 "assignee": self.assignee, "due": self.due.isoformat() if self.due else None,
                 "created": self.created.isoformat(), "form": self.form,
                 "business_key": self.business_key, "customer": self.customer, "amount": self.amount,
-                "office_scope": self.office_scope}
+                "office_scope": self.office_scope, "escalated_from": self.escalated_from}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskView":
         return cls(d["id"], d["instance_id"], d["process_id"], d["name"], d["element_id"], d["role"],
                    d["assignee"], _instant(d["due"]), _instant(d["created"]), d["form"],
-                   d["business_key"], d["customer"], d["amount"], d.get("office_scope", ""))
+                   d["business_key"], d["customer"], d["amount"], d.get("office_scope", ""),
+                   d.get("escalated_from"))
 
 
 @dataclass
@@ -913,7 +915,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
                 "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
-                "due_at": due_at,
+                "due_at": due_at, "escalated_from": task._get_internal_data("escalated_from"),
             })
             remind_at = tasks.parse(task._get_internal_data("remind_at"))
             if remind_at is not None and not task._get_internal_data("reminded"):
@@ -2004,10 +2006,11 @@ def _incident_json(row) -> dict:
 def _task_view(row: dict) -> TaskView:
     return TaskView(row["id"], row["instance_id"], row["process_id"], row["name"], row["element_id"],
                     row["role"], row["assignee"], row["due_at"], row["created_at"], row["form"],
-                    row["business_key"], row["customer"], row["amount"], row["office_scope"])
+                    row["business_key"], row["customer"], row["amount"], row["office_scope"],
+                    row.get("escalated_from"))
 
 
 def task_view(row: HumanTask) -> TaskView:
     return TaskView(row.id, row.instance_id, row.process_id, row.name, row.element_id, row.role,
                     row.assignee, row.due_at, row.created_at, row.form, row.business_key,
-                    row.customer, row.amount, row.office_scope or "")
+                    row.customer, row.amount, row.office_scope or "", row.escalated_from)

@@ -53,6 +53,13 @@ class Office(Base):
     parent_id: Mapped[Optional[str]] = mapped_column(ForeignKey("office.id"))
 
 
+class Setting(Base):
+    """A fact of the deployment kept in its database: `demo` = "1" after `bpm init --demo`."""
+    __tablename__ = "setting"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class Role(Base):
     __tablename__ = "role"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -164,6 +171,8 @@ class HumanTask(Base):
     amount: Mapped[Optional[float]] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # who held it before an escalation moved it to `assignee` (None: not escalated, or handed back)
+    escalated_from: Mapped[Optional[str]] = mapped_column(String(64))
 
 
 class DueTimer(Base):
@@ -255,6 +264,9 @@ class Notification(Base):
     task_id: Mapped[Optional[str]] = mapped_column(String(36))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     read: Mapped[bool] = mapped_column(default=False)
+    # what the notice was made of (name, holder, to, by, ...): a page writes it in its reader's
+    # language from these; None for notices from before they were kept
+    params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
 
 class Outbox(Base):

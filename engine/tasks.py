@@ -91,6 +91,8 @@ def escalate(task, to: str | None, previous: str | None, at: datetime) -> None:
     task._set_internal_data(**stamp)
     if to and to != previous:
         determinism.notify("escalated", to, task, holder=previous)
+        if previous:  # the one it was taken from hears where it went
+            determinism.notify("escalated_away", previous, task, to=to)
 
 
 REPLY_KINDS = ("in_progress", "cannot_finish")

@@ -79,8 +79,8 @@ def open_page(chromium, live):
     fails the test on any JavaScript error."""
     contexts, errors = [], []
 
-    def make(locale: str = "zh-CN"):
-        context = chromium.new_context(viewport=VIEWPORT, locale=locale, base_url=live.url)
+    def make(locale: str = "zh-CN", viewport: dict | None = None):
+        context = chromium.new_context(viewport=viewport or VIEWPORT, locale=locale, base_url=live.url)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
@@ -170,6 +170,10 @@ def test_language_switch_changes_the_labels_and_is_kept(open_page):
     expect(page.locator("label[for=username]")).to_have_text("Username")
     expect(page.locator("html")).to_have_attribute("lang", "en")
     expect(page.locator("form.lang button[value=en]")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("form.lang button[value=zh_CN]")).to_have_attribute("aria-pressed", "false")
+    colours = [page.locator(f"form.lang button[value={v}]").evaluate("b => getComputedStyle(b).backgroundColor")
+               for v in ("en", "zh_CN")]
+    assert colours[0] != colours[1]  # the active one is seen to be, not only told to a screen reader
 
     sign_in(page, "rep.wang")  # the choice outlives the new session of the sign-in
     expect(page.locator("h1")).to_have_text("Inbox")
@@ -305,3 +309,32 @@ def test_instance_diagram_marks_the_step_waiting_now(open_page, live):
     expect(page.locator("ul.steps li.step-active")).to_have_count(1)
     page.locator("#diagram-title").scroll_into_view_if_needed()
     shot(page, "instance")
+
+
+# --- the inbox on a phone -------------------------------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_the_inbox_fits_a_390px_phone_without_sideways_scrolling(open_page, live):
+    for i, (customer, price) in enumerate([("C-A01", 100), ("C-B01", 520), ("C-C01", 88)]):
+        live.runtime.start("contract_review", "rep.wang", {
+            "customer": customer, "amount": price * 1000 * (i + 1), "quote_price": price, "price": price,
+            "payment_terms": "30% 定金，发货前付清", "quote_payment_terms": "30% 定金，发货前付清",
+            "delivery_date": day(40), "quote_delivery_date": day(40),
+            "lines": [{"product": "芝麻灰花岗岩板 600x600x20", "quantity": 1000 * (i + 1), "unit_price": price}]})
+    for locale, heading in (("zh-CN", "收件箱"), ("en", "Inbox")):
+        page = open_page(locale, PHONE)
+        sign_in(page, "dm.zhou")
+        expect(page.locator("h1")).to_have_text(heading)
+        rows = page.locator("table.inbox tbody tr")
+        assert rows.count() >= 3
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{locale}: the inbox is {width} px wide on a 390 px screen"
+        first = rows.first
+        # each row still shows what to act on: its step, its due time and its claim button, on screen
+        for part in ("td.step a", "td.due", "td.actions button"):
+            box = first.locator(part).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (locale, part, box)
+        if locale == "zh-CN":
+            shot(page, "inbox-phone")

@@ -327,3 +327,76 @@ def test_credit_list_shows_levels_and_refuses_those_who_do_not_work_with_it(bpm)
     assert code == 0 and json.loads(out)["status"] == "running", err
     code, out, err = bpm("worker", "--once", "--now", "2027-01-01T09:30:00+08:00", "--json")
     assert code == 0 and len(json.loads(out)["started"]) == 1, err
+
+
+# --- times in the deployment's zone, as the pages write them --------------------------------------
+
+def test_times_are_printed_in_the_deployments_zone_as_the_pages_write_them(bpm, monkeypatch):
+    """Started at 09:00 China time (01:00 UTC), due four hours later: 13:00 in Shanghai, as the
+    web's `when` filter writes it; BPM_TIMEZONE moves both; --json keeps the instant in UTC."""
+    from web.inbox import when
+    from web import create_app
+
+    now = "2026-11-23T09:00:00+08:00"
+    code, out, err = bpm("start", "contract_review", "--as", "rep.wang", "--data", json.dumps({
+        "customer": "C-A01", "amount": 200000, "quote_price": 100, "price": 100,
+        "quote_payment_terms": "30% deposit", "payment_terms": "30% deposit",
+        "quote_delivery_date": "2026-12-20", "delivery_date": "2026-12-20",
+        "lines": [{"product": "x", "quantity": 2000, "unit_price": 100}]}), now=now)
+    assert code == 0, err
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert code == 0 and out.rstrip().endswith("due 2026-11-23 13:00"), out
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", "--json", now=now)
+    assert json.loads(out)[0]["due"].startswith("2026-11-23T05:00:00")
+    monkeypatch.setenv("BPM_TIMEZONE", "Europe/Berlin")
+    code, out, _ = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert out.rstrip().endswith("due 2026-11-23 06:00"), out
+    app = create_app(config={"SECRET_KEY": "x"})
+    with app.test_request_context():
+        assert when("2026-11-23T05:00:00+00:00") == "2026-11-23 06:00"  # the same engine function
+    monkeypatch.setenv("BPM_TIMEZONE", "Mars/Olympus")
+    code, out, err = bpm("tasks", "--as", "dm.zhou", now=now)
+    assert code == 1 and out == "" and err.strip().splitlines() == [
+        "bpm tasks: BPM_TIMEZONE 'Mars/Olympus' is not a time zone such as Asia/Shanghai"]
+    code, out, err = bpm("serve", "--port", "1")  # refused before it migrates or serves anything
+    assert code == 1 and err.strip().splitlines() == [
+        "bpm serve: BPM_TIMEZONE 'Mars/Olympus' is not a time zone such as Asia/Shanghai"]
+
+
+# --- a newcomer's first minute ------------------------------------------------------------------
+
+def test_init_demo_prints_the_demo_users_their_roles_offices_and_the_password(bpm):
+    from engine.access import DEMO_USERS
+    code, out, _ = bpm("init", "--demo")  # again: already seeded, still says whom to sign in as
+    assert code == 0
+    assert "demo sign-in: every demo user's password is 'demo'" in out
+    assert re.search(r"^  dm\.zhou +周经理 Zhou +业务部经理 Business department manager +总部 Headquarters$",
+                     out, re.M), out
+    for username, *_ in DEMO_USERS:
+        assert re.search(rf"^  {re.escape(username)} ", out, re.M), username
+    code, out, _ = bpm("init", "--demo", "--json")
+    users = json.loads(out)["demo_users"]
+    assert {"username": "rep.wang", "name": "王 Wang", "role": "sales_rep", "office": "guangzhou"} in users
+    assert len(users) == len(DEMO_USERS)
+
+
+def test_init_without_demo_lists_no_demo_users(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BPM_DATABASE_URL", f"sqlite:///{tmp_path / 'plain.sqlite3'}")
+    assert main(["init"]) == 0
+    out = capsys.readouterr().out
+    assert "demo organisation" not in out and "demo sign-in" not in out and "dm.zhou" not in out
+    assert main(["init", "--json"]) == 0
+    assert "demo_users" not in json.loads(capsys.readouterr().out)
+
+
+def test_make_run_takes_a_port():
+    made = subprocess.run(["make", "-n", "run", "PORT=5001"], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert re.search(r"bpm serve --host 127\.0\.0\.1 --port 5001$", made.stdout, re.M), made.stdout
+    assert "--port 5000" in subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True).stdout
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make run PORT=5001" in readme and "../shared/" not in readme.split("## Deploy")[0]
+    from engine.access import demo_users
+    for u in demo_users():  # the README's table is the demo organisation the code seeds
+        assert f"| `{u['username']}` | {u['name']} | {u['role_zh']} {u['role_en']}" in readme, u["username"]
+    assert "password is `demo`" in readme

@@ -90,9 +90,9 @@ def test_notifications_for_escalation_reminder_and_return(runtime, store):
     timers.run_once(runtime, T0 + timedelta(hours=5))              # escalated to vp.qian
     runtime.hand_back(task.id, "vp.qian", at=T0 + timedelta(hours=6))
     with store.read() as s:
-        assert [n["kind"] for n in notifications.for_user(s, "dm.zhou")] == ["returned", "reminder"]
+        assert [n["kind"] for n in notifications.for_user(s, "dm.zhou")] == ["returned", "escalated_away", "reminder"]
         assert [n["kind"] for n in notifications.for_user(s, "vp.qian")] == ["escalated"]
-        assert notifications.unread_count(s, "dm.zhou") == 2
+        assert notifications.unread_count(s, "dm.zhou") == 3
     with store.write() as s:
         notifications.mark_read(s, "dm.zhou")
     with store.read() as s:
@@ -404,3 +404,20 @@ def test_a_failing_mail_leaves_the_rest_pending_and_sends_none_twice(store, monk
     with store.write() as s:
         assert notifications.deliver_outbox(s, "smtp://mail", "example.com", T0) == 2
     assert sent == ["u0@example.com", "u1@example.com", "u2@example.com"]  # each once
+
+
+def test_the_holder_whose_task_is_escalated_away_is_told_and_the_inbox_row_says_from_whom(runtime, store):
+    task = only_task(start_review(runtime))
+    runtime.claim(task.id, "dm.zhou", at=T0)
+    timers.run_once(runtime, T0 + timedelta(hours=5))  # silent: escalated to dm.zhou's superior
+    with store.read() as s:
+        told = notifications.for_user(s, "dm.zhou")[0]
+        assert (told["kind"], told["task_id"], told["params"]["to"]) == ("escalated_away", task.id, "vp.qian")
+        assert "escalated to vp.qian" in told["message"]
+        assert notifications.for_user(s, "vp.qian")[0]["params"]["holder"] == "dm.zhou"
+    held = search(store, "vp.qian", now=T0 + timedelta(hours=5)).tasks
+    assert [(t.id, t.assignee, t.escalated_from) for t in held] == [(task.id, "vp.qian", "dm.zhou")]
+    assert held[0].as_json()["escalated_from"] == "dm.zhou"
+    runtime.hand_back(task.id, "vp.qian", at=T0 + timedelta(hours=6))
+    back = search(store, "dm.zhou", now=T0 + timedelta(hours=6)).tasks
+    assert [(t.assignee, t.escalated_from) for t in back] == [("dm.zhou", None)]

@@ -255,7 +255,7 @@ def test_saved_filters(app, rt):
 def test_due_times_are_coloured(app, rt, monkeypatch):
     task_id = rt.start("contract_review", "rep.wang", contract()).tasks[0].id
     client = as_user(app, "dm.zhou")
-    row = lambda page: re.search(rf'<tr class="([^"]*)">\s*<td><input type="checkbox" name="task" value="{task_id}"', page).group(1)  # noqa: E731
+    row = lambda page: re.search(rf'<tr class="([^"]*)">\s*<td[^>]*><input type="checkbox" name="task" value="{task_id}"', page).group(1)  # noqa: E731
     assert "due-" not in row(client.get("/").get_data(as_text=True))
     monkeypatch.setenv("BPM_NOW", at(T0 + timedelta(hours=3, minutes=30)))
     assert "due-soon" in row(client.get("/").get_data(as_text=True))
@@ -277,21 +277,26 @@ def test_claim_and_unclaim_from_the_inbox(app, rt):
     assert open_task(rt.store, view.id).assignee is None
 
 
+def flashes(page: str) -> list[str]:
+    return re.findall(r'<li class="flash flash-\w+">(.*?)</li>', page, re.S)
+
+
 def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     views = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)) for i in range(2)]
     ids = [v.tasks[0].id for v in views]
     client = as_user(app, "dm.zhou")
-    client.post("/tasks/bulk", data={"action": "claim", "task": ids})
+    client.post("/tasks/bulk", data={"action": "claim", "task": ids, "confirm": "1"})
     assert [open_task(rt.store, v.id).assignee for v in views] == ["dm.zhou", "dm.zhou"]
-    response = client.post("/tasks/bulk", data={"action": "approve", "task": ids}, follow_redirects=True)
-    page = text(response)
-    assert page.count(": approved.") == 2
+    response = client.post("/tasks/bulk", data={"action": "approve", "task": ids, "confirm": "1"},
+                           follow_redirects=True)
+    assert flashes(text(response)) == ["2 claimed.", "2 approved."]
     office = as_user(app, "gmo.tang")  # standard terms: then 总经办 approves, back to the rep to file
-    office.post("/tasks/bulk", data={"action": "claim", "task": [open_task(rt.store, v.id).id for v in views]})
-    page = text(office.post("/tasks/bulk", data={"action": "approve",
+    office.post("/tasks/bulk", data={"action": "claim", "task": [open_task(rt.store, v.id).id for v in views],
+                                     "confirm": "1"})
+    page = text(office.post("/tasks/bulk", data={"action": "approve", "confirm": "1",
                                                  "task": [open_task(rt.store, v.id).id for v in views]},
                             follow_redirects=True))
-    assert page.count(": approved.") == 2
+    assert flashes(page) == ["2 claimed.", "2 approved."]
     for view in views:
         task = open_task(rt.store, view.id)
         assert (task.element_id, task.assignee) == ("file_contract", "rep.wang")
@@ -300,7 +305,10 @@ def test_bulk_claim_and_bulk_approve_report_each_task(app, rt):
     rep = as_user(app, "rep.wang")
     filing = open_task(rt.store, views[0].id)
     before = snapshot(rt.store, views[0].id)
-    page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id]}, follow_redirects=True))
+    asked = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id]}))
+    assert "its form asks for more than a decision: it will be left alone" in asked  # said before, too
+    page = text(rep.post("/tasks/bulk", data={"action": "approve", "task": [filing.id], "confirm": "1"},
+                         follow_redirects=True))
     assert "asks for more than a decision" in page
     assert snapshot(rt.store, views[0].id) == before
 
@@ -621,7 +629,7 @@ def test_parse_leaves_out_read_only_fields_and_reads_booleans_and_integers():
         "urgent": {"type": "boolean"}, "count": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
         "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "integer"}}}}}
     assert forms.parse(made_up, MultiDict({"count": "3.0", "tags-0": "a", "tags-1": "", "address-city": "南宁"})) == \
-        {"urgent": False, "count": 3, "tags": ["a", ""], "address": {"city": "南宁"}}
+        {"urgent": False, "count": 3, "tags": ["a"], "address": {"city": "南宁"}}  # a blank entry is nothing
     assert forms.parse(made_up, MultiDict({"urgent": "true", "count": "2.5"}))["urgent"] is True
     assert forms.parse(made_up, MultiDict({"count": "2.5"}))["count"] == 2.5  # the engine says it is no integer
     assert "tags" not in forms.parse(made_up, MultiDict({}))
@@ -729,3 +737,214 @@ def test_money_in_a_locale_the_fast_path_does_not_know_is_left_to_babel():
     from web.inbox import _cny_affixes, format_cny
     assert _cny_affixes("de_DE") is None  # "1.234.567,90 CN¥": not "<sign>1,234,567.90"
     assert format_cny(1234567.895, "de_DE") == format_currency(1234567.895, "CNY", locale="de_DE")
+
+
+# --- approver finishing (issue 10 part 7) ---------------------------------------------------------
+
+def _browser_fields(html: str, action: str | None = None) -> MultiDict:
+    """What a browser sends for the page's form (the one posting to `action`; default: every form
+    but the header's): every named input, select and textarea in page order (checked boxes and
+    radios only), as a browser builds the body."""
+    from html.parser import HTMLParser
+
+    class Fields(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.pairs, self.textarea, self.select, self.in_template, self.form = [], None, None, 0, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "template":
+                self.in_template += 1
+            if tag == "form":
+                self.form = a.get("action")
+            if self.in_template or not a.get("name") or self.form in ("/lang", "/logout") or \
+                    (action is not None and self.form != action):
+                return
+            if tag == "input" and a.get("type") not in ("submit", "button", "checkbox", "radio"):
+                self.pairs.append((a["name"], a.get("value") or ""))
+            elif tag == "input" and "checked" in a:
+                self.pairs.append((a["name"], a.get("value") or "on"))
+            elif tag == "textarea":
+                self.textarea = [a["name"], ""]
+            elif tag == "select":
+                self.select = a["name"]
+            elif tag == "option" and self.select and "selected" in a:
+                self.pairs.append((self.select, a.get("value") or ""))
+
+        def handle_data(self, data):
+            if self.textarea:
+                self.textarea[1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "template":
+                self.in_template -= 1
+            if tag == "textarea" and self.textarea:
+                self.pairs.append(tuple(self.textarea))
+                self.textarea = None
+            if tag == "select":
+                self.select = None
+            if tag == "form":
+                self.form = None
+
+    parser = Fields()
+    parser.feed(html)
+    return MultiDict(parser.pairs)
+
+
+def test_a_list_of_file_names_survives_the_page_and_an_empty_one_stores_nothing(app):
+    """The attachments list (return_request): what the page draws, sent back as a browser sends
+    it, is what was entered; an empty row is no attachment, not ""."""
+    start = schema("return_request.start.json")
+    client = as_user(app, "rep.wang")
+    page = client.post("/start/return_request", data={"attachments": "", "attachments-0": "crack-1.jpg",
+                                                      "attachments-1": "", "add_row": "attachments"})
+    fields = _browser_fields(text(page))
+    assert fields.getlist("attachments-0") == ["crack-1.jpg"]  # one input per row, not a marker too
+    assert forms.parse(start, fields)["attachments"] == ["crack-1.jpg"]  # the empty rows: nothing
+    assert "attachments" not in forms.parse(start, MultiDict([("attachments", ""), ("attachments-0", " ")]))
+    assert "attachments" not in forms.parse(start, MultiDict([("attachments", "")]))
+    filed = schema("contract_review.file_contract.json")
+    assert "attachment" not in forms.parse(filed, MultiDict([("attachment", ""), ("signed_on", "2026-11-23")]))
+
+
+def test_an_attachment_is_kept_when_the_page_comes_back_with_an_error(app, store):
+    client = as_user(app, "rep.wang")
+    response = client.post("/start/return_request", data={
+        "customer": "C-A01", "order_no": "SO-20991231-ffffff", "reason": "quality", "kind": "return",
+        "lines": "", "lines-0": "", "lines-0-product": "x", "lines-0-quantity": "1",
+        "attachments": "", "attachments-0": "crack-1.jpg", "action": "start"})
+    assert response.status_code == 422
+    assert _browser_fields(text(response)).getlist("attachments-0") == ["crack-1.jpg"]
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+@pytest.mark.parametrize("lang,active,other", [("zh_CN", "中文", "English"), ("en", "English", "中文")])
+def test_the_active_language_button_says_so(app, client, lang, active, other):
+    for who in (client, as_user(app, "dm.zhou", lang)):
+        who.post("/lang", data={"lang": lang})
+        for url in ("/login", "/", "/no-such-page"):
+            html = text(who.get(url, follow_redirects=True))
+            assert re.search(rf'aria-pressed="true"[^>]*>{active}</button>', html), (url, lang)
+            assert re.search(rf'aria-pressed="false"[^>]*>{other}</button>', html), (url, lang)
+    css = (ROOT / "web" / "static" / "css" / "app.css").read_text()
+    assert re.search(r'\.lang button\[aria-pressed="?true"?\]\s*\{[^}]*background', css)
+
+
+@pytest.mark.parametrize("lang,title,sentence", [("zh_CN", "未找到", "没有这个页面。"),
+                                                  ("en", "Not found", "There is no such page.")])
+def test_an_unknown_address_gets_the_app_page_in_the_users_language(app, client, lang, title, sentence):
+    client.post("/lang", data={"lang": lang})
+    for who in (client, as_user(app, "dm.zhou", lang)):
+        for url in ("/no-such-page", "/instances/x/y/z", "/static/no-such.css"):
+            response = who.get(url)
+            assert response.status_code == 404, url
+            page = text(response)
+            assert f"<h1>{title}</h1>" in page and sentence in page and 'class="top"' in page, url
+
+
+def _links(page: str, message_part: str) -> list[str]:
+    """The links of the notices whose words contain `message_part`."""
+    return [href for href, words in re.findall(r'<a href="([^"]+)">([^<]*)</a>', page) if message_part in words]
+
+
+def test_notices_lead_to_where_the_task_is_now_and_tell_the_holder_it_was_escalated(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    task_id = view.tasks[0].id
+    rt.claim(task_id, "dm.zhou")
+    timers.run_once(rt, T0 + timedelta(hours=5))  # silent for 5 h: escalated to vp.qian
+    for lang, words in (("zh_CN", "您的任务已逾期，已升级给 vp.qian：业务部经理审核"),
+                        ("en", "Your overdue task was escalated to vp.qian: Department manager review")):
+        page = text(as_user(app, "dm.zhou", lang).get("/notifications"))
+        assert _links(page, words) == [f"/instances/{view.id}"], lang  # not the task she may no longer open
+    vp = as_user(app, "vp.qian", "zh_CN")
+    page = text(vp.get("/notifications"))
+    assert _links(page, "逾期任务已升级给您（dm.zhou 处逾期）：业务部经理审核") == [f"/tasks/{task_id}"]
+    rt.hand_back(task_id, "vp.qian")
+    page = text(vp.get("/notifications"))
+    assert _links(page, "逾期任务已升级给您") == [f"/instances/{view.id}"]  # moved on: its instance
+    assert vp.get(f"/instances/{view.id}").status_code == 200
+    zhou = as_user(app, "dm.zhou")
+    rt.complete(task_id, "dm.zhou", {"decision": "approve"})
+    page = text(zhou.get("/notifications"))
+    assert _links(page, "Returned to you") == [f"/instances/{view.id}"]
+    assert all("/tasks/" not in href for href in _links(page, ""))
+
+
+def test_a_notice_about_an_instance_one_may_not_see_is_plain_words(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    timers.run_once(rt, T0 + timedelta(hours=5))  # open to the role; its one member dm.zhou is told
+    page = text(as_user(app, "dm.zhou").get("/notifications"))
+    assert "Your overdue task was escalated to" in page
+    assert _links(page, "Your overdue task was escalated") == []  # no link that ends on a refusal
+    assert f"/instances/{view.id}" not in page
+
+
+def test_inbox_rows_show_an_escalated_task_as_such(app, rt, store):
+    from engine import timers
+    view = rt.start("contract_review", "rep.wang", contract())
+    rt.claim(view.tasks[0].id, "dm.zhou")
+    timers.run_once(rt, T0 + timedelta(hours=5))
+    for lang, words in (("zh_CN", "升级自 周经理 Zhou"), ("en", "escalated from 周经理 Zhou")):
+        page = text(as_user(app, "vp.qian", lang).get("/"))
+        assert re.search(rf'<span class="tag tag-escalated"[^>]*>{words}</span>', page), lang
+    assert "tag-escalated" not in text(as_user(app, "rep.wang").get("/"))
+
+
+def test_a_bulk_action_asks_first_then_says_in_one_line_what_happened(app, rt, store):
+    with store.write() as s:
+        access.add_user(s, "dm.lin", "demo", ["dept_manager"], display_name="林经理 Lin", superior="vp.qian")
+    views = [rt.start("contract_review", "rep.wang", contract(amount=100000 + i)) for i in range(4)]
+    ids = [v.tasks[0].id for v in views]
+    before = [snapshot(store, v.id) for v in views]
+    client = as_user(app, "dm.zhou")
+    asked = client.post("/tasks/bulk", data={"action": "claim", "task": ids, "next": "/?sort=amount"})
+    page = text(asked)
+    assert asked.status_code == 200 and "Claim 4 tasks?" in page
+    for view in views:
+        assert view.business_key in page
+    form = _browser_fields(page, "/tasks/bulk")
+    assert form.getlist("task") == ids and form["action"] == "claim" and form["next"] == "/?sort=amount"
+    assert re.search(r'<button type="submit" name="confirm" value="1"[^>]*>Claim 4 tasks</button>', page)
+    assert 'href="/?sort=amount">Cancel</a>' in page
+    assert [snapshot(store, v.id) for v in views] == before  # asking changed nothing
+    rt.claim(ids[3], "dm.lin")  # meanwhile a colleague takes one
+    done = client.post("/tasks/bulk", data={**form.to_dict(flat=False), "confirm": "1"})
+    assert done.status_code == 302 and done.headers["Location"] == "/?sort=amount"
+    said = flashes(text(client.get("/")))
+    assert len(said) == 1 and said[0].startswith("3 claimed, 1 refused: ")
+    # one she may no longer open is named by its id only (a refusal reveals nothing of it)
+    assert said[0] == f"3 claimed, 1 refused: {ids[3]}: there is no open task {ids[3]}"
+    assert [open_task(store, v.id).assignee for v in views] == ["dm.zhou"] * 3 + ["dm.lin"]
+    chinese = as_user(app, "dm.zhou", "zh_CN")
+    page = text(chinese.post("/tasks/bulk", data={"action": "approve", "task": ids[:3]}))
+    assert "批量同意 3 项任务？" in page
+    said = flashes(text(chinese.post("/tasks/bulk", data={"action": "approve", "task": ids[:3], "confirm": "1"},
+                                     follow_redirects=True)))
+    assert said == ["已同意 3 项。"]
+
+
+# --- a newcomer's first minute (issue 10 part 8) --------------------------------------------------
+
+def test_the_sign_in_page_lists_the_demo_users_only_in_demo_mode(app, client, store):
+    client.post("/lang", data={"lang": "en"})
+    page = text(client.get("/login"))
+    assert "dm.zhou" not in page and "demo-users" not in page  # demo users seeded, demo mode not on
+    with store.write() as s:
+        access.set_demo_mode(s, True)  # what `bpm init --demo` does
+    page = text(client.get("/login"))
+    table = re.search(r'<table class="compact demo-users">(.*?)</table>', page, re.S)
+    assert table and "Demo users" in page and "password <code>demo</code>" in page
+    row = re.search(r"<tr><td><code>dm\.zhou</code></td><td>周经理 Zhou</td><td>(.*?)</td><td>(.*?)</td></tr>",
+                    table.group(1))
+    assert row and row.groups() == ("Business department manager", "总部 Headquarters")
+    client.post("/lang", data={"lang": "zh_CN"})
+    page = text(client.get("/login"))
+    assert "演示用户" in page and "<td>业务部经理</td>" in page
+    signed_in = as_user(app, "dm.zhou")
+    assert "demo-users" not in text(signed_in.get("/"))
+    app.config["BPM_DEMO"] = False  # the deployment's setting wins over the database's flag
+    assert "demo-users" not in text(client.get("/login"))

@@ -23,6 +23,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from engine import clock
 from engine.runtime import EngineError, FormRejected, Runtime
 from engine.views import Views
 from engine.store import PROJECT_ROOT, Store
@@ -39,6 +40,16 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 def _setting(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _demo_setting() -> bool | None:
+    """BPM_DEMO: 1/true/on or 0/false/off; unset: demo mode as the database says (engine.access.demo_mode)."""
+    raw = os.environ.get("BPM_DEMO", "").strip().lower()
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    return None
 
 
 def _secure_cookies_setting() -> bool | None:
@@ -145,8 +156,13 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
         BPM_SIGNIN_LIMIT_ADDRESS=_setting("BPM_SIGNIN_LIMIT_ADDRESS", "30 per 15 minutes"),
         RATELIMIT_STORAGE_URI=_setting("BPM_RATELIMIT_STORAGE_URI", "memory://"),
         RATELIMIT_HEADERS_ENABLED=False,
+        # the zone people read times in (the `when` filter; engine.clock.local_text)
+        BPM_TIMEZONE=clock.zone_name(),
+        # demo mode (the sign-in page lists the demo users): None = as `bpm init --demo` marked the database
+        BPM_DEMO=_demo_setting(),
     )
     app.config.update(config)
+    clock.zone(app.config["BPM_TIMEZONE"])  # a zone that is none is refused at start, not on every page
     app.extensions["bpm.runtime"] = runtime
     app.extensions["bpm.views"] = Views(runtime.store, runtime.script_engine)
     app.session_interface = SessionCookies()

@@ -138,7 +138,17 @@ def login():
             return redirect(target)
         failed = g.sign_in_failed = True  # the same words whether the user exists or not
     return render_template("login.html", form=form, failed=failed,
-                           next=request.args.get("next", ""))
+                           next=request.args.get("next", ""), demo_users=_demo_users())
+
+
+def _demo_users() -> list[dict]:
+    """The demo users to show on the sign-in page: only in demo mode (`bpm init --demo` marks the
+    database; BPM_DEMO=1/0 in the environment or the app's config overrides it)."""
+    setting = current_app.config.get("BPM_DEMO")
+    if setting is None:
+        with runtime().store.read() as session_:
+            setting = access.demo_mode(session_)
+    return access.demo_users() if setting else []
 
 
 @bp.post("/logout")
@@ -170,5 +180,7 @@ def csrf_refused(exc: CSRFError):
 
 @bp.app_context_processor
 def page_globals() -> dict:
-    lang = str(get_locale() or "zh_CN")
+    # Babel names Chinese zh_Hans_CN: the page's language is one of LANGUAGES, so the language
+    # buttons can say which one is active
+    lang = "zh_CN" if str(get_locale() or "zh_CN").startswith("zh") else "en"
     return {"lang": lang, "languages": LANGUAGES, "html_lang": "zh-CN" if lang.startswith("zh") else "en"}

@@ -187,8 +187,10 @@ def _value(field: Mapping, form: Mapping, name: str) -> tuple[bool, Any]:
             present, value = _value(items, form, name_of(name, i))
             if kind(items) == "object":
                 values.append(value)
-            else:
-                values.append(value if present else "")
+            elif present:  # an empty entry of a list (a file name not given) is nothing, not ""
+                values.append(value)
+        if not values and kind(items) != "object":
+            return False, None  # nothing listed: nothing stored
         return True, values
     if t == "boolean" and "enum" not in field:
         return True, (form.get(name) or "").strip().lower() in TRUE_WORDS  # unchecked boxes send nothing

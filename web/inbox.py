@@ -12,16 +12,15 @@ import math
 import threading
 import uuid
 from collections import namedtuple
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    url_for)
 from babel import numbers as babel_numbers
-from flask_babel import format_decimal, format_percent, format_timedelta, get_locale, gettext as _
+from flask_babel import format_decimal, format_percent, format_timedelta, get_locale, gettext as _, ngettext
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
@@ -91,15 +90,9 @@ def pick(text: str | None) -> str:
 
 @bp.app_template_filter("when")
 def when(value: datetime | str | None) -> str:
-    """An instant in the company's time zone (BPM_TIMEZONE, default Asia/Shanghai)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    zone = ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai"))
-    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    """An instant in the company's time zone (config BPM_TIMEZONE, from the environment's
+    BPM_TIMEZONE, default Asia/Shanghai), as engine.clock writes it for the command line too."""
+    return clock.local_text(value, current_app.config.get("BPM_TIMEZONE"))
 
 
 @bp.app_template_filter("money")
@@ -282,7 +275,8 @@ def _column_labels() -> dict[str, str]:
 
 
 # Named tuples, not dicts: Jinja reads `row.url` as an attribute first, which a tuple answers at once.
-_InboxRow = namedtuple("_InboxRow", "task due_class mine quick url process step amount created due open_to")
+_InboxRow = namedtuple("_InboxRow", "task due_class mine quick url process step amount created due open_to "
+                                   "escalated")
 _Words = namedtuple("_Words", "select claim unclaim delegate overdue soon quick quick_title")
 
 
@@ -298,6 +292,10 @@ def inbox():
         if query is not None:
             page = engine_inbox.search(session, current_user.person, query, now)
         saved = engine_inbox.saved_filters(session, _me())
+        # who each escalated task came from, by name ("escalated from 周经理"): one read per page
+        froms = {t.escalated_from for t in page.tasks if t.escalated_from} if page else set()
+        names = {r.username: r.display_name for r in session.execute(
+            select(User.username, User.display_name).where(User.username.in_(froms)))} if froms else {}
     current = query or InboxQuery()
 
     def sort_url(key: str) -> str:
@@ -320,6 +318,7 @@ def inbox():
     open_to: dict[str | None, str] = {}
     tasks_url = url_for("inbox.inbox") + "tasks/"
     rows, me = [], _me()
+    escalated = {who: _("escalated from %(user)s", user=name) for who, name in names.items()}
     for task in page.tasks if page else []:
         if task.assignee is None and task.role not in open_to:
             open_to[task.role] = _("open to %(role)s", role=role_name(task.role))
@@ -327,7 +326,8 @@ def inbox():
             task, engine_inbox.due_soon(task, now), task.assignee == me, _quick_approvable(task.form),
             tasks_url + task.id, process_names.get(task.process_id, task.process_id), pick(task.name),
             money(task.amount) if task.amount is not None else "—", when(task.created),
-            when(task.due) if task.due else "—", open_to.get(task.role) if task.assignee is None else None))
+            when(task.due) if task.due else "—", open_to.get(task.role) if task.assignee is None else None,
+            escalated.get(task.escalated_from) if task.escalated_from else None))
     words = _Words(_("Select"), _("Claim"), _("Unclaim"), _("Delegate"), _("overdue"), _("due soon"),
                    _("decision only"), _("Needs only a decision: can be approved in bulk"))
     return render_template(
@@ -392,7 +392,8 @@ def unclaim(task_id: str):
 
 @bp.post("/tasks/bulk")
 def bulk():
-    """Claim or approve the ticked tasks, one command each, saying what happened to each."""
+    """Claim or approve the ticked tasks: first a page that lists them and asks (nothing changes),
+    then, confirmed, one command each, and one line saying what happened ("3 claimed, 1 refused: …")."""
     ids = list(dict.fromkeys(request.form.getlist("task")))
     action = request.form.get("action")
     if not ids:
@@ -401,20 +402,39 @@ def bulk():
     if action not in ("claim", "approve"):
         abort(400)
     known = _task_labels(ids)
+    if request.form.get("confirm") != "1":
+        count = len(ids)
+        return render_template(
+            "bulk_confirm.html", ids=ids, action=action, known=known, back=_back(),
+            needs_more={i for i, (_, form) in known.items() if action == "approve" and not _quick_approvable(form)},
+            question=(ngettext("Claim %(num)d task?", "Claim %(num)d tasks?", count) if action == "claim"
+                      else ngettext("Approve %(num)d task?", "Approve %(num)d tasks?", count)),
+            button=(ngettext("Claim %(num)d task", "Claim %(num)d tasks", count) if action == "claim"
+                    else ngettext("Approve %(num)d task", "Approve %(num)d tasks", count)))
+    done, refused = 0, []
     for task_id in ids:
         label, form = known.get(task_id, (task_id, None))
         try:
             if action == "claim":
                 runtime().claim(task_id, _me())
-                flash(_("%(task)s: claimed.", task=label), "success")
             elif task_id in known and not _quick_approvable(form):
-                flash(_("%(task)s: its form asks for more than a decision; open it to answer.",
-                        task=label), "error")
+                refused.append(_("%(task)s: its form asks for more than a decision; open it to answer.",
+                                 task=label))
+                continue
             else:
                 runtime().complete(task_id, _me(), {"decision": "approve"})
-                flash(_("%(task)s: approved.", task=label), "success")
+            done += 1
         except EngineError as exc:
-            flash(_("%(task)s: %(why)s", task=label, why=said(exc)), "error")
+            refused.append(_("%(task)s: %(why)s", task=label, why=said(exc)))
+    if not refused:
+        flash(_("%(done)d claimed.", done=done) if action == "claim" else _("%(done)d approved.", done=done),
+              "success")
+    else:
+        why = "; ".join(refused)
+        flash(_("%(done)d claimed, %(refused)d refused: %(why)s", done=done, refused=len(refused), why=why)
+              if action == "claim" else
+              _("%(done)d approved, %(refused)d refused: %(why)s", done=done, refused=len(refused), why=why),
+              "error")
     return redirect(_back())
 
 
@@ -574,7 +594,7 @@ def _local_instant(text: str) -> str | datetime | None:
     except ValueError:
         return text
     if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai")))
+        value = value.replace(tzinfo=clock.zone(current_app.config.get("BPM_TIMEZONE")))
     return value
 
 
@@ -682,10 +702,42 @@ def _people(steps, open_tasks=()) -> dict[str, str]:
 
 # --- notifications ------------------------------------------------------------------------------
 
+def notice_text(item: dict) -> str:
+    """A notice in the page's language, from what it was made of; a notice from before those
+    were kept shows its stored words (both languages)."""
+    p = item.get("params")
+    if not p:
+        return item["message"]
+    name = pick(p.get("name"))
+    kind = item["kind"]
+    if kind == "assigned":
+        return _("Assigned to you: %(name)s", name=name)
+    if kind == "reminder":
+        return _("Reminder, due soon: %(name)s", name=name)
+    if kind == "escalated":
+        return _("Escalated to you (overdue with %(holder)s): %(name)s", holder=p.get("holder") or "-", name=name)
+    if kind == "escalated_away":
+        return _("Your overdue task was escalated to %(to)s: %(name)s", to=p.get("to") or "-", name=name)
+    if kind == "returned":
+        return _("Returned to you: %(name)s", name=name)
+    if kind == "reply_in_progress":
+        return _("%(by)s replies: in progress, expected by %(expected)s: %(name)s",
+                 by=p.get("by"), expected=when(p.get("expected_by")) or "-", name=name)
+    if kind == "reply_cannot_finish":
+        return _("%(by)s replies: cannot finish, because %(reason)s: %(name)s",
+                 by=p.get("by"), reason=p.get("reason") or "-", name=name)
+    return item["message"]
+
+
 @bp.get("/notifications")
 def notifications_page():
+    """The user's notices, each in the page's language and linked to where it leads now: the task
+    while they may open it, else its instance if they may see it, else no link."""
     with runtime().store.read() as session:
         items = notifications.for_user(session, _me(), limit=100)
+        notifications.leads_to(session, current_user.person, items)
+    for item in items:
+        item["text"] = notice_text(item)
     return render_template("notifications.html", items=items)
 
 

@@ -218,7 +218,9 @@ def document() -> dict:
                     "amount": {"type": ["number", "null"]},
                     "office_scope": {"type": "string", "description":
                                      "the office or region whose people may take the task while it is open; "
-                                     "empty: anyone with the role"}}},
+                                     "empty: anyone with the role"},
+                    "escalated_from": {"type": ["string", "null"], "description":
+                                       "who held the task before an escalation moved it to its assignee"}}},
                 "InboxPage": {"type": "object", "properties": {
                     "tasks": {"type": "array", "items": _ref("Task")}, "total": {"type": "integer"},
                     "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},

@@ -7,7 +7,8 @@
   function nextIndex(fieldset) {
     var name = fieldset.getAttribute("data-rows");
     var highest = -1;
-    fieldset.querySelectorAll("tbody input[type=hidden]").forEach(function (input) {
+    // a row of fields has a hidden marker named like the row; a list's row is its one input
+    fieldset.querySelectorAll("tbody input[name]").forEach(function (input) {
       var rest = input.name.slice(name.length + 1);
       if (input.name.indexOf(name + "-") === 0 && /^\d+$/.test(rest)) {
         highest = Math.max(highest, parseInt(rest, 10));
