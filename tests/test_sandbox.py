@@ -259,8 +259,8 @@ def test_verify_replays_once_per_log_head_and_still_sees_a_changed_row(sqlite_st
     runtime = Runtime(sqlite_store)
     view = runtime.start("approval", "rep.wang", {"amount": 5}, at=T0)
     replays = []
-    real = audit.replay
-    monkeypatch.setattr(audit, "replay", lambda *a, **k: replays.append(1) or real(*a, **k))
+    real = audit.replay_entries
+    monkeypatch.setattr(audit, "replay_entries", lambda *a, **k: replays.append(1) or real(*a, **k))
     with sqlite_store.read() as s:
         assert audit.verify(s, view.id, runtime.script_engine).ok
         assert audit.verify(s, view.id, runtime.script_engine).ok
