@@ -103,6 +103,15 @@ class Definition(Base):
 
 class Instance(Base):
     __tablename__ = "instance"
+    # The instance search (engine/instances.py) reads a page as the first rows of one of these
+    # orders (started, last change, business key — rows without one last), all of it or one
+    # initiator's; `ix_log_entry_actor_instance` gives the instances someone took part in.
+    __table_args__ = (
+        Index("ix_instance_created_order", "created_at", "id"),
+        Index("ix_instance_updated_order", "updated_at", "id"),
+        Index("ix_instance_key_order", text("(business_key IS NULL)"), "business_key", "id"),
+        Index("ix_instance_initiator_created", "initiator", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
     process_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -190,7 +199,8 @@ class MessageWait(Base):
 class LogEntry(Base):
     """Append-only, hash-chained log of the commands an instance received."""
     __tablename__ = "log_entry"
-    __table_args__ = (UniqueConstraint("instance_id", "seq"),)
+    __table_args__ = (UniqueConstraint("instance_id", "seq"),
+                      Index("ix_log_entry_actor_instance", "actor", "instance_id"))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"))
