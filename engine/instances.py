@@ -25,6 +25,8 @@ SORT_KEYS = ("started", "changed", "business_key")
 STATUSES = ("running", "completed", "cancelled")
 MAX_PER_PAGE = 200
 MAX_Q = 200
+COUNT_LIMIT = 10_000  # matches counted; beyond, "more than 10,000"
+DENSE = 2_000         # more matches than this: memberships are checked while an order index is walked
 DEFAULT_ZONE = "Asia/Shanghai"
 
 _I, _D, _L = Instance.__table__, Definition.__table__, LogEntry.__table__
@@ -210,6 +212,7 @@ class InstancePage:
     page: int
     per_page: int
     scope: str
+    more: bool = False  # more than `total` (COUNT_LIMIT) match
     next_after: str | None = None
     prev_before: str | None = None
 
@@ -219,7 +222,7 @@ class InstancePage:
 
     def as_json(self) -> dict:
         return {"instances": [r.as_json() for r in self.rows], "total": self.total, "page": self.page,
-                "per_page": self.per_page, "pages": self.pages, "scope": self.scope,
+                "per_page": self.per_page, "pages": self.pages, "scope": self.scope, "more": self.more,
                 "next_after": self.next_after, "prev_before": self.prev_before}
 
 
@@ -286,19 +289,37 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _took_part(username: str):
+def _member(dense: bool, table, *where):
+    """The instance has a row in `table` (a log entry by someone, an open task past due, a breach,
+    an open incident). Few such instances (`dense` False): read as a list of ids, each looked up —
+    a short list drives the query. Many: checked per instance while an order index is walked, so a
+    page stops after its rows instead of sorting them all."""
+    if dense:
+        return select(table.c.instance_id).where(table.c.instance_id == _I.c.id, *where).exists()
+    return _I.c.id.in_(select(table.c.instance_id).where(*where))
+
+
+def _took_part(username: str, dense: bool = False):
     """Instances with a log entry by `username`: every command they gave, the start included (a
     start is logged by its initiator). One range of ix_log_entry_actor_instance."""
-    return _I.c.id.in_(select(_L.c.instance_id).where(_L.c.actor == username))
+    return _member(dense, _L, _L.c.actor == username)
+
+
+def _unindexed(column):
+    """`column` as an expression no index answers (`status || ''`): a value most instances share
+    (a status, a process) is checked inside an order index rather than read as a long range of its
+    own index and sorted (SQLite without ANALYZE takes any equality for a short range)."""
+    return column.concat("")
 
 
 def _day_start(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(timezone.utc)
 
 
-def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: ZoneInfo | None = None) -> tuple[str, list]:
-    """The scope asked for (or the person's default) and the WHERE conditions of the search.
-    Refuses `all` to whoever may not search every instance."""
+def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: ZoneInfo | None = None,
+               dense: bool = False) -> tuple[str, list]:
+    """The scope asked for (or the person's default) and the WHERE conditions of the search (see
+    `_member` for `dense`). Refuses `all` to whoever may not search every instance."""
     scope = query.scope or default_scope(who)
     if scope == "all" and not access.may_search_all_instances(who):
         raise Forbidden("only auditors may search all instances; %(user)s may search the instances "
@@ -307,28 +328,28 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if scope == "started":
         where.append(_I.c.initiator == who.username)
     elif scope == "took_part":
-        where.append(_took_part(who.username))
+        where.append(_took_part(who.username, dense))
     if query.process:
-        where.append(_I.c.process_id == query.process)
+        where.append(_unindexed(_I.c.process_id) == query.process)
     if query.business_key:
         where.append(_I.c.business_key == query.business_key)
     if query.customer:
         where.append(_I.c.customer == query.customer)
     if query.actor:
-        where.append(_took_part(query.actor))
+        where.append(_took_part(query.actor, dense))
     if query.status:
-        where.append(_I.c.status == query.status)
+        where.append(_unindexed(_I.c.status) == query.status)
     tz = tz or zone()
     if query.started_from:
         where.append(_I.c.created_at >= _day_start(query.started_from, tz))
     if query.started_to:
         where.append(_I.c.created_at < _day_start(query.started_to + timedelta(days=1), tz))
     if query.overdue:
-        where.append(_I.c.id.in_(select(_H.c.instance_id).where(_H.c.due_at < now)))
+        where.append(_member(dense, _H, _H.c.due_at < now))
     if query.breach:
-        where.append(_I.c.id.in_(select(_B.c.instance_id)))
+        where.append(_member(dense, _B))
     if query.incident:
-        where.append(_I.c.id.in_(select(_N.c.instance_id).where(_N.c.status == "open")))
+        where.append(_member(dense, _N, _N.c.status == "open"))
     if query.q:
         pattern = _like(query.q)
         names = select(_D.c.id).where(or_(_D.c.name.ilike(pattern, escape="\\"),
@@ -345,21 +366,30 @@ def search(session: Session, who: access.Person, query: InstanceQuery, now: date
     scope, where = conditions(who, query, now, tz)
     position = query.after or query.before
     key = _decode_cursor(position, query.sort, query.desc) if position else None
-    total = session.execute(select(func.count()).select_from(_I).where(*where)).scalar() or 0
+    # Counted up to COUNT_LIMIT + 1 rows: beyond that the page says "more than COUNT_LIMIT", and a
+    # count never reads a hundred thousand rows to say so.
+    counted = select(_I.c.id).where(*where).limit(COUNT_LIMIT + 1).subquery()
+    total = session.execute(select(func.count()).select_from(counted)).scalar() or 0
+    if total > DENSE:
+        _scope, where = conditions(who, query, now, tz, dense=True)
     forward = query.before is None or key is None
     ascending = (not query.desc) if forward else query.desc
     ids = select(_I.c.id).where(*where)
     if key is not None:
         ids = ids.where(_beyond(query.sort, ascending, *key))
-    ids = ids.order_by(*_order(query.sort, ascending)).limit(query.per_page)
+    # one row more than the page: whether there is a page beyond it, also past the counted rows
+    ids = ids.order_by(*_order(query.sort, ascending)).limit(query.per_page + 1)
     if key is None:
         ids = ids.offset((query.page - 1) * query.per_page)
     page_ids = list(session.execute(ids).scalars())
+    beyond = len(page_ids) > query.per_page
+    page_ids = page_ids[:query.per_page]
     if not forward:
         page_ids.reverse()
     rows = _rows(session, page_ids, now)
-    result = InstancePage(rows, total, query.page, query.per_page, scope)
-    if rows and query.page * query.per_page < total:
+    result = InstancePage(rows, min(total, COUNT_LIMIT), query.page, query.per_page, scope,
+                          more=total > COUNT_LIMIT)
+    if rows and (beyond if forward else True):
         result.next_after = _cursor(query, rows[-1])
     if rows and query.page > 1:
         result.prev_before = _cursor(query, rows[0])

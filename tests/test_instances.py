@@ -7,7 +7,9 @@ The instances are real: started and worked through the runtime on the demo organ
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -75,7 +77,7 @@ def named(world: dict, page) -> set[str]:
 
 # --- scopes ---------------------------------------------------------------------------------------
 
-def test_a_rep_sees_what_he_started_and_took_part_in_and_nothing_else(store, world):
+def test_a_rep_sees_what_he_started_and_took_part_in_and_nothing_else(store, world, matches):
     page = find(store, "rep.wang")
     assert page.scope == "took_part" and named(world, page) == {"A", "B", "E"} and page.total == 3
     assert named(world, find(store, "rep.wang", scope="started")) == {"A", "B", "E"}
@@ -83,7 +85,7 @@ def test_a_rep_sees_what_he_started_and_took_part_in_and_nothing_else(store, wor
     assert named(world, find(store, "rep.liu")) == {"D"}
 
 
-def test_a_manager_sees_what_he_acted_on_though_he_started_none(store, world):
+def test_a_manager_sees_what_he_acted_on_though_he_started_none(store, world, matches):
     assert named(world, find(store, "dm.zhou")) == {"A", "B"}  # approved A, claimed B
     assert named(world, find(store, "dm.zhou", scope="started")) == set()
     assert named(world, find(store, "gmo.tang")) == {"A"}
@@ -105,7 +107,16 @@ def test_search_all_is_refused_to_everyone_but_the_auditor(store, world):
 
 # --- filters --------------------------------------------------------------------------------------
 
-def test_each_filter_narrows_the_auditors_list(store, world):
+@pytest.fixture(params=["few", "many"])
+def matches(request, monkeypatch):
+    """The search reads memberships (took part, overdue, breach, incident) as a list of ids when few
+    instances match, and checks them while walking an order index when many do: both ways here."""
+    if request.param == "many":
+        monkeypatch.setattr(instances, "DENSE", 0)
+    return request.param
+
+
+def test_each_filter_narrows_the_auditors_list(store, world, matches):
     def only(**args) -> set[str]:
         return named(world, find(store, "audit.han", **args))
     assert only(process="failing") == {"E"}
@@ -123,7 +134,7 @@ def test_each_filter_narrows_the_auditors_list(store, world):
     assert only(customer="C-B01", status="running") == {"D"}
 
 
-def test_overdue_means_an_open_task_past_its_due_time(store, world):
+def test_overdue_means_an_open_task_past_its_due_time(store, world, matches):
     with store.read() as s:
         late = {i for i, due in s.execute(select(HumanTask.instance_id, HumanTask.due_at)) if due and due < NOW}
     expected = {k for k, v in world.items() if v in late}
@@ -177,7 +188,7 @@ def test_each_row_says_where_the_instance_waits_and_what_is_wrong(store, world):
 
 @pytest.mark.parametrize("sort", ["started", "changed", "business_key"])
 @pytest.mark.parametrize("desc", ["1", "0"])
-def test_pages_by_position_give_every_row_once_in_order(store, world, sort, desc):
+def test_pages_by_position_give_every_row_once_in_order(store, world, sort, desc, matches):
     whole = [r.id for r in find(store, "audit.han", sort=sort, desc=desc, per_page=50).rows]
     assert len(whole) == 5
     keys = {r.id: r for r in find(store, "audit.han").rows}
@@ -196,6 +207,7 @@ def test_pages_by_position_give_every_row_once_in_order(store, world, sort, desc
             break
         page = find(store, "audit.han", **args, page=page.page + 1, after=page.next_after)
     assert seen == whole and [p.total for p in pages] == [5, 5, 5] and pages[-1].page == 3
+    assert named(world, find(store, "rep.wang", sort=sort, desc=desc, per_page=2, page=2)) <= {"A", "B", "E"}
     back = find(store, "audit.han", **args, page=2, before=pages[-1].prev_before)
     assert [r.id for r in back.rows] == whole[2:4]
     assert [r.id for r in find(store, "audit.han", **args, page=2).rows] == whole[2:4]  # by number too
@@ -221,8 +233,125 @@ def test_a_bad_value_is_refused_naming_its_field(args, field, sentence):
     assert refused.value.fields == {field: sentence}
 
 
+def test_a_count_beyond_the_limit_says_more(store, world, monkeypatch):
+    monkeypatch.setattr(instances, "COUNT_LIMIT", 3)
+    page = find(store, "audit.han", per_page=2)
+    assert (page.total, page.more, page.pages) == (3, True, 2)
+    page = find(store, "audit.han", per_page=2, page=2, after=page.next_after)
+    page = find(store, "audit.han", per_page=2, page=3, after=page.next_after)
+    assert len(page.rows) == 1  # the pages go on by position past the counted ones
+    assert find(store, "rep.wang").more is False
+
+
 def test_a_position_of_another_sort_is_refused(store, world):
     page = find(store, "audit.han", per_page=2)
     with pytest.raises(InvalidInput) as refused:
         InstanceQuery.from_args({"sort": "changed", "after": page.next_after})
     assert set(refused.value.fields) == {"after"}
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def pinned(monkeypatch):
+    monkeypatch.setenv("BPM_NOW", NOW.isoformat())
+
+
+def test_the_page_lists_what_the_user_may_see_with_links_to_each_instance(app, world, pinned):
+    page = text(as_user(app, "rep.wang").get("/instances"))
+    assert 'href="/instances"' in page and ">Instances</a>" in page  # the nav link
+    for k in "ABE":
+        assert f'href="/instances/{world[k]}"' in page
+    for k in "CD":
+        assert world[k] not in page
+    assert "3 instances" in page and "C-A01" in page and "Department manager review · vp.qian" in page
+    assert "SLA breached" in page and "incident" in page
+    zh = text(as_user(app, "dm.zhou", lang="zh_CN").get("/instances?status=completed"))
+    assert "流程实例" in zh and f'/instances/{world["A"]}' in zh and world["B"] not in zh and "已完成" in zh
+
+
+def test_the_auditor_finds_an_escalated_contract_by_customer(app, world, pinned):
+    page = text(as_user(app, "audit.han").get("/instances?customer=C-A01&breach=1"))
+    assert f'href="/instances/{world["B"]}"' in page and "1 instance" in page
+    assert '<option value="all" selected>' in page  # the auditor's default
+
+
+def test_the_page_sorts_and_pages_by_position(app, world, pinned):
+    client = as_user(app, "audit.han")
+    first = text(client.get("/instances?per_page=2&sort=started&desc=0"))
+    assert first.index(world["A"]) < first.index(world["B"]) and world["C"] not in first
+    after = re.search(r'href="(/instances\?[^"]*after=[^"]+)" rel="next"', first).group(1)
+    second = text(client.get(unescape(after)))
+    assert world["C"] in second and world["D"] in second and world["A"] not in second
+    assert 'rel="prev"' in second and "Page 2 of 3" in second
+    assert 'aria-sort="ascending"' in first
+
+
+def test_a_bad_filter_is_shown_next_to_its_field_and_finds_nothing(app, world, pinned):
+    response = as_user(app, "audit.han").get("/instances?started_from=24.11.2026&status=done")
+    page = text(response)
+    assert response.status_code == 400 and world["A"] not in page
+    assert 'id="e-started_from">Not a date: write it like 2026-11-23.' in page
+    assert 'id="e-status">Choose one of the offered values.' in page
+    zh = text(as_user(app, "audit.han", lang="zh_CN").get("/instances?started_from=x"))
+    assert "不是日期" in zh
+
+
+def test_the_page_refuses_all_to_a_non_auditor_next_to_the_scope(app, world, pinned):
+    response = as_user(app, "dm.zhou").get("/instances?scope=all")
+    page = text(response)
+    assert response.status_code == 403 and world["A"] not in page
+    assert 'id="e-scope">Only auditors may search all instances' in page or \
+        'id="e-scope">only auditors may search all instances' in page
+    assert '<option value="all"' not in page  # not offered to him
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+def test_the_api_answers_the_same_search(app, world, pinned):
+    client = as_user(app, "rep.wang")
+    body = client.get("/api/v1/instances?per_page=2").get_json()
+    assert body["scope"] == "took_part" and body["total"] == 3 and len(body["instances"]) == 2
+    rest = client.get(f"/api/v1/instances?per_page=2&page=2&after={body['next_after']}").get_json()
+    assert {r["id"] for r in body["instances"] + rest["instances"]} == {world[k] for k in "ABE"}
+    b = next(r for r in client.get("/api/v1/instances?customer=C-A01").get_json()["instances"])
+    assert (b["id"], b["breach"], b["steps"][0]["assignee"], b["status"]) == (world["B"], True, "vp.qian", "running")
+    assert "/v1/instances" in client.get("/api/openapi.json").get_json()["paths"]
+
+
+def test_the_api_refuses_bad_input_and_all_for_a_non_auditor(app, world, pinned):
+    client = as_user(app, "rep.wang")
+    response = client.get("/api/v1/instances?status=done")
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == {"status": "must be one of running, completed, cancelled"}
+    response = client.get("/api/v1/instances?scope=all")
+    assert response.status_code == 403 and response.get_json()["error"].startswith(
+        "only auditors may search all instances; rep.wang")
+    assert as_user(app, "audit.han").get("/api/v1/instances?scope=all").get_json()["total"] == 5
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def run_bpm(store, monkeypatch, capsys, *args):
+    monkeypatch.setenv("BPM_DATABASE_URL", store.url)
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_command_line_lists_and_filters(store, world, pinned, monkeypatch, capsys):
+    code, out, err = run_bpm(store, monkeypatch, capsys, "instances", "--as", "rep.wang", "--customer", "C-A01")
+    assert code == 0 and err == ""
+    assert world["B"] in out and "vp.qian" in out and "breach" in out and world["A"] not in out
+    assert "2026-11-23 10:00" in out  # started at 02:00 UTC, shown in China's time
+    code, out, _err = run_bpm(store, monkeypatch, capsys, "instances", "--as", "audit.han", "--q", "rep.feng",
+                              "--status", "running", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)["instances"]] == [world["C"]]
+
+
+def test_the_command_line_refuses_in_one_sentence(store, world, pinned, monkeypatch, capsys):
+    code, out, err = run_bpm(store, monkeypatch, capsys, "instances", "--as", "rep.wang", "--status", "done")
+    assert (code, out) == (1, "") and err == ("bpm instances: the instance search is not valid: "
+                                              "status: must be one of running, completed, cancelled\n")
+    code, out, err = run_bpm(store, monkeypatch, capsys, "instances", "--as", "dm.zhou", "--scope", "all")
+    assert (code, out) == (1, "") and err.startswith("bpm instances: only auditors may search all instances")
