@@ -15,6 +15,7 @@ and R timed runs (default 10 and 200); p50 / p95 / max in ms, and the plans of t
 
 Usage: .venv/bin/python bench/instances.py [--backend sqlite|postgresql|both] [--instances N]
                                            [--requests R] [--postgres-url URL] [--json] [--plans]
+                                           [--keep FILE] [--pg-keep NAME] [--reuse]
 """
 from __future__ import annotations
 
@@ -264,24 +265,32 @@ def bench_postgres(args) -> dict:
 
     from engine.store import Store, migrate
     admin_url = args.postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    name = f"bpm_bench_{uuid.uuid4().hex[:10]}"
+    name = args.pg_keep or f"bpm_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        reuse = bool(exists and args.reuse)
+        if exists and not reuse:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        if not reuse:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
         version = conn.execute(text("show server_version")).scalar()
     store = Store(admin_url.rsplit("/", 1)[0] + f"/{name}")
     try:
         migrate(store)
-        log(f"postgresql {version}: populating {name} with {args.instances} instances")
-        build = populate(store, args.instances, datetime.now(timezone.utc))
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
+        build = None
+        if not reuse:
+            log(f"postgresql {version}: populating {name} with {args.instances} instances")
+            build = populate(store, args.instances, datetime.now(timezone.utc))
+            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
         return {"backend": "postgresql", "server": version, "build": build,
                 "results": measure(store, args.requests, args.warmup, args.plans)}
     finally:
         store.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not args.pg_keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -304,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--postgres-url", default=POSTGRES_ADMIN)
     parser.add_argument("--keep", metavar="FILE", help="SQLite: build the database in FILE and keep it")
-    parser.add_argument("--reuse", action="store_true", help="SQLite: measure the --keep FILE again, not rebuilt")
+    parser.add_argument("--pg-keep", metavar="NAME", help="PostgreSQL: build the database NAME and keep it")
+    parser.add_argument("--reuse", action="store_true", help="measure the --keep FILE / --pg-keep NAME again, not rebuilt")
     parser.add_argument("--plans", action="store_true", help="the plan of every query, not only the slow ones'")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

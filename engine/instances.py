@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from . import access, inputs
+from .inbox import like_pattern
 from .runtime import Forbidden, InvalidInput
 from .store import Definition, HumanTask, Incident, Instance, LogEntry, SlaBreach
 
@@ -25,8 +26,8 @@ SORT_KEYS = ("started", "changed", "business_key")
 STATUSES = ("running", "completed", "cancelled")
 MAX_PER_PAGE = 200
 MAX_Q = 200
-COUNT_LIMIT = 10_000  # matches counted; beyond, "more than 10,000"
-DENSE = 2_000         # more matches than this: memberships are checked while an order index is walked
+COUNT_LIMIT = 1_000  # matches counted; beyond, "more than 1,000" (and Next goes on by position)
+DENSE = 2_000        # a membership (took part, overdue, …) of more rows: checked while an order index is walked
 DEFAULT_ZONE = "Asia/Shanghai"
 
 _I, _D, _L = Instance.__table__, Definition.__table__, LogEntry.__table__
@@ -284,11 +285,6 @@ def _beyond(sort: str, greater: bool, value, instance_id: str):
 
 # --- the search ----------------------------------------------------------------------------------
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _member(dense: bool, table, *where):
     """The instance has a row in `table` (a log entry by someone, an open task past due, a breach,
     an open incident). Few such instances (`dense` False): read as a list of ids, each looked up —
@@ -316,10 +312,40 @@ def _day_start(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(timezone.utc)
 
 
+def memberships(who: access.Person, query: InstanceQuery, now: datetime) -> dict[str, tuple]:
+    """The membership conditions of a search — name: (table, its WHERE) — whose size decides how
+    each is read (`_member`)."""
+    scope = query.scope or default_scope(who)
+    found = {}
+    if scope == "took_part":
+        found["took_part"] = (_L, [_L.c.actor == who.username])
+    if query.actor:
+        found["actor"] = (_L, [_L.c.actor == query.actor])
+    if query.overdue:
+        found["overdue"] = (_H, [_H.c.due_at < now])
+    if query.breach:
+        found["breach"] = (_B, [])
+    if query.incident:
+        found["incident"] = (_N, [_N.c.status == "open"])
+    return found
+
+
+def dense_memberships(session: Session, who: access.Person, query: InstanceQuery, now: datetime) -> set[str]:
+    """Which memberships hold more than DENSE rows: each counted up to DENSE + 1 rows of its own
+    table (an index range; at most a short scan), before the search chooses its shape."""
+    dense = set()
+    for name, (table, where) in memberships(who, query, now).items():
+        few = select(table.c.instance_id).where(*where).limit(DENSE + 1).subquery()
+        if (session.execute(select(func.count()).select_from(few)).scalar() or 0) > DENSE:
+            dense.add(name)
+    return dense
+
+
 def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: ZoneInfo | None = None,
-               dense: bool = False) -> tuple[str, list]:
-    """The scope asked for (or the person's default) and the WHERE conditions of the search (see
-    `_member` for `dense`). Refuses `all` to whoever may not search every instance."""
+               dense: set[str] = frozenset()) -> tuple[str, list]:
+    """The scope asked for (or the person's default) and the WHERE conditions of the search; the
+    memberships named in `dense` are checked per instance (`_member`). Refuses `all` to whoever may
+    not search every instance."""
     scope = query.scope or default_scope(who)
     if scope == "all" and not access.may_search_all_instances(who):
         raise Forbidden("only auditors may search all instances; %(user)s may search the instances "
@@ -328,7 +354,7 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if scope == "started":
         where.append(_I.c.initiator == who.username)
     elif scope == "took_part":
-        where.append(_took_part(who.username, dense))
+        where.append(_took_part(who.username, "took_part" in dense))
     if query.process:
         where.append(_unindexed(_I.c.process_id) == query.process)
     if query.business_key:
@@ -336,7 +362,7 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if query.customer:
         where.append(_I.c.customer == query.customer)
     if query.actor:
-        where.append(_took_part(query.actor, dense))
+        where.append(_took_part(query.actor, "actor" in dense))
     if query.status:
         where.append(_unindexed(_I.c.status) == query.status)
     tz = tz or zone()
@@ -345,13 +371,13 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if query.started_to:
         where.append(_I.c.created_at < _day_start(query.started_to + timedelta(days=1), tz))
     if query.overdue:
-        where.append(_member(dense, _H, _H.c.due_at < now))
+        where.append(_member("overdue" in dense, _H, _H.c.due_at < now))
     if query.breach:
-        where.append(_member(dense, _B))
+        where.append(_member("breach" in dense, _B))
     if query.incident:
-        where.append(_member(dense, _N, _N.c.status == "open"))
+        where.append(_member("incident" in dense, _N, _N.c.status == "open"))
     if query.q:
-        pattern = _like(query.q)
+        pattern = like_pattern(query.q)
         names = select(_D.c.id).where(or_(_D.c.name.ilike(pattern, escape="\\"),
                                           _D.c.process_id.ilike(pattern, escape="\\")))
         where.append(or_(_I.c.business_key.ilike(pattern, escape="\\"), _I.c.customer.ilike(pattern, escape="\\"),
@@ -363,15 +389,13 @@ def search(session: Session, who: access.Person, query: InstanceQuery, now: date
            tz: ZoneInfo | None = None) -> InstancePage:
     """One page of the instances `who` may see that match `query`, with each row's open steps and
     holders and its overdue / breach / incident flags."""
-    scope, where = conditions(who, query, now, tz)
+    scope, where = conditions(who, query, now, tz, dense_memberships(session, who, query, now))
     position = query.after or query.before
     key = _decode_cursor(position, query.sort, query.desc) if position else None
     # Counted up to COUNT_LIMIT + 1 rows: beyond that the page says "more than COUNT_LIMIT", and a
-    # count never reads a hundred thousand rows to say so.
+    # count never reads a hundred thousand rows to say so (docs/benchmarks.md, "Instance search").
     counted = select(_I.c.id).where(*where).limit(COUNT_LIMIT + 1).subquery()
     total = session.execute(select(func.count()).select_from(counted)).scalar() or 0
-    if total > DENSE:
-        _scope, where = conditions(who, query, now, tz, dense=True)
     forward = query.before is None or key is None
     ascending = (not query.desc) if forward else query.desc
     ids = select(_I.c.id).where(*where)

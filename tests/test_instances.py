@@ -111,8 +111,8 @@ def test_search_all_is_refused_to_everyone_but_the_auditor(store, world):
 def matches(request, monkeypatch):
     """The search reads memberships (took part, overdue, breach, incident) as a list of ids when few
     instances match, and checks them while walking an order index when many do: both ways here."""
-    if request.param == "many":
-        monkeypatch.setattr(instances, "DENSE", 0)
+    if request.param == "many":  # as if each membership were larger than DENSE
+        monkeypatch.setattr(instances, "DENSE", -1)
     return request.param
 
 
@@ -355,3 +355,30 @@ def test_the_command_line_refuses_in_one_sentence(store, world, pinned, monkeypa
                                               "status: must be one of running, completed, cancelled\n")
     code, out, err = run_bpm(store, monkeypatch, capsys, "instances", "--as", "dm.zhou", "--scope", "all")
     assert (code, out) == (1, "") and err.startswith("bpm instances: only auditors may search all instances")
+
+
+# --- free text in the inbox -----------------------------------------------------------------------
+
+def test_the_inbox_finds_tasks_by_free_text(app, store, world, pinned):
+    from engine import inbox
+    from engine.inbox import InboxQuery
+
+    def tasks(username: str, q: str) -> set[str]:
+        with store.read() as s:
+            page = inbox.search(s, access.person(s, username), InboxQuery.from_args({"q": q}), NOW)
+        return {next(k for k, v in world.items() if v == t.instance_id) for t in page.tasks}
+    assert tasks("dm.zhou", "") == {"C", "D"}               # the open reviews
+    assert tasks("dm.zhou", "c-c01") == {"C"}               # customer, any case
+    assert tasks("vp.qian", "c-a01") == {"B"}               # (escalated to him)
+    assert tasks("dm.zhou", "MANAGER REVIEW") == {"C", "D"}  # the step's name
+    assert tasks("dm.zhou", "业务部经理") == {"C", "D"}
+    key = find(store, "audit.han", customer="C-C01").rows[0].business_key
+    assert tasks("dm.zhou", key[-5:]) == {"C"}              # part of the business key
+    assert tasks("dm.zhou", "contract_") == {"C", "D"}      # the process id; "_" is itself
+    assert tasks("dm.zhou", "c_ntract") == set() and tasks("dm.zhou", "%") == set()
+    page = text(as_user(app, "dm.zhou").get("/?q=c-c01"))
+    assert 'name="q" value="c-c01"' in page and "1 task" in page
+    assert as_user(app, "vp.qian").get("/api/v1/tasks?q=nobody").get_json()["total"] == 0
+    with pytest.raises(InvalidInput) as refused:
+        InboxQuery.from_args({"q": "x" * 201})
+    assert refused.value.fields == {"q": "must have at most 200 characters"}

@@ -72,6 +72,8 @@ def _instance_params() -> list[dict]:
 def document() -> dict:
     task_id, instance_id = _path_param("task_id"), _path_param("instance_id")
     inbox_params = [
+        {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
+         "description": "free text, any case, within business key, customer, step name and process id"},
         {"name": "process", "in": "query", "schema": {"type": "string"}},
         {"name": "customer", "in": "query", "schema": {"type": "string"}},
         {"name": "overdue", "in": "query", "schema": {"type": "boolean"}},
@@ -262,7 +264,7 @@ def document() -> dict:
                     "overdue": {"type": "boolean"}, "breach": {"type": "boolean"}, "incident": {"type": "boolean"}}},
                 "InstancePage": {"type": "object", "properties": {
                     "instances": {"type": "array", "items": _ref("InstanceRow")}, "total": {"type": "integer"},
-                    "more": {"type": "boolean", "description": "more match than total (counted up to 10,000)"},
+                    "more": {"type": "boolean", "description": "more match than total (counted up to 1,000; Next goes on by position)"},
                     "scope": {"enum": list(instances.SCOPES)},
                     "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},
                     "next_after": {"type": ["string", "null"]}, "prev_before": {"type": ["string", "null"]}}},
