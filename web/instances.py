@@ -94,11 +94,11 @@ def instances():
             return url_for("instances.instances", **current.replace(page=number, before=page.prev_before).to_args())
         return url_for("instances.instances", **current.replace(page=number).to_args())
 
-    rows = []
+    rows, now = [], clock.now()
     prefix = url_for("inbox.instance", instance_id="ID")[:-2]
     for r in page.rows if page else []:
         steps = [(pick(s.name), s.assignee or _("open to %(role)s", role=role_name(s.role)),
-                  s.due is not None and s.due < clock.now()) for s in r.steps]
+                  s.due is not None and s.due < now) for s in r.steps]
         rows.append(_Row(r, prefix + r.id, pick(r.process_name), labels["status"].get(r.status, r.status),
                          when(r.started), when(r.changed), money(r.amount) if r.amount is not None else "—", steps))
     scopes = [s for s in SCOPES if s != "all" or access.may_search_all_instances(who)]
