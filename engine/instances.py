@@ -313,10 +313,20 @@ def _day_start(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(timezone.utc)
 
 
+def scope_of(who: access.Person, query: InstanceQuery) -> str:
+    """The scope asked for, or the person's default; `all` is refused to whoever may not search
+    every instance (access.may_search_all_instances)."""
+    scope = query.scope or default_scope(who)
+    if scope == "all" and not access.may_search_all_instances(who):
+        raise Forbidden("only auditors may search all instances; %(user)s may search the instances "
+                        "they started or took part in", user=who.username)
+    return scope
+
+
 def memberships(who: access.Person, query: InstanceQuery, now: datetime) -> dict[str, tuple]:
     """The membership conditions of a search — name: (table, its WHERE) — whose size decides how
     each is read (`_member`)."""
-    scope = query.scope or default_scope(who)
+    scope = scope_of(who, query)
     found = {}
     if scope == "took_part":
         found["took_part"] = (_L, [_L.c.actor == who.username])
@@ -344,13 +354,9 @@ def dense_memberships(session: Session, who: access.Person, query: InstanceQuery
 
 def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: ZoneInfo | None = None,
                dense: set[str] = frozenset(), sqlite: bool = True) -> tuple[str, list]:
-    """The scope asked for (or the person's default) and the WHERE conditions of the search; the
-    memberships named in `dense` are checked per instance (`_member`). Refuses `all` to whoever may
-    not search every instance."""
-    scope = query.scope or default_scope(who)
-    if scope == "all" and not access.may_search_all_instances(who):
-        raise Forbidden("only auditors may search all instances; %(user)s may search the instances "
-                        "they started or took part in", user=who.username)
+    """The scope (`scope_of`) and the WHERE conditions of the search; the memberships named in
+    `dense` are checked per instance (`_member`)."""
+    scope = scope_of(who, query)
     where: list = []
     if scope == "started":
         where.append(_I.c.initiator == who.username)
