@@ -252,15 +252,15 @@ def explain(store, who, query, now) -> list[str]:
 
     from engine import instances
     with store.read() as session:
-        dense = instances.dense_memberships(session, who, query, now)
-    _scope, where = instances.conditions(who, query, now, dense=dense, sqlite=store.is_sqlite)
+        ids = instances.membership_ids(session, who, query, now)
+    _scope, where = instances.conditions(who, query, now, ids=ids, sqlite=store.is_sqlite)
     statement = (select(instances._I.c.id).where(*where)
                  .order_by(*instances._order(query.sort, not query.desc)).limit(query.per_page))
     count = select(func.count()).select_from(instances._I).where(*where)
     out = []
     with store.engine.connect() as conn:
         for s in (count, statement):
-            compiled = s.compile(conn, compile_kwargs={"literal_binds": False})
+            compiled = s.compile(conn, compile_kwargs={"render_postcompile": True})
             prefix = "EXPLAIN QUERY PLAN " if store.is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
             rows = conn.exec_driver_sql(prefix + str(compiled), compiled.params if not store.is_sqlite
                                         else tuple(compiled.params[k] for k in compiled.positiontup))

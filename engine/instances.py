@@ -285,20 +285,27 @@ def _beyond(sort: str, greater: bool, value, instance_id: str):
 
 # --- the search ----------------------------------------------------------------------------------
 
-def _member(dense: bool, table, *where):
+_MANY = None  # a membership too large to list (see `_member`)
+_FEW = ()     # a short one, left to PostgreSQL as a subquery
+
+
+def _member(ids, table, *where):
     """The instance has a row in `table` (a log entry by someone, an open task past due, a breach,
-    an open incident). Few such instances (`dense` False): read as a list of ids, each looked up —
-    a short list drives the query. Many: checked per instance while an order index is walked, so a
-    page stops after its rows instead of sorting them all."""
-    if dense:
+    an open incident). Few such instances: `ids`, their list, read beforehand — looked up one by
+    one, a short list drives the query (and the planners know its length). Many (`_MANY`): checked
+    per instance while an order index is walked, so a page stops after its rows instead of sorting
+    them all."""
+    if ids is _MANY:
         return select(table.c.instance_id).where(table.c.instance_id == _I.c.id, *where).exists()
-    return _I.c.id.in_(select(table.c.instance_id).where(*where))
+    if ids is _FEW:  # PostgreSQL: the subquery, whose rows its planner estimates from statistics
+        return _I.c.id.in_(select(table.c.instance_id).where(*where))
+    return _I.c.id.in_(ids)
 
 
-def _took_part(username: str, dense: bool = False):
+def _took_part(username: str, ids):
     """Instances with a log entry by `username`: every command they gave, the start included (a
     start is logged by its initiator). One range of ix_log_entry_actor_instance."""
-    return _member(dense, _L, _L.c.actor == username)
+    return _member(ids, _L, _L.c.actor == username)
 
 
 def _unindexed(column, sqlite: bool):
@@ -341,27 +348,33 @@ def memberships(who: access.Person, query: InstanceQuery, now: datetime) -> dict
     return found
 
 
-def dense_memberships(session: Session, who: access.Person, query: InstanceQuery, now: datetime) -> set[str]:
-    """Which memberships hold more than DENSE rows: each counted up to DENSE + 1 rows of its own
-    table (an index range; at most a short scan), before the search chooses its shape."""
-    dense = set()
+def membership_ids(session: Session, who: access.Person, query: InstanceQuery, now: datetime) -> dict:
+    """Each membership of the search as the list of its instance ids (on PostgreSQL `_FEW`), or
+    `_MANY` when it holds more than DENSE: up to DENSE + 1 ids of its own table are read (an index
+    range; at most a short scan)."""
+    found, sqlite = {}, session.get_bind().dialect.name == "sqlite"
     for name, (table, where) in memberships(who, query, now).items():
-        few = select(table.c.instance_id).where(*where).limit(DENSE + 1).subquery()
-        if (session.execute(select(func.count()).select_from(few)).scalar() or 0) > DENSE:
-            dense.add(name)
-    return dense
+        first = select(table.c.instance_id).where(*where).distinct().limit(DENSE + 1)
+        if sqlite:  # SQLite plans a list it is given better than its subquery (no statistics)
+            ids = list(session.execute(first).scalars())
+            found[name] = _MANY if len(ids) > DENSE else ids
+        else:
+            size = session.execute(select(func.count()).select_from(first.subquery())).scalar() or 0
+            found[name] = _MANY if size > DENSE else _FEW
+    return found
 
 
 def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: ZoneInfo | None = None,
-               dense: set[str] = frozenset(), sqlite: bool = True) -> tuple[str, list]:
-    """The scope (`scope_of`) and the WHERE conditions of the search; the memberships named in
-    `dense` are checked per instance (`_member`)."""
+               ids: dict | None = None, sqlite: bool = True) -> tuple[str, list]:
+    """The scope (`scope_of`) and the WHERE conditions of the search; `ids` are the memberships
+    as `membership_ids` read them (without them: each checked per instance)."""
+    ids = ids or {}
     scope = scope_of(who, query)
     where: list = []
     if scope == "started":
         where.append(_I.c.initiator == who.username)
     elif scope == "took_part":
-        where.append(_took_part(who.username, "took_part" in dense))
+        where.append(_took_part(who.username, ids.get("took_part", _MANY)))
     if query.process:
         where.append(_unindexed(_I.c.process_id, sqlite) == query.process)
     if query.business_key:
@@ -369,7 +382,7 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if query.customer:
         where.append(_I.c.customer == query.customer)
     if query.actor:
-        where.append(_took_part(query.actor, "actor" in dense))
+        where.append(_took_part(query.actor, ids.get("actor", _MANY)))
     if query.status:
         where.append(_unindexed(_I.c.status, sqlite) == query.status)
     tz = tz or zone()
@@ -378,11 +391,11 @@ def conditions(who: access.Person, query: InstanceQuery, now: datetime, tz: Zone
     if query.started_to:
         where.append(_I.c.created_at < _day_start(query.started_to + timedelta(days=1), tz))
     if query.overdue:
-        where.append(_member("overdue" in dense, _H, _H.c.due_at < now))
+        where.append(_member(ids.get("overdue", _MANY), _H, _H.c.due_at < now))
     if query.breach:
-        where.append(_member("breach" in dense, _B))
+        where.append(_member(ids.get("breach", _MANY), _B))
     if query.incident:
-        where.append(_member("incident" in dense, _N, _N.c.status == "open"))
+        where.append(_member(ids.get("incident", _MANY), _N, _N.c.status == "open"))
     if query.q:
         pattern = like_pattern(query.q)
         names = select(_D.c.id).where(or_(_D.c.name.ilike(pattern, escape="\\"),
@@ -396,7 +409,7 @@ def search(session: Session, who: access.Person, query: InstanceQuery, now: date
            tz: ZoneInfo | None = None) -> InstancePage:
     """One page of the instances `who` may see that match `query`, with each row's open steps and
     holders and its overdue / breach / incident flags."""
-    scope, where = conditions(who, query, now, tz, dense_memberships(session, who, query, now),
+    scope, where = conditions(who, query, now, tz, membership_ids(session, who, query, now),
                               session.get_bind().dialect.name == "sqlite")
     position = query.after or query.before
     key = _decode_cursor(position, query.sort, query.desc) if position else None
