@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, inbox, reports, timers, versions
+from engine import access, clock, credit, customers, inbox, instances, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -175,6 +175,37 @@ def cmd_tasks(args) -> None:
         who = _user(session, args.user)
         rows = [t.as_json() for t in inbox.tasks_for(session, who)]
     _print(args, rows, lambda: "\n".join(_task_line(t) for t in rows) or "no tasks")
+
+
+def cmd_instances(args) -> None:
+    """The instances USER may see (took part in; started; for auditors all), as the instances page
+    finds them; times in the deployment's zone (BPM_TIMEZONE)."""
+    given = {"scope": args.scope, "q": args.q, "process": args.process, "business_key": args.business_key,
+             "customer": args.customer, "actor": args.actor, "started_from": args.started_from,
+             "started_to": args.started_to, "status": args.status, "overdue": "1" if args.overdue else None,
+             "breach": "1" if args.breach else None, "incident": "1" if args.incident else None,
+             "sort": args.sort, "desc": {True: "1", False: "0"}.get(args.desc), "page": args.page,
+             "per_page": args.per_page, "after": args.after, "before": args.before}
+    query = instances.InstanceQuery.from_args({k: str(v) for k, v in given.items() if v is not None})
+    zone = instances.zone()
+    with _store().read() as session:
+        page = instances.search(session, _user(session, args.user), query, clock.now(), zone)
+
+    def shown(value) -> str:
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    def line(r) -> str:
+        steps = "; ".join(f"{s.name.split(' / ')[-1]} ({s.assignee or 'role ' + (s.role or '?')})" for s in r.steps)
+        flags = [f for f in ("overdue", "breach", "incident") if getattr(r, f)]
+        return "  ".join([r.id, f"{r.process_id} v{r.version}", r.business_key or "-", r.customer or "-", r.status,
+                          r.initiator, shown(r.started), steps or "-"] + ([",".join(flags)] if flags else []))
+
+    def text() -> str:
+        count = f"more than {page.total}" if page.more else str(page.total)
+        footer = f"{count} instance(s) ({page.scope}), page {page.page}" + (
+            f"; next page: --page {page.page + 1} --after {page.next_after}" if page.next_after else "")
+        return "\n".join([line(r) for r in page.rows] + [footer])
+    _print(args, page.as_json(), text)
 
 
 def cmd_claim(args) -> None:
@@ -614,6 +645,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-id", **request_id)
     p = command("tasks", cmd_tasks, "a user's inbox")
     p.add_argument("--as", dest="user", required=True)
+    p = command("instances", cmd_instances, "the instances a user may see: took part in (default), started, "
+                                            "or for auditors all; filtered, searched, paged")
+    p.add_argument("--as", dest="user", required=True)
+    p.add_argument("--scope", help="took_part, started or all (auditors only)")
+    p.add_argument("--q", metavar="TEXT", help="free text within business key, customer, initiator, process name")
+    p.add_argument("--process", metavar="PROCESS_ID")
+    p.add_argument("--business-key", metavar="KEY")
+    p.add_argument("--customer", metavar="ID")
+    p.add_argument("--actor", metavar="USER", help="a user who took part")
+    p.add_argument("--from", dest="started_from", metavar="DAY", help="started on or after this day (YYYY-MM-DD)")
+    p.add_argument("--to", dest="started_to", metavar="DAY", help="started on or before this day (YYYY-MM-DD)")
+    p.add_argument("--status", help="running, completed or cancelled")
+    p.add_argument("--overdue", action="store_true", help="an open task is past its due time")
+    p.add_argument("--breach", action="store_true", help="an SLA breach was recorded")
+    p.add_argument("--incident", action="store_true", help="an incident is open")
+    p.add_argument("--sort", help="started (default), changed or business_key")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--desc", action="store_true", default=None, help="descending (the default)")
+    order.add_argument("--asc", dest="desc", action="store_false", help="ascending")
+    p.add_argument("--page", metavar="N")
+    p.add_argument("--per-page", metavar="N")
+    p.add_argument("--after", metavar="POSITION", help="the page after this position (printed with each page)")
+    p.add_argument("--before", metavar="POSITION")
     for name, func, text in (("claim", cmd_claim, "take a task"), ("unclaim", cmd_unclaim, "give a task back")):
         p = command(name, func, text)
         p.add_argument("task_id")

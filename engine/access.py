@@ -237,6 +237,12 @@ def may_view_instance(who: Person, initiator: str, open_tasks: Iterable[tuple],
     return who.username in set(actors)
 
 
+def may_search_all_instances(who: Person) -> bool:
+    """The instance search over every instance (scope "all") is the auditor's; everyone else
+    searches the instances they started or took part in (engine/instances.py)."""
+    return "auditor" in who.roles
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

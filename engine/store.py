@@ -108,8 +108,25 @@ class Definition(Base):
 
 # --- runtime ----------------------------------------------------------------------------------
 
+# What the instance search filters by, held in its order indexes so a filter is checked in the index.
+_SEARCHED = ("status", "process_id", "definition_id", "customer", "initiator", "business_key")
+
+
 class Instance(Base):
     __tablename__ = "instance"
+    # The instance search (engine/instances.py) reads a page as the first rows of one of these
+    # orders (started, last change, business key — rows without one last), all of it or one
+    # initiator's, each holding the searched columns (a filter or the free text is checked in the
+    # index, without the wide row); `ix_log_entry_actor_instance` gives the instances someone took
+    # part in.
+    __table_args__ = (
+        Index("ix_instance_created_order", "created_at", "id", *_SEARCHED),
+        Index("ix_instance_updated_order", "updated_at", "id", *_SEARCHED),
+        Index("ix_instance_key_order", text("(business_key IS NULL)"), "business_key", "id", "created_at",
+              *_SEARCHED[:-1]),
+        Index("ix_instance_initiator_created", "initiator", "created_at", "id",
+              *(c for c in _SEARCHED if c != "initiator")),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
     process_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -200,10 +217,12 @@ class LogEntry(Base):
     """Append-only, hash-chained log of the commands an instance received."""
     __tablename__ = "log_entry"
     # When each task was completed, in one index range per task and without the table: the SLA
-    # report (engine/reports.py) looks up every breached task's completion here.
+    # report (engine/reports.py) looks up every breached task's completion here. Who took part in
+    # which instances: the instance search's "took part" (engine/instances.py).
     __table_args__ = (UniqueConstraint("instance_id", "seq"),
                       Index("ix_log_entry_completion", "task_id", "at", sqlite_where=text("command = 'complete'"),
-                            postgresql_where=text("command = 'complete'")))
+                            postgresql_where=text("command = 'complete'")),
+                      Index("ix_log_entry_actor_instance", "actor", "instance_id"))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"))

@@ -2,6 +2,7 @@
 
 One blueprint per audience (see DESIGN.md): `auth` (sign-in), `account` (one's own password
 and API tokens), `inbox` (approvers' pages),
+`instances` (the instances one may see, searched),
 `customers` (the customer archive and its record of reads), `receipts` (finance's receipts page, 到账登记),
 `reports` (the auditor's SLA breach report),
 `api` (JSON under /api/v1, OpenAPI at /api/openapi.json).
@@ -172,10 +173,11 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import account, api, auth, customers, evidence, inbox, receipts, reports
+    from . import account, api, auth, customers, evidence, inbox, instances, receipts, reports
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
+    app.register_blueprint(instances.bp)
     app.register_blueprint(customers.bp)
     app.register_blueprint(receipts.bp)
     app.register_blueprint(reports.bp)

@@ -17,14 +17,16 @@ from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
-from engine import access, clock, inbox, notifications
+from engine import access, clock, inbox, instances, notifications
 from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
+from engine.instances import InstanceQuery
 from engine.reports import SlaReport, parse_query
 from engine.runtime import CommandFailed, EngineError
 
 from . import http_status, openapi, receipts, reports, runtime, views
+from .instances import deployment_zone
 from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -249,6 +251,17 @@ def comment(task_id: str):
     body = _json_body()
     made = runtime().comment(task_id, g.who.username, str(body.get("body", "")))
     return jsonify({**made, "at": _iso(made["at"])}), 201
+
+
+@bp.get("/v1/instances")
+@authenticated
+def search_instances():
+    """The instances the caller may see, as on the instances page: 400 naming a bad parameter, 403
+    for scope=all unless an auditor."""
+    query = InstanceQuery.from_args(request.args)
+    with runtime().store.read() as session:
+        page = instances.search(session, g.who, query, clock.now(), deployment_zone())
+    return jsonify(page.as_json())
 
 
 @bp.get("/v1/instances/<instance_id>")

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
 from __future__ import annotations
 
+from engine import instances
 from engine.inbox import SCOPES, SORT_KEYS
 
 
@@ -43,9 +44,36 @@ IDEMPOTENCY_KEY = {
                    "different content, 409. Keys are the caller's own and kept for 24 hours."}
 
 
+def _instance_params() -> list[dict]:
+    text = {"type": "string"}
+    return [
+        {"name": "scope", "in": "query", "schema": {"enum": list(instances.SCOPES)},
+         "description": "took_part (default; auditors: all), started, all (auditors only)"},
+        {"name": "q", "in": "query", "schema": {**text, "maxLength": instances.MAX_Q},
+         "description": "free text, any case, within business key, customer, initiator and process name"},
+        *({"name": n, "in": "query", "schema": text} for n in ("process", "business_key", "customer")),
+        {"name": "actor", "in": "query", "schema": text, "description": "a user who took part in it"},
+        {"name": "started_from", "in": "query", "schema": {"type": "string", "format": "date"},
+         "description": "first day, in the deployment's time zone"},
+        {"name": "started_to", "in": "query", "schema": {"type": "string", "format": "date"},
+         "description": "last day (inclusive), in the deployment's time zone"},
+        {"name": "status", "in": "query", "schema": {"enum": list(instances.STATUSES)}},
+        *({"name": n, "in": "query", "schema": {"type": "boolean"}} for n in ("overdue", "breach", "incident")),
+        {"name": "sort", "in": "query", "schema": {"enum": list(instances.SORT_KEYS)}},
+        {"name": "desc", "in": "query", "schema": {"type": "boolean"}, "description": "default true: newest first"},
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                       "maximum": instances.MAX_PER_PAGE}},
+        {"name": "after", "in": "query", "schema": text, "description": "a previous reply's next_after"},
+        {"name": "before", "in": "query", "schema": text, "description": "a previous reply's prev_before"},
+    ]
+
+
 def document() -> dict:
     task_id, instance_id = _path_param("task_id"), _path_param("instance_id")
     inbox_params = [
+        {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
+         "description": "free text, any case, within business key, customer, step name and process id"},
         {"name": "process", "in": "query", "schema": {"type": "string"}},
         {"name": "customer", "in": "query", "schema": {"type": "string"}},
         {"name": "overdue", "in": "query", "schema": {"type": "boolean"}},
@@ -127,6 +155,12 @@ def document() -> dict:
                 "Comment on a task", {"201": _json({"type": "object"}, "Created")},
                 body={"type": "object", "required": ["body"], "properties": {"body": {"type": "string"}}},
                 params=[task_id])},
+            "/v1/instances": {"get": _op(
+                "The instances the caller may see — took part in (default), started, or for auditors all "
+                "(their default; 403 for anyone else) — filtered, searched by free text over business "
+                "key, customer, initiator and process name, sorted and paged by position; 400 naming a "
+                "bad parameter", {"200": _json(_ref("InstancePage"))}, params=_instance_params(),
+                codes=(400, 401, 403))},
             "/v1/instances/{instance_id}": {"get": _op("An instance: status, data, open tasks, comments",
                                                        {"200": _json(_ref("Instance"))},
                                                        params=[instance_id], codes=(401, 403, 404))},
@@ -223,6 +257,25 @@ def document() -> dict:
                                        "who held the task before an escalation moved it to its assignee"}}},
                 "InboxPage": {"type": "object", "properties": {
                     "tasks": {"type": "array", "items": _ref("Task")}, "total": {"type": "integer"},
+                    "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},
+                    "next_after": {"type": ["string", "null"]}, "prev_before": {"type": ["string", "null"]}}},
+                "InstanceRow": {"type": "object", "required": ["id", "process_id", "status", "initiator"],
+                                "properties": {
+                    "id": {"type": "string"}, "process_id": {"type": "string"}, "process_name": {"type": "string"},
+                    "version": {"type": "integer"}, "business_key": {"type": ["string", "null"]},
+                    "customer": {"type": ["string", "null"]}, "amount": {"type": ["number", "null"]},
+                    "status": {"enum": list(instances.STATUSES)}, "initiator": {"type": "string"},
+                    "started": {"type": "string", "format": "date-time"},
+                    "changed": {"type": "string", "format": "date-time"},
+                    "steps": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "element_id": {"type": "string"},
+                        "assignee": {"type": ["string", "null"]}, "role": {"type": ["string", "null"]},
+                        "due": {"type": ["string", "null"]}}}},
+                    "overdue": {"type": "boolean"}, "breach": {"type": "boolean"}, "incident": {"type": "boolean"}}},
+                "InstancePage": {"type": "object", "properties": {
+                    "instances": {"type": "array", "items": _ref("InstanceRow")}, "total": {"type": "integer"},
+                    "more": {"type": "boolean", "description": "more match than total (counted up to 1,000; Next goes on by position)"},
+                    "scope": {"enum": list(instances.SCOPES)},
                     "page": {"type": "integer"}, "per_page": {"type": "integer"}, "pages": {"type": "integer"},
                     "next_after": {"type": ["string", "null"]}, "prev_before": {"type": ["string", "null"]}}},
                 "TaskDetail": {"type": "object", "properties": {
