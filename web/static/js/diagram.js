@@ -21,6 +21,14 @@
     var canvas = viewer.get("canvas");
     var registry = viewer.get("elementRegistry");
     var overlays = viewer.get("overlays");
+    // Fit to the width: the box takes the diagram's proportions (within bounds), so a wide
+    // diagram is not drawn small in a tall empty box; the wheel, dragging and the buttons zoom on.
+    var inner = canvas.viewbox().inner;
+    if (inner.width > 0) {
+      var height = container.clientWidth * inner.height / inner.width + 48;
+      container.style.height = Math.round(Math.max(260, Math.min(720, height))) + "px";
+      canvas.resized();
+    }
     canvas.zoom("fit-viewport");
     ["completed", "active", "overdue"].forEach(function (kind) {
       (data.markers[kind] || []).forEach(function (id) {
