@@ -329,10 +329,9 @@ def cmd_sla_report(args) -> None:
     """The SLA breach report for `--as USER` (the auditor): breaches grouped by --by with counts and
     median lateness (hours), or with --breaches the breaches themselves; --csv for a spreadsheet."""
     import csv
-    from zoneinfo import ZoneInfo
     query = reports.parse_query({k: getattr(args, k) for k in reports.FILTERS}, by=args.by)
-    report = reports.SlaReport(_store())
-    zone = ZoneInfo(reports.DEFAULT_ZONE)
+    report = reports.SlaReport(_store(), zone=clock.zone_name())   # months and days as the pages count them
+    zone = clock.zone()
 
     def local(value) -> str:
         return value.astimezone(zone).isoformat(timespec="minutes") if value else ""
