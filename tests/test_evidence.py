@@ -317,3 +317,21 @@ def test_the_api_gives_the_bundle_to_auditors_only(app, rt):
     assert client.get(f"/api/v1/instances/{instance_id}/bundle").status_code == 401
     paths = client.get("/api/openapi.json").json["paths"]
     assert "/v1/instances/{instance_id}/bundle" in paths
+
+
+def test_the_auditor_bundles_a_search_result_in_one_file(app, rt, store):
+    """/instances/bundle takes the instances page's filters: the instances listed, one file."""
+    ours = [rt.start("contract_review", "rep.wang", contract(), at=T0).id for _ in range(2)]
+    rt.start("contract_review", "rep.wang", contract(customer="C-A01"), at=T0)
+    auditor = as_user(app, "audit.han")
+    listed = auditor.get("/instances?customer=C-B01")
+    assert "/instances/bundle?customer=C-B01" in listed.get_data(as_text=True)
+    reply = auditor.get("/instances/bundle?customer=C-B01")
+    assert reply.status_code == 200 and reply.mimetype == "application/x-tar"
+    verdicts = evidence.verify_bundle(reply.data, rt.script_engine)
+    assert sorted(v.instance_id for v in verdicts) == sorted(ours) and all(v.ok for v in verdicts)
+    assert auditor.get("/instances/bundle?customer=C-ZZ9").status_code == 400     # nothing listed
+    assert auditor.get("/instances/bundle?status=lost").status_code == 400        # a bad filter
+    rep = as_user(app, "rep.wang")
+    assert rep.get("/instances/bundle?customer=C-B01").status_code == 404
+    assert "/instances/bundle" not in rep.get("/instances?customer=C-B01").get_data(as_text=True)

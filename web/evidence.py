@@ -5,14 +5,18 @@ same 404 as for an instance that does not exist, so a refusal reveals nothing.
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from engine import access, evidence
-from engine.runtime import EngineError, NotFound
+from engine import access, clock, evidence
+from engine import instances as engine_instances
+from engine.instances import InstanceQuery
+from engine.runtime import EngineError, InvalidInput, NotFound
 
 from . import http_status, runtime, views
 from .inbox import said
+from .instances import deployment_zone
 
 bp = Blueprint("evidence", __name__)
 
@@ -40,6 +44,30 @@ def bundle_response(who: access.Person, instance_id: str) -> Response:
     with rt.store.read() as session:
         data = evidence.export(session, [instance_id], rt.script_engine, by=who.username)
         name = evidence.file_name(session, instance_id)
+    return Response(data, mimetype=evidence.CONTENT_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/instances/bundle")
+def search_bundle():
+    """The instances a search lists (the page asked for, as /instances shows it, at most 200 a
+    page) in one evidence bundle; a search that lists none, or a bad filter, is a 400 sentence."""
+    who = current_user.person
+    if not access.may_export_evidence(who):
+        raise NotFound("there is no instance %(instance)s", instance="bundle")
+    try:
+        query = InstanceQuery.from_args(request.args)
+    except InvalidInput as exc:
+        return render_template("error.html", message=said(exc), status=400), 400
+    rt = runtime()
+    with rt.store.read() as session:
+        found = engine_instances.search(session, who, query, clock.now(), deployment_zone())
+        ids = [row.id for row in found.rows]
+        if not ids:
+            return render_template("error.html", message=_("No instances match: there is nothing to bundle."),
+                                   status=400), 400
+        data = evidence.export(session, ids, rt.script_engine, by=who.username)
+    name = f"evidence-{len(ids)}-instances-{clock.now().strftime('%Y%m%d-%H%M%S')}.tar"
     return Response(data, mimetype=evidence.CONTENT_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -106,4 +106,5 @@ def instances():
         "instances.html", page=page, rows=rows, query=current, args=request.args, errors=errors,
         labels=labels, scopes=scopes, statuses=STATUSES, processes=_processes(), sort_url=sort_url,
         page_url=page_url, default_scope=engine_instances.default_scope(who),
+        may_export=access.may_export_evidence(who),
     ), status
