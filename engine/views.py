@@ -23,9 +23,9 @@ from SpiffWorkflow.util.task import TaskState
 
 from . import access, audit, clock, customers, state, tasks
 from . import inputs as bounds
-from .runtime import (_SELECT_OPEN_INCIDENTS, InstanceView, NotFound, Forbidden, _find_task,
-                      _incident_json, _may_view, _shown, _known_task, _told, instance_data,
-                      loaded_definition, open_task, person, task_view)
+from .runtime import (_SELECT_OPEN_INCIDENTS, InstanceView, NotFound, _find_task, _incident_json,
+                      _may_view, _known_task, _shown, instance_data, loaded_definition, open_task,
+                      person, task_view)
 from .store import (Comment, Definition, HumanTask, Instance, LogEntry, SlaBreach, Store, TaskDraft,
                     User)
 
@@ -235,6 +235,7 @@ class InstancePage:
     verdict: audit.Verdict | None = None
     customer: str | None = None
     archive_reads: list[dict] | None = None   # reads of the customer's card, for who may see them
+    people: dict[str, str] = field(default_factory=dict)  # user name -> display name, of all it names
 
 
 @dataclass
@@ -243,6 +244,7 @@ class TaskPage:
     detail: dict
     steps: list[Step]
     comments: list[dict]
+    people: dict[str, str] = field(default_factory=dict)  # user name -> display name, of all it names
 
 
 class Views:
@@ -340,8 +342,10 @@ class Views:
                                                  .order_by(SlaBreach.breached_at, SlaBreach.id))]
             comments = self._comments(session, instance_id)
             archive_reads = customers.reads_beside(session, who, row.customer)
+            people = _people(session, found, view.tasks, [row.initiator],
+                             [b[k] for b in breaches for k in ("holder", "escalated_to")])
         return InstancePage(view, found, replayed, _source(definition, loaded), current, comments,
-                            breaches, _names(loaded, found, view), verdict, row.customer, archive_reads)
+                            breaches, _names(loaded, found, view), verdict, row.customer, archive_reads, people)
 
     def history(self, instance_id: str, *, viewer: str | None = None) -> tuple[list[Step], bool]:
         """The instance's log, one step per command, each with what it changed; and whether the
@@ -402,7 +406,8 @@ class Views:
         with self.store.read() as session:
             detail, instance, loaded, workflow = self._detail(session, task_id, actor)
             found, _ = self._steps(session, instance, self._entries(session, instance.id), lambda: workflow)
-            return TaskPage(detail, found, self._comments(session, instance.id))
+            return TaskPage(detail, found, self._comments(session, instance.id),
+                            _people(session, found, [detail["task"]]))
 
     def draft(self, task_id: str, actor: str) -> dict | None:
         """The draft saved on an open task, for those who may open the task (access.may_open_task)."""
@@ -436,16 +441,20 @@ class Views:
                             "schema": loaded.forms.get(loaded.start_form) if loaded.start_form else None})
             return out
 
-    # --- people ---
 
-    def names(self, usernames) -> dict[str, str]:
-        """Display names of users, for sentences about them (a name not found stays as it is)."""
-        wanted = sorted({u for u in usernames if u})
-        if not wanted:
-            return {}
-        with self.store.read() as session:
-            return dict(session.execute(select(User.username, User.display_name)
-                                        .where(User.username.in_(wanted))).all())
+
+def _people(session: Session, found: list[Step], open_tasks, *more) -> dict[str, str]:
+    """Display names of everyone the steps, the open tasks and `more` name, in one query, for
+    sentences about them (钱副总 Qian, not vp.qian); a name not found stays as it is."""
+    wanted = {s.actor for s in found}
+    wanted |= {name for s in found for h in s.happened for name in (h.holder, h.to)}
+    wanted |= {s.input["to"] for s in found if isinstance(s.input.get("to"), str)}
+    wanted |= {t.assignee for t in open_tasks}
+    wanted |= {name for names in more for name in names}
+    wanted = sorted(name for name in wanted if name)
+    if not wanted:
+        return {}
+    return dict(session.execute(select(User.username, User.display_name).where(User.username.in_(wanted))).all())
 
 
 def _names(loaded, found: list[Step], view: InstanceView) -> dict[str, str]:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine import audit, calendar, notifications, timers, versions
 from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
-from engine.store import LogEntry, SlaBreach
+from engine.store import SlaBreach
 
 from .conftest import DATA, snapshot, views_of, history_json
 from .test_runtime import only_task

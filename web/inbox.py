@@ -453,7 +453,7 @@ def _task_page(page, values: dict, errors: dict[str, str] | None = None,
         reply_values=(reply or {}).get("values", {}), reply_errors=(reply or {}).get("errors", {}),
         unplaced=forms.unplaced(schema, values, errors), message=message, may_act=may_act,
         process_name=_process_name(task.process_id),
-        history=page.steps, comments=page.comments, people=_people(page.steps, [detail["task"]]), titles=_titles(task.process_id),
+        history=page.steps, comments=page.comments, people=page.people, titles=_titles(task.process_id),
         step_url=lambda n: url_for("inbox.instance", instance_id=task.instance_id, step=n) + f"#step-{n}",
         colleagues=colleagues(task.role, _me(), task.office_scope) if may_act else [], request_id=_request_id(),
         due_class=engine_inbox.due_soon(task, clock.now()), mine=task.assignee == _me(),
@@ -684,20 +684,10 @@ def instance(instance_id: str):
         process_name=_process_name(view.process_id), comments=page.comments, xml=page.xml,
         markers=marks, names=page.names, viewer=_viewer_installed(), titles=titles,
         data={k: v for k, v in data.items() if k not in ENGINE_KEYS and not forms.hidden(titles.get(k))},
-        shown=shown, step_url=step_url, people=_people(steps, view.tasks),
+        shown=shown, step_url=step_url, people=page.people,
         may_export=access.may_export_evidence(current_user.person),
         now=clock.now(), due_soon=engine_inbox.due_soon,
     )
-
-
-def _people(steps, open_tasks=()) -> dict[str, str]:
-    """Display names of everyone a page's steps and tasks name, read at once."""
-    names = {s.actor for s in steps}
-    names.update(h.holder for s in steps for h in s.happened)
-    names.update(h.to for s in steps for h in s.happened)
-    names.update(s.input.get("to") for s in steps if isinstance(s.input.get("to"), str))
-    names.update(t.assignee for t in open_tasks)
-    return views().names(names)
 
 
 # --- notifications ------------------------------------------------------------------------------
