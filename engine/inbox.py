@@ -95,15 +95,8 @@ class InboxQuery:
         if sort not in SORT_KEYS:
             problems["sort"] = f"must be one of {', '.join(SORT_KEYS)}"
         values["sort"] = sort if sort in SORT_KEYS else "due"
-        for name in ("after", "before"):
-            raw = (args.get(name) or "").strip() or None
-            if raw is not None and _decode_cursor(raw, values["sort"], values["desc"]) is None:
-                problems[name] = "is not a position in this list (it belongs to another sort, or was changed)"
-                raw = None
-            values[name] = raw
-        if values["after"] and values["before"]:
-            problems["before"] = "give after or before, not both"
-            values["before"] = None
+        values["after"], values["before"] = inputs.positions(
+            args, lambda raw: _decode_cursor(raw, values["sort"], values["desc"]) is not None, problems)
         if problems:
             listed = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidInput("the inbox filter is not valid: %(problems)s", problems, problems=listed)

@@ -10,7 +10,7 @@ serialised recursively). A form may be stricter (`maxLength`, `maximum`); never 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .store import HumanTask
 
@@ -96,3 +96,21 @@ def fits_key(value: Any, limit: int) -> bool:
 
 def listed(found: dict[str, str]) -> str:
     return "; ".join(f"{path or '(data)'} {problem}" for path, problem in found.items())
+
+
+def positions(args: Mapping[str, Any], known: Callable[[str], bool],
+              problems: dict[str, str]) -> tuple[str | None, str | None]:
+    """A list's keyset positions from its query's `after` and `before` (the inbox, the instances):
+    each a position `known` accepts for this sort, or a sentence in `problems` and None; both given
+    is one more sentence, and `after` wins."""
+    found: dict[str, str | None] = {}
+    for name in ("after", "before"):
+        raw = (args.get(name) or "").strip() or None
+        if raw is not None and not known(raw):
+            problems[name] = "is not a position in this list (it belongs to another sort, or was changed)"
+            raw = None
+        found[name] = raw
+    if found["after"] and found["before"]:
+        problems["before"] = "give after or before, not both"
+        found["before"] = None
+    return found["after"], found["before"]

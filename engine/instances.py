@@ -125,15 +125,8 @@ class InstanceQuery:
             problems["started_to"] = "is before the first day of the range"
         values["page"] = number("page", 1, 10**6) or 1
         values["per_page"] = number("per_page", 1, MAX_PER_PAGE) or 50
-        for name in ("after", "before"):
-            raw = (args.get(name) or "").strip() or None
-            if raw is not None and _decode_cursor(raw, values["sort"], values["desc"]) is None:
-                problems[name] = "is not a position in this list (it belongs to another sort, or was changed)"
-                raw = None
-            values[name] = raw
-        if values["after"] and values["before"]:
-            problems["before"] = "give after or before, not both"
-            values["before"] = None
+        values["after"], values["before"] = inputs.positions(
+            args, lambda raw: _decode_cursor(raw, values["sort"], values["desc"]) is not None, problems)
         if problems:
             listed = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidInput("the instance search is not valid: %(problems)s", problems, problems=listed)
