@@ -114,3 +114,19 @@ def test_the_auditor_finds_reads_steps_through_and_exports_an_escalated_contract
     done = bpm("verify", "--bundle", str(bad), database=nowhere)
     assert done.returncode == 1
     assert re.search(rf"{log}: step \d \(\w+\) was changed", done.stderr), done.stderr
+
+
+def test_an_instance_page_fits_a_phone(chromium, live):
+    """At 390 px the instance page — facts, diagram, data, history — scrolls only downwards."""
+    instance_id = escalated(live, "C-B01")
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", base_url=live.url)
+    try:
+        page = context.new_page()
+        sign_in(page, "audit.han")
+        for url in (f"/instances/{instance_id}", f"/instances/{instance_id}?step=2"):
+            page.goto(url)
+            expect(page.locator("section.history")).to_be_visible()
+            widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert widths[0] <= widths[1], (url, widths)
+    finally:
+        context.close()
