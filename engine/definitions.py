@@ -4,6 +4,7 @@ every deploy-time check, reported as FILE:LINE: ELEMENT_ID: message (pure; no da
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 import json
 import io
@@ -13,7 +14,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Iterable, Sequence
+from typing import Collection, Iterable, Mapping, Sequence
 
 from lxml import etree
 from SpiffWorkflow.bpmn.parser.BpmnParser import BpmnValidator
@@ -128,13 +129,23 @@ def content_hash(files: dict[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str]) -> list[ProcessDefinition]:
+class _AlreadyRead(Exception):
+    """A deployed file's bytes came with it: nothing to read from disk."""
+
+
+def _declares_decision(data: bytes, decision: str) -> bool:
+    """Whether DMN text declares decision `decision` (a quick look before the file is parsed)."""
+    return re.search(rb"<(?:\w+:)?decision\b[^>]*\bid=[\"']" + re.escape(decision.encode()) + rb"[\"']", data) is not None
+
+
+def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str],
+                     deployed: Mapping[str, bytes] | None = None) -> list[ProcessDefinition]:
     """Paths may be files (.bpmn, .dmn) or folders (searched recursively for *.bpmn and *.dmn).
     Returns the executable top-level processes, sorted by process_id. Raises DefinitionError with
     ALL problems found (not just the first) if anything is wrong; never any other exception."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    load = _Load(known_roles)
+    load = _Load(known_roles, deployed)
     try:
         definitions = load.run(paths)
     except DefinitionError:
@@ -299,7 +310,7 @@ def _exception_message(exc: BaseException) -> str:
 
 
 class _Load:
-    def __init__(self, known_roles: Collection[str]):
+    def __init__(self, known_roles: Collection[str], deployed: Mapping[str, bytes] | None = None):
         self.known_roles = set(known_roles)
         # Messages name a few roles; keep the caller's order when it has one, so they read naturally.
         ordered = list(known_roles) if isinstance(known_roles, Sequence) else sorted(known_roles)
@@ -312,6 +323,10 @@ class _Load:
         self.decisions: dict[str, _Source] = {}
         self.current: _Source | None = None
         self.fs_paths: dict[int, Path] = {}   # id(source) -> where to read it
+        self.seen: set[str] = set()           # real paths collected
+        self.given_dirs: list[Path] = []      # folders given: their forms count as the deployment's
+        self.deployed = dict(deployed or {})  # DMN files of the deployed set, by name (resolve_decisions)
+        self.broken_flows: set[str] = set()   # processes with a flow to or from nothing: not parsed further
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -365,6 +380,7 @@ class _Load:
             self.current = source
             self.read(source)
         self.current = None
+        self.resolve_decisions()
         if not any(s.kind == "bpmn" for s in self.sources) and not self.problems:
             self.report(str(paths[0]) if paths else "-", 1, "-", "no .bpmn file was given, so there is no process to deploy")
         self.index()
@@ -383,28 +399,34 @@ class _Load:
 
     # -- files ---------------------------------------------------------------------------------
 
-    def collect(self, paths: Sequence[str | Path]) -> None:
-        seen: set[str] = set()
-
-        def add(shown: str, real: Path) -> None:
-            key = os.path.realpath(real)
-            if key in seen:
-                return
-            seen.add(key)
-            source = _Source(shown, real.name, len(self.sources))
-            self.sources.append(source)
+    def add(self, shown: str, real: Path | None, data: bytes | None = None,
+            name: str | None = None) -> _Source | None:
+        """A file of the deployment: read from `real`, or given as `data` (a deployed file, `name`)."""
+        key = os.path.realpath(real) if real is not None else f"deployed:{shown}"
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        source = _Source(shown, real.name if real is not None else (name or Path(shown).name), len(self.sources))
+        if data is not None:
+            source.data = data
+        self.sources.append(source)
+        if real is not None:
             self.fs_paths[id(source)] = real
-            other = self.by_name.get(source.name)
-            if other is not None:
-                self.report(source, 1, "-", f"another file named {source.name} is in this deployment "
-                                            f"({other.path}); deployed files are stored by name, so names must differ")
-                source.duplicate = True
-            else:
-                self.by_name[source.name] = source
+        other = self.by_name.get(source.name)
+        if other is not None:
+            self.report(source, 1, "-", f"another file named {source.name} is in this deployment "
+                                        f"({other.path}); deployed files are stored by name, so names must differ")
+            source.duplicate = True
+        else:
+            self.by_name[source.name] = source
+        return source
 
+    def collect(self, paths: Sequence[str | Path]) -> None:
+        add = self.add
         for given in paths:
             shown, path = str(given), Path(given)
             if path.is_dir():
+                self.given_dirs.append(path)
                 # Hidden files and folders (.git, editor backups such as .#x.bpmn) are not deployed.
                 found = sorted(p for p in path.rglob("*")
                                if p.suffix.lower() in (".bpmn", ".dmn") and p.is_file()
@@ -421,12 +443,16 @@ class _Load:
 
     def read(self, source: _Source) -> None:
         try:
-            path = self.fs_paths[id(source)]
+            path = self.fs_paths.get(id(source))
+            if path is None:  # a deployed file: its bytes came with it
+                raise _AlreadyRead
             if path.stat().st_size > MAX_FILE_BYTES:
                 self.report(source, 1, "-", f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
                 self.unreadable = True
                 return
             source.data = path.read_bytes()
+        except _AlreadyRead:
+            pass
         except OSError as exc:
             self.report(source, 1, "-", f"the file cannot be read: {exc.strerror or exc}")
             self.unreadable = True
@@ -465,6 +491,44 @@ class _Load:
             return
         source.tree = tree
         self.validate(source)
+
+    def resolve_decisions(self) -> None:
+        """Decisions the given processes call that no given file defines are looked for where a
+        designer would keep them: a .dmn file beside the BPMN file that calls them, then the
+        deployed set (the DMN file of that name the newest versions deployed). What is found joins
+        the deployment, so the new version holds every file it runs on; what is not stays a
+        problem, reported at the business rule task."""
+        called: dict[str, _Source] = {}
+        for source in self.sources:
+            if source.kind == "bpmn" and source.tree is not None:
+                for ref in source.tree.getroot().iterfind(".//spiffworkflow:calledDecisionId", NS):
+                    if (ref.text or "").strip():
+                        called.setdefault(ref.text.strip(), source)
+        missing = set(called) - self._defined_decisions()
+        for decision in sorted(missing):
+            if decision in self._defined_decisions():
+                continue
+            folder = self.fs_paths.get(id(called[decision]))
+            beside = sorted(folder.parent.glob("*.dmn")) if folder is not None else []
+            for path in beside:
+                if path.name not in self.by_name and _declares_decision(path.read_bytes(), decision):
+                    self._read_added(self.add(str(path), path))
+                    break
+            else:
+                for name, data in sorted(self.deployed.items()):
+                    if name not in self.by_name and _declares_decision(data, decision):
+                        self._read_added(self.add(f"{name} (deployed)", None, data, name))
+                        break
+
+    def _read_added(self, source: _Source | None) -> None:
+        if source is not None:
+            self.current = source
+            self.read(source)
+            self.current = None
+
+    def _defined_decisions(self) -> set[str]:
+        return {el.get("id") for source in self.sources if source.kind == "dmn" and source.tree is not None
+                for el in source.tree.getroot() if etree.QName(el).localname == "decision"}
 
     def validate(self, source: _Source) -> None:
         """XSD validation with SpiffWorkflow's own schemas (BPMN 2.0 + spiffworkflow.xsd; DMN 1.1-1.3)
@@ -575,7 +639,7 @@ class _Load:
     # -- checks on the XML of each process that will run ----------------------------------------
 
     def check_process(self, process: _Process) -> None:
-        for check in (self.check_ids, self.check_supported, self.check_expressions,
+        for check in (self.check_ids, self.check_flows, self.check_supported, self.check_expressions,
                       self.check_lanes, self.check_human_tasks, self.check_references):
             try:
                 check(process)
@@ -590,6 +654,26 @@ class _Load:
                 self.report(process.source, el.sourceline, element_id,
                             f"element id {element_id} is reserved by SpiffWorkflow, which gives that name to an "
                             f"internal task; rename the element")
+
+    def check_flows(self, process: _Process) -> None:
+        """Every sequence flow starts and ends at an element of its own (sub)process: SpiffWorkflow
+        would otherwise answer with a message about something else ("we found two items, perhaps a
+        form has the same ID?"), at another element."""
+        for container in [process.element, *process.element.iter(*(f"{{{BPMN_NS}}}{t}" for t in
+                                                                   ("subProcess", "adHocSubProcess", "transaction")))]:
+            nodes = {el.get("id") for el in container if _is_bpmn(el) and el.get("id")
+                     and _local(el) not in ("sequenceFlow", "laneSet", "textAnnotation", "association")}
+            for flow in container.iterfind(f"{{{BPMN_NS}}}sequenceFlow"):
+                for end, what in (("sourceRef", "starts at"), ("targetRef", "goes to")):
+                    ref = flow.get(end)
+                    if not ref:
+                        self.report_at(process.source, flow, f"sequence flow {flow.get('id')} has no {end}")
+                    elif ref not in nodes:
+                        near = difflib.get_close_matches(ref, sorted(n for n in nodes if n), n=1)
+                        hint = f" (did you mean '{near[0]}'?)" if near else ""
+                        self.report_at(process.source, flow, f"sequence flow {flow.get('id')} {what} '{ref}', "
+                                                             f"which is no element of this process{hint}")
+                        self.broken_flows.add(process.id)
 
     def check_supported(self, process: _Process) -> None:
         source = process.source
@@ -927,6 +1011,8 @@ class _Load:
             return None
         source, element = process.source, process.element
         self.current = source
+        if process.id in self.broken_flows:
+            return None  # SpiffWorkflow's parser would only report the same flow as something else
         try:
             spec = parser.get_spec(process.id)
             subprocess_specs = parser.get_subprocess_specs(process.id)
@@ -1063,7 +1149,7 @@ class _Load:
             if "/" in form or "\\" in form or form.startswith("."):
                 self.report_at(source, el, f"{what}: form {form!r} must be a file name in forms/")
                 continue
-            candidates = [folder / form, folder.parent / "forms" / form]
+            candidates = [folder / form, folder.parent / "forms" / form, *(d / form for d in self.given_dirs)]
             path = next((c for c in candidates if c.is_file()), None)
             if path is None:
                 self.report_at(source, el, f"{what} names form {form!r}, which is in neither "
@@ -1092,7 +1178,8 @@ class _Load:
         name = f"{process.id}.data.json"
         folder = self.fs_paths.get(id(process.source))
         folder = folder.parent if folder is not None else None
-        candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ()) if c.is_file()]
+        candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ())
+                      if c.is_file()] + [d / name for d in self.given_dirs if (d / name).is_file()]
         if not candidates or name in forms:
             return
         try:

@@ -35,6 +35,18 @@ class Deployed:
         return line + (f" (same content as version {self.same_as})" if self.same_as is not None else "")
 
 
+def deployed_decision_files(session) -> dict[str, bytes]:
+    """The DMN files of the newest version of every deployed process, by name (the newest version
+    holding a name wins): where a deploy finds a decision its files call but do not bring."""
+    found: dict[str, tuple[int, bytes]] = {}
+    for process_id, version, files in session.execute(select(Definition.process_id, Definition.version,
+                                                             Definition.files)):
+        for name, text in (files or {}).items():
+            if name.endswith(".dmn") and (name not in found or found[name][0] < version):
+                found[name] = (version, text.encode("utf-8"))
+    return {name: data for name, (_, data) in found.items()}
+
+
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
            at: datetime | None = None) -> list[Deployed]:
     """Validate every file, then deploy all processes in one transaction, or none.
@@ -56,7 +68,8 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
                 raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
                                 roles=access.roles_text(access.DEPLOY_ROLES))
         roles = access.known_roles(session)
-    definitions = load_definitions(paths, roles)
+        deployed = deployed_decision_files(session)
+    definitions = load_definitions(paths, roles, deployed)
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:
