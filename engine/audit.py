@@ -142,13 +142,6 @@ def _replay_step(instance_id: str, entry: Any, loaded: LoadedDefinition, script_
     return workflow, state.dump_state(workflow, ctx.counter), ctx
 
 
-def data_change(before: dict, after: dict) -> dict[str, Any]:
-    """The top-level fields a step set or changed (new value) or removed (None)."""
-    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-    changed.update({k: None for k in before if k not in after})
-    return changed
-
-
 @dataclass(frozen=True)
 class Verdict:
     instance_id: str
@@ -201,11 +194,22 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
                 return found if found is not None else row_verdict(instance, entries)
     found = replay_verdict(instance_id, entries, loaded_definition(session, instance.definition_id), script_engine)
     if key is not None:
-        with _replays_lock:
-            _replays[key] = found
-            while len(_replays) > _CACHE_SIZE:
-                _replays.popitem(last=False)
+        _keep(key, found)
     return found if found is not None else row_verdict(instance, entries)
+
+
+def _keep(key: tuple[str, str, str], found: Verdict | None) -> None:
+    with _replays_lock:
+        _replays[key] = found
+        while len(_replays) > _CACHE_SIZE:
+            _replays.popitem(last=False)
+
+
+def keep_replayed(session: Session, instance_id: str, entries: Sequence[Any], steps: list[ReplayedStep]) -> None:
+    """What a replay made elsewhere (engine.views, for the history) says of the record, kept as
+    `verify` keeps its own: the same replay is not run twice for one log head."""
+    if entries and chain_whole(instance_id, entries):
+        _keep((str(session.get_bind().url), instance_id, entries[-1].hash), first_problem(instance_id, steps))
 
 
 def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition,
@@ -217,6 +221,11 @@ def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))
+    return first_problem(instance_id, steps)
+
+
+def first_problem(instance_id: str, steps: list[ReplayedStep]) -> Verdict | None:
+    """The first replayed step whose place, chain link or state is wrong, or None."""
     for expected_seq, step in enumerate(steps, start=1):
         if step.seq != expected_seq:
             return _problem(instance_id, len(steps), "step %(step)d is missing from the log (the next entry "

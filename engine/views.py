@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, audit, clock, customers, state, tasks
+from . import access, audit, clock, customers, forms, state, tasks
 from . import inputs as bounds
 from .runtime import (_SELECT_OPEN_INCIDENTS, InstanceView, NotFound, _find_task, _incident_json,
                       _may_view, _known_task, _shown, instance_data, loaded_definition, open_task,
@@ -30,7 +31,7 @@ from .store import (Comment, Definition, HumanTask, Instance, LogEntry, SlaBreac
                     User)
 
 # Keys the engine keeps in an instance's data for itself: never shown as the instance's data.
-ENGINE_KEYS = frozenset({"initiator", "request_id"})
+ENGINE_KEYS = frozenset(forms.ENGINE_FIELDS)
 
 
 # --- the diagram of one moment -------------------------------------------------------------------
@@ -156,11 +157,9 @@ class _Observer:
                                           due=tasks.parse(task._get_internal_data("due_at"))))
         now_marks = marks(workflow)
         if entry.command in ("timer", "message"):
-            timers = {t.task_spec.bpmn_id for t in workflow.get_tasks(state=TaskState.COMPLETED)
-                      if type(getattr(t.task_spec, "event_definition", None)).__name__ == "TimerEventDefinition"}
             names = {t.task_spec.bpmn_id: _task_name(t) for t in workflow.get_tasks(state=TaskState.COMPLETED)
-                     if t.task_spec.bpmn_id in timers}
-            for element in sorted(timers):
+                     if isinstance(getattr(t.task_spec, "event_definition", None), TimerEventDefinition)}
+            for element in sorted(names):
                 if now_marks.done.get(element, 0) > self.done.get(element, 0):
                     happened.append(Happening("timer", element, names[element]))
         self.done = now_marks.done
@@ -192,6 +191,7 @@ def steps(session: Session, row: Instance, entries: list[LogEntry], script_engin
         replayed = audit.replay(session, row.id, script_engine, _read=(row, entries), observe=_Observer())
     except audit.ReplayFailed:
         return None
+    audit.keep_replayed(session, row.id, entries, replayed)   # the record check needs no replay of its own
     found, before = [], {}
     for entry, r in zip(entries, replayed):
         after = r.data

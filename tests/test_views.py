@@ -183,3 +183,13 @@ def test_a_replay_carried_on_in_memory_is_made_again_exactly_where_it_differs(rt
     with rt.store.read() as s:
         verdict = audit.verify(s, view.id, rt.script_engine)
     assert carried == [2, 3] and verdict.ok, verdict.problem
+
+
+def test_the_auditors_first_view_replays_the_record_once(app, rt, monkeypatch):
+    """The history's replay also gives the record check's verdict: one replay per log head, not two."""
+    from engine import audit
+    view = escalated_contract(rt)
+    replays, real = [], audit.replay_entries
+    monkeypatch.setattr(audit, "replay_entries", lambda *a, **k: replays.append(1) or real(*a, **k))
+    page = text(as_user(app, "audit.han").get(f"/instances/{view.id}"))
+    assert "Whole: 3 steps" in page and len(replays) == 1
