@@ -328,7 +328,7 @@ def _hours(seconds: int | None) -> str:
 def cmd_sla_report(args) -> None:
     """The SLA breach report for `--as USER` (the auditor): breaches grouped by --by with counts and
     median lateness (hours), or with --breaches the breaches themselves; --csv for a spreadsheet."""
-    import csv
+    from engine import spreadsheet
     query = reports.parse_query({k: getattr(args, k) for k in reports.FILTERS}, by=args.by)
     report = reports.SlaReport(_store(), zone=clock.zone_name())   # months and days as the pages count them
     zone = clock.zone()
@@ -353,9 +353,7 @@ def cmd_sla_report(args) -> None:
                  _hours(g["median_late_seconds"])] for g in groups]
         data = {"by": query.by, "filters": query.filters(), "groups": groups}
     if args.csv and not args.json:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+        sys.stdout.write(spreadsheet.text(header, rows))
         return
     _print(args, data, lambda: "\n".join("  ".join(str(v) for v in row) for row in [header, *rows]))
 

@@ -18,7 +18,6 @@ recomputed): only the roots compared with the live system's tell that (docs/evid
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import access, audit, clock, state
+from . import access, audit, clock, spreadsheet, state
 from .definitions import DefinitionError, content_hash, load_deployed
 from .runtime import GENESIS_HASH, EngineError, NotFound, _entry_hash, loaded_from
 from .store import Definition, Instance, LogEntry
@@ -499,12 +498,8 @@ def history_rows(steps: list, replayed: bool) -> list[dict]:
 
 
 def history_csv(rows: list[dict]) -> str:
-    """The rows of `history_rows` as comma-separated values with a header row."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
-    for r in rows:
-        writer.writerow([r["step"], r["at"], r["actor"], r["command"], r["task"],
-                         "" if r["change"] is None else json.dumps(r["change"], ensure_ascii=False, default=str),
-                         r["hash"]])
-    return out.getvalue()
+    """The rows of `history_rows` as comma-separated values with a header row (spreadsheet-safe)."""
+    return spreadsheet.text(HISTORY_COLUMNS, (
+        [r["step"], r["at"], r["actor"], r["command"], r["task"],
+         "" if r["change"] is None else json.dumps(r["change"], ensure_ascii=False, default=str), r["hash"]]
+        for r in rows))

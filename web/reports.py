@@ -8,15 +8,13 @@ in the company's time zone (BPM_TIMEZONE) as every page shows them.
 """
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, render_template, request
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from engine import access
+from engine import access, spreadsheet
 from engine.reports import GROUPINGS, NOBODY, SlaReport, parse_query
 from engine.runtime import InvalidInput
 
@@ -104,12 +102,8 @@ def _hours(seconds: int | None) -> str:
 
 
 def _csv(filename: str, header: list[str], rows: list[list]) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
     # a BOM, so that spreadsheet programs read the Chinese names as UTF-8
-    return Response("\ufeff" + out.getvalue(), mimetype="text/csv",
+    return Response("\ufeff" + spreadsheet.text(header, rows, line_end="\r\n"), mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
