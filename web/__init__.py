@@ -238,6 +238,17 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     return app
 
 
+def zone_name() -> str:
+    """The company's time zone, in which every page shows times and reads days (config
+    BPM_TIMEZONE, from the environment's BPM_TIMEZONE at start; checked there)."""
+    return current_app.config["BPM_TIMEZONE"]
+
+
+def zone():
+    """`zone_name()` as a ZoneInfo."""
+    return clock.zone(zone_name())
+
+
 def runtime() -> Runtime:
     """The commands: the only code that changes an instance."""
     return current_app.extensions["bpm.runtime"]

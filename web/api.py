@@ -25,8 +25,7 @@ from engine.instances import InstanceQuery
 from engine.reports import SlaReport, parse_query
 from engine.runtime import CommandFailed, EngineError
 
-from . import http_status, openapi, receipts, reports, runtime, views
-from .instances import deployment_zone
+from . import http_status, openapi, receipts, runtime, views, zone, zone_name
 from .auth import sign_in_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -260,7 +259,7 @@ def search_instances():
     for scope=all unless an auditor."""
     query = InstanceQuery.from_args(request.args)
     with runtime().store.read() as session:
-        page = instances.search(session, g.who, query, clock.now(), deployment_zone())
+        page = instances.search(session, g.who, query, clock.now(), zone())
     return jsonify(page.as_json())
 
 
@@ -401,7 +400,7 @@ def credit_list():
 # --- the SLA breach report (engine.reports): the auditor's; rules in engine.access -------------------
 
 def _sla_report() -> SlaReport:
-    return SlaReport(runtime().store, zone=reports.zone())
+    return SlaReport(runtime().store, zone=zone_name())
 
 
 @bp.get("/v1/reports/sla")

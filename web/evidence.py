@@ -14,9 +14,8 @@ from engine import instances as engine_instances
 from engine.instances import InstanceQuery
 from engine.runtime import EngineError, InvalidInput, NotFound
 
-from . import http_status, runtime, views
+from . import http_status, runtime, views, zone
 from .inbox import said
-from .instances import deployment_zone
 
 bp = Blueprint("evidence", __name__)
 
@@ -61,7 +60,7 @@ def search_bundle():
         return render_template("error.html", message=said(exc), status=400), 400
     rt = runtime()
     with rt.store.read() as session:
-        found = engine_instances.search(session, who, query, clock.now(), deployment_zone())
+        found = engine_instances.search(session, who, query, clock.now(), zone())
         ids = [row.id for row in found.rows]
         if not ids:
             return render_template("error.html", message=_("No instances match: there is nothing to bundle."),

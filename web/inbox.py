@@ -31,7 +31,7 @@ from engine.runtime import EngineError, FormRejected, InvalidInput, NotFound
 from engine.store import Definition, HumanTask, User, UserRole
 from engine.views import ENGINE_KEYS
 
-from . import forms, http_status, runtime, views
+from . import forms, http_status, runtime, views, zone, zone_name
 from .auth import safe_next
 
 bp = Blueprint("inbox", __name__)
@@ -92,7 +92,7 @@ def pick(text: str | None) -> str:
 def when(value: datetime | str | None) -> str:
     """An instant in the company's time zone (config BPM_TIMEZONE, from the environment's
     BPM_TIMEZONE, default Asia/Shanghai), as engine.clock writes it for the command line too."""
-    return clock.local_text(value, current_app.config.get("BPM_TIMEZONE"))
+    return clock.local_text(value, zone_name())
 
 
 @bp.app_template_filter("money")
@@ -594,7 +594,7 @@ def _local_instant(text: str) -> str | datetime | None:
     except ValueError:
         return text
     if value.tzinfo is None:
-        value = value.replace(tzinfo=clock.zone(current_app.config.get("BPM_TIMEZONE")))
+        value = value.replace(tzinfo=zone())
     return value
 
 

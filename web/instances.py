@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import re
 from collections import namedtuple
-from zoneinfo import ZoneInfo
 
-from flask import Blueprint, current_app, render_template, request, url_for
+from flask import Blueprint, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
@@ -17,7 +16,7 @@ from engine import instances as engine_instances
 from engine.instances import SCOPES, STATUSES, InstanceQuery
 from engine.runtime import Forbidden, InvalidInput
 
-from . import forms, runtime
+from . import forms, runtime, zone
 from .inbox import _processes, money, pick, role_name, said, when
 
 bp = Blueprint("instances", __name__)
@@ -27,11 +26,6 @@ bp = Blueprint("instances", __name__)
 @login_required
 def _signed_in() -> None:
     """Every page of this blueprint needs a signed-in user."""
-
-
-def deployment_zone() -> ZoneInfo:
-    """The zone the pages show times in (BPM_TIMEZONE); a search's days are its days."""
-    return ZoneInfo(current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai"))
 
 
 def field_error(message: str) -> str:
@@ -75,7 +69,7 @@ def instances():
     if query is not None:
         try:
             with runtime().store.read() as session:
-                page = engine_instances.search(session, who, query, clock.now(), deployment_zone())
+                page = engine_instances.search(session, who, query, clock.now(), zone())
         except Forbidden as exc:
             errors["scope"], status = said(exc), 403
     elif errors:

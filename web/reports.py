@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 
@@ -18,7 +18,7 @@ from engine import access, spreadsheet
 from engine.reports import GROUPINGS, NOBODY, SlaReport, parse_query
 from engine.runtime import InvalidInput
 
-from . import runtime
+from . import runtime, zone, zone_name
 from .inbox import pick
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
@@ -28,12 +28,8 @@ GROUPING_NAMES = {"process": _l("process"), "step": _l("step"), "person": _l("pe
 STATE_NAMES = {"done": _l("done"), "open": _l("still open"), "withdrawn": _l("withdrawn")}
 
 
-def zone() -> str:
-    return current_app.config.get("BPM_TIMEZONE", "Asia/Shanghai")
-
-
 def _report() -> SlaReport:
-    return SlaReport(runtime().store, zone=zone())
+    return SlaReport(runtime().store, zone=zone_name())
 
 
 @bp.before_request
@@ -93,8 +89,7 @@ def group_label(by: str, group: dict) -> str:
 
 def _local(value: datetime | None) -> str:
     """A time for a CSV file: ISO 8601 in the company's time zone, with its offset."""
-    from zoneinfo import ZoneInfo
-    return value.astimezone(ZoneInfo(zone())).isoformat(timespec="minutes") if value else ""
+    return value.astimezone(zone()).isoformat(timespec="minutes") if value else ""
 
 
 def _hours(seconds: int | None) -> str:
