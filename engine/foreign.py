@@ -165,11 +165,14 @@ def _is_python(text: str) -> bool:
     return True
 
 
-def condition_to_python(text: str, language: str | None) -> str | None:
+def condition_to_python(text: str, language: str | None, bare_feel: bool = True) -> str | None:
     """The Python to evaluate for a condition written `text` in `language` (a sequence flow's
     conditionExpression, a conditional event's condition), or None if it is Python already (or
-    in a language this does not read: the definitions' own check refuses that). Raises NotSimple
-    for FEEL or JUEL beyond the simple subset."""
+    in a language this does not read: the definitions' own check refuses that). Text marked as
+    FEEL (the language, Zeebe's leading `=`) or JUEL (`${...}`) is always translated; bare text
+    that is not Python only if `bare_feel` (a file from another modeller: in the engine's own files
+    `x = "a"` is a Python typo, refused as such). Raises NotSimple for FEEL or JUEL beyond the
+    simple subset."""
     stripped = (text or "").strip()
     lang = (language or "").lower()
     juel = re.fullmatch(r"[$#]\{(.*)\}", stripped, re.DOTALL)
@@ -179,7 +182,7 @@ def condition_to_python(text: str, language: str | None) -> str | None:
         return feel_to_python(stripped[1:], "feel")
     if "feel" in lang:
         return feel_to_python(stripped, "feel")
-    if lang or _is_python(stripped):
+    if lang or not bare_feel or _is_python(stripped):
         return None
     return feel_to_python(stripped, "feel")
 
@@ -195,8 +198,10 @@ def translate(tree: etree._ElementTree, known_roles: Collection[str] = ()) -> li
     roles = set(known_roles)
     for el in list(root.iter(f"{_B}timeDate", f"{_B}timeDuration", f"{_B}timeCycle")):
         _quote_timer(el)
+    # The engine's own files (and its modeller's) declare the spiffworkflow namespace at the root.
+    ours = SPIFF_NS in root.nsmap.values()
     for el in list(root.iter(f"{_B}conditionExpression", f"{_B}condition")):
-        _condition(el, findings)
+        _condition(el, findings, bare_feel=not ours)
     for timer in root.iter(f"{_B}timerEventDefinition"):
         if not any(isinstance(c.tag, str) and etree.QName(c).localname in ("timeDate", "timeDuration", "timeCycle")
                    for c in timer):
@@ -268,12 +273,12 @@ def _quote_timer(el: etree._Element) -> None:
             el.text = json.dumps(text)
 
 
-def _condition(el: etree._Element, findings: list[Finding]) -> None:
+def _condition(el: etree._Element, findings: list[Finding], bare_feel: bool = True) -> None:
     language = el.get("language")
     if not (el.text or "").strip():
         return  # the definitions' check says "the condition is empty"
     try:
-        python = condition_to_python(el.text or "", language)
+        python = condition_to_python(el.text or "", language, bare_feel)
     except NotSimple as exc:
         shown = " ".join((el.text or "").split())
         findings.append(Finding(_owner(el), f"FEEL beyond comparisons and and/or/not is not supported: "
@@ -872,3 +877,117 @@ def keep_extensions(before: bytes, after: bytes) -> bytes:
         at = new_root.start + 1 + len(new_root.raw_name)
         edits.append((at, at, declarations))
     return _apply(after, edits)
+
+
+# --- the MIWG conformance run (docs/conformance.md) ---------------------------------------------
+
+CONFORMANCE_ROLE = "clerk"
+
+
+@dataclass
+class ConformanceRow:
+    file: str
+    opens: bool
+    deployed: list[str] = field(default_factory=list)   # process ids
+    problems: list = field(default_factory=list)         # definitions.Problem
+    with_files: list[str] = field(default_factory=list)  # other files of the set deployed with it
+
+
+def opens(data: bytes) -> str | None:
+    """None if the modeller can open the file (well-formed XML, BPMN 2.0 definitions, a process),
+    else why not."""
+    try:
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
+    except etree.XMLSyntaxError as exc:
+        return f"malformed XML: {exc}"
+    if root.tag != f"{_B}definitions":
+        return "the root element is not BPMN 2.0 definitions"
+    if root.find(f"{_B}process") is None:
+        return "the file declares no process"
+    return None
+
+
+def prepare(data: bytes, role: str = CONFORMANCE_ROLE) -> tuple[bytes, set[str]]:
+    """What a designer does in the modeller to a file from elsewhere: every process marked
+    executable, every lane mapped to `role`, and every pool drawn without lanes too. Returns the
+    edited file and the candidate groups it names (the roles an organisation adopting it creates)."""
+    data = mark_executable(data)
+    root = _bpmn_root(data)
+    roles: dict[str, str] = {}
+    for span in root.iter():
+        if span.ns == BPMN_NS and span.local == "lane" and span.get("id"):
+            roles[span.get("id")] = role
+        if span.ns == BPMN_NS and span.local == "process" and span.get("id") and not any(
+                s.ns == BPMN_NS and s.local == "lane" for s in span.iter()):
+            roles[span.get("id")] = role
+    groups = {g.strip() for g in re.findall(r'candidateGroups="([^"]*)"', data.decode("latin-1"))
+              if g.strip() and not _is_expression(g) and "," not in g}
+    return map_lanes(data, roles), groups
+
+
+def conformance(folder) -> list[ConformanceRow]:
+    """Each BPMN file of `folder` opened as the modeller does, then prepared (`prepare`) and
+    deployed with `definitions.load_definitions`, together with the files of the set that declare
+    the processes it calls."""
+    import tempfile
+    from pathlib import Path
+    from .definitions import DefinitionError, load_definitions
+    folder = Path(folder)
+    files = sorted(folder.glob("*.bpmn"))
+    declared: dict[str, Path] = {}
+    for path in files:
+        for pid in re.findall(rb'<(?:\w+:)?process\b[^>]*?\bid="([^"]+)"', path.read_bytes()):
+            declared.setdefault(pid.decode(), path)
+    rows = []
+    for path in files:
+        data = path.read_bytes()
+        row = ConformanceRow(path.name, opens(data) is None)
+        rows.append(row)
+        if not row.opens:
+            continue
+        called = {c.decode() for c in re.findall(rb'calledElement="([^"]+)"', data)}
+        row.with_files = sorted({declared[c].name for c in called if c in declared and declared[c] != path})
+        with tempfile.TemporaryDirectory(prefix="bpm-conformance-") as tmp:
+            roles = {CONFORMANCE_ROLE}
+            given = []
+            for name in [path.name, *row.with_files]:
+                prepared, groups = prepare((folder / name).read_bytes())
+                roles |= groups
+                (Path(tmp) / name).write_bytes(prepared)
+                given.append(Path(tmp) / name)
+            try:
+                row.deployed = [d.process_id for d in load_definitions(given, sorted(roles))]
+            except DefinitionError as exc:
+                row.problems = [p.__class__(p.file.replace(tmp + "/", ""), p.line, p.element_id, p.message)
+                                for p in exc.problems]
+    return rows
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+    parser = argparse.ArgumentParser(prog="python -m engine.foreign",
+                                     description="Open and deploy other modellers' BPMN files (the MIWG set).")
+    parser.add_argument("--report", action="store_true", help="print the conformance table (Markdown)")
+    parser.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "miwg"))
+    args = parser.parse_args(argv)
+    rows = conformance(args.folder)
+    print("| File | Opens | Deployed | Reason (first findings) |")
+    print("|---|---|---|---|")
+    for row in rows:
+        if row.deployed:
+            extra = f" (with {', '.join(row.with_files)})" if row.with_files else ""
+            reason = f"deploys {', '.join(row.deployed)}{extra}"
+        else:
+            reason = "; ".join(f"{p.element_id} (line {p.line}): {p.message}" for p in row.problems[:2]).replace("|", "\\|")
+            if len(row.problems) > 2:
+                reason += f"; and {len(row.problems) - 2} more"
+        print(f"| {row.file} | {'yes' if row.opens else 'no'} | {'yes' if row.deployed else 'refused'} | "
+              f"{' '.join(reason.split())} |")
+    print(f"\n{sum(r.opens for r in rows)} of {len(rows)} open; {sum(bool(r.deployed) for r in rows)} of "
+          f"{len(rows)} deploy.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
