@@ -830,7 +830,7 @@ def keep_extensions(before: bytes, after: bytes) -> bytes:
                 edits.append((same.start, same.end, raw))
             else:
                 continue
-            need(raw, old, new)
+            need(b" " + raw, old, new)
         # foreign extension elements
         old_ext = old.child(BPMN_NS, "extensionElements")
         fragments = [c for c in old_ext.children if _foreign(c.ns)] if old_ext is not None else []
