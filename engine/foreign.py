@@ -209,12 +209,58 @@ def translate(tree: etree._ElementTree, known_roles: Collection[str] = ()) -> li
                                                                f"says neither when nor after how long it fires (no "
                                                                f"timeDate, timeDuration or timeCycle)"))
     _drawn_data_stores(root)
+    _implementations(root, findings)
     for process in list(root.iter(f"{_B}process")):
         _assignments(process, roles, findings)
         _process_role(process)
         for container in [process, *process.iter(*(f"{_B}{t}" for t in _FLOW_NODE_CONTAINERS[1:]))]:
             _implicit_splits(container)
     return [f for f in findings if _in_executable(f.element)]
+
+
+_IMPLEMENTATION_ATTRIBUTES = ("class", "delegateExpression", "expression", "type", "topic")
+
+
+def _implementations(root: etree._Element, findings: list[Finding]) -> None:
+    """Tasks whose work another engine does: a Zeebe decision call is read as the engine's own;
+    a Java class, an expression or an external/Zeebe job worker is a finding naming it (the task
+    would otherwise run as nothing), as is a send task that names no message, and an input/output
+    mapping, which this engine does not read."""
+    for task in root.iter(f"{_B}businessRuleTask"):
+        called = task.find(f"{_B}extensionElements/{{{ZEEBE_NS}}}calledDecision")
+        if called is not None and called.get("decisionId") and task.find(
+                f"{_B}extensionElements/{_S}calledDecisionId") is None:
+            decision = etree.SubElement(called.getparent(), f"{_S}calledDecisionId")
+            decision.text = called.get("decisionId")
+            decision.sourceline = called.sourceline
+    for task in root.iter(f"{_B}serviceTask", f"{_B}sendTask", f"{_B}businessRuleTask", f"{_B}scriptTask",
+                          f"{_B}userTask", f"{_B}task"):
+        kind = etree.QName(task).localname
+        label = {"serviceTask": "service task", "sendTask": "send task", "businessRuleTask": "business rule task",
+                 "scriptTask": "script task", "userTask": "user task", "task": "task"}[kind]
+        for mapping in task.iterfind(f"{_B}extensionElements/*"):
+            if mapping.tag in (f"{{{ZEEBE_NS}}}ioMapping", f"{{{CAMUNDA_NS}}}inputOutput"):
+                findings.append(Finding(task, f"{label} {task.get('id')}: its {etree.QName(mapping).localname} "
+                                              f"(input and output mappings of another engine) is not read here; "
+                                              f"write them as the task's pre- and post-scripts"))
+        if kind not in ("serviceTask", "sendTask", "businessRuleTask"):
+            continue
+        if task.find(f"{_B}extensionElements/{_S}serviceTaskOperator") is not None or (
+                kind == "businessRuleTask" and task.find(f"{_B}extensionElements/{_S}calledDecisionId") is not None):
+            continue
+        worker = task.find(f"{_B}extensionElements/{{{ZEEBE_NS}}}taskDefinition")
+        named = [f"zeebe:taskDefinition type '{worker.get('type')}'"] if worker is not None else []
+        for ns in ASSIGNING_NAMESPACES:
+            named += [f"{name} '{task.get(f'{{{ns}}}{name}')}'" for name in _IMPLEMENTATION_ATTRIBUTES
+                      if task.get(f"{{{ns}}}{name}")]
+        if kind == "sendTask" and not named and (task.get("messageRef") or task.find(
+                f"{_B}messageEventDefinition") is not None):
+            continue
+        if named:
+            findings.append(Finding(task, f"{label} {task.get('id')} is done by another engine's worker "
+                                          f"({', '.join(named)}), which this engine does not have"))
+        elif kind == "sendTask":
+            findings.append(Finding(task, f"send task {task.get('id')} names no message, so it would send nothing"))
 
 
 def _drawn_data_stores(root: etree._Element) -> None:

@@ -264,3 +264,21 @@ def test_foreign_extensions_survive_a_save_byte_for_byte(name, drop):
 def test_keep_extensions_leaves_a_faithful_save_alone():
     before = (MIWG / "C.9.2.bpmn").read_bytes()
     assert foreign.keep_extensions(before, before) == before
+
+
+def test_work_another_engine_does_is_named_not_skipped(tmp_path):
+    text = CAMUNDA.replace('<bpmn:exclusiveGateway id="ok" />',
+                           '<bpmn:exclusiveGateway id="ok" />\n'
+                           '    <bpmn:serviceTask id="archive" camunda:class="org.example.Archive" />\n'
+                           '    <bpmn:sendTask id="tell" />\n'
+                           '    <bpmn:businessRuleTask id="rate"><bpmn:extensionElements>'
+                           '<zeebe:calledDecision decisionId="risk_check" resultVariable="r" />'
+                           '</bpmn:extensionElements></bpmn:businessRuleTask>')
+    with pytest.raises(DefinitionError) as info:
+        deploy(tmp_path, text)
+    found = {p.element_id: p.message for p in info.value.problems}
+    assert found["archive"] == ("service task archive is done by another engine's worker "
+                                "(class 'org.example.Archive'), which this engine does not have")
+    assert found["tell"] == "send task tell names no message, so it would send nothing"
+    # the Zeebe decision call is read as the engine's own: what is missing is the table
+    assert "calls decision 'risk_check', which is in none of the DMN files loaded" in found["rate"]
