@@ -981,9 +981,24 @@ def conformance(folder) -> list[ConformanceRow]:
     folder = Path(folder)
     files = sorted(folder.glob("*.bpmn"))
     declared: dict[str, Path] = {}
+    own: dict[Path, set[str]] = {}
     for path in files:
-        for pid in re.findall(rb'<(?:\w+:)?process\b[^>]*?\bid="([^"]+)"', path.read_bytes()):
-            declared.setdefault(pid.decode(), path)
+        own[path] = {pid.decode() for pid in re.findall(rb'<(?:\w+:)?process\b[^>]*?\bid="([^"]+)"', path.read_bytes())}
+        for pid in sorted(own[path]):
+            declared.setdefault(pid, path)
+
+    def companions(path: Path) -> list[str]:
+        """The other files of the set declaring what `path` calls, directly or not."""
+        found: list[Path] = []
+        todo = [path]
+        while todo:
+            current = todo.pop()
+            for called in re.findall(rb'calledElement="([^"]+)"', current.read_bytes()):
+                other = declared.get(called.decode())
+                if called.decode() not in own[current] and other is not None and other != path and other not in found:
+                    found.append(other)
+                    todo.append(other)
+        return sorted(p.name for p in found)
     rows = []
     for path in files:
         data = path.read_bytes()
@@ -991,8 +1006,7 @@ def conformance(folder) -> list[ConformanceRow]:
         rows.append(row)
         if not row.opens:
             continue
-        called = {c.decode() for c in re.findall(rb'calledElement="([^"]+)"', data)}
-        row.with_files = sorted({declared[c].name for c in called if c in declared and declared[c] != path})
+        row.with_files = companions(path)
         with tempfile.TemporaryDirectory(prefix="bpm-conformance-") as tmp:
             roles = {CONFORMANCE_ROLE}
             given = []
@@ -1004,8 +1018,8 @@ def conformance(folder) -> list[ConformanceRow]:
             try:
                 row.deployed = [d.process_id for d in load_definitions(given, sorted(roles))]
             except DefinitionError as exc:
-                row.problems = [p.__class__(p.file.replace(tmp + "/", ""), p.line, p.element_id, p.message)
-                                for p in exc.problems]
+                row.problems = [p.__class__(p.file.replace(tmp + "/", ""), p.line, p.element_id,
+                                            p.message.replace(tmp + "/", "")) for p in exc.problems]
     return rows
 
 
@@ -1025,9 +1039,12 @@ def _main(argv: list[str] | None = None) -> int:
             extra = f" (with {', '.join(row.with_files)})" if row.with_files else ""
             reason = f"deploys {', '.join(row.deployed)}{extra}"
         else:
-            reason = "; ".join(f"{p.element_id} (line {p.line}): {p.message}" for p in row.problems[:2]).replace("|", "\\|")
-            if len(row.problems) > 2:
-                reason += f"; and {len(row.problems) - 2} more"
+            first = row.problems[0]
+            reason = f"{first.file}:{first.line}: {first.element_id}: {first.message}".replace("|", "\\|")
+            if len(row.problems) > 1:
+                reason += f" (and {len(row.problems) - 1} more findings)"
+            if row.with_files:
+                reason += f" (deployed with {', '.join(row.with_files)})"
         print(f"| {row.file} | {'yes' if row.opens else 'no'} | {'yes' if row.deployed else 'refused'} | "
               f"{' '.join(reason.split())} |")
     print(f"\n{sum(r.opens for r in rows)} of {len(rows)} open; {sum(bool(r.deployed) for r in rows)} of "
