@@ -925,6 +925,85 @@ def keep_extensions(before: bytes, after: bytes) -> bytes:
     return _apply(after, edits)
 
 
+# --- `bpm deploy --executable --lane-role` --------------------------------------------------------
+
+class Marking:
+    """BPMN files given to `bpm deploy` with the modeller's two edits made on the way (copies in
+    a temporary folder beside which the originals' forms and DMN files are seen), so that what is
+    deployed and stored is what the modeller would have saved. `paths` are the copies;
+    `original(problem)` names a problem's file as the user gave it."""
+
+    def __init__(self, paths, executable: bool, lane_roles: Mapping[str, str]):
+        from pathlib import Path
+        self.given = [Path(p) for p in paths]
+        self.executable, self.lane_roles = executable, dict(lane_roles)
+        self.paths: list = []
+        self._names: dict[str, str] = {}
+        self._folders: dict[str, str] = {}
+        self._tmp = None
+
+    def __enter__(self) -> "Marking":
+        import tempfile
+        from pathlib import Path
+        folder = next((p for p in self.given if p.is_dir()), None)
+        if folder is not None:
+            raise ValueError(f"{folder}: --executable and --lane-role take .bpmn and .dmn files, not folders")
+        self._tmp = tempfile.TemporaryDirectory(prefix="bpm-deploy-")
+        root = Path(self._tmp.name)
+        unused = set(self.lane_roles)
+        for index, path in enumerate(self.given):
+            place = root / str(index) / "bpmn"
+            place.mkdir(parents=True)
+            for beside in path.parent.iterdir():  # forms and decision tables beside the file
+                if beside.suffix.lower() in (".json", ".dmn") and beside.name != path.name:
+                    (place / beside.name).symlink_to(beside.resolve())
+            if (path.parent.parent / "forms").is_dir():
+                (place.parent / "forms").symlink_to((path.parent.parent / "forms").resolve())
+            data = path.read_bytes()
+            if path.suffix.lower() == ".bpmn":
+                data, used = self._edit(path, data)
+                unused -= used
+            copy = place / path.name
+            copy.write_bytes(data)
+            self.paths.append(copy)
+            self._names[str(copy)] = str(path)
+            self._folders[str(place) + "/"] = str(path.parent) + "/"
+        if unused:
+            self.__exit__(None, None, None)
+            raise ValueError(f"--lane-role {sorted(unused)[0]}: no lane, pool or process of the files given "
+                             f"has that id or name")
+        return self
+
+    def _edit(self, path, data: bytes) -> tuple[bytes, set[str]]:
+        try:
+            if self.executable:
+                data = mark_executable(data)
+            used = set()
+            for key, role in self.lane_roles.items():
+                try:
+                    data = map_lanes(data, {key: role})
+                    used.add(key)
+                except ValueError as exc:
+                    if "no lane, pool or process" not in str(exc):
+                        raise
+            return data, used
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def original(self, problem):
+        shown = self._names.get(problem.file, problem.file)
+        message = problem.message
+        for copy, folder in self._folders.items():
+            shown = shown.replace(copy, folder) if shown.startswith(copy) else shown
+            message = message.replace(copy, folder)
+        return problem.__class__(shown, problem.line, problem.element_id, message)
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
 # --- the MIWG conformance run (docs/conformance.md) ---------------------------------------------
 
 CONFORMANCE_ROLE = "clerk"
