@@ -413,6 +413,12 @@ def _label(el: etree._Element) -> str:
 
 def _assignments(process: etree._Element, roles: set[str], findings: list[Finding]) -> None:
     examples = ", ".join(sorted(roles)[:3]) or "none are known"
+    starters = next((process.get(f"{{{ns}}}candidateStarterGroups") for ns in ASSIGNING_NAMESPACES
+                     if process.get(f"{{{ns}}}candidateStarterGroups")), None)
+    if starters is not None:  # who may start it: the engine's start_roles on its start events
+        for start in process.findall(f"{_B}startEvent"):
+            if _property(start, "start_roles") is None:
+                _set_property(start, "start_roles", ",".join(g.strip() for g in starters.split(",") if g.strip()))
     for lane in process.iter(f"{_B}lane"):
         groups = _assignment(lane).get("candidateGroups")
         if groups is None or _property(lane, "role") is not None:

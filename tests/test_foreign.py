@@ -282,3 +282,33 @@ def test_work_another_engine_does_is_named_not_skipped(tmp_path):
     assert found["tell"] == "send task tell names no message, so it would send nothing"
     # the Zeebe decision call is read as the engine's own: what is missing is the table
     assert "calls decision 'risk_check', which is in none of the DMN files loaded" in found["rate"]
+
+
+# --- a Camunda file runs as it says ---------------------------------------------------------------
+
+def test_a_camunda_file_runs_with_its_roles_assignee_condition_and_timer(store, tmp_path):
+    from datetime import datetime, timezone
+    from engine import versions
+    from engine.runtime import Forbidden, Runtime
+    t0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    text = CAMUNDA.replace('<bpmn:process id="invoice" isExecutable="true">',
+                           '<bpmn:process id="invoice" isExecutable="true" camunda:candidateStarterGroups="sales_rep">') \
+        .replace('camunda:candidateGroups="accounting"', 'camunda:candidateGroups="dept_manager"') \
+        .replace('candidateGroups="clerks"', 'candidateGroups="finance"')
+    path = tmp_path / "invoice.bpmn"
+    path.write_text(text)
+    assert [d.status for d in versions.deploy(store, [path], at=t0)] == ["deployed"]
+    runtime = Runtime(store)
+    with pytest.raises(Forbidden):
+        runtime.start("invoice", "dm.zhou", {}, at=t0)  # candidateStarterGroups: sales_rep only
+    view = runtime.start("invoice", "rep.wang", {"approver": "dm.zhou", "approved": False}, at=t0)
+    (task,) = view.tasks
+    assert (task.element_id, task.role, task.assignee) == ("approve", "dept_manager", "dm.zhou")
+    view = runtime.complete(task.id, "dm.zhou", {}, at=t0)
+    (task,) = view.tasks  # = not(approved): to the check, held by 'demo' of the finance role
+    assert (task.element_id, task.role, task.assignee) == ("check", "finance", "demo")
+    with store.read() as session:
+        from sqlalchemy import select
+        from engine.store import DueTimer
+        dues = session.scalars(select(DueTimer.due_at).where(DueTimer.kind == "timer")).all()
+    assert [d.astimezone(timezone.utc) for d in dues] == [datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)]
