@@ -426,6 +426,10 @@ def _assignments(process: etree._Element, roles: set[str], findings: list[Findin
         group = _single(lane, "candidateGroups", groups, findings)
         if group is not None:
             _set_property(lane, "role", group)
+    for lane in process.iter(f"{_B}lane"):
+        if not (lane.get("name") or "").strip() and (_property(lane, "role") or "").strip() and lane.get("id"):
+            # SpiffWorkflow tells lanes by name: a lane drawn without one, given a role, is named by its id
+            lane.set("name", lane.get("id"))
     lane_of: dict[str, etree._Element] = {}
     for ref in process.iter(f"{_B}flowNodeRef"):
         if ref.text:

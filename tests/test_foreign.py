@@ -312,3 +312,32 @@ def test_a_camunda_file_runs_with_its_roles_assignee_condition_and_timer(store, 
         from engine.store import DueTimer
         dues = session.scalars(select(DueTimer.due_at).where(DueTimer.kind == "timer")).all()
     assert [d.astimezone(timezone.utc) for d in dues] == [datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)]
+
+
+def test_extensions_survive_a_save_that_renames_prefixes():
+    """bpmn-js writes BPMN with the prefix bpmn: and may drop declarations it does not use."""
+    before = (MIWG / "C.9.2.bpmn").read_bytes()
+    renamed = before.replace(b"bpmn2:", b"bpmn:").replace(b"xmlns:bpmn2=", b"xmlns:bpmn=")
+    after, _ = modeller_save(renamed, drop=True)
+    assert b"zeebe" not in after
+    kept = foreign.keep_extensions(before, after)
+    for fragment in foreign_fragments(before):
+        assert fragment in kept, fragment[:120]
+    root = etree.fromstring(kept)
+    assert root.nsmap.get("zeebe") == foreign.ZEEBE_NS
+    assert root.find(f".//{B}userTask[@id='UserTask_CheckForFraud']") is not None
+
+
+def test_a_lane_drawn_without_a_name_is_mapped_by_its_id(tmp_path):
+    text = CAMUNDA.replace(' camunda:candidateGroups="accounting"', "").replace(
+        '<zeebe:assignmentDefinition candidateGroups="clerks" assignee="demo" />', "").replace(
+        '<bpmn:process id="invoice" isExecutable="true">',
+        '<bpmn:process id="invoice" isExecutable="true"><bpmn:laneSet id="lanes"><bpmn:lane id="Lane_1">'
+        '<bpmn:flowNodeRef>approve</bpmn:flowNodeRef><bpmn:flowNodeRef>check</bpmn:flowNodeRef>'
+        '<bpmn:flowNodeRef>start</bpmn:flowNodeRef></bpmn:lane></bpmn:laneSet>')
+    with pytest.raises(DefinitionError) as info:
+        deploy(tmp_path, text)
+    assert "lane Lane_1 has no name" in info.value.problems[0].message
+    (definition,) = deploy(tmp_path, foreign.map_lanes(text.encode(), {"Lane_1": "clerks"}))
+    assert definition.spec.task_specs["approve"].lane == "Lane_1"
+    assert definition.lane_roles == {"Lane_1": "clerks"}
