@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Collection, Iterator, Mapping
@@ -134,6 +135,8 @@ def feel_to_python(text: str, dialect: str = "feel") -> str:
                 parts = value.split(".")
                 if any(p.startswith("_") for p in parts):
                     raise NotSimple(f"the name {value!r} starts with an underscore")
+                if keyword.iskeyword(parts[0]) or parts[0] in ("True", "False", "None"):
+                    raise NotSimple(f"{parts[0]!r} is not understood here")
                 token = parts[0] + "".join(f"[{json.dumps(p)}]" for p in parts[1:])
                 now = "value"
         else:
@@ -147,7 +150,9 @@ def feel_to_python(text: str, dialect: str = "feel") -> str:
             now = "value" if value == ")" else "op"
         out.append(token)
         previous = now
-    python = " ".join(out).replace("( ", "(").replace(" )", ")")
+    python = ""
+    for token in out:  # spaced, but not inside parentheses: "not (a)" reads as written
+        python += token if not python or python.endswith("(") or token == ")" else " " + token
     if not python:
         raise NotSimple("the expression is empty")
     try:

@@ -30,6 +30,7 @@ B = "{http://www.omg.org/spec/BPMN/20100524/MODEL}"
     ('x != "a" or y <= 2.5', "FEEL", 'x != "a" or y <= 2.5'),
     ("= flag = true or other = null", None, "flag == True or other == None"),
     ("= order.total >= 10", None, 'order["total"] >= 10'),
+    ('= note = "a ( b )"', None, 'note == "a ( b )"'),
 ])
 def test_simple_feel_and_juel_become_python(text, language, python):
     assert condition_to_python(text, language) == python
@@ -43,6 +44,7 @@ def test_simple_feel_and_juel_become_python(text, language, python):
     "= x in [1, 2]",
     "= if a then b else c",
     "= __class__ = 1",
+    "= lambda = 1",
 ])
 def test_feel_beyond_the_subset_is_refused(text):
     with pytest.raises(NotSimple):
