@@ -313,6 +313,10 @@ def _owner(el: etree._Element) -> etree._Element:
 
 def _quote_timer(el: etree._Element) -> None:
     text = (el.text or "").strip()
+    if text.startswith("=") and not text.startswith("=="):  # Zeebe's FEEL: = "PT1H", or = PT1H
+        rest = text[1:].strip()
+        if ISO_SHAPE.match(rest.strip("\"'")) and (rest[:1] not in "\"'" or rest[:1] == rest[-1:]):
+            el.text = text = rest.strip("\"'")
     if text and ISO_SHAPE.match(text) and not _is_python(text):
         el.text = json.dumps(text)
     elif text and ISO_SHAPE.match(text) and not text.startswith(("'", '"')):

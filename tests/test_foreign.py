@@ -58,6 +58,17 @@ def test_python_conditions_are_left_alone():
     assert condition_to_python('decision = "reject"', None, bare_feel=False) is None
 
 
+@pytest.mark.parametrize("written, read", [
+    ("P7D", '"P7D"'), ("PT4H", '"PT4H"'), ("R3/PT1H", '"R3/PT1H"'), ("2026-01-01T00:00:00Z", '"2026-01-01T00:00:00Z"'),
+    ('= "PT1H"', '"PT1H"'), ("=PT1H", '"PT1H"'), ('"PT4H"', '"PT4H"'), ("due_in", "due_in"), ("= x", "= x"),
+])
+def test_iso_timers_are_read_quoted(written, read):
+    el = etree.Element(f"{B}timeDuration")
+    el.text = written
+    foreign._quote_timer(el)
+    assert el.text == read
+
+
 def test_feel_never_reaches_python_unchecked():
     # what the translation gives still goes through the sandbox's own check at deploy
     assert feel_to_python('x = "a\\"b"') == 'x == "a\\"b"'
