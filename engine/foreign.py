@@ -1129,6 +1129,9 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the conformance table (Markdown)")
     parser.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "miwg"))
     args = parser.parse_args(argv)
+    if not args.report:
+        parser.print_help()
+        return 0
     rows = conformance(args.folder)
     print("| File | Opens | Deployed | Reason (first findings) |")
     print("|---|---|---|---|")
