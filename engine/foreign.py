@@ -1,25 +1,31 @@
 """Reading other modellers' dialects of BPMN: what Camunda, Activiti, Zeebe and the MIWG test
 files write that this engine would otherwise refuse, and the edits a modeller makes to such a file.
 
-Two kinds of work live here:
-
 - `translate(tree, known_roles)`: a pass over a parsed BPMN file, in memory only, run by
   `engine.definitions` before its checks and before SpiffWorkflow parses the tree (the file's bytes
   are stored as uploaded; every later read of them runs the same pass, so a stored version parses
   to the same spec). It rewrites into the engine's own terms:
     * `candidateGroups` (camunda:, activiti:, flowable: attributes, zeebe:assignmentDefinition) on
       a lane → the lane's `role` property; on a user task → the task is put in a lane of that role
-      (the engine's role of a task is its lane's);
+      (the engine's role of a task is its lane's); `candidateStarterGroups` → `start_roles`;
     * `assignee` / a single `candidateUsers` → the engine's `assignee` property (an expression);
-    * unquoted ISO 8601 timers (`P7D`, `PT4H`, `2026-01-01T00:00:00Z`, `R3/PT1H`) → quoted;
-    * simple FEEL and JUEL conditions (`${approved}`, `= approved`, `a > 1 and not b`, `x = "a"`,
+    * a process's `role` property (a pool drawn without lanes) → the lane of its steps in no lane;
+      a lane drawn without a name but given a role → named by its id;
+    * unquoted ISO 8601 timers (`P7D`, `PT4H`, `2026-01-01T00:00:00Z`, `R3/PT1H`, Zeebe's
+      `= "PT1H"`) → quoted;
+    * simple FEEL and JUEL conditions (`${approved}`, `= approved`, `a > 1 and not(b)`, `x = "a"`,
       `!=`, true/false/null, string literals) → Python, which the sandbox evaluates;
     * an activity or event with several unconditional outgoing flows (BPMN's implicit parallel
-      split) → the same through a parallel gateway.
-  What it cannot translate is a finding naming the element (reported with its line).
+      split) → the same through a parallel gateway; a data store nothing reads or writes (a
+      drawing) → dropped; `zeebe:calledDecision` → `spiffworkflow:calledDecisionId`.
+  What it cannot translate is a finding naming the element (reported with its line): FEEL beyond
+  the subset, several candidate groups, work another engine's worker does, a send task with no
+  message, a timer with no time.
 - Textual edits that leave every other byte as it was: `mark_executable` (the modeller's
-  "executable" checkbox), `map_lanes` (a lane's role field), and `keep_extensions`, which puts back
-  the foreign extension elements and attributes a modeller's re-serialisation dropped or altered.
+  "executable" checkbox), `map_lanes` (a lane's or pool's role field), and `keep_extensions`,
+  which puts back the foreign extension elements and attributes a modeller's re-serialisation
+  dropped or altered. `Marking` applies the first two for `bpm deploy --executable --lane-role`.
+- `conformance(folder)`: the MIWG run of docs/conformance.md (`python -m engine.foreign --report`).
 """
 from __future__ import annotations
 
