@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, inbox, instances, reports, timers, versions
+from engine import access, clock, credit, customers, foreign, inbox, instances, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -141,7 +141,23 @@ def cmd_deploy(args) -> None:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise Refused(f"{missing[0]}: no such file or folder")
-    deployed = versions.deploy(store, args.paths, actor=args.actor)
+    if args.executable or args.lane_role:
+        lane_roles = {}
+        for pair in args.lane_role:
+            lane, _, role = pair.partition("=")
+            if not lane.strip() or not role.strip():
+                raise Refused(f"--lane-role {pair}: write LANE=ROLE, a lane's id or name and a role")
+            lane_roles[lane.strip()] = role.strip()
+        try:
+            with foreign.Marking(args.paths, args.executable, lane_roles) as marked:
+                try:
+                    deployed = versions.deploy(store, marked.paths, actor=args.actor)
+                except DefinitionError as exc:
+                    raise DefinitionError([marked.original(p) for p in exc.problems]) from None
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+    else:
+        deployed = versions.deploy(store, args.paths, actor=args.actor)
     _print(args, [d.as_json() for d in deployed],
            lambda: "\n".join(d.sentence() for d in deployed))
     _print_notices(args, "deploy", deployed)
@@ -632,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
+    p.add_argument("--executable", action="store_true",
+                   help="mark every process of the files executable, as the modeller's checkbox does")
+    p.add_argument("--lane-role", action="append", default=[], metavar="LANE=ROLE",
+                   help="give a lane (its id or name; or a pool drawn without lanes) a role, as the "
+                        "modeller's role field does; repeatable")
     command("definitions", cmd_definitions, "list deployed processes and versions")
     request_id = dict(metavar="ID", help="act once: run again with the same ID (after a lost reply), "
                                          "it prints the first result and changes nothing")
