@@ -26,7 +26,8 @@ from .store import Definition, Incident, Instance, ProcessDraft, Store
 KINDS = (".bpmn", ".dmn", ".json")
 MAX_FILE_BYTES = 512 * 1024   # one file of a draft
 MAX_FILES = 50                # files in one draft
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,150}$")
+_NAME = re.compile(r"^(forms/)?[A-Za-z0-9_][A-Za-z0-9_.\-]{0,150}$")  # forms sit in forms/, as deployed
+_PROCESS_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,199}$")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -131,7 +132,7 @@ def save_draft(store: Store, process_id: str, files: Mapping[str, bytes | str], 
     """Save `files` as the next draft of `process_id`; returns its number. Forbidden unless the
     actor may design; InvalidInput naming the file when one is not a file a draft may hold."""
     check_designer(store, actor)
-    if not _NAME.match(process_id or ""):
+    if not _PROCESS_ID.match(process_id or ""):
         raise InvalidInput("%(process)s is not a process id", process=(process_id or "")[:200])
     texts = check_files(files)
     with store.write() as session:
