@@ -159,6 +159,33 @@ def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str],
     return definitions
 
 
+def load_files(files: Mapping[str, bytes], known_roles: Collection[str],
+               deployed: Mapping[str, bytes] | None = None) -> list[ProcessDefinition]:
+    """load_definitions for files held in memory (a designer's drafts), keyed by name: .bpmn and
+    .dmn files, and forms and label tables (`*.json`), which steps name by file name. Same result,
+    same DefinitionError, the names as given standing for paths."""
+    load = _Load(known_roles, deployed)
+    try:
+        for name, data in files.items():
+            suffix = Path(name).suffix.lower()
+            if suffix in (".bpmn", ".dmn"):
+                load.add(name, None, bytes(data), Path(name).name)
+            elif suffix == ".json":
+                load.given_forms.setdefault(Path(name).name, bytes(data))
+            else:
+                load.report(name, 1, "-", "this is not a .bpmn, .dmn or form (.json) file")
+        definitions = load.run([])
+    except DefinitionError:
+        raise
+    except Exception as exc:  # as load_definitions: a bug of ours is a problem, not a traceback
+        where = load.current.path if load.current is not None else next(iter(files), "-")
+        load.problems.append(Problem(where, 1, "-", f"internal error while checking the definitions: "
+                                                    f"{type(exc).__name__}: {_one_line(str(exc))}"))
+    if load.problems:
+        raise DefinitionError(load.sorted_problems())
+    return definitions
+
+
 def load_deployed(files: dict[str, str | bytes], process_id: str, known_roles: Collection[str]) -> ProcessDefinition:
     """A deployed version parsed again from its stored files (`Definition.files`: BPMN and DMN by
     name, forms as `forms/NAME`), as `bpm deploy` parsed them: for checking a version away from the
@@ -327,6 +354,7 @@ class _Load:
         self.given_dirs: list[Path] = []      # folders given: their forms count as the deployment's
         self.deployed = dict(deployed or {})  # DMN files of the deployed set, by name (resolve_decisions)
         self.broken_flows: set[str] = set()   # processes with a flow to or from nothing: not parsed further
+        self.given_forms: dict[str, bytes] = {}  # forms and label tables given in memory (load_files), by name
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -1115,7 +1143,8 @@ class _Load:
         """`form` files exist and are JSON Schemas; `due`, `remind_before`, `assignee` are valid;
         a user or manual task without a form is noted in `notices`."""
         source = part.source
-        folder = self.fs_paths[id(source)].parent
+        real = self.fs_paths.get(id(source))
+        folder = real.parent if real is not None else None
         for el in part.element.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask",
                                     f"{{{BPMN_NS}}}startEvent"):
             props = {p.get("name"): p.get("value") for p in el.iterfind(
@@ -1149,16 +1178,18 @@ class _Load:
             if "/" in form or "\\" in form or form.startswith("."):
                 self.report_at(source, el, f"{what}: form {form!r} must be a file name in forms/")
                 continue
-            candidates = [folder / form, folder.parent / "forms" / form, *(d / form for d in self.given_dirs)]
+            candidates = [*((folder / form, folder.parent / "forms" / form) if folder is not None else ()),
+                          *(d / form for d in self.given_dirs)]
             path = next((c for c in candidates if c.is_file()), None)
-            if path is None:
-                self.report_at(source, el, f"{what} names form {form!r}, which is in neither "
-                                           f"{folder} nor {folder.parent / 'forms'}")
+            if path is None and form not in self.given_forms:
+                where = (f"in neither {folder} nor {folder.parent / 'forms'}" if folder is not None
+                         else "among none of the files given")
+                self.report_at(source, el, f"{what} names form {form!r}, which is {where}")
                 continue
             if form in forms:
                 continue
             try:
-                content = path.read_bytes()
+                content = self.given_forms[form] if path is None else path.read_bytes()
                 schema = json.loads(content)
             except (OSError, ValueError) as exc:
                 self.report_at(source, el, f"{what}: form {form} is not JSON: {exc}")
@@ -1180,10 +1211,10 @@ class _Load:
         folder = folder.parent if folder is not None else None
         candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ())
                       if c.is_file()] + [d / name for d in self.given_dirs if (d / name).is_file()]
-        if not candidates or name in forms:
+        if not (candidates or name in self.given_forms) or name in forms:
             return
         try:
-            content = candidates[0].read_bytes()
+            content = candidates[0].read_bytes() if candidates else self.given_forms[name]
             schema = json.loads(content)
         except (OSError, ValueError) as exc:
             self.report_at(process.source, process.element, f"label table {name} is not JSON: {exc}")

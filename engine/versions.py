@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from sqlalchemy import func, select
 
 from . import access, clock, state
-from .definitions import load_definitions
+from .definitions import ProcessDefinition, load_definitions, load_files
 from .store import Definition, Store
 
 
@@ -59,17 +59,34 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     the reverted content, since they start on the newest version.
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
+    return _deploy(store, lambda roles, deployed: load_definitions(paths, roles, deployed), actor, at)
+
+
+def deploy_files(store: Store, files: Mapping[str, bytes], actor: str | None = None,
+                 at: datetime | None = None) -> list[Deployed]:
+    """`deploy` for files held in memory, keyed by name (definitions.load_files): a designer's
+    drafts, forms (`*.json`) among them."""
+    return _deploy(store, lambda roles, deployed: load_files(files, roles, deployed), actor, at)
+
+
+def check_designer(session, actor: str | None) -> None:
+    """`actor` may deploy (and lint): the designer role; None is the operator. Else runtime.Forbidden."""
     from .runtime import Forbidden, person  # runtime does not import this module
+    if actor is not None:
+        who = person(session, actor)
+        if not access.may_deploy(who):
+            raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
+                            roles=access.roles_text(access.DEPLOY_ROLES))
+
+
+def _deploy(store: Store, load: Callable[[set[str], dict[str, bytes]], list[ProcessDefinition]],
+            actor: str | None, at: datetime | None) -> list[Deployed]:
     at = at or clock.now()
     with store.read() as session:
-        if actor is not None:
-            who = person(session, actor)
-            if not access.may_deploy(who):
-                raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
-                                roles=access.roles_text(access.DEPLOY_ROLES))
+        check_designer(session, actor)
         roles = access.known_roles(session)
         deployed = deployed_decision_files(session)
-    definitions = load_definitions(paths, roles, deployed)
+    definitions = load(roles, deployed)
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:
