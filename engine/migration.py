@@ -96,10 +96,6 @@ def _kind(spec) -> str:
     return words.replace("_", "").strip() or name
 
 
-def _refuse(template: str, **params: Any) -> CannotMove:
-    return CannotMove(template, **params)
-
-
 def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     """Put `workflow` (on `diffs.source`) on `diffs.target`, in place, inside the command context of
     the move (new predicted tasks take their ids from it); returns the element ids its waiting
@@ -108,10 +104,10 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     source, target = diffs.source, diffs.target
     version = target.version
     trees = [(workflow, WorkflowDiff(workflow, diffs.top), target.spec)]
-    for sub_id, sub in workflow.subprocesses.items():
+    for sub in workflow.subprocesses.values():
         name = sub.spec.name
         if name not in diffs.subs:
-            raise _refuse("its subprocess '%(step)s' is not in version %(version)s", step=name, version=version)
+            raise CannotMove("its subprocess '%(step)s' is not in version %(version)s", step=name, version=version)
         trees.append((sub, WorkflowDiff(sub, diffs.subs[name]), target.subprocess_specs[name]))
 
     for tree, diff, _ in trees:
@@ -120,23 +116,25 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
         removed.sort(key=lambda t: (not t.has_state(_LIVE), _name(t)))
         if removed:
             task = removed[0]
+            if task.has_state(_LIVE) and task.task_spec.manual:
+                raise CannotMove("its open task '%(step)s' is not in version %(version)s", step=_name(task),
+                                 version=version)
             if task.has_state(_LIVE):
-                what = "open task" if task.task_spec.manual else "waiting step"
-                raise _refuse(f"its {what} '%(step)s' is not in version %(version)s", step=_name(task),
-                              version=version)
-            raise _refuse("its step '%(step)s', already taken, is not in version %(version)s (its record needs it)",
-                          step=_name(task), version=version)
+                raise CannotMove("its waiting step '%(step)s' is not in version %(version)s", step=_name(task),
+                                 version=version)
+            raise CannotMove("its step '%(step)s', already taken, is not in version %(version)s (its record "
+                             "needs it)", step=_name(task), version=version)
         for task in tree.get_tasks(state=_LIVE | _UNDER_WAY, skip_subprocesses=True):
             new = diff.alignment.get(task)
             if new is None:
                 continue
             if type(new) is not type(task.task_spec):
-                raise _refuse("its waiting step '%(step)s' is a %(old)s in version %(from_version)s but a "
-                              "%(new)s in version %(version)s", step=_name(task), old=_kind(task.task_spec),
-                              new=_kind(new), from_version=source.version, version=version)
+                raise CannotMove("its waiting step '%(step)s' is a %(old)s in version %(from_version)s but a "
+                                 "%(new)s in version %(version)s", step=_name(task), old=_kind(task.task_spec),
+                                 new=_kind(new), from_version=source.version, version=version)
             if task.has_state(_UNDER_WAY) and task in diff.changed:
-                raise _refuse("its step '%(step)s' is under way and is changed in version %(version)s",
-                              step=_name(task), version=version)
+                raise CannotMove("its step '%(step)s' is under way and is changed in version %(version)s",
+                                 step=_name(task), version=version)
 
     # What the engine keeps on each waiting task (holder, due, reminders, escalations, replies; a
     # timer's due time) and when it opened: SpiffWorkflow's reset forgets them, the move must not.
@@ -151,8 +149,8 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     for task_id, (internal, data, changed, was, step) in kept.items():
         task = now.get(task_id)
         if task is None or task.state != was:
-            raise _refuse("its waiting step '%(step)s' would not be waiting in version %(version)s",
-                          step=step, version=version)
+            raise CannotMove("its waiting step '%(step)s' would not be waiting in version %(version)s",
+                             step=step, version=version)
         task.internal_data, task.data, task.last_state_change = internal, data, changed
 
     specs = {id(s) for s in target.spec.task_specs.values()}
@@ -160,8 +158,8 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     for tree in (workflow, *workflow.subprocesses.values()):
         for task in tree.tasks.values():
             if id(task.task_spec) not in specs:
-                raise _refuse("its step '%(step)s' has no place in version %(version)s", step=_name(task),
-                              version=version)
+                raise CannotMove("its step '%(step)s' has no place in version %(version)s", step=_name(task),
+                                 version=version)
     return tuple(sorted({_name(t) for t in workflow.get_tasks(state=_LIVE) if getattr(t.task_spec, "bpmn_id", None)}))
 
 
@@ -186,6 +184,8 @@ def moved_state(instance_id: str, text: str, at: datetime, diffs: SpecDiffs, *,
 # --- which versions, and who may ---------------------------------------------------------------
 
 def _number(value: Any, what: str) -> int:
+    if value is None or value == "":
+        raise InvalidInput("say which version to move %(what)s, as a whole number", {what: "required"}, what=what)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, str) and value.strip().isdigit():
             return int(value.strip())
@@ -301,7 +301,7 @@ def _move_one(store: Store, instance_id: str, diffs: SpecDiffs, actor: str, at: 
             row = (_SELECT_INSTANCE if store.is_sqlite else _SELECT_INSTANCE_LOCKED).first(
                 conn, {"instance_id": instance_id})
             if row is None or row.status != "running" or row.definition_id != source.id:
-                raise _refuse("it is no longer running on version %(version)s", version=source.version)
+                raise CannotMove("it is no longer running on version %(version)s", version=source.version)
             workflow, text, tokens = moved_state(instance_id, row.state, at, diffs, conn=conn, actor=actor)
             inputs = {"from": source.version, "to": target.version}
             state_hash = state.digest(text)
@@ -327,8 +327,3 @@ def _move_one(store: Store, instance_id: str, diffs: SpecDiffs, actor: str, at: 
         return _move_of(instance_id, diffs, refusal)
     return _move_of(instance_id, diffs, tokens=tokens, moved=True)
 
-
-def replay_move(instance_id: str, workflow, at: datetime, source: LoadedDefinition,
-                target: LoadedDefinition) -> None:
-    """A logged `migrate` step applied again (engine.audit), inside the step's command context."""
-    move_workflow(workflow, SpecDiffs(source, target))
