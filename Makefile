@@ -40,7 +40,7 @@ test: $(STAMP)
 # Refresh the message catalogs from the code (see babel.cfg); translate what is new by hand.
 messages: $(STAMP)
 	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k NotFound -k Forbidden -k Conflict -k InvalidInput \
-		-k CommandFailed -k PasswordRefused -k _problem:3 --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
+		-k CommandFailed -k CannotMove -k PasswordRefused -k _problem:3 --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
 	$(BIN)/pybabel -q update --no-wrap --ignore-obsolete -i web/translations/messages.pot -d web/translations
 
 bench: $(STAMP)

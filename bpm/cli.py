@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, inbox, instances, reports, timers, versions
+from engine import access, clock, credit, customers, inbox, instances, migration, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -153,6 +153,29 @@ def _print_notices(args, command: str, deployed) -> None:
         for d in deployed:
             for notice in d.notices:
                 print(f"bpm {command}: {d.process_id}: notice: {notice}", file=sys.stderr)
+
+
+def cmd_migrate(args) -> None:
+    """The running instances of PROCESS_ID on version --from moved to --to, those that can (engine.migration);
+    with --dry-run only whether each can move, where its tokens land, or why not."""
+    store = _store()
+    if args.dry_run:
+        moves = migration.plan(store, args.process_id, args.from_version, args.to_version, actor=args.actor)
+    else:
+        moves = migration.migrate(store, args.process_id, args.from_version, args.to_version, actor=args.actor)
+
+    def line(m) -> str:
+        done = ("moved" if m.moved else "not moved") if not args.dry_run else ("yes" if m.can_move else "no")
+        return "  ".join([m.instance_id, done, ", ".join(m.tokens_to) or "-", m.reason or "-"])
+
+    def text() -> str:
+        head = "instance  can move  tokens to  reason" if args.dry_run else "instance  outcome  tokens at  reason"
+        verb = "could move" if args.dry_run else "moved"
+        count = sum(1 for m in moves if (m.can_move if args.dry_run else m.moved))
+        return "\n".join([head, *(line(m) for m in moves),
+                          f"{count} of {len(moves)} running instance(s) of {args.process_id} v{args.from_version} "
+                          f"{verb} to v{args.to_version}"])
+    _print(args, [m.as_json() for m in moves], text)
 
 
 def cmd_definitions(args) -> None:
@@ -635,6 +658,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
+    p = command("migrate", cmd_migrate, "move the running instances of one version of a process to another: "
+                                        "those that can, each as one logged step")
+    p.add_argument("process_id")
+    p.add_argument("--from", dest="from_version", type=int, required=True, metavar="N")
+    p.add_argument("--to", dest="to_version", type=int, required=True, metavar="M")
+    p.add_argument("--dry-run", action="store_true", help="only say which can move, where their tokens land, "
+                                                          "or why not; change nothing")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     request_id = dict(metavar="ID", help="act once: run again with the same ID (after a lost reply), "
                                          "it prints the first result and changes nothing")
     p = command("start", cmd_start, "start an instance")

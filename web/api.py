@@ -17,7 +17,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
-from engine import access, clock, inbox, instances, notifications
+from engine import access, clock, inbox, instances, migration, notifications
 from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
@@ -178,6 +178,25 @@ def start(process_id: str):
     view = runtime().start(process_id, g.who.username, body.get("data", {}),
                            request_id=request.headers.get("Idempotency-Key"))
     return jsonify(view.as_json()), 201
+
+
+@bp.get("/v1/processes/<process_id>/migration")
+@authenticated
+def migration_plan(process_id: str):
+    """The dry run of moving the running instances of version `from` to version `to` (engine.migration):
+    for each, whether it can move, where its waiting tokens land, or why not. Changes nothing."""
+    moves = migration.plan(runtime().store, process_id, request.args.get("from"), request.args.get("to"),
+                           actor=g.who.username)
+    return jsonify([m.as_json() for m in moves])
+
+
+@bp.post("/v1/processes/<process_id>/migration")
+@authenticated
+def migrate(process_id: str):
+    """Move those that can ({"from": N, "to": M}), each as one logged step; the others stay, with the reason."""
+    body = _json_body()
+    moves = migration.migrate(runtime().store, process_id, body.get("from"), body.get("to"), actor=g.who.username)
+    return jsonify([m.as_json() for m in moves])
 
 
 @bp.get("/v1/tasks")

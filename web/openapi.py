@@ -119,6 +119,20 @@ def document() -> dict:
             "/v1/processes/{process_id}/instances": {"post": _op(
                 "Start an instance", {"201": _json(_ref("Instance"), "Created")}, body=DATA_BODY,
                 params=[_path_param("process_id"), IDEMPOTENCY_KEY])},
+            "/v1/processes/{process_id}/migration": {
+                "get": _op("The dry run of moving the running instances of one version to another "
+                           "(designers): for each, whether it can move, where its waiting tokens land, or why "
+                           "not; changes nothing", {"200": _json({"type": "array", "items": _ref("Move")})},
+                           params=[_path_param("process_id"),
+                                   *({"name": n, "in": "query", "required": True,
+                                      "schema": {"type": "integer", "minimum": 1}} for n in ("from", "to"))],
+                           codes=(400, 401, 403, 404)),
+                "post": _op("Move those that can, each in its own transaction as one logged step "
+                            "(command migrate); the others stay where they are, with the reason",
+                            {"200": _json({"type": "array", "items": _ref("Move")})},
+                            body={"type": "object", "required": ["from", "to"], "properties": {
+                                "from": {"type": "integer", "minimum": 1}, "to": {"type": "integer", "minimum": 1}}},
+                            params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
             "/v1/tasks": {"get": _op("The caller's inbox: held tasks and tasks open to their roles",
                                      {"200": _json(_ref("InboxPage"))}, params=inbox_params,
                                      codes=(400, 401))},
@@ -233,6 +247,15 @@ def document() -> dict:
                     "error": {"type": "string"}, "fields": {"type": "object",
                                                             "additionalProperties": {"type": "string"}},
                     "incident": {"type": "integer"}}},
+                "Move": {"type": "object", "required": ["id", "can_move", "reason", "tokens_to", "from_version",
+                                                        "to_version", "moved"], "properties": {
+                    "id": {"type": "string", "description": "the instance"},
+                    "can_move": {"type": "boolean"},
+                    "reason": {"type": ["string", "null"], "description": "why it cannot move; null when it can"},
+                    "tokens_to": {"type": "array", "items": {"type": "string"},
+                                  "description": "element ids of the target version where its waiting tokens land"},
+                    "from_version": {"type": "integer"}, "to_version": {"type": "integer"},
+                    "moved": {"type": "boolean", "description": "false in a dry run"}}},
                 "Token": {"type": "object", "required": ["id", "created_at", "expires_at", "active"],
                           "properties": {"id": {"type": "string"}, "created_at": {"type": "string"},
                                          "expires_at": {"type": ["string", "null"]},
