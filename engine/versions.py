@@ -48,7 +48,7 @@ def deployed_decision_files(session) -> dict[str, bytes]:
 
 
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
-           at: datetime | None = None) -> list[Deployed]:
+           at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
     """Validate every file, then deploy all processes in one transaction, or none.
 
     `actor` must hold the designer role (access.may_deploy); None is the operator on the server's
@@ -57,6 +57,9 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     Files equal to an OLDER version (a reverted file) are deployed as a new version with that
     content, `same_as` naming the older one: history stays append-only, and new instances run
     the reverted content, since they start on the newest version.
+    With `require_tests`, the model tests of each process (its `<process_id>.cases.json`,
+    engine.modeltests) run on the files being deployed first: if any case fails, nothing is
+    deployed (`modeltests.CasesFailed`, naming the failing cases).
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
     from .runtime import Forbidden, person  # runtime does not import this module
@@ -70,6 +73,15 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
         roles = access.known_roles(session)
         deployed = deployed_decision_files(session)
     definitions = load_definitions(paths, roles, deployed)
+    if require_tests:
+        from .modeltests import CasesFailed, run_cases  # (it deploys on a database of its own)
+        failed = {}
+        for definition in definitions:
+            results = [r for r in run_cases(definition.files, definition.process_id) if not r.passed]
+            if results:
+                failed[definition.process_id] = results
+        if failed:
+            raise CasesFailed(failed)
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:
