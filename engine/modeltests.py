@@ -38,7 +38,10 @@ its files and of its content hash), so each version carries the cases written fo
   it must hold (a subset: objects are compared key by key, anything else must be equal) and the
   `tasks` it still waits at (element ids, any order).
 
-The cases of a run share one throwaway in-memory SQLite database, seeded with the demo
+A file may also give `records`: business records on file before the cases run (`kind`, `key`,
+`customer`, `ref`, `data`, as engine.records keeps them), such as the shipped order a return names.
+
+The cases of a run share one throwaway SQLite database (a file in /dev/shm, in memory), seeded with the demo
 organisation, customer cards and credit list (as `bpm init --demo`), on which only the files under
 test are deployed: the real database is never touched. Cases run one after the other, each with
 its own instance, on a fixed clock; each run gets a fresh database.
@@ -46,6 +49,7 @@ its own instance, on a fixed clock; each run gets a fresh database.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import threading
@@ -96,6 +100,13 @@ CASES_SCHEMA: dict = {
     "properties": {
         "$schema": {"type": "string"},
         "description": {"type": "string"},
+        "records": {"type": "array", "items": {
+            "type": "object", "required": ["kind", "key", "data"], "additionalProperties": False,
+            "properties": {"kind": {"type": "string", "minLength": 1, "maxLength": 40},
+                           "key": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "ref": {"type": ["string", "null"], "maxLength": 200},
+                           "customer": {"type": ["string", "null"], "maxLength": 200},
+                           "data": _DATA}}},
         "cases": {"type": "array", "items": {
             "type": "object",
             "required": ["name", "start_as"],
@@ -171,7 +182,11 @@ def case_problems(document: Any, tasks: Iterable[str] | None = None,
 
     for error in sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.path]):
         path = list(error.path)
-        if len(path) >= 2 and path[0] == "cases" and isinstance(path[1], int):
+        if len(path) >= 2 and path[0] == "records" and isinstance(path[1], int):
+            error.path.popleft()
+            error.path.popleft()
+            found.append((f"record {path[1] + 1}", _sentence(error)))
+        elif len(path) >= 2 and path[0] == "cases" and isinstance(path[1], int):
             error.path.popleft()
             error.path.popleft()
             found.append((which(path[1]), _sentence(error)))
@@ -248,13 +263,23 @@ def _company():
     return processes.SERVICES, processes.LOOKUPS, DEMO_CARDS, DEMO_CREDIT_LIST
 
 
-def _memory_url() -> str:
+def _folder() -> str:
+    """Where throwaway databases live: /dev/shm (memory) where there is one, else the temp folder."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def _new_path() -> Path:
     # A name of its own per database: the runtime caches loaded definitions by database URL.
-    return f"sqlite:///file:bpm-model-tests-{uuid.uuid4().hex}?mode=memory&uri=true"
+    return Path(_folder()) / f"bpm-model-tests-{uuid.uuid4().hex}.sqlite3"
 
 
-def _raw(store):
-    return store.engine.raw_connection().driver_connection
+def _remove(path: Path) -> None:
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            each.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _seeded() -> bytes:
@@ -265,24 +290,41 @@ def _seeded() -> bytes:
             from . import access, clock, credit, customers
             from .store import Store, migrate
             _, _, cards, credit_list = _company()
-            store = Store(_memory_url())
+            path = _new_path()
+            store = Store(f"sqlite:///{path}")
             try:
                 migrate(store)
                 with clock.fixed_now(START), store.write() as session:
                     access.seed_demo(session)
                     customers.seed_cards(session, cards, START)
                     credit.seed(session, credit_list, START)
-                _template = _raw(store).serialize()
+                with store.engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                store.dispose()
+                _template = path.read_bytes()
             finally:
                 store.dispose()
+                _remove(path)
         return _template
 
 
-def _throwaway():
-    from .store import Store
-    store = Store(_memory_url())
-    _raw(store).deserialize(_seeded())
-    return store
+class _Throwaway:
+    """A fresh copy of the seeded database in a file of its own (in memory under /dev/shm): real
+    SQLite, several connections and all, so commands run as they do on the deployment's; removed
+    after the run."""
+
+    def __enter__(self):
+        from .store import Store
+        self.path = _new_path()
+        self.path.write_bytes(_seeded())
+        self.store = Store(f"sqlite:///{self.path}")
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        from .runtime import forget_definitions
+        forget_definitions(str(self.store.engine.url))
+        self.store.dispose()
+        _remove(self.path)
 
 
 def _write_files(folder: Path, files: Mapping[str, bytes | str]) -> Path:
@@ -312,34 +354,30 @@ def run_cases(files: Mapping[str, bytes], process_id: str, cases: list | None = 
     `runtime.NotFound` if the files hold no process `process_id`."""
     from . import versions
     from .definitions import message_rules
-    from .runtime import InvalidInput, NotFound, Runtime, forget_definitions
-    if cases is None:
-        text = files.get(cases_file(process_id))
-        if text is None:
-            return []
-        document = json.loads(text)
-    else:
-        document = {"cases": cases}
-    problems = case_problems(document)
-    if problems:
-        raise InvalidInput("%(problems)s", {where: sentence for where, sentence in problems},
-                           problems="; ".join(f"{where}: {sentence}" for where, sentence in problems))
+    from .runtime import Runtime
+    text = files.get(cases_file(process_id))
+    if cases is None and text is None:
+        return []
     default_services, default_lookups, _, _ = _company() if services is None or lookups is None else (None,) * 4
-    store = _throwaway()
-    try:
+    with _Throwaway() as store:
         with tempfile.TemporaryDirectory(prefix="bpm-model-tests-") as folder:
             diagrams = _write_files(Path(folder), files)
-            deployed = versions.deploy(store, [diagrams], at=START)
+            deployed = versions.deploy(store, [diagrams], at=START)  # refuses a malformed cases file
         if process_id not in {d.process_id for d in deployed}:
             raise NotFound("there is no deployed process %(process)r", process=process_id)
+        given = json.loads(text) if text is not None else {}
+        document = given if cases is None else {"cases": cases, **({"records": given["records"]} if "records" in given else {})}
+        problems = case_problems(document)
+        if problems:
+            raise InvalidInput("the model tests are not right: %(problems)s",
+                               {where: sentence for where, sentence in problems},
+                               problems="; ".join(f"{where}: {sentence}" for where, sentence in problems))
+        _put_records(store, document.get("records", []))
         runtime = Runtime(store, services if services is not None else default_services,
                           lookups=lookups if lookups is not None else default_lookups)
         rules = message_rules(dict(files))
         clock = _Clock(START)
         return [_Case(runtime, process_id, case, clock, rules).run() for case in document["cases"]]
-    finally:
-        forget_definitions(str(store.engine.url))
-        store.dispose()
 
 
 def run_deployed(store, process_id: str, version: int | None = None, actor: str | None = None,
@@ -365,6 +403,23 @@ def run_deployed(store, process_id: str, version: int | None = None, actor: str 
             raise NotFound("process %(process)r has no version %(version)s", process=process_id, version=version)
         raise NotFound("there is no deployed process %(process)r", process=process_id)
     return run_cases({name: text.encode("utf-8") for name, text in row.files.items()}, process_id, **company)
+
+
+MODEL_TEST_INSTANCE = "00000000-0000-4000-8000-000000000000"  # who "published" a given record
+
+
+def _put_records(store, given: list[dict]) -> None:
+    """The business records a cases file gives (its `records`: an order on file that a return
+    names, a contract an order refers to), as if the process owning each had published them."""
+    if not given:
+        return
+    from .store import BusinessRecord
+    with store.write() as session:
+        for record in given:
+            session.merge(BusinessRecord(kind=record["kind"], key=record["key"], ref=record.get("ref"),
+                                         customer=record.get("customer"), data=record["data"],
+                                         instance_id=MODEL_TEST_INSTANCE, process_id="model-test",
+                                         revision=1, updated_at=START))
 
 
 class _Clock:
@@ -466,14 +521,17 @@ class _Case:
         parsed = TimerEventDefinition.parse_iso_duration(step["wait"])
         delta = TimerEventDefinition.get_timedelta_from_start(parsed, self.clock.now)
         at = self.clock.step(delta)
+        if self.view.status != "running":
+            return
         try:
             for _ in range(_MAX_TIMER_ROUNDS):
                 view = self.rt.fire_timer(self.view.id, at=at)
-                self.seen_now(view)
                 if not view.changed or view.status != "running":
                     break
+                self.seen_now(view)
         except EngineError as exc:
             self.fail(f"step {n} (wait {step['wait']}): {_said(exc)}")
+        self.seen_now(self.rt.instance(self.view.id))
 
     def message(self, n: int, step: dict) -> None:
         from .runtime import EngineError
