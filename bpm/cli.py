@@ -141,7 +141,15 @@ def cmd_deploy(args) -> None:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise Refused(f"{missing[0]}: no such file or folder")
-    deployed = versions.deploy(store, args.paths, actor=args.actor)
+    from engine.modeltests import CasesFailed
+    try:
+        deployed = versions.deploy(store, args.paths, actor=args.actor, require_tests=args.require_tests)
+    except CasesFailed as exc:
+        for process_id, results in sorted(exc.failed.items()):
+            for result in results:
+                for problem in result.problems:
+                    print(f"bpm deploy: {process_id}: FAIL {result.name}: {problem}", file=sys.stderr)
+        raise
     _print(args, [d.as_json() for d in deployed],
            lambda: "\n".join(d.sentence() for d in deployed))
     _print_notices(args, "deploy", deployed)
@@ -176,6 +184,27 @@ def cmd_migrate(args) -> None:
                           f"{count} of {len(moves)} running instance(s) of {args.process_id} v{args.from_version} "
                           f"{verb} to v{args.to_version}"])
     _print(args, [m.as_json() for m in moves], text)
+
+
+def cmd_test_model(args) -> None:
+    """The model tests of a deployed process (engine.modeltests): a line per case, exit 1 if any fails."""
+    import time
+    from engine import modeltests
+    store = _store()
+    began = time.perf_counter()
+    results = modeltests.run_deployed(store, args.process_id, args.version, actor=args.actor)
+    seconds = time.perf_counter() - began
+    failed = [r for r in results if not r.passed]
+    _print(args, {"process_id": args.process_id, "version": args.version, "passed": not failed,
+                  "seconds": round(seconds, 3), "results": [r.as_json() for r in results]},
+           lambda: "\n".join(
+               [line for r in results for line in
+                [f"{'PASS' if r.passed else 'FAIL'}  {r.name}", *(f"      {p}" for p in r.problems)]]
+               + [f"{args.process_id}: {len(results) - len(failed)} of {len(results)} case(s) passed "
+                  f"in {seconds:.2f} s" if results else f"{args.process_id} has no model tests "
+                  f"(write them in forms/{args.process_id}{modeltests.CASES_SUFFIX})"]))
+    if failed:
+        raise Refused(f"{len(failed)} of {len(results)} case(s) failed: " + ", ".join(repr(r.name) for r in failed))
 
 
 def cmd_definitions(args) -> None:
@@ -656,6 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
+    p.add_argument("--require-tests", action="store_true",
+                   help="run each process's model tests on the files first; deploy nothing if one fails")
+    p = command("test-model", cmd_test_model, "run the model tests attached to a process; exit 1 if any fails")
+    p.add_argument("process_id")
+    p.add_argument("--version", type=int, metavar="N", help="a deployed version (default: the newest)")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
     p = command("migrate", cmd_migrate, "move the running instances of one version of a process to another: "

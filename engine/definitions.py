@@ -1085,6 +1085,7 @@ class _Load:
             self.check_task_properties(part, forms, files, notices)
             self.check_loops(part, notices)
         self.check_data_labels(process, forms, files)
+        self.check_model_cases(process, closure, files)
         if any(self.has_problem(part.source) for part in closure):
             return None
         return ProcessDefinition(
@@ -1224,6 +1225,34 @@ class _Load:
             self.report_at(process.source, process.element, f"label table {name}: {problem}")
             return
         forms[name] = schema
+        files[f"forms/{name}"] = content
+
+    def check_model_cases(self, process: _Process, closure: list[_Process], files: dict[str, bytes]) -> None:
+        """The process's model tests, `<process id>.cases.json` beside its forms (engine.modeltests,
+        which owns the format): deployed with the version, so each version holds the cases written
+        for it. A malformed file is refused, each problem naming the case and the field."""
+        from .modeltests import CASES_SUFFIX, case_problems, cases_line  # (it imports this module)
+        name = f"{process.id}{CASES_SUFFIX}"
+        folder = self.fs_paths.get(id(process.source))
+        folder = folder.parent if folder is not None else None
+        candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ())
+                      if c.is_file()] + [d / name for d in self.given_dirs if (d / name).is_file()]
+        if not candidates:
+            return
+        shown = str(candidates[0])
+        try:
+            content = candidates[0].read_bytes()
+            document = json.loads(content)
+        except (OSError, ValueError) as exc:
+            self.report(shown, getattr(exc, "lineno", None) or 1, "-", f"the model tests are not JSON: {exc}")
+            return
+        tasks = {el.get("id") for part in closure for el in part.element.iter(
+            f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask") if el.get("id")}
+        messages = {m.get("name") or m.get("id") for part in closure
+                    for m in part.source.root.iterfind("bpmn:message", NS)}
+        for case, sentence in case_problems(document, tasks, messages):
+            self.report(shown, cases_line(content, case), "-",
+                        f"{case}: {sentence}" if case != "-" else sentence)
         files[f"forms/{name}"] = content
 
     def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:

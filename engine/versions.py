@@ -48,7 +48,7 @@ def deployed_decision_files(session) -> dict[str, bytes]:
 
 
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
-           at: datetime | None = None) -> list[Deployed]:
+           at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
     """Validate every file, then deploy all processes in one transaction, or none.
 
     `actor` must hold the designer role (access.may_deploy); None is the operator on the server's
@@ -57,16 +57,21 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     Files equal to an OLDER version (a reverted file) are deployed as a new version with that
     content, `same_as` naming the older one: history stays append-only, and new instances run
     the reverted content, since they start on the newest version.
+    With `require_tests`, the model tests of each process (its `<process_id>.cases.json`,
+    engine.modeltests) run on the files being deployed first: if any case fails, nothing is
+    deployed (`modeltests.CasesFailed`, naming the failing cases).
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
-    return _deploy(store, lambda roles, deployed: load_definitions(paths, roles, deployed), actor, at)
+    return _deploy(store, lambda roles, deployed: load_definitions(paths, roles, deployed), actor, at,
+                   require_tests)
 
 
 def deploy_files(store: Store, files: Mapping[str, bytes], actor: str | None = None,
-                 at: datetime | None = None) -> list[Deployed]:
+                 at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
     """`deploy` for files held in memory, keyed by name (definitions.load_files): a designer's
     drafts, forms (`*.json`) among them."""
-    return _deploy(store, lambda roles, deployed: load_files(files, roles, deployed), actor, at)
+    return _deploy(store, lambda roles, deployed: load_files(files, roles, deployed), actor, at,
+                   require_tests)
 
 
 def check_designer(session, actor: str | None) -> None:
@@ -80,13 +85,22 @@ def check_designer(session, actor: str | None) -> None:
 
 
 def _deploy(store: Store, load: Callable[[set[str], dict[str, bytes]], list[ProcessDefinition]],
-            actor: str | None, at: datetime | None) -> list[Deployed]:
+            actor: str | None, at: datetime | None, require_tests: bool = False) -> list[Deployed]:
     at = at or clock.now()
     with store.read() as session:
         check_designer(session, actor)
         roles = access.known_roles(session)
         deployed = deployed_decision_files(session)
     definitions = load(roles, deployed)
+    if require_tests:
+        from .modeltests import CasesFailed, run_cases  # (it deploys on a database of its own)
+        failed = {}
+        for definition in definitions:
+            results = [r for r in run_cases(definition.files, definition.process_id) if not r.passed]
+            if results:
+                failed[definition.process_id] = results
+        if failed:
+            raise CasesFailed(failed)
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:

@@ -199,6 +199,24 @@ def migrate(process_id: str):
     return jsonify([m.as_json() for m in moves])
 
 
+@bp.post("/v1/processes/<process_id>/model-tests")
+@authenticated
+def model_tests(process_id: str):
+    """Run the model tests of a deployed version (engine.modeltests), for designers: body
+    `{"version": N}` optional (default: the newest)."""
+    from engine import modeltests
+    from engine.definitions import DefinitionError
+    version = _json_body().get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ApiError(400, "version must be a whole number from 1", {"version": "not a whole number from 1"})
+    try:
+        results = modeltests.run_deployed(runtime().store, process_id, version, actor=g.who.username)
+    except DefinitionError as exc:  # a version deployed before its cases' rules changed
+        raise ApiError(422, "the version's files do not deploy: " + "; ".join(str(p) for p in exc.problems))
+    return jsonify({"process_id": process_id, "version": version, "passed": all(r.passed for r in results),
+                    "results": [r.as_json() for r in results]})
+
+
 @bp.get("/v1/tasks")
 @authenticated
 def tasks():

@@ -133,6 +133,16 @@ def document() -> dict:
                             body={"type": "object", "required": ["from", "to"], "properties": {
                                 "from": {"type": "integer", "minimum": 1}, "to": {"type": "integer", "minimum": 1}}},
                             params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/model-tests": {"post": _op(
+                "Run the model tests attached to a deployed version of the process (its "
+                "<process_id>.cases.json; the newest version unless the body names one) on a throwaway "
+                "database; for designers (403 otherwise), 404 for no such process or version",
+                {"200": _json({"type": "object", "required": ["results", "passed"], "properties": {
+                    "process_id": {"type": "string"}, "version": {"type": ["integer", "null"]},
+                    "passed": {"type": "boolean"},
+                    "results": {"type": "array", "items": _ref("ModelTestResult")}}})},
+                body={"type": "object", "properties": {"version": {"type": "integer", "minimum": 1}}},
+                params=[_path_param("process_id")], codes=(400, 401, 403, 404, 422))},
             "/v1/tasks": {"get": _op("The caller's inbox: held tasks and tasks open to their roles",
                                      {"200": _json(_ref("InboxPage"))}, params=inbox_params,
                                      codes=(400, 401))},
@@ -312,6 +322,13 @@ def document() -> dict:
                     "id": {"type": "string"}, "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "status": {"enum": ["running", "completed", "cancelled", "error"]},
                     "data": {"type": "object"}, "tasks": {"type": "array", "items": _ref("Task")}}},
+                "ModelTestResult": {"type": "object", "required": ["name", "passed", "problems", "path"],
+                                    "properties": {
+                    "name": {"type": "string"}, "passed": {"type": "boolean"},
+                    "problems": {"type": "array", "items": {"type": "string"},
+                                 "description": "one sentence each, e.g. step 2: expected task 'vp_approval', found 'gm_approval'"},
+                    "path": {"type": "array", "items": {"type": "string"},
+                             "description": "the human tasks the instance met, by element id, in order"}}},
                 "Startable": {"type": "object", "properties": {
                     "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "name": {"type": "string"}, "form": {"type": ["string", "null"]},
