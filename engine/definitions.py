@@ -28,7 +28,7 @@ from SpiffWorkflow.spiff.parser.process import VALIDATOR as SPIFF_VALIDATOR
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
 from SpiffWorkflow.spiff.serializer.config import SPIFF_CONFIG
 
-from . import schedules
+from . import foreign, schedules
 from .forms import check_schema
 from .scripts import check_code
 
@@ -518,6 +518,11 @@ class _Load:
             self.unreadable = True
             return
         source.tree = tree
+        if source.kind == "bpmn":
+            # Other modellers' dialects (Camunda roles, FEEL, unquoted timers), rewritten in memory
+            # only: the stored bytes stay as given, and every read of them rewrites them alike.
+            for finding in foreign.translate(tree, self.known_roles):
+                self.report_at(source, finding.element, finding.message)
         self.validate(source)
 
     def resolve_decisions(self) -> None:
@@ -744,6 +749,8 @@ class _Load:
                     self.report_at(source, el, f"script task {el.get('id')} has no script")
                 else:
                     self._code(source, el, scripts[0].text, "exec", "script")
+            elif el.get(foreign.UNTRANSLATED):
+                pass  # reported by foreign.translate
             elif local == "conditionExpression":
                 owner = self._owner(el)
                 language = el.get("language")
