@@ -153,7 +153,8 @@ def upload():
     other files when the form says which (`version`/`draft`), else of these files alone."""
     process_id = (request.form.get("process_id") or "").strip()
     uploaded = [f for f in request.files.getlist("files") if f and f.filename]
-    back = url_for("designer.process", process_id=process_id) if process_id else url_for("designer.index")
+    known = bool(process_id) and len(process_id) <= 200 and bool(drafts.overview(_store(), process_id))
+    back = url_for("designer.process", process_id=process_id) if known else url_for("designer.index")
 
     def refuse(message: str):
         flash(message, "error")
@@ -327,9 +328,13 @@ def _edited(process_id: str, payload) -> tuple[dict, dict[str, str], str]:
     name, text = payload["file"], payload["text"]
     if name not in files:
         raise InvalidInput("there is no file %(name)s here", name=name[:200])
+    text = drafts.check_file(name, text.encode("utf-8"))
     foreign = _engine_part("foreign")
     if name.endswith(".bpmn") and foreign is not None:
-        text = foreign.keep_extensions(files[name].encode("utf-8"), text.encode("utf-8")).decode("utf-8")
+        try:
+            text = foreign.keep_extensions(files[name].encode("utf-8"), text.encode("utf-8")).decode("utf-8")
+        except ValueError as exc:
+            raise InvalidInput("%(name)s cannot be saved: %(problem)s", name=name, problem=str(exc)) from None
     files[name] = text
     return source, files, name
 
