@@ -2,7 +2,10 @@
 server of tests/browser_server.py): design.yang signs in and lands on the design page, opens
 contract_review in the modeller, changes a user task's due time in the properties panel, saves a
 draft, and the draft's XML carries the new due; a form file is previewed as the approver sees it;
-every MIWG conformance diagram opens in the modeller without an import error.
+every MIWG conformance diagram opens in the modeller without an import error; and the whole of
+issue 11's scenario: the threshold changed in the DMN, a due time changed, a broken condition seen
+on the diagram and fixed, the model tests run, version 2 deployed, the migration dry run and the
+move, and an approver's running instance going on on version 2.
 """
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from sqlalchemy import select
+
 from engine import drafts
+from engine.store import Definition, HumanTask, Instance
+
+from .conftest import contract
 
 from .test_browser import chromium, live, open_page, sign_in  # noqa: F401 (fixtures)
 
@@ -88,6 +96,98 @@ def test_a_form_is_previewed_as_the_approver_sees_it(open_page, live):
     preview = page.locator("#form-preview form.schema-form")
     assert preview.count() == 1
     assert preview.locator(".field").count() >= 1
+
+
+def test_the_designers_whole_change_of_contract_review(open_page, live):
+    rt = live.runtime
+    running = rt.start("contract_review", "rep.wang", contract())  # waits for the department manager
+    page = open_page()
+    sign_in(page, "design.yang")
+    page.wait_for_url("**/design")
+    page.click("#process-contract_review a")
+    page.click("#version-1 a:has-text('建模器')")
+    opened(page)
+
+    # 1. the major-contract threshold, in the decision table (dmn-js)
+    page.click(".file-tabs a:has-text('contract_approval_authority.dmn')")
+    opened(page)
+    for rule in (1, 2):
+        page.locator(f'[data-element-id="contract_approval_authority_rule_{rule}_in_1"] [contenteditable]').click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(">= 800000")
+    page.locator("h1").click()
+    page.click("#save-draft")
+    page.wait_for_selector("#modeler[data-saved-draft]")
+    first = int(page.get_attribute("#modeler", "data-saved-draft"))
+
+    # 2. a task's due time, and a broken condition the lint marks on the diagram
+    page.click(".file-tabs a:has-text('contract_review.bpmn')")
+    assert f"draft={first}" in page.url
+    opened(page)
+    page.locator('g.djs-shape[data-element-id="dm_review"]').click()
+    page.fill("#prop-due", "P3D")
+    page.press("#prop-due", "Tab")
+    page.evaluate("""id => { const m = window.bpmModeler;
+        m.get('selection').select(m.get('elementRegistry').get(id)); }""", "flow_is_major_report_major")
+    assert page.input_value("#prop-condition") == "major_contract == True"
+    page.fill("#prop-condition", "major_contract = = True")
+    page.press("#prop-condition", "Tab")
+    page.click("#lint")
+    flow = page.locator('g[data-element-id="flow_is_major_report_major"]').first
+    page.wait_for_selector('g.lint-error[data-element-id="flow_is_major_report_major"]', state="attached")
+    finding = page.locator('#findings-list a[data-element="flow_is_major_report_major"]')
+    assert "contract_review.bpmn:" in finding.inner_text()
+    page.locator("h1").click()
+    finding.click()  # selects the flow: its condition is in the panel
+    assert page.input_value("#prop-id") == "flow_is_major_report_major"
+    page.fill("#prop-condition", "major_contract == True")
+    page.press("#prop-condition", "Tab")
+    page.click("#lint")
+    page.wait_for_selector('g.lint-error[data-element-id="flow_is_major_report_major"]', state="detached")
+    assert "lint-error" not in (flow.get_attribute("class") or "")
+    assert page.locator("#findings-list .finding-error").count() == 0
+    page.click("#save-draft")
+    page.wait_for_selector(f"#modeler[data-saved-draft='{first + 1}']")
+    second = first + 1
+    saved = drafts.draft_files(live.store, "contract_review", second)
+    assert properties(saved["contract_review.bpmn"], "dm_review")["due"] == "P3D"
+    assert "&gt;= 800000" in saved["contract_approval_authority.dmn"]
+
+    # 3. the model tests of the draft, then deploy it as version 2
+    page.goto("/design/contract_review")
+    page.locator(f"#draft-{second} button", has_text="模型测试").click()
+    assert page.locator("table.cases tr.case-passed").count() >= 1
+    assert page.locator("table.cases tr.case-failed").count() == 0
+    page.locator(f"#draft-{second} button", has_text="部署").click()
+    assert "版本 2 已部署" in page.locator("ul.flashes").inner_text()
+    assert page.locator("#version-2").count() == 1
+
+    # 4. the migration dry run, then the move of those that can
+    page.click("#migration button:has-text('试运行')")
+    row = page.locator("table.moves tr.can-move", has_text=running.id[:8])
+    assert row.count() == 1
+    page.click("#migration button:has-text('迁移可迁移的实例')")
+    assert "已从版本 1 迁移到版本 2" in page.locator("ul.flashes").inner_text()
+    with live.store.read() as session:
+        v2 = session.scalar(select(Definition.id).where(Definition.process_id == "contract_review",
+                                                        Definition.version == 2))
+        assert session.get(Instance, running.id).definition_id == v2
+        task = session.scalars(select(HumanTask).where(HumanTask.instance_id == running.id)).one()
+
+    # 5. the department manager goes on with the instance, now on version 2
+    dm = open_page()
+    sign_in(dm, "dm.zhou")
+    dm.goto(f"/tasks/{task.id}")
+    dm.locator("button", has_text="认领").first.click()
+    dm.goto(f"/tasks/{task.id}")
+    dm.check("#field-decision input[value=approve]")
+    dm.locator("button[name=action][value=complete]").click()
+    dm.wait_for_url("**/")
+    with live.store.read() as session:
+        after = session.get(Instance, running.id)
+        steps = [t.element_id for t in session.scalars(select(HumanTask).where(HumanTask.instance_id == running.id))]
+    assert after.definition_id == v2 and after.status == "running"
+    assert steps == ["go_approval"], steps
 
 
 @pytest.mark.skipif(MIWG is None, reason="the MIWG conformance files are not here")

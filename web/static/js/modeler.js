@@ -79,6 +79,13 @@
       data.base = { draft: answer.number };
       container.setAttribute("data-saved-draft", String(answer.number));
       if (window.history && answer.edit) window.history.replaceState(null, "", answer.edit);
+      // the other files' tabs now open the new draft, which holds them too
+      document.querySelectorAll(".file-tabs a, a[data-follows-draft]").forEach(function (link) {
+        var url = new URL(link.href, window.location.href);
+        url.searchParams.delete("version");
+        url.searchParams.set("draft", String(answer.number));
+        link.href = url.pathname + url.search;
+      });
       say(answer.message, "ok");
       return answer.number;
     }).catch(function (error) {
