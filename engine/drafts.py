@@ -190,6 +190,14 @@ def zipped(files: Mapping[str, str]) -> bytes:
     return out.getvalue()
 
 
+def open_incidents(store: Store, process_id: str, limit: int = 50) -> list[Incident]:
+    """The newest open incidents of a process (at most `limit`), for its designer to look into."""
+    with store.read() as session:
+        return list(session.scalars(select(Incident).where(Incident.process_id == process_id,
+                                                           Incident.status == "open")
+                                    .order_by(Incident.created_at.desc(), Incident.id.desc()).limit(limit)))
+
+
 def overview(store: Store, process_id: str | None = None) -> list[ProcessSummary]:
     """Every deployed process (or one) with its versions, the running instances of each version,
     its open incidents, and its drafts; processes with drafts only are listed too."""

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from engine import drafts
 from engine.runtime import Forbidden, InvalidInput
-from engine.store import Definition, ProcessDraft
+from engine import clock
+from engine.store import Definition, Incident, ProcessDraft
 
 from .conftest import contract
 from .test_web import app, as_user, catalogs, rt, text  # noqa: F401 (fixtures)
@@ -110,6 +111,20 @@ def test_the_overview_counts_running_instances_per_version_and_incidents(app, rt
     assert found.open_incidents == 0
     page = text(designer.get("/design/contract_review"))
     assert 'id="version-1"' in page and found.versions[0].short_hash in page
+
+
+def test_open_incidents_are_counted_and_listed(app, rt, designer):
+    view = rt.start("contract_review", "rep.wang", contract())
+    with rt.store.write() as session:
+        for status in ("open", "open", "resolved"):
+            session.add(Incident(instance_id=view.id, process_id="contract_review", command="complete", input={},
+                                 actor="dm.zhou", element_id="dm_review", message=f"a script failed ({status})",
+                                 status=status, created_at=clock.now()))
+    assert drafts.overview(rt.store, "contract_review")[0].open_incidents == 2
+    assert drafts.overview(rt.store, "credit_review")[0].open_incidents == 0
+    page = text(designer.get("/design/contract_review"))
+    assert page.count("a script failed (open)") == 2 and "a script failed (resolved)" not in page
+    assert view.id[:8] in page.split('id="incidents"')[1]
 
 
 # --- drafts ---------------------------------------------------------------------------------------
@@ -323,6 +338,13 @@ def test_the_model_tests_run_from_the_page(app, rt, designer):
     save(designer, v1_files(rt.store)["contract_review.bpmn"], {"version": 1})
     page = text(designer.post("/design/contract_review/tests", data={"draft": "1"}))
     assert "Model tests of draft 1" in page and 'class="case-passed"' in page
+
+
+def test_model_tests_of_files_that_do_not_deploy_are_said(app, rt, designer):
+    save(designer, broken(v1_files(rt.store)["contract_review.bpmn"]), {"version": 1})
+    response = designer.post("/design/contract_review/tests", data={"draft": "1"})
+    assert response.status_code == 422 and "The model tests could not run" in text(response)
+    assert designer.post("/design/contract_review/tests", data={"version": "7"}).status_code == 404
 
 
 # --- the engine's own checks ------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def process(process_id: str):
 
 def _process_page(summary, status: int = 200, **shown):
     parts = {name: _engine_part(name) is not None for name in ("lint", "migration", "modeltests")}
-    return render_template("design_process.html", p=summary, parts=parts, **shown), status
+    return render_template("design_process.html", p=summary, parts=parts,
+                           incidents=drafts.open_incidents(_store(), summary.process_id), **shown), status
 
 
 @bp.get("/<process_id>/download")
@@ -251,13 +252,17 @@ def tests(process_id: str):
     if part is None:
         return _process_page(summary[0], 503, problems=[_("The model tests are not installed yet.")])
     number = _number(request.form.get("draft"), "draft")
-    if number is not None:
-        results = part.run_cases(_files_bytes(drafts.draft_files(_store(), process_id, number)), process_id)
-        tested = _("draft %(number)s", number=number)
-    else:
-        version = _number(request.form.get("version"), "version")
-        results = part.run_deployed(_store(), process_id, version, current_user.username)
-        tested = _("version %(version)s", version=version) if version else _("the newest version")
+    try:
+        if number is not None:
+            results = part.run_cases(_files_bytes(drafts.draft_files(_store(), process_id, number)), process_id)
+            tested = _("draft %(number)s", number=number)
+        else:
+            version = _number(request.form.get("version"), "version")
+            results = part.run_deployed(_store(), process_id, version, current_user.username)
+            tested = _("version %(version)s", version=version) if version else _("the newest version")
+    except DefinitionError as exc:  # files that do not deploy cannot be tested
+        return _process_page(summary[0], 422, problems=[_("The model tests could not run: the files do not deploy.")]
+                             + [str(p) for p in exc.problems])
     return _process_page(summary[0], cases=results, tested=tested)
 
 
