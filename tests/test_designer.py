@@ -193,19 +193,23 @@ def test_uploaded_files_become_a_draft(app, rt, designer):
     ("../../etc/passwd.bpmn", b"<x/>", None),
 ])
 def test_a_bad_upload_is_refused_with_one_sentence(app, rt, designer, name, content, said):
-    response = upload(designer, (name, content), process_id="p1")
-    page = text(response)
-    assert response.status_code == 200
-    if said is None:  # the folder part of a name is dropped; the file is then judged on its content
-        assert "root element is x" in page
-    else:
-        assert said in page and "Nothing was saved." in page
+    for process_id in ("p1", "contract_review"):  # a new process (the design page) or a known one
+        response = upload(designer, (name, content), process_id=process_id)
+        assert response.status_code == 400
+        sentence = text(response).split('id="upload-files-error">')[1].split("</p>")[0]
+        # the folder part of a name is dropped; the file is then judged on its content
+        assert (said or "root element is x") in sentence and sentence.endswith("Nothing was saved.")
     assert draft_count(rt.store) == 0
 
 
 def test_an_upload_needs_a_process_and_a_file(app, rt, designer):
-    assert "Name the process" in text(upload(designer, ("a.bpmn", b"<x/>"), process_id=""))
-    assert "Choose one or more" in text(upload(designer, process_id="p1"))
+    response = upload(designer, ("a.bpmn", b"<x/>"), process_id="")
+    assert response.status_code == 400
+    assert "Name the process" in text(response).split('id="upload-process-error">')[1].split("</p>")[0]
+    response = upload(designer, process_id="p1")
+    assert "Choose one or more" in text(response).split('id="upload-files-error">')[1].split("</p>")[0]
+    response = upload(designer, ("a.bpmn", b"<definitions/>"), process_id="a b")
+    assert "is not a process id" in text(response).split('id="upload-process-error">')[1]
     assert draft_count(rt.store) == 0
 
 

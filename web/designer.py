@@ -154,15 +154,18 @@ def upload():
     other files when the form says which (`version`/`draft`), else of these files alone."""
     process_id = (request.form.get("process_id") or "").strip()
     uploaded = [f for f in request.files.getlist("files") if f and f.filename]
-    known = bool(process_id) and len(process_id) <= 200 and bool(drafts.overview(_store(), process_id))
-    back = url_for("designer.process", process_id=process_id) if known else url_for("designer.index")
+    found = drafts.overview(_store(), process_id) if process_id and len(process_id) <= 200 else []
 
-    def refuse(message: str):
-        flash(message, "error")
-        return redirect(back + "#upload")
+    def refuse(message: str, field: str = "files"):
+        """The page the form was on, the sentence next to the field that was wrong; 400."""
+        errors = {field: message + " " + _("Nothing was saved.")}
+        if found:
+            return _process_page(found[0], 400, upload_errors=errors)
+        return render_template("design.html", processes=drafts.overview(_store()), upload_errors=errors,
+                               upload_process=process_id), 400
 
     if not process_id:
-        return refuse(_("Name the process the files belong to."))
+        return refuse(_("Name the process the files belong to."), "process_id")
     if not uploaded:
         return refuse(_("Choose one or more .bpmn, .dmn or .json files to upload."))
     files: dict[str, str] = {}
@@ -175,12 +178,12 @@ def upload():
         try:
             files[_form_name(name)] = drafts.check_file(_form_name(name), data)
         except InvalidInput as exc:
-            return refuse(said(exc) + " " + _("Nothing was saved."))
+            return refuse(said(exc))
     try:
         number = drafts.save_draft(_store(), process_id, files, current_user.username,
                                    based_on=_base_version(process_id, source) if source else None)
     except InvalidInput as exc:
-        return refuse(said(exc) + " " + _("Nothing was saved."))
+        return refuse(said(exc), "process_id" if "process id" in exc.template else "files")
     flash(_("Saved as draft %(number)s.", number=number), "success")
     return redirect(url_for("designer.process", process_id=process_id) + "#drafts")
 
