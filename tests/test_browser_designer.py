@@ -16,7 +16,7 @@ from lxml import etree
 
 from sqlalchemy import select
 
-from engine import drafts
+from engine import definitions, drafts
 from engine.store import Definition, HumanTask, Instance
 
 from .conftest import contract
@@ -78,6 +78,68 @@ def test_designer_changes_a_due_time_and_saves_a_draft(open_page, live):
     page.wait_for_selector(f"#modeler[data-saved-draft='{number + 1}']")
     files = drafts.draft_files(live.store, "contract_review", number + 1)
     assert properties(files["contract_review.bpmn"], "dm_review") == {"form": "contract_review.dm_review.json"}
+
+
+def select(page, element_id: str | None) -> None:
+    """Selects an element of the diagram as a click would (None: nothing, the process itself)."""
+    page.evaluate("""id => { const m = window.bpmModeler;
+        m.get('selection').select(id ? m.get('elementRegistry').get(id) : []); }""", element_id)
+
+
+def change(page, field: str, value: str) -> None:
+    page.fill(f"#prop-{field}", value)
+    page.press(f"#prop-{field}", "Tab")
+
+
+def test_the_panel_writes_each_property_where_the_engine_reads_it(open_page, live):
+    page = open_page()
+    sign_in(page, "design.yang")
+    page.goto("/design/order_to_settlement/edit?version=1")
+    opened(page)
+    select(page, "lane_fin")
+    assert page.input_value("#prop-role") == "finance"
+    change(page, "role", "sales_plan")
+    select(page, "approve_order_dm")
+    assert not page.is_checked("#prop-four_eyes")
+    page.check("#prop-four_eyes")
+    change(page, "remind_before", "PT4H")
+    select(page, "order_received")
+    change(page, "start_roles", "sales_rep, sales_secretary")
+    select(page, "init_order")
+    script = page.input_value("#prop-script")
+    change(page, "script", script + "\nchecked = True")
+    select(page, "payment_terms")
+    assert page.input_value("#prop-decision") == "credit_payment_terms"
+    change(page, "decision", "credit_terms_2")
+    select(page, "await_payment_term")
+    assert page.input_value("#prop-message") == "payment_received"
+    assert page.input_value("#prop-message_variable") == "payment"
+    change(page, "correlation", "order_no, customer")
+    change(page, "sender_roles", "finance")
+    select(page, None)
+    assert page.is_checked("#prop-executable")
+    page.uncheck("#prop-executable")
+    page.click("#save-draft")
+    page.wait_for_selector("#modeler[data-saved-draft]")
+    number = int(page.get_attribute("#modeler", "data-saved-draft"))
+    xml = drafts.draft_files(live.store, "order_to_settlement", number)["order_to_settlement.bpmn"]
+    assert properties(xml, "lane_fin") == {"role": "sales_plan"}
+    assert properties(xml, "approve_order_dm")["four_eyes"] == "true"
+    assert properties(xml, "approve_order_dm")["remind_before"] == "PT4H"
+    assert properties(xml, "order_received")["start_roles"] == "sales_rep, sales_secretary"
+    root = etree.fromstring(xml.encode("utf-8"))
+    assert root.find(".//*[@id='init_order']/bpmn:script", NS).text == script + "\nchecked = True"
+    assert root.findtext(".//*[@id='payment_terms']/bpmn:extensionElements/spiffworkflow:calledDecisionId",
+                         namespaces=NS) == "credit_terms_2"
+    assert root.find("bpmn:process", NS).get("isExecutable") == "false"
+    rules = definitions.message_rules({"order_to_settlement.bpmn": xml})  # as the engine reads them
+    assert rules["payment_received"].correlation == ("order_no", "customer")
+    assert rules["payment_received"].sender_roles == "finance"
+    # what was not touched is as it was: the other processes' properties, the service tasks' operators
+    before = drafts.version_files(live.store, "order_to_settlement", 1)[1]["order_to_settlement.bpmn"]
+    for tag in ("spiffworkflow:serviceTaskOperator", "spiffworkflow:parameter ", "spiffworkflow:postScript",
+                "spiffworkflow:messageVariable", "bpmn:conditionExpression"):
+        assert xml.count("<" + tag) == before.count("<" + tag), tag
 
 
 def test_the_decision_table_opens_in_dmn_js(open_page, live):
