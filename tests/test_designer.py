@@ -361,3 +361,26 @@ def test_save_draft_checks_its_files(rt):
     with pytest.raises(InvalidInput, match="at least one file"):
         drafts.save_draft(rt.store, "p", {}, "design.yang")
     assert draft_count(rt.store) == 0
+
+
+FOREIGN = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="d" targetNamespace="t">
+  <bpmn:process id="foreign" isExecutable="true">
+    <bpmn:userTask id="check" name="Check">
+      <bpmn:extensionElements>
+        <camunda:taskListener event="create" class="org.example.Listener" />
+      </bpmn:extensionElements>
+    </bpmn:userTask>
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_a_save_from_the_modeller_keeps_the_foreign_extensions_it_dropped(app, rt, designer):
+    upload(designer, ("foreign.bpmn", FOREIGN.encode()), process_id="foreign")
+    dropped = FOREIGN.replace('        <camunda:taskListener event="create" class="org.example.Listener" />\n', "")
+    answer = designer.post("/design/foreign/save", json={"file": "foreign.bpmn", "text": dropped.replace(
+        'name="Check"', 'name="Check it"'), "base": {"draft": 1}}).get_json()
+    saved = drafts.draft_files(rt.store, "foreign", answer["number"])["foreign.bpmn"]
+    assert '<camunda:taskListener event="create" class="org.example.Listener" />' in saved
+    assert 'name="Check it"' in saved
