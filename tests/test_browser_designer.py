@@ -80,7 +80,7 @@ def test_designer_changes_a_due_time_and_saves_a_draft(open_page, live):
     assert properties(files["contract_review.bpmn"], "dm_review") == {"form": "contract_review.dm_review.json"}
 
 
-def select(page, element_id: str | None) -> None:
+def choose(page, element_id: str | None) -> None:
     """Selects an element of the diagram as a click would (None: nothing, the process itself)."""
     page.evaluate("""id => { const m = window.bpmModeler;
         m.get('selection').select(id ? m.get('elementRegistry').get(id) : []); }""", element_id)
@@ -96,27 +96,27 @@ def test_the_panel_writes_each_property_where_the_engine_reads_it(open_page, liv
     sign_in(page, "design.yang")
     page.goto("/design/order_to_settlement/edit?version=1")
     opened(page)
-    select(page, "lane_fin")
+    choose(page, "lane_fin")
     assert page.input_value("#prop-role") == "finance"
     change(page, "role", "sales_plan")
-    select(page, "approve_order_dm")
+    choose(page, "approve_order_dm")
     assert not page.is_checked("#prop-four_eyes")
     page.check("#prop-four_eyes")
     change(page, "remind_before", "PT4H")
-    select(page, "order_received")
+    choose(page, "order_received")
     change(page, "start_roles", "sales_rep, sales_secretary")
-    select(page, "init_order")
+    choose(page, "init_order")
     script = page.input_value("#prop-script")
     change(page, "script", script + "\nchecked = True")
-    select(page, "payment_terms")
+    choose(page, "payment_terms")
     assert page.input_value("#prop-decision") == "credit_payment_terms"
     change(page, "decision", "credit_terms_2")
-    select(page, "await_payment_term")
+    choose(page, "await_payment_term")
     assert page.input_value("#prop-message") == "payment_received"
     assert page.input_value("#prop-message_variable") == "payment"
     change(page, "correlation", "order_no, customer")
     change(page, "sender_roles", "finance")
-    select(page, None)
+    choose(page, None)
     assert page.is_checked("#prop-executable")
     page.uncheck("#prop-executable")
     page.click("#save-draft")
@@ -189,8 +189,7 @@ def test_the_designers_whole_change_of_contract_review(open_page, live):
     page.locator('g.djs-shape[data-element-id="dm_review"]').click()
     page.fill("#prop-due", "P3D")
     page.press("#prop-due", "Tab")
-    page.evaluate("""id => { const m = window.bpmModeler;
-        m.get('selection').select(m.get('elementRegistry').get(id)); }""", "flow_is_major_report_major")
+    choose(page, "flow_is_major_report_major")
     assert page.input_value("#prop-condition") == "major_contract == True"
     page.fill("#prop-condition", "major_contract = = True")
     page.press("#prop-condition", "Tab")
