@@ -20,7 +20,7 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from . import access, clock
-from .runtime import Forbidden, InvalidInput, NotFound, person
+from .runtime import EngineError, Forbidden, InvalidInput, NotFound, person
 from .store import Definition, Incident, Instance, ProcessDraft, Store
 
 KINDS = (".bpmn", ".dmn", ".json")
@@ -188,6 +188,31 @@ def zipped(files: Mapping[str, str]) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, files[name].encode("utf-8"))
     return out.getvalue()
+
+
+class DraftRefused(EngineError):
+    """A draft the lint finds errors in is not deployed; `findings` are all the lint found."""
+    status = "failed"
+
+    def __init__(self, process_id: str, number: int, findings: list):
+        self.findings = findings
+        errors = [f for f in findings if f.severity == "error"]
+        super().__init__("draft %(number)s of %(process)s was not deployed: the lint found %(count)s errors",
+                         number=number, process=process_id, count=len(errors))
+
+
+def deploy_draft(store: Store, process_id: str, number: int, actor: str,
+                 at: datetime | None = None) -> list:
+    """Deploy a draft's files as the next version (versions.deploy_files) after the lint
+    (engine.lint): DraftRefused with the findings when it finds an error, and nothing deployed.
+    Returns versions.Deployed rows; raises definitions.DefinitionError if deploy itself refuses."""
+    from . import lint, versions  # (they import runtime, which imports the store; not this module)
+    check_designer(store, actor)
+    files = {name: text.encode("utf-8") for name, text in draft_files(store, process_id, number).items()}
+    findings = lint.lint(store, files, actor)
+    if any(f.severity == "error" for f in findings):
+        raise DraftRefused(process_id, number, findings)
+    return versions.deploy_files(store, files, actor=actor, at=at)
 
 
 def open_incidents(store: Store, process_id: str, limit: int = 50) -> list[Incident]:

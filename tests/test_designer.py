@@ -384,3 +384,47 @@ def test_a_save_from_the_modeller_keeps_the_foreign_extensions_it_dropped(app, r
     saved = drafts.draft_files(rt.store, "foreign", answer["number"])["foreign.bpmn"]
     assert '<camunda:taskListener event="create" class="org.example.Listener" />' in saved
     assert 'name="Check it"' in saved
+
+
+# --- the same through the JSON API ------------------------------------------------------------------
+
+def bearer(app, username: str) -> dict:
+    reply = app.test_client().post("/api/v1/tokens", json={"username": username, "password": "demo"})
+    assert reply.status_code == 201, reply.json
+    return {"Authorization": f"Bearer {reply.json['token']}"}
+
+
+def test_drafts_through_the_api(app, rt):
+    api, designer_token = app.test_client(), bearer(app, "design.yang")
+    files = v1_files(rt.store)
+    changed = dict(files, **{"contract_review.bpmn": with_due(files["contract_review.bpmn"], "dm_review", "P3D")})
+    reply = api.post("/api/v1/processes/contract_review/drafts", headers=designer_token,
+                     json={"files": changed, "based_on_version": 1})
+    assert reply.status_code == 201 and reply.json == {"process_id": "contract_review", "number": 1}
+    broken_files = dict(files, **{"contract_review.bpmn": broken(files["contract_review.bpmn"])})
+    assert api.post("/api/v1/processes/contract_review/drafts", headers=designer_token,
+                    json={"files": broken_files}).json["number"] == 2
+    listed = api.get("/api/v1/processes/contract_review/drafts", headers=designer_token).json
+    assert [(d["number"], d["based_on_version"]) for d in listed] == [(1, 1), (2, None)]
+    assert api.get("/api/v1/processes/contract_review/drafts/1", headers=designer_token).json["files"] == changed
+    refused = api.post("/api/v1/processes/contract_review/drafts/2/deploy", headers=designer_token)
+    assert refused.status_code == 422
+    assert [f["element_id"] for f in refused.json["findings"] if f["severity"] == "error"] == [
+        "flow_is_major_report_major"]
+    assert versions_of(rt.store, "contract_review") == [1]
+    deployed = api.post("/api/v1/processes/contract_review/drafts/1/deploy", headers=designer_token)
+    assert deployed.status_code == 200 and deployed.json[0]["version"] == 2
+    # refusals: bad bodies, unknown drafts, other roles
+    for body in [{"files": "x"}, {"files": {"a.bpmn": 1}}, {"files": {"a.bpmn": "<definitions/>"}, "based_on_version": "1"},
+                 {"files": {"a.txt": "x"}}, {"files": {"a.bpmn": "not xml"}}]:
+        reply = api.post("/api/v1/processes/contract_review/drafts", headers=designer_token, json=body)
+        assert reply.status_code == 400 and reply.json["error"], body
+    assert api.get("/api/v1/processes/contract_review/drafts/9", headers=designer_token).status_code == 404
+    assert api.get("/api/v1/processes/contract_review/drafts/x", headers=designer_token).status_code == 400
+    approver = bearer(app, "dm.zhou")
+    assert api.get("/api/v1/processes/contract_review/drafts", headers=approver).status_code == 403
+    assert api.get("/api/v1/processes/contract_review/drafts/1", headers=approver).status_code == 403
+    assert api.post("/api/v1/processes/contract_review/drafts", headers=approver,
+                    json={"files": changed}).status_code == 403
+    assert api.post("/api/v1/processes/contract_review/drafts/1/deploy", headers=approver).status_code == 403
+    assert versions_of(rt.store, "contract_review") == [1, 2] and draft_count(rt.store) == 2

@@ -17,7 +17,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
-from engine import access, clock, inbox, instances, migration, notifications
+from engine import access, clock, drafts, inbox, instances, migration, notifications
 from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
@@ -197,6 +197,60 @@ def migrate(process_id: str):
     body = _json_body()
     moves = migration.migrate(runtime().store, process_id, body.get("from"), body.get("to"), actor=g.who.username)
     return jsonify([m.as_json() for m in moves])
+
+
+# --- the designer's drafts (engine.drafts; the same rules as the /design pages) ---------------------
+
+def _draft_number(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise ApiError(400, f"the draft number must be a whole number from 1, not {raw[:40]!r}")
+    return int(raw)
+
+
+@bp.get("/v1/processes/<process_id>/drafts")
+@authenticated
+def process_drafts(process_id: str):
+    """A process's drafts, oldest first (designers)."""
+    drafts.check_designer(runtime().store, g.who.username)
+    return jsonify([d.as_json() for d in drafts.drafts(runtime().store, process_id)])
+
+
+@bp.post("/v1/processes/<process_id>/drafts")
+@authenticated
+def save_process_draft(process_id: str):
+    """Save `{"files": {name: text}, "based_on_version": N}` as the process's next draft."""
+    body = _json_body()
+    files, based_on = body.get("files"), body.get("based_on_version")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ApiError(400, "files must be an object of file names to their text", {"files": "not an object of texts"})
+    if based_on is not None and (isinstance(based_on, bool) or not isinstance(based_on, int) or based_on < 1):
+        raise ApiError(400, "based_on_version must be a whole number from 1",
+                       {"based_on_version": "not a whole number from 1"})
+    number = drafts.save_draft(runtime().store, process_id, files, g.who.username, based_on=based_on)
+    return jsonify({"process_id": process_id, "number": number}), 201
+
+
+@bp.get("/v1/processes/<process_id>/drafts/<number>")
+@authenticated
+def process_draft(process_id: str, number: str):
+    """One draft with its files (designers)."""
+    drafts.check_designer(runtime().store, g.who.username)
+    files = drafts.draft_files(runtime().store, process_id, _draft_number(number))
+    return jsonify({"process_id": process_id, "number": int(number), "files": files})
+
+
+@bp.post("/v1/processes/<process_id>/drafts/<number>/deploy")
+@authenticated
+def deploy_process_draft(process_id: str, number: str):
+    """Deploy a draft after the lint: 422 with the findings when it finds errors."""
+    from engine.definitions import DefinitionError
+    try:
+        deployed = drafts.deploy_draft(runtime().store, process_id, _draft_number(number), g.who.username)
+    except drafts.DraftRefused as exc:
+        return jsonify({"error": str(exc), "fields": {}, "findings": [f.as_json() for f in exc.findings]}), 422
+    except DefinitionError as exc:
+        raise ApiError(422, "the draft does not deploy: " + "; ".join(str(p) for p in exc.problems))
+    return jsonify([d.as_json() for d in deployed])
 
 
 @bp.post("/v1/processes/<process_id>/model-tests")

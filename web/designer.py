@@ -194,21 +194,12 @@ def deploy(process_id: str):
     number = _number(request.form.get("draft"), "draft")
     if number is None:
         raise InvalidInput("choose a draft to deploy")
-    files = drafts.draft_files(_store(), process_id, number)
+    drafts.draft_files(_store(), process_id, number)  # NotFound first
     summary = drafts.overview(_store(), process_id)[0]
-    lint = _engine_part("lint")
-    findings = []
-    if lint is not None:
-        findings = lint.lint(_store(), _files_bytes(files), current_user.username)
-        if any(f.severity == "error" for f in findings):
-            return _process_page(summary, 422, findings=findings, refused_draft=number)
-    from engine import versions
-    deploy_files = getattr(versions, "deploy_files", None)
-    if deploy_files is None:
-        return _process_page(summary, 503, problems=[_("Deploying from a draft needs engine.versions.deploy_files, "
-                                                        "which is not installed yet.")], refused_draft=number)
     try:
-        results = deploy_files(_store(), _files_bytes(files), actor=current_user.username)
+        results = drafts.deploy_draft(_store(), process_id, number, current_user.username)
+    except drafts.DraftRefused as exc:
+        return _process_page(summary, 422, findings=exc.findings, refused_draft=number)
     except DefinitionError as exc:
         return _process_page(summary, 422, problems=[str(p) for p in exc.problems], refused_draft=number)
     for result in results:

@@ -133,6 +133,28 @@ def document() -> dict:
                             body={"type": "object", "required": ["from", "to"], "properties": {
                                 "from": {"type": "integer", "minimum": 1}, "to": {"type": "integer", "minimum": 1}}},
                             params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts": {
+                "get": _op("The process's drafts, oldest first (designers; 403 otherwise)",
+                           {"200": _json({"type": "array", "items": _ref("DraftSummary")})},
+                           params=[_path_param("process_id")], codes=(401, 403)),
+                "post": _op("Save files as the process's next draft (not deployed); each file is checked as "
+                            "BPMN or DMN XML or a JSON object, 400 naming the file otherwise",
+                            {"201": _json({"type": "object", "required": ["process_id", "number"], "properties": {
+                                "process_id": {"type": "string"}, "number": {"type": "integer"}}}, "Created")},
+                            body={"type": "object", "required": ["files"], "properties": {
+                                "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "based_on_version": {"type": "integer", "minimum": 1}}},
+                            params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts/{number}": {"get": _op(
+                "One draft with its files, by name", {"200": _json({"type": "object", "properties": {
+                    "process_id": {"type": "string"}, "number": {"type": "integer"},
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}}}})},
+                params=[_path_param("process_id"), _path_param("number")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts/{number}/deploy": {"post": _op(
+                "Deploy a draft as the process's next version after the lint; 422 with the lint's findings "
+                "(rule, severity, file, line, element_id, message, fix) when it finds an error",
+                {"200": _json({"type": "array", "items": {"type": "object"}})},
+                params=[_path_param("process_id"), _path_param("number")], codes=(400, 401, 403, 404, 422))},
             "/v1/processes/{process_id}/model-tests": {"post": _op(
                 "Run the model tests attached to a deployed version of the process (its "
                 "<process_id>.cases.json; the newest version unless the body names one) on a throwaway "
@@ -322,6 +344,11 @@ def document() -> dict:
                     "id": {"type": "string"}, "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "status": {"enum": ["running", "completed", "cancelled", "error"]},
                     "data": {"type": "object"}, "tasks": {"type": "array", "items": _ref("Task")}}},
+                "DraftSummary": {"type": "object", "required": ["process_id", "number", "files"], "properties": {
+                    "process_id": {"type": "string"}, "number": {"type": "integer"},
+                    "based_on_version": {"type": ["integer", "null"]}, "author": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "files": {"type": "array", "items": {"type": "string"}}}},
                 "ModelTestResult": {"type": "object", "required": ["name", "passed", "problems", "path"],
                                     "properties": {
                     "name": {"type": "string"}, "passed": {"type": "boolean"},
