@@ -136,7 +136,7 @@
         var link = document.createElement(element ? "a" : "span");
         link.textContent = where + (finding.element_id ? " " + finding.element_id : "");
         item.appendChild(link);
-        item.appendChild(document.createTextNode(" " + finding.severity + " · " + finding.rule + ": " +
+        item.appendChild(document.createTextNode(" " + (words[finding.severity] || finding.severity) + " · " + finding.rule + ": " +
           finding.message + (finding.fix ? " — " + finding.fix : "")));
         if (element) {
           link.href = "#modeler";
@@ -191,6 +191,14 @@
 
   function bpmnReady(modeler) {
     var canvas = modeler.get("canvas");
+    // The box takes the diagram's proportions (within bounds), so a wide diagram is not drawn
+    // small in a tall empty box; the wheel and dragging zoom and move it as usual.
+    var inner = canvas.viewbox().inner;
+    if (inner.width > 0) {
+      var height = container.clientWidth * inner.height / inner.width + 96;
+      container.style.height = Math.round(Math.max(420, Math.min(window.innerHeight * 0.8, height))) + "px";
+      canvas.resized();
+    }
     canvas.zoom("fit-viewport");
     var panel = new Panel(modeler);
     modeler.on("selection.changed", function (event) {
