@@ -147,6 +147,25 @@ def cmd_deploy(args) -> None:
     _print_notices(args, "deploy", deployed)
 
 
+def cmd_lint(args) -> None:
+    """Every finding on stdout, one a line (FILE:LINE: ELEMENT_ID: [rule] message (fix: …)); exit
+    1 if deploy would refuse the files (an error), 0 if there are only warnings or none."""
+    from engine import lint
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise Refused(f"{missing[0]}: no such file or folder")
+    findings = lint.lint(_store(), args.paths, actor=args.actor)
+    _print(args, [f.as_json() for f in findings], lambda: "\n".join(
+        f"{f.file}:{f.line or 0}: {f.element_id or '-'}: [{f.rule}] {f.message}"
+        + (f" (fix: {f.fix})" if f.fix else "") for f in findings))
+    if any(f.severity == "error" for f in findings):
+        raise LintFailed()
+
+
+class LintFailed(Exception):
+    """`bpm lint` found an error: the findings are printed already; exit 1."""
+
+
 def _print_notices(args, command: str, deployed) -> None:
     """Notices (formless user tasks) go to stderr, so stdout stays one line per process."""
     if not args.json:
@@ -634,6 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
+    p = command("lint", cmd_lint, "check BPMN/DMN files, forms or folders: what deploy refuses (errors) and "
+                                  "what would fail late (warnings); exit 1 on an error")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
     request_id = dict(metavar="ID", help="act once: run again with the same ID (after a lost reply), "
                                          "it prints the first result and changes nothing")
@@ -767,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except LintFailed:
+        return 1
     except DefinitionError as exc:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)

@@ -1183,7 +1183,7 @@ class _Load:
             path = next((c for c in candidates if c.is_file()), None)
             if path is None and form not in self.given_forms:
                 where = (f"in neither {folder} nor {folder.parent / 'forms'}" if folder is not None
-                         else "among none of the files given")
+                         else "not among the files given")
                 self.report_at(source, el, f"{what} names form {form!r}, which is {where}")
                 continue
             if form in forms:

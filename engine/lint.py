@@ -185,6 +185,11 @@ def _is_bpmn(el, *names: str) -> bool:
     return isinstance(el.tag, str) and etree.QName(el).namespace == BPMN_NS and (not names or _local(el) in names)
 
 
+def _kind(local: str) -> str:
+    """userTask -> user task"""
+    return re.sub(r"(?<!^)([A-Z])", lambda m: " " + m.group(1).lower(), local)
+
+
 def _properties(el) -> dict[str, str]:
     return {p.get("name"): p.get("value") for p in el.iterfind(
         "bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", NS)}
@@ -510,8 +515,11 @@ class _ProcessLint:
                     _Read(n, flow.sourceline, flow.get("id"), f"the condition of flow {flow.get('id')}")
                     for n, _ in reads]
         self.preceding, self.before = self.data_predecessors()
-        reachable = self.check_reachable()
-        self.check_loops(reachable)
+        dangling = any(f.get("sourceRef") not in self.nodes or f.get("targetRef") not in self.nodes
+                       for f in self.flows)
+        if not dangling:  # deploy names the flow that leads nowhere; what follows would be its echo
+            reachable = self.check_reachable()
+            self.check_loops(reachable)
         self.check_gateways()
         self.check_data()
 
@@ -671,7 +679,7 @@ class _ProcessLint:
                 n = child.get("id")
                 if n in self.nodes and n not in seen:
                     self.warn("unreachable", child, n,
-                              f"{self.nodes[n].kind} {n} cannot be reached: no sequence flow leads to it "
+                              f"{_kind(self.nodes[n].kind)} {n} cannot be reached: no sequence flow leads to it "
                               f"from a start event", "connect it with a sequence flow, or delete it")
         return reached
 
@@ -721,7 +729,7 @@ class _ProcessLint:
                 self.warn("no-default", node.el, node.id,
                           f"{kind} gateway {node.id} has no default flow and its conditions can all be false, "
                           f"which stops the instance with an incident",
-                          f"mark one flow as default (default=\"{outgoing[-1].get('id')}\")")
+                          f"mark one flow as default: default=\"{outgoing[-1].get('id')}\" on the gateway")
 
     def exhaustive(self, node: _Node, conditions: list[ast.AST]) -> bool:
         dumps = [ast.dump(c) for c in conditions]
