@@ -23,7 +23,7 @@ from lxml import etree
 from . import access
 from .definitions import (BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem, load_definitions,
                           load_files)
-from .forms import ENGINE_FIELDS
+from .forms import ENGINE_FIELDS, check_schema
 
 __all__ = ["Finding", "RULES", "lint_files", "lint_paths", "lint"]
 
@@ -241,7 +241,7 @@ class _Model:
                 schema = json.loads(data)
             except (ValueError, UnicodeDecodeError):
                 continue
-            if isinstance(schema, dict):
+            if check_schema(schema) is None:  # else deploy says what is wrong with it
                 self.forms[name] = schema
         self.decisions: dict[str, etree._Element] = {}   # decision id -> its decisionTable
         self.processes: list[tuple[str, etree._Element]] = []
@@ -909,9 +909,9 @@ class _ProcessLint:
                     shown_later |= set((self.model.forms[other.form].get("properties") or {}))
             # A field kept for the record (a date, a note) is read by people, in the instance's
             # history: only a field that looks meant for a step, and that no step reads, is said.
-            for name in sorted(written - read - shown_later):
+            for name in sorted(written - read):
                 near = difflib.get_close_matches(name, sorted(unwritten), n=1)
-                if near:
+                if near and name not in shown_later:
                     self.warn("unread-field", node.el, node.id,
                               f"form {node.form} asks for {name}, which nothing reads, while {near[0]} is read "
                               f"and written by no step", f"did you mean '{near[0]}'?")
