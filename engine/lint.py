@@ -36,6 +36,7 @@ RULES = {
     "no-default": "a gateway whose conditions can all be false, without a default flow",
     "unreachable": "an element no token can reach from a start event",
     "no-way-out": "a loop no token can leave",
+    "no-form": "a user or manual task without a form: it takes any data, so lint cannot follow what it writes",
     "internal": "a late rule could not check a process (a bug of lint's: the others still ran)",
 }
 
@@ -563,6 +564,11 @@ class _ProcessLint:
                 main_writes |= set(self.writable(self.model.forms[form]))
             elif el.find("bpmn:timerEventDefinition", NS) is None:
                 node.writes_any = True  # no form (or one deploy refuses): any data but the engine's
+                if not form and node.kind != "startEvent":
+                    self.warn("no-form", el, node.id,
+                              f"{_kind(node.kind)} {node.id} has no form: it takes any JSON object as its data, "
+                              f"so what it writes cannot be checked, nor what comes after it",
+                              f"add a form {self.process.get('id')}.{node.id}.json in forms/")
         if node.kind == "scriptTask":
             script = el.find("bpmn:script", NS)
             if script is not None:

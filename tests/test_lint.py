@@ -38,9 +38,10 @@ CATALOGUE = [
     ("no_default.bpmn", "no-default", "warning", "route", 21, "mark one flow as default", None),
     ("unreachable.bpmn", "unreachable", "warning", "forgotten", 30, None, None),
     ("no_way_out.bpmn", "no-way-out", "warning", "draft", 28, None, None),
+    ("no_form.bpmn", "no-form", "warning", "review", 21, "add a form no_form.review.json", None),
 ]
 LATE = {"unwritten_variable.bpmn", "unread_field.bpmn", "unread_decision.bpmn", "no_default.bpmn",
-        "unreachable.bpmn", "no_way_out.bpmn"}
+        "unreachable.bpmn", "no_way_out.bpmn", "no_form.bpmn"}
 
 
 def _memory(name: str) -> dict[str, bytes]:
@@ -136,6 +137,12 @@ def test_a_variable_written_on_some_path_before_or_by_a_formless_step_is_not_sai
     formless = {n: d for n, d in files.items() if not n.endswith(".json")}
     formless["unwritten_variable.bpmn"] = text.replace('value="unwritten_variable.start.json"', 'value=""').encode()
     assert [f for f in lint_files(formless, ROLES) if f.rule == "unwritten-variable"] == []
+    after_a_formless_task = _memory("no_form.bpmn")
+    after_a_formless_task["no_form.bpmn"] = after_a_formless_task["no_form.bpmn"].replace(
+        b'<bpmn:sequenceFlow id="to_end" sourceRef="review" targetRef="end" />',
+        b'<bpmn:sequenceFlow id="to_end" sourceRef="review" targetRef="end">'
+        b"<bpmn:conditionExpression>anything</bpmn:conditionExpression></bpmn:sequenceFlow>")
+    assert [f.rule for f in lint_files(after_a_formless_task, ROLES)] == ["no-form"]  # not `anything`
 
 
 def test_a_misspelt_variable_gets_the_close_name_as_its_fix():
@@ -216,7 +223,7 @@ def test_bpm_lint_prints_each_finding_at_its_line_and_exits_1_on_an_error(bpm):
     code, out, _ = bpm("lint", str(BROKEN / "bad_target.bpmn"))
     assert code == 1
     assert f"{BROKEN / 'bad_target.bpmn'}:14: to_review: [deploy] sequence flow to_review goes to 'reviw'" in out
-    assert out.rstrip().endswith("(fix: did you mean 'review'?)")
+    assert "which is no element of this process (did you mean 'review'?) (fix: did you mean 'review'?)\n" in out
     code, out, _ = bpm("lint", str(BROKEN / "no_default.bpmn"), str(BROKEN / "unreachable.bpmn"))
     assert code == 0  # warnings only: it deploys
     assert [line.split(": [")[1].split("]")[0] for line in out.splitlines()] == ["no-default", "unreachable"]
@@ -264,7 +271,7 @@ def test_api_lint_for_designers(client):
     reply = client.post("/api/v1/lint", data=multipart, headers=designer, content_type="multipart/form-data")
     assert reply.status_code == 200
     assert [(f["rule"], f["severity"], f["file"], f["line"]) for f in reply.json["findings"]] == [
-        ("deploy", "error", "bad_target.bpmn", 14)]
+        ("deploy", "error", "bad_target.bpmn", 14), ("no-form", "warning", "bad_target.bpmn", 15)]
     truncated = client.post("/api/v1/lint", json={"files": {"t.bpmn": files["unread_field.bpmn"][:500]}},
                             headers=designer)
     assert truncated.status_code == 200 and truncated.json["findings"][0]["rule"] == "deploy"
@@ -287,3 +294,5 @@ def test_api_lint_refuses_who_may_not_deploy(client):
     reply = client.post("/api/v1/lint", json={"files": files}, headers=_token(client, "rep.wang"))
     assert reply.status_code == 403 and "may not deploy" in reply.json["error"]
     assert client.post("/api/v1/lint", json={"files": files}).status_code == 401
+    refused_first = client.post("/api/v1/lint", json={}, headers=_token(client, "rep.wang"))
+    assert refused_first.status_code == 403  # before anything is said of the files

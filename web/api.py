@@ -216,7 +216,9 @@ def _lint_files() -> dict[str, bytes]:
 def lint_models():
     """Lint a designer's files (engine.lint): deploy's problems as errors, what would fail late as
     warnings, each at its file, line and element. Designers only (access.may_deploy)."""
-    from engine import lint
+    from engine import lint, versions
+    with runtime().store.read() as session:  # who may not lint learns nothing of their files
+        versions.check_designer(session, g.who.username)
     files = _lint_files()
     findings = lint.lint(runtime().store, files, actor=g.who.username)
     return jsonify({"findings": [f.as_json() for f in findings]})
