@@ -21,8 +21,8 @@ from pathlib import Path
 from lxml import etree
 
 from . import access
-from .definitions import (BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem, load_definitions,
-                          load_files)
+from .definitions import (_ISO_SHAPE, BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem,
+                          load_definitions, load_files)
 from .forms import ENGINE_FIELDS, check_schema
 
 __all__ = ["Finding", "RULES", "lint_files", "lint_paths", "lint"]
@@ -601,6 +601,15 @@ class _ProcessLint:
             node.writes_any = True if called is None else node.writes_any
             if called is not None:
                 main_writes |= _ProcessWrites.of(self.model, called[1])
+        for loop in el.iterfind("bpmn:multiInstanceLoopCharacteristics", NS):
+            # each instance's item, and the collection of their outputs, are the engine's to write
+            for item in loop.iterfind("bpmn:inputDataItem", NS):
+                main_writes.add(item.get("name") or item.get("id") or "")
+            for item in loop.iterfind("bpmn:outputDataItem", NS):
+                main_writes.add(item.get("name") or item.get("id") or "")
+            for ref in loop.iterfind("bpmn:loopDataOutputRef", NS):
+                main_writes.add((ref.text or "").strip())
+            main_writes.discard("")
         for message in el.iterfind(".//spiffworkflow:messageVariable", NS):
             if (message.text or "").strip():
                 main_writes.add(message.text.strip())
@@ -611,7 +620,8 @@ class _ProcessLint:
                 if variable:
                     main_writes.add(variable)
             for timer in definition:
-                if _local(timer) in ("timeDate", "timeDuration", "timeCycle"):
+                if _local(timer) in ("timeDate", "timeDuration", "timeCycle") \
+                        and not _ISO_SHAPE.match((timer.text or "").strip()):  # unquoted: deploy says so
                     self.code(timer, timer.text, "eval", f"the timer of {node.id}", main)
             for payload in definition.iter(f"{{{SPIFF_NS}}}messagePayload"):
                 self.code(payload, payload.text, "eval", f"the message payload of {node.id}", main)
@@ -798,6 +808,8 @@ class _ProcessLint:
         if inherited_any:
             return  # what a called process gets is its caller's: not judged here
         everywhere = set(ENGINE_FIELDS)
+        for data in self.process.iter(f"{{{BPMN_NS}}}dataObject", f"{{{BPMN_NS}}}dataObjectReference"):
+            everywhere |= {data.get("id") or "", data.get("name") or "", data.get("dataObjectRef") or ""}
         for node in self.nodes.values():
             if self.in_event_subprocess(node.el):
                 everywhere |= set().union(*(w for _, w in node.phases))
