@@ -1062,8 +1062,13 @@ class _Load:
         try:
             BpmnWorkflow(spec, subprocess_specs)
         except Exception as exc:
-            self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
-                                            f"{_exception_message(exc)}")
+            if isinstance(exc, RecursionError) and element.find("bpmn:endEvent", NS) is None:
+                # SpiffWorkflow recurses for ever over a process whose flows never end
+                self.report_at(source, element, f"process {process.id} has no end event, so SpiffWorkflow cannot "
+                                                f"create a workflow from it; add an end event where its tokens finish")
+            else:
+                self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
+                                                f"{_exception_message(exc)}")
             return None
 
         lane_roles: dict[str, str] = {}

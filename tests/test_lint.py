@@ -81,6 +81,12 @@ def test_each_broken_model_gives_its_finding_at_its_line(name, rule, severity, e
         load_files(_memory(name), ROLES)
 
 
+def test_a_process_without_an_end_event_is_refused_in_a_sentence_not_a_recursion_error():
+    [finding] = [f for f in lint_files(_memory("loop_without_end.bpmn"), ROLES) if f.rule == "deploy"]
+    assert finding.message == ("process loop_without_end has no end event, so SpiffWorkflow cannot create a "
+                               "workflow from it; add an end event where its tokens finish")
+
+
 def test_the_company_processes_lint_clean_but_for_the_gate_on_a_service_result():
     """The one warning left is true of the model: `gate` is what the price_order service returns
     (processes/order_chain.py answers "contract" or "approval"), which no diagram can show; a
