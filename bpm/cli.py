@@ -155,6 +155,25 @@ def cmd_deploy(args) -> None:
     _print_notices(args, "deploy", deployed)
 
 
+def cmd_lint(args) -> None:
+    """Every finding on stdout, one a line (FILE:LINE: ELEMENT_ID: [rule] message (fix: …)); exit
+    1 if deploy would refuse the files (an error), 0 if there are only warnings or none."""
+    from engine import lint
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise Refused(f"{missing[0]}: no such file or folder")
+    findings = lint.lint(_store(), args.paths, actor=args.actor)
+    _print(args, [f.as_json() for f in findings], lambda: "\n".join(
+        f"{f.file}:{f.line or 0}: {f.element_id or '-'}: [{f.rule}] {f.message}"
+        + (f" (fix: {f.fix})" if f.fix else "") for f in findings))
+    if any(f.severity == "error" for f in findings):
+        raise LintFailed()
+
+
+class LintFailed(Exception):
+    """`bpm lint` found an error: the findings are printed already; exit 1."""
+
+
 def _print_notices(args, command: str, deployed) -> None:
     """Notices (formless user tasks) go to stderr, so stdout stays one line per process."""
     if not args.json:
@@ -691,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("test-model", cmd_test_model, "run the model tests attached to a process; exit 1 if any fails")
     p.add_argument("process_id")
     p.add_argument("--version", type=int, metavar="N", help="a deployed version (default: the newest)")
+    p = command("lint", cmd_lint, "check BPMN/DMN files, forms or folders: what deploy refuses (errors) and "
+                                  "what would fail late (warnings); exit 1 on an error")
+    p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
     p = command("migrate", cmd_migrate, "move the running instances of one version of a process to another: "
@@ -833,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except LintFailed:
+        return 1
     except DefinitionError as exc:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)

@@ -1069,8 +1069,13 @@ class _Load:
         try:
             BpmnWorkflow(spec, subprocess_specs)
         except Exception as exc:
-            self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
-                                            f"{_exception_message(exc)}")
+            if isinstance(exc, RecursionError) and element.find("bpmn:endEvent", NS) is None:
+                # SpiffWorkflow recurses for ever over a process whose flows never end
+                self.report_at(source, element, f"process {process.id} has no end event, so SpiffWorkflow cannot "
+                                                f"create a workflow from it; add an end event where its tokens finish")
+            else:
+                self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
+                                                f"{_exception_message(exc)}")
             return None
 
         lane_roles: dict[str, str] = {}
@@ -1191,7 +1196,7 @@ class _Load:
             path = next((c for c in candidates if c.is_file()), None)
             if path is None and form not in self.given_forms:
                 where = (f"in neither {folder} nor {folder.parent / 'forms'}" if folder is not None
-                         else "among none of the files given")
+                         else "not among the files given")
                 self.report_at(source, el, f"{what} names form {form!r}, which is {where}")
                 continue
             if form in forms:

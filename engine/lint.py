@@ -21,9 +21,9 @@ from pathlib import Path
 from lxml import etree
 
 from . import access
-from .definitions import (BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem, load_definitions,
-                          load_files)
-from .forms import ENGINE_FIELDS
+from .definitions import (_ISO_SHAPE, BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem,
+                          load_definitions, load_files)
+from .forms import ENGINE_FIELDS, check_schema
 
 __all__ = ["Finding", "RULES", "lint_files", "lint_paths", "lint"]
 
@@ -36,6 +36,8 @@ RULES = {
     "no-default": "a gateway whose conditions can all be false, without a default flow",
     "unreachable": "an element no token can reach from a start event",
     "no-way-out": "a loop no token can leave",
+    "no-form": "a user or manual task without a form: it takes any data, so lint cannot follow what it writes",
+    "internal": "a late rule could not check a process (a bug of lint's: the others still ran)",
 }
 
 
@@ -64,7 +66,7 @@ def lint_files(files: Mapping[str, bytes], known_roles: Collection[str],
     files = {name: data.encode("utf-8") if isinstance(data, str) else bytes(data) for name, data in files.items()}
     findings = _deploy_findings(lambda: load_files(files, known_roles, deployed))
     return _sorted(findings + _late_findings(files, {Path(n).name: d for n, d in files.items()
-                                                     if n.lower().endswith(".json")}))
+                                                     if n.lower().endswith(".json")}, deployed))
 
 
 def lint_paths(paths: Sequence[str | Path], known_roles: Collection[str],
@@ -93,7 +95,7 @@ def lint_paths(paths: Sequence[str | Path], known_roles: Collection[str],
             if candidate.is_dir():
                 for found in sorted(candidate.glob("*.json")):
                     forms.setdefault(found.name, _read(found))
-    return _sorted(findings + _late_findings(files, forms))
+    return _sorted(findings + _late_findings(files, forms, deployed))
 
 
 def lint(store, paths_or_files: Sequence[str | Path] | Mapping[str, bytes], actor: str | None = None) -> list[Finding]:
@@ -184,6 +186,11 @@ def _is_bpmn(el, *names: str) -> bool:
     return isinstance(el.tag, str) and etree.QName(el).namespace == BPMN_NS and (not names or _local(el) in names)
 
 
+def _kind(local: str) -> str:
+    """userTask -> user task"""
+    return re.sub(r"(?<!^)([A-Z])", lambda m: " " + m.group(1).lower(), local)
+
+
 def _properties(el) -> dict[str, str]:
     return {p.get("name"): p.get("value") for p in el.iterfind(
         "bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", NS)}
@@ -194,11 +201,11 @@ def _builtins() -> frozenset[str]:
     return frozenset(_make_builtins())
 
 
-def _late_findings(files: Mapping[str, bytes], forms: Mapping[str, bytes]) -> list[Finding]:
+def _late_findings(files: Mapping[str, bytes], forms: Mapping[str, bytes],
+                   deployed: Mapping[str, bytes] | None) -> list[Finding]:
     model = _Model(forms)
-    for name, data in files.items():
-        lower = name.lower()
-        if lower.endswith(".dmn"):
+    for name, data in [*files.items(), *(deployed or {}).items()]:  # the files given win
+        if name.lower().endswith(".dmn"):
             model.add_dmn(name, data)
     for name, data in files.items():
         if name.lower().endswith(".bpmn"):
@@ -223,6 +230,8 @@ class _Node:
     phases: list[tuple[list[_Read], set[str]]] = field(default_factory=list)
     writes_any: bool = False       # a step without a form (or a call) may write anything
     form: str | None = None
+    # name -> the values it can have after this step, None if not known (the last phase wins)
+    values: dict[str, set | None] = field(default_factory=dict)
 
 
 class _Model:
@@ -233,7 +242,7 @@ class _Model:
                 schema = json.loads(data)
             except (ValueError, UnicodeDecodeError):
                 continue
-            if isinstance(schema, dict):
+            if check_schema(schema) is None:  # else deploy says what is wrong with it
                 self.forms[name] = schema
         self.decisions: dict[str, etree._Element] = {}   # decision id -> its decisionTable
         self.processes: list[tuple[str, etree._Element]] = []
@@ -269,7 +278,7 @@ class _Model:
             try:
                 _ProcessLint(self, name, process, by_id).run()
             except Exception as exc:  # one broken rule must not hide the rest, nor reach the user
-                self.out.append(Finding("deploy", "warning", name, process.sourceline, process.get("id"),
+                self.out.append(Finding("internal", "warning", name, process.sourceline, process.get("id"),
                                         f"the late rules could not check process {process.get('id')}: "
                                         f"{type(exc).__name__}"))
         return self.out
@@ -396,26 +405,92 @@ def _negations(node: ast.AST) -> set[str]:
     return found
 
 
-def _tested_values(node: ast.AST) -> tuple[str, set] | None:
-    """(name, values) if `node` is true exactly when the variable `name` is one of `values`:
-    `x == 'a'`, `'a' == x`, `x in ('a', 'b')`, and `or` of those on one name."""
-    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+def _tested_values(node: ast.AST) -> tuple[str, set, bool] | None:
+    """(name, values, False) if `node` is true exactly when the variable `name` is one of
+    `values` (`x == 'a'`, `'a' == x`, `x in ('a', 'b')`, `or` of those), (name, values, True)
+    if exactly when it is none of them (`x != 'a'`, `x not in (...)`, `and` of those, `not` …)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _tested_values(node.operand)
+        return (inner[0], inner[1], not inner[2]) if inner else None
+    if isinstance(node, ast.BoolOp):
         parts = [_tested_values(v) for v in node.values]
-        if all(parts) and len({p[0] for p in parts}) == 1:
-            return parts[0][0], set().union(*(p[1] for p in parts))
+        negated = isinstance(node.op, ast.And)
+        if all(parts) and len({p[0] for p in parts}) == 1 and all(p[2] == negated for p in parts):
+            return parts[0][0], set().union(*(p[1] for p in parts)), negated
         return None
     if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
         return None
     left, op, right = node.left, node.ops[0], node.comparators[0]
-    if isinstance(op, ast.Eq):
+    if isinstance(op, (ast.Eq, ast.NotEq)):
         if isinstance(right, ast.Name) and isinstance(left, ast.Constant):
             left, right = right, left
         if isinstance(left, ast.Name) and isinstance(right, ast.Constant):
-            return left.id, {right.value}
-    if isinstance(op, ast.In) and isinstance(left, ast.Name) and isinstance(right, (ast.Tuple, ast.List, ast.Set)) \
-            and all(isinstance(e, ast.Constant) for e in right.elts):
-        return left.id, {e.value for e in right.elts}
+            return left.id, {right.value}, isinstance(op, ast.NotEq)
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(left, ast.Name) \
+            and isinstance(right, (ast.Tuple, ast.List, ast.Set)) and all(isinstance(e, ast.Constant) for e in right.elts):
+        return left.id, {e.value for e in right.elts}, isinstance(op, ast.NotIn)
     return None
+
+
+def _decision_values(table: etree._Element) -> dict[str, set | None]:
+    """output name -> the constants its cells give, for a table that gives one row's outputs
+    (not COLLECT: a list); a table that matches no row gives no output at all."""
+    namespace = etree.QName(table).namespace
+    outputs = table.findall(f"{{{namespace}}}output")
+    names = [o.get("name") for o in outputs]
+    if (table.get("hitPolicy") or "UNIQUE").upper() == "COLLECT":
+        return {}
+    values: dict[str, set | None] = {n: set() for n in names if n and "." not in n}
+    for rule in table.iterfind(f"{{{namespace}}}rule"):
+        for name, entry in zip(names, rule.iterfind(f"{{{namespace}}}outputEntry")):
+            if name not in values or values[name] is None:
+                continue
+            try:
+                value = ast.literal_eval((entry.findtext(f"{{{namespace}}}text") or "").strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                values[name] = None
+                continue
+            if isinstance(value, (str, int, float, bool)):
+                values[name].add(value)
+            else:
+                values[name] = None
+    return values
+
+
+def _form_values(schema: dict, name: str, spec: dict) -> set | None:
+    """The values a form lets a step write to a field it requires from a list (enum, const, boolean)."""
+    if name not in (schema.get("required") or []):
+        return None
+    if isinstance(spec.get("enum"), list) and all(isinstance(v, (str, int, float, bool)) for v in spec["enum"]):
+        return set(spec["enum"])
+    if "const" in spec and isinstance(spec["const"], (str, int, float, bool)):
+        return {spec["const"]}
+    if spec.get("type") == "boolean":
+        return {True, False}
+    return None
+
+
+def _script_values(code: str, writes: set[str]) -> dict[str, set | None]:
+    """name -> the constants a script assigns it (`x = "a"`, in any branch), None where it
+    assigns anything else; a name it deletes gets no value from it."""
+    try:
+        tree = ast.parse(code, mode="exec")
+    except (SyntaxError, ValueError):
+        return {name: None for name in writes}
+    values: dict[str, set | None] = {name: set() for name in writes}
+    constant_targets = {id(n.targets[0]) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                        and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                        and isinstance(n.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id in values \
+                and id(node) not in constant_targets:
+            values[node.id] = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and id(node.targets[0]) in constant_targets:
+            name = node.targets[0].id
+            if values.get(name) is not None:
+                values[name].add(node.value.value)
+    return values
 
 
 class _ProcessLint:
@@ -440,8 +515,12 @@ class _ProcessLint:
                 self.conditions[flow.get("id")] = [
                     _Read(n, flow.sourceline, flow.get("id"), f"the condition of flow {flow.get('id')}")
                     for n, _ in reads]
-        reachable = self.check_reachable()
-        self.check_loops(reachable)
+        self.preceding, self.before = self.data_predecessors()
+        dangling = any(f.get("sourceRef") not in self.nodes or f.get("targetRef") not in self.nodes
+                       for f in self.flows)
+        if not dangling:  # deploy names the flow that leads nowhere; what follows would be its echo
+            reachable = self.check_reachable()
+            self.check_loops(reachable)
         self.check_gateways()
         self.check_data()
 
@@ -464,6 +543,7 @@ class _ProcessLint:
 
     def describe(self, el: etree._Element) -> _Node:
         node = _Node(el.get("id"), el, _local(el))
+        decision_values: dict[str, set | None] = {}
         pre: list[_Read] = []
         main: list[_Read] = []
         post: list[_Read] = []
@@ -484,6 +564,11 @@ class _ProcessLint:
                 main_writes |= set(self.writable(self.model.forms[form]))
             elif el.find("bpmn:timerEventDefinition", NS) is None:
                 node.writes_any = True  # no form (or one deploy refuses): any data but the engine's
+                if not form and node.kind != "startEvent":
+                    self.warn("no-form", el, node.id,
+                              f"{_kind(node.kind)} {node.id} has no form: it takes any JSON object as its data, "
+                              f"so what it writes cannot be checked, nor what comes after it",
+                              f"add a form {self.process.get('id')}.{node.id}.json in forms/")
         if node.kind == "scriptTask":
             script = el.find("bpmn:script", NS)
             if script is not None:
@@ -508,6 +593,7 @@ class _ProcessLint:
                 for output in table.iterfind(f"{{{namespace}}}output"):
                     if output.get("name"):
                         main_writes.add(output.get("name").split(".")[0])
+                decision_values = _decision_values(table)
             else:
                 node.writes_any = True  # deploy reports the missing decision
         if node.kind == "callActivity":
@@ -515,6 +601,15 @@ class _ProcessLint:
             node.writes_any = True if called is None else node.writes_any
             if called is not None:
                 main_writes |= _ProcessWrites.of(self.model, called[1])
+        for loop in el.iterfind("bpmn:multiInstanceLoopCharacteristics", NS):
+            # each instance's item, and the collection of their outputs, are the engine's to write
+            for item in loop.iterfind("bpmn:inputDataItem", NS):
+                main_writes.add(item.get("name") or item.get("id") or "")
+            for item in loop.iterfind("bpmn:outputDataItem", NS):
+                main_writes.add(item.get("name") or item.get("id") or "")
+            for ref in loop.iterfind("bpmn:loopDataOutputRef", NS):
+                main_writes.add((ref.text or "").strip())
+            main_writes.discard("")
         for message in el.iterfind(".//spiffworkflow:messageVariable", NS):
             if (message.text or "").strip():
                 main_writes.add(message.text.strip())
@@ -525,11 +620,22 @@ class _ProcessLint:
                 if variable:
                     main_writes.add(variable)
             for timer in definition:
-                if _local(timer) in ("timeDate", "timeDuration", "timeCycle"):
+                if _local(timer) in ("timeDate", "timeDuration", "timeCycle") \
+                        and not _ISO_SHAPE.match((timer.text or "").strip()):  # unquoted: deploy says so
                     self.code(timer, timer.text, "eval", f"the timer of {node.id}", main)
             for payload in definition.iter(f"{{{SPIFF_NS}}}messagePayload"):
                 self.code(payload, payload.text, "eval", f"the message payload of {node.id}", main)
         node.phases = [(pre, pre_writes), (main, main_writes), (post, post_writes)]
+        node.values = {name: None for name in main_writes}
+        node.values.update(decision_values)
+        if node.form:
+            for name, spec in self.writable(self.model.forms[node.form]).items():
+                node.values[name] = _form_values(self.model.forms[node.form], name, spec)
+        if node.kind == "scriptTask" and el.find("bpmn:script", NS) is not None:
+            node.values.update(_script_values(el.find("bpmn:script", NS).text or "", main_writes))
+        node.values.update({name: None for name in pre_writes if name not in node.values})
+        for script in el.iterfind("bpmn:extensionElements/spiffworkflow:postScript", NS):
+            node.values.update(_script_values(script.text or "", post_writes))
         return node
 
     @staticmethod
@@ -589,7 +695,7 @@ class _ProcessLint:
                 n = child.get("id")
                 if n in self.nodes and n not in seen:
                     self.warn("unreachable", child, n,
-                              f"{self.nodes[n].kind} {n} cannot be reached: no sequence flow leads to it "
+                              f"{_kind(self.nodes[n].kind)} {n} cannot be reached: no sequence flow leads to it "
                               f"from a start event", "connect it with a sequence flow, or delete it")
         return reached
 
@@ -639,7 +745,7 @@ class _ProcessLint:
                 self.warn("no-default", node.el, node.id,
                           f"{kind} gateway {node.id} has no default flow and its conditions can all be false, "
                           f"which stops the instance with an incident",
-                          f"mark one flow as default (default=\"{outgoing[-1].get('id')}\")")
+                          f"mark one flow as default: default=\"{outgoing[-1].get('id')}\" on the gateway")
 
     def exhaustive(self, node: _Node, conditions: list[ast.AST]) -> bool:
         dumps = [ast.dump(c) for c in conditions]
@@ -652,40 +758,47 @@ class _ProcessLint:
         if not all(tested) or len({t[0] for t in tested}) != 1:
             return False
         name = tested[0][0]
-        covered = set().union(*(t[1] for t in tested))
-        allowed = self.form_values(name)
-        return allowed is not None and allowed <= covered
+        positive = set().union(*(values for _, values, negated in tested if not negated))
+        negatives = [values for _, values, negated in tested if negated]
+        if any(values <= positive for values in negatives):
+            return True  # `x == a`, `x == b`, `x not in (a, b)`
+        allowed = self.reaching_values(node.id, name)
+        return allowed is not None and all(
+            v in positive or any(v not in values for values in negatives) for v in allowed)
 
-    def form_values(self, name: str) -> set | None:
-        """The values `name` can have, if only forms write it and each requires it from a list
-        (enum, const, boolean); else None."""
+    def reaching_values(self, node_id: str, name: str) -> set | None:
+        """The values `name` can have when a token reaches `node_id`: from the steps that write it
+        last on some path there (a form's required list, a script's or a decision's constants),
+        narrowed by the conditions on `name` of the flows taken on the way; None if unknown."""
         values: set = set()
-        for node in self.nodes.values():
-            writes = set().union(*(w for _, w in node.phases))
-            if node.writes_any:
-                return None
-            if name not in writes:
-                continue
-            if node.form is None or name in node.phases[0][1] | node.phases[2][1]:
-                return None
-            schema = self.model.forms[node.form]
-            spec = schema["properties"][name]
-            if name not in (schema.get("required") or []):
-                return None
-            if isinstance(spec.get("enum"), list):
-                values |= {v for v in spec["enum"]}
-            elif "const" in spec:
-                values.add(spec["const"])
-            elif spec.get("type") == "boolean":
-                values |= {True, False}
-            else:
-                return None
-        return values or None
+        seen: set[tuple[str, frozenset]] = set()
+        stack: list[tuple[str, frozenset]] = [(node_id, frozenset())]
+        found = False
+        while stack:
+            target, tests = stack.pop()
+            for source, condition in self.incoming[target]:
+                test = _tested_values(condition) if condition is not None else None
+                narrowed = tests | {(frozenset(test[1]), test[2])} if test and test[0] == name else tests
+                if (source, narrowed) in seen:
+                    continue
+                seen.add((source, narrowed))
+                other = self.nodes[source]
+                if name in other.values:
+                    if other.values[name] is None:
+                        return None
+                    values |= {v for v in other.values[name]
+                               if all((v in allowed) != negated for allowed, negated in narrowed)}
+                    found = True
+                elif other.writes_any:
+                    return None
+                else:
+                    stack.append((source, narrowed))
+        return values if found else None
 
     # -- data ---------------------------------------------------------------------------------------
 
     def check_data(self) -> None:
-        before = self.data_predecessors()
+        before = self.before
         inherited: set[str] = set()
         inherited_any = False
         for _, caller in self.by_id.values():
@@ -695,6 +808,8 @@ class _ProcessLint:
         if inherited_any:
             return  # what a called process gets is its caller's: not judged here
         everywhere = set(ENGINE_FIELDS)
+        for data in self.process.iter(f"{{{BPMN_NS}}}dataObject", f"{{{BPMN_NS}}}dataObjectReference"):
+            everywhere |= {data.get("id") or "", data.get("name") or "", data.get("dataObjectRef") or ""}
         for node in self.nodes.values():
             if self.in_event_subprocess(node.el):
                 everywhere |= set().union(*(w for _, w in node.phases))
@@ -743,7 +858,7 @@ class _ProcessLint:
             parent = parent.getparent()
         return False
 
-    def data_predecessors(self) -> dict[str, set[str]]:
+    def data_predecessors(self) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
         """Node -> the nodes that can run before it (a subprocess's inside runs before what follows
         the subprocess; what is inside a subprocess comes after what comes before it)."""
         after = self.successors()
@@ -766,7 +881,22 @@ class _ProcessLint:
                     seen.add(m)
                     stack.extend(preceding[m])
             result[n] = seen
-        return result
+        # the same edges, each with the condition of its flow (None: no condition, or no flow)
+        self.incoming: dict[str, list[tuple[str, ast.AST | None]]] = {n: [] for n in self.nodes}
+        conditional: dict[tuple[str, str], list[ast.AST | None]] = {}
+        for flow in self.flows:
+            key = (flow.get("sourceRef"), flow.get("targetRef"))
+            text = flow.findtext("bpmn:conditionExpression", None, NS)
+            try:
+                parsed = ast.parse(text.strip(), mode="eval").body if (text or "").strip() else None
+            except SyntaxError:
+                parsed = None
+            conditional.setdefault(key, []).append(parsed)
+        for n, sources in preceding.items():
+            for m in sources:
+                for condition in conditional.get((m, n), [None]):
+                    self.incoming[n].append((m, condition))
+        return preceding, result
 
     def check_fields(self) -> None:
         read: set[str] = set(_ENGINE_READS)
@@ -783,7 +913,10 @@ class _ProcessLint:
             called = self.by_id.get(call.get("calledElement"))
             if called is not None:
                 read |= _ProcessWrites.reads(self.model, called[1])
+        all_writes = set(ENGINE_FIELDS).union(*(w for node in self.nodes.values() for _, w in node.phases))
         unwritten = {r.name for node in self.nodes.values() for reads, _ in node.phases for r in reads}
+        unwritten |= {r.name for reads in self.conditions.values() for r in reads}
+        unwritten -= all_writes
         for node in self.nodes.values():
             if node.form is None:
                 continue
@@ -792,12 +925,18 @@ class _ProcessLint:
             for other in self.nodes.values():
                 if other is not node and other.form:
                     shown_later |= set((self.model.forms[other.form].get("properties") or {}))
-            for name in sorted(written - read - shown_later):
-                near = difflib.get_close_matches(name, sorted(unwritten - written), n=1)
-                self.warn("unread-field", node.el, node.id,
-                          f"form {node.form} asks for {name}, which no condition, script, decision or later "
-                          f"form reads", f"did you mean '{near[0]}'?" if near else
-                          "use it in a condition or script, or remove it from the form")
+            # A field kept for the record (a date, a note) is read by people, in the instance's
+            # history: only a field that looks meant for a step, and that no step reads, is said.
+            for name in sorted(written - read):
+                near = difflib.get_close_matches(name, sorted(unwritten), n=1)
+                if near and name not in shown_later:
+                    self.warn("unread-field", node.el, node.id,
+                              f"form {node.form} asks for {name}, which nothing reads, while {near[0]} is read "
+                              f"and written by no step", f"did you mean '{near[0]}'?")
+                elif name == "decision":
+                    self.warn("unread-field", node.el, node.id,
+                              f"form {node.form} asks for a decision, which no gateway or script reads, so the "
+                              f"answer changes nothing", "add an exclusive gateway on decision after the task")
 
 
 def after_outside(container_id: str, after: dict[str, set[str]], inner: list[str]) -> set[str]:

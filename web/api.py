@@ -271,6 +271,50 @@ def model_tests(process_id: str):
                     "results": [r.as_json() for r in results]})
 
 
+# What POST /v1/lint takes: diagrams and decision tables (XML), forms and label tables (JSON).
+LINT_SUFFIXES = (".bpmn", ".dmn", ".json")
+
+
+def _lint_files() -> dict[str, bytes]:
+    """The files of a lint request: multipart files, or JSON {"files": {name: text}}; 400 unless
+    there is at least one, each a .bpmn, .dmn or .json file by name, the diagrams XML text."""
+    files: dict[str, bytes] = {}
+    if request.files:
+        for upload in request.files.getlist("files") or [f for _, f in request.files.items(multi=True)]:
+            files[upload.filename or upload.name] = upload.read()
+    else:
+        given = _json_body().get("files")
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            raise ApiError(400, 'send the files to lint as multipart files, or as JSON {"files": {"name.bpmn": "text"}}')
+        files = {str(name): text.encode("utf-8") for name, text in given.items()}
+    if not files:
+        raise ApiError(400, "no files were sent: send at least one .bpmn file")
+    for name, data in files.items():
+        if not name.lower().endswith(LINT_SUFFIXES):
+            raise ApiError(400, f"{name} is not a .bpmn, .dmn or form (.json) file")
+        if name.lower().endswith((".bpmn", ".dmn")):
+            try:
+                text = data.decode("utf-8").lstrip("\ufeff \t\r\n")
+            except UnicodeDecodeError:
+                text = ""
+            if not text.startswith("<"):
+                raise ApiError(400, f"{name} is not XML: a diagram or decision table is an XML text file")
+    return files
+
+
+@bp.post("/v1/lint")
+@authenticated
+def lint_models():
+    """Lint a designer's files (engine.lint): deploy's problems as errors, what would fail late as
+    warnings, each at its file, line and element. Designers only (access.may_deploy)."""
+    from engine import lint, versions
+    with runtime().store.read() as session:  # who may not lint learns nothing of their files
+        versions.check_designer(session, g.who.username)
+    files = _lint_files()
+    findings = lint.lint(runtime().store, files, actor=g.who.username)
+    return jsonify({"findings": [f.as_json() for f in findings]})
+
+
 @bp.get("/v1/tasks")
 @authenticated
 def tasks():

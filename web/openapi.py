@@ -259,6 +259,7 @@ def document() -> dict:
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                                       "maximum": 1000}}],
                 codes=(400, 401, 403, 404))},
+            "/v1/lint": {"post": _lint_op()},
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
                                              codes=(401,))},
@@ -293,6 +294,12 @@ def document() -> dict:
                                          "expires_at": {"type": ["string", "null"]},
                                          "revoked_at": {"type": ["string", "null"]},
                                          "active": {"type": "boolean"}}},
+                "Finding": {"type": "object", "properties": {
+                    "rule": {"type": "string", "description": "deploy, dmn-cell, unwritten-variable, unread-field, "
+                                                              "no-default, unreachable, no-way-out"},
+                    "severity": {"enum": ["error", "warning"]}, "file": {"type": "string"},
+                    "line": {"type": ["integer", "null"]}, "element_id": {"type": ["string", "null"]},
+                    "message": {"type": "string"}, "fix": {"type": ["string", "null"]}}},
                 "Me": {"type": "object", "properties": {"username": {"type": "string"},
                                                         "roles": {"type": "array", "items": {"type": "string"}},
                                                         "unread": {"type": "integer"}}},
@@ -396,6 +403,23 @@ _ARCHIVE_SCHEMAS = {
         "customer": {"type": "string"}, "allowed": {"type": "boolean"}, "basis": {"type": ["string", "null"]},
         "grant_id": {"type": ["integer", "null"]}, "door": {"enum": ["web", "api", "cli"]}}},
 }
+
+
+def _lint_op() -> dict:
+    op = _op("Lint BPMN, DMN and form files (designers): every problem deploy refuses (severity error) "
+             "and what would fail only when a token gets there (warning), each at its file, line and "
+             "element, with a fix where one is obvious; 400 without files or with a file that is not "
+             "a .bpmn/.dmn (XML) or .json file",
+             {"200": _json({"type": "object", "properties": {
+                 "findings": {"type": "array", "items": _ref("Finding")}}})},
+             body={"type": "object", "required": ["files"], "properties": {
+                 "files": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "file name -> its text"}}},
+             codes=(400, 401, 403))
+    # Multipart (one part per file, named `files`) is taken too; described in words, since a
+    # schema of binary parts is not something a JSON client or the fuzzer reads usefully.
+    op["description"] = "Also takes multipart/form-data: one part per file, each named files."
+    return op
 
 
 def _archive_paths() -> dict:
