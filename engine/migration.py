@@ -141,8 +141,14 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     kept = {task.id: (copy.deepcopy(task.internal_data), copy.deepcopy(task.data), task.last_state_change,
                       task.state, _name(task))
             for tree, _, _ in trees for task in tree.get_tasks(state=_LIVE, skip_subprocesses=True)}
+    last = {id(tree): tree.last_task for tree, _, _ in trees}
     for tree, diff, spec in trees:
         migrate_workflow(diff, tree, spec)
+        # SpiffWorkflow 3.2 looks the last task up among the task *ids* and so always forgets it;
+        # it is what the instance's data is read from (runtime.instance_data): keep it if it stays.
+        kept_last = last[id(tree)]
+        if kept_last is not None and kept_last.id in tree.tasks:
+            tree.last_task = kept_last
     workflow.subprocess_specs = target.subprocess_specs
 
     now = _all_tasks(workflow)
