@@ -190,14 +190,21 @@ def moved_state(instance_id: str, text: str, at: datetime, diffs: SpecDiffs, *,
 # --- which versions, and who may ---------------------------------------------------------------
 
 def _number(value: Any, what: str) -> int:
-    if value is None or value == "":
-        raise InvalidInput("say which version to move %(what)s, as a whole number", {what: "required"}, what=what)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
-        raise InvalidInput("the %(what)s version must be a whole number, not %(value)s",
-                           {what: "a whole number"}, what=what, value=_shown(value))
-    return value
+    """A version number given from outside (`what` is "from" or "to")."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    missing = value is None or value == ""
+    if what == "from":
+        if missing:
+            raise InvalidInput("say which version to move from, as a whole number", {what: "required"})
+        raise InvalidInput("the version to move from must be a whole number, not %(value)s",
+                           {what: "a whole number"}, value=_shown(value))
+    if missing:
+        raise InvalidInput("say which version to move to, as a whole number", {what: "required"})
+    raise InvalidInput("the version to move to must be a whole number, not %(value)s",
+                       {what: "a whole number"}, value=_shown(value))
 
 
 def _version_id(conn, process_id: str, version: int) -> int | None:

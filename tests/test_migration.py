@@ -21,6 +21,8 @@ from engine.runtime import Forbidden, InvalidInput, NotFound, Runtime
 from engine.store import Definition, HumanTask, Instance, LogEntry
 
 from .conftest import contract, history_json, snapshot
+from .test_cli import bpm  # noqa: F401  (a fixture)
+from .test_web import catalogs  # noqa: F401  (a fixture)
 from .test_processes import APPROVE, BPMN, FORMS, T0, Clock, reject, the_task, waiting
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
@@ -306,7 +308,7 @@ def test_only_a_designer_or_the_operator_may_move_instances(rt, store, tmp_path,
                                             "move them to"),
     ("contract_review", 1, 9, InvalidInput, "process 'contract_review' has no version 9 to move to (its newest "
                                             "is version 2)"),
-    ("contract_review", "one", 2, InvalidInput, "the from version must be a whole number, not 'one'"),
+    ("contract_review", "one", 2, InvalidInput, "the version to move from must be a whole number, not 'one'"),
     ("contract_review", 1, None, InvalidInput, "say which version to move to, as a whole number"),
 ])
 @pytest.mark.parametrize("action", ["plan", "migrate"])
@@ -387,3 +389,97 @@ def test_two_migrations_at_once_move_each_instance_once(rt, store, tmp_path):
     for view in views:
         assert [e.command for e in log(store, view.id)] == ["start", "migrate"]
         _whole(rt, store, view.id)
+
+
+# --- the doors: command line, JSON API, the instance page -------------------------------------------------
+
+def test_the_command_line_dry_run_move_and_the_record_after(bpm, tmp_path):
+    code, out, err = bpm("start", "contract_review", "--as", "rep.wang", "--data", json.dumps(contract()), "--json")
+    assert code == 0, err
+    instance_id = json.loads(out)["id"]
+    code, _, err = bpm("deploy", str(tightened(tmp_path)), "--as", "design.yang")
+    assert code == 0, err
+
+    code, out, err = bpm("migrate", "contract_review", "--from", "1", "--to", "2", "--dry-run", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == [{"id": instance_id, "can_move": True, "reason": None, "tokens_to": ["dm_review"],
+                                "from_version": 1, "to_version": 2, "moved": False}]
+    code, out, err = bpm("migrate", "contract_review", "--from", "1", "--to", "2", "--dry-run", "--as", "design.yang")
+    assert code == 0 and out.splitlines() == [
+        "instance  can move  tokens to  reason", f"{instance_id}  yes  dm_review  -",
+        "1 of 1 running instance(s) of contract_review v1 could move to v2"]
+    for (source, target, *more), sentence in (
+            (("1", "2", "--as", "dm.zhou"), "dm.zhou may not move instances between versions: only designer may"),
+            (("1", "1"), "the instances are already on version 1: name another version to move them to"),
+            (("1", "5"), "process 'contract_review' has no version 5 to move to (its newest is version 2)"),
+            (("4", "2"), "process 'contract_review' has no version 4")):
+        code, out, err = bpm("migrate", "contract_review", "--from", source, "--to", target, *more)
+        assert (code, out, err) == (1, "", f"bpm migrate: {sentence}\n")
+    assert bpm("migrate", "nope", "--from", "1", "--to", "2")[2] == "bpm migrate: there is no deployed process 'nope'\n"
+
+    code, out, err = bpm("migrate", "contract_review", "--from", "1", "--to", "2", "--as", "design.yang")
+    assert code == 0, err
+    assert out.splitlines()[1:] == [f"{instance_id}  moved  dm_review  -",
+                                    "1 of 1 running instance(s) of contract_review v1 moved to v2"]
+    assert bpm("verify", instance_id)[1].strip() == f"ok   {instance_id} (2 steps)"
+    code, out, _ = bpm("replay", instance_id)
+    assert code == 0 and "every state hash matched (2 steps)" in out
+    code, out, _ = bpm("history", instance_id, "--json")
+    assert [(r["command"], r["actor"]) for r in json.loads(out)] == [("start", "rep.wang"), ("migrate", "design.yang")]
+    code, out, _ = bpm("instance", instance_id, "--json")
+    assert json.loads(out)["version"] == 2
+
+
+def test_the_api_dry_run_and_move_with_errors_as_json(rt, store, tmp_path):
+    from web import create_app
+    clock = Clock()
+    view = at_dm_review(rt, clock)
+    deploy(store, tightened(tmp_path), clock)
+    client = create_app(rt, {"TESTING": True}).test_client()
+
+    def token(username: str) -> dict:
+        reply = client.post("/api/v1/tokens", json={"username": username, "password": "demo"})
+        return {"Authorization": f"Bearer {reply.json['token']}"}
+    designer, approver = token("design.yang"), token("dm.zhou")
+    path = "/api/v1/processes/contract_review/migration"
+    planned = client.get(f"{path}?from=1&to=2", headers=designer)
+    assert planned.status_code == 200 and planned.json == [
+        {"id": view.id, "can_move": True, "reason": None, "tokens_to": ["dm_review"], "from_version": 1,
+         "to_version": 2, "moved": False}]
+    before = snapshot(store, view.id)
+    for reply, status, error in (
+            (client.get(f"{path}?from=1&to=2", headers=approver), 403,
+             "dm.zhou may not move instances between versions: only designer may"),
+            (client.post(path, json={"from": 1, "to": 2}, headers=approver), 403,
+             "dm.zhou may not move instances between versions: only designer may"),
+            (client.get("/api/v1/processes/nope/migration?from=1&to=2", headers=designer), 404,
+             "there is no deployed process 'nope'"),
+            (client.get(f"{path}?from=3&to=2", headers=designer), 404, "process 'contract_review' has no version 3"),
+            (client.get(f"{path}?from=1&to=1", headers=designer), 400,
+             "the instances are already on version 1: name another version to move them to"),
+            (client.get(f"{path}?from=1", headers=designer), 400, "say which version to move to, as a whole number"),
+            (client.post(path, json={"from": "x", "to": 2}, headers=designer), 400,
+             "the version to move from must be a whole number, not 'x'"),
+            (client.post(path, json=[1, 2], headers=designer), 400, "the request body must be a JSON object"),
+            (client.get(f"{path}?from=1&to=2"), 401, "sign in or send a bearer token (POST /api/v1/tokens)")):
+        assert (reply.status_code, reply.json["error"]) == (status, error)
+    assert snapshot(store, view.id) == before
+
+    moved = client.post(path, json={"from": 1, "to": 2}, headers=designer)
+    assert moved.status_code == 200 and [(m["id"], m["moved"]) for m in moved.json] == [(view.id, True)]
+    history = client.get(f"/api/v1/instances/{view.id}/history", headers=token("audit.han")).json
+    assert [h["command"] for h in history] == ["start", "migrate"]
+    assert "/v1/processes/{process_id}/migration" in client.get("/api/openapi.json").json["paths"]
+
+
+def test_the_instance_page_says_who_moved_it_to_which_version(rt, store, tmp_path, catalogs):
+    from .test_web import as_user, make_app, text
+    clock = Clock()
+    view = at_dm_review(rt, clock)
+    deploy(store, tightened(tmp_path), clock)
+    migration.migrate(store, "contract_review", 1, 2, actor="design.yang", at=clock())
+    app = make_app(rt, catalogs, tmp_path)
+    en = text(as_user(app, "audit.han").get(f"/instances/{view.id}"))
+    zh = text(as_user(app, "audit.han", "zh_CN").get(f"/instances/{view.id}"))
+    assert "Yang moved it from version 1 to version 2" in en
+    assert "Yang 将其从版本 1 迁移到版本 2" in zh
