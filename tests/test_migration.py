@@ -483,3 +483,20 @@ def test_the_instance_page_says_who_moved_it_to_which_version(rt, store, tmp_pat
     zh = text(as_user(app, "audit.han", "zh_CN").get(f"/instances/{view.id}"))
     assert "Yang moved it from version 1 to version 2" in en
     assert "Yang 将其从版本 1 迁移到版本 2" in zh
+
+
+def test_an_evidence_bundle_of_a_moved_instance_holds_both_versions_and_verifies_offline(rt, store, tmp_path):
+    from engine import evidence
+    clock = Clock()
+    view = at_dm_review(rt, clock)
+    deploy(store, tightened(tmp_path), clock)
+    migration.migrate(store, "contract_review", 1, 2, actor="design.yang", at=clock())
+    rt.complete(the_task(rt.instance(view.id), "dm_review").id, "dm.zhou", APPROVE, at=clock())
+    with store.read() as s:
+        data = evidence.export(s, [view.id], rt.script_engine)
+    bundle, members = evidence.read_bundle(data)
+    versions_in = sorted(json.loads(members[name])["version"] for name in members
+                         if name.startswith("definitions/") and name.endswith("/definition.json"))
+    assert versions_in == [1, 2]
+    assert [(v.instance_id, v.ok, v.steps) for v in evidence.verify_bundle(data, rt.script_engine)] == [
+        (view.id, True, 3)]
