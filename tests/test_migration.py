@@ -500,3 +500,38 @@ def test_an_evidence_bundle_of_a_moved_instance_holds_both_versions_and_verifies
     assert versions_in == [1, 2]
     assert [(v.instance_id, v.ok, v.steps) for v in evidence.verify_bundle(data, rt.script_engine)] == [
         (view.id, True, 3)]
+
+
+def test_a_waiting_timer_keeps_its_due_time_and_a_message_wait_moves_with_its_instance(store, tmp_path):
+    from engine import timers
+    from engine.store import DueTimer, MessageWait
+    from .test_runtime import RUNTIME
+    versions.deploy(store, [RUNTIME / "waiting.bpmn"], actor="design.yang", at=T0)
+    runtime = Runtime(store)
+    timer = runtime.start("waiting", "fin.chu", {"order_no": "SO-1"}, at=T0)
+    message = runtime.start("waiting", "fin.chu", {"order_no": "SO-2"}, at=T0)
+    runtime.fire_timer(message.id, T0 + timedelta(hours=5))
+    folder = tmp_path / "waiting2"
+    folder.mkdir()
+    (folder / "waiting.bpmn").write_text((RUNTIME / "waiting.bpmn").read_text().replace(
+        '"PT4H"', '"PT1H"').replace('name="Reconcile payment"', 'name="Reconcile the payment"'))
+    versions.deploy(store, [folder], actor="design.yang", at=T0)
+
+    moves = migration.migrate(store, "waiting", 1, 2, at=T0 + timedelta(hours=6))
+    assert sorted((m.instance_id, m.moved, m.tokens_to) for m in moves) == sorted(
+        [(timer.id, True, ("cool_off",)), (message.id, True, ("payment",))])
+    with store.read() as s:
+        assert [(t.instance_id, t.due_at) for t in s.scalars(select(DueTimer))] == [
+            (timer.id, T0 + timedelta(hours=4))]  # as given, not version 2's hour
+        assert [(w.instance_id, w.message) for w in s.scalars(select(MessageWait))] == [
+            (message.id, "payment_received")]
+
+    assert runtime.message("payment_received", {"amount": 5}, {"order_no": "SO-2"},
+                           at=T0 + timedelta(hours=7)) == [message.id]
+    assert [t.name for t in runtime.instance(message.id).tasks] == ["Reconcile the payment"]
+    assert timers.run_once(runtime, T0 + timedelta(hours=7)).fired == [timer.id]
+    assert waiting(runtime.instance(timer.id)) == []  # waits for its payment now
+    with store.read() as s:
+        assert s.scalars(select(MessageWait.instance_id)).all() == [timer.id]
+    for instance_id in (timer.id, message.id):
+        assert verified(runtime, instance_id).ok
