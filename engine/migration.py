@@ -141,8 +141,14 @@ def move_workflow(workflow, diffs: SpecDiffs) -> tuple[str, ...]:
     kept = {task.id: (copy.deepcopy(task.internal_data), copy.deepcopy(task.data), task.last_state_change,
                       task.state, _name(task))
             for tree, _, _ in trees for task in tree.get_tasks(state=_LIVE, skip_subprocesses=True)}
+    last = {id(tree): tree.last_task for tree, _, _ in trees}
     for tree, diff, spec in trees:
         migrate_workflow(diff, tree, spec)
+        # SpiffWorkflow 3.2 looks the last task up among the task *ids* and so always forgets it;
+        # it is what the instance's data is read from (runtime.instance_data): keep it if it stays.
+        kept_last = last[id(tree)]
+        if kept_last is not None and kept_last.id in tree.tasks:
+            tree.last_task = kept_last
     workflow.subprocess_specs = target.subprocess_specs
 
     now = _all_tasks(workflow)
@@ -184,14 +190,21 @@ def moved_state(instance_id: str, text: str, at: datetime, diffs: SpecDiffs, *,
 # --- which versions, and who may ---------------------------------------------------------------
 
 def _number(value: Any, what: str) -> int:
-    if value is None or value == "":
-        raise InvalidInput("say which version to move %(what)s, as a whole number", {what: "required"}, what=what)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
-        raise InvalidInput("the %(what)s version must be a whole number, not %(value)s",
-                           {what: "a whole number"}, what=what, value=_shown(value))
-    return value
+    """A version number given from outside (`what` is "from" or "to")."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    missing = value is None or value == ""
+    if what == "from":
+        if missing:
+            raise InvalidInput("say which version to move from, as a whole number", {what: "required"})
+        raise InvalidInput("the version to move from must be a whole number, not %(value)s",
+                           {what: "a whole number"}, value=_shown(value))
+    if missing:
+        raise InvalidInput("say which version to move to, as a whole number", {what: "required"})
+    raise InvalidInput("the version to move to must be a whole number, not %(value)s",
+                       {what: "a whole number"}, value=_shown(value))
 
 
 def _version_id(conn, process_id: str, version: int) -> int | None:
