@@ -1263,7 +1263,7 @@ class _Load:
         messages = {m.get("name") or m.get("id") for part in closure
                     for m in part.source.root.iterfind("bpmn:message", NS)}
         for case, sentence in case_problems(document, tasks, messages):
-            self.report(shown, cases_line(content, case), "-",
+            self.report(shown, cases_line(content, case, document), "-",
                         f"{case}: {sentence}" if case != "-" else sentence)
         files[f"forms/{name}"] = content
 

@@ -14,7 +14,7 @@ its files and of its content hash), so each version carries the cases written fo
     {"task": "gm_approval", "as": "gm.zhao", "data": {"decision": "approve"}},
     {"wait": "PT5H"},
     {"message": "payment_received", "as": "bank.feed", "data": {"amount": 1000}},
-    {"task": "go_approval", "as": "dm.zhou", "data": {"decision": "approve"}, "refused": "may not"}
+    {"task": "go_approval", "as": "rep.wang", "data": {"decision": "approve"}, "refused": "may not"}
   ],
   "path": ["dm_review", "gm_approval", "go_approval"],
   "end": {"status": "running", "data": {"major_contract": true}, "tasks": ["go_approval"]}
@@ -27,9 +27,9 @@ its files and of its content hash), so each version carries the cases written fo
   `data`; `wait` lets an ISO 8601 duration pass (timers, reminders and escalations due by then fire);
   `message` delivers a message as user `as` (the operator when left out), its `correlation` taken
   from the instance's data for the keys the process names, unless the step gives one. A step with
-  `refused` must be refused (`true`, or a text the refusal says); the case then goes on.
-  Every step is ten minutes after the one before it; the first case starts at `START` (a Monday,
-  09:00 in China). The first step that goes otherwise fails the case, and the steps after it are
+  `refused` must be refused (`true`, or a text the refusal says); the case then goes on. A `note`
+  says why a step is there. Each command is ten minutes after the one before it (a `wait` moves
+  the clock by its duration); the first case starts at `START` (a Monday, 09:00 in China). The first step that goes otherwise fails the case, and the steps after it are
   not run.
 - `path`: the human tasks the instance met (opened), by element id, in the order they opened
   (tasks opened by one step in the order of their ids). It must be exactly this list, or with
@@ -41,13 +41,16 @@ its files and of its content hash), so each version carries the cases written fo
 A file may also give `records`: business records on file before the cases run (`kind`, `key`,
 `customer`, `ref`, `data`, as engine.records keeps them), such as the shipped order a return names.
 
-The cases of a run share one throwaway SQLite database (a file in /dev/shm, in memory), seeded with the demo
-organisation, customer cards and credit list (as `bpm init --demo`), on which only the files under
-test are deployed: the real database is never touched. Cases run one after the other, each with
-its own instance, on a fixed clock; each run gets a fresh database.
+The cases of a run share one throwaway SQLite database (a file in /dev/shm, so in memory, where
+there is one), seeded with the demo organisation, customer cards and credit list (as `bpm init
+--demo`; seeded once per process and copied), on which only the files under test are deployed:
+the real database is never touched. Cases run one after the other, each with its own instance, on
+a fixed clock; each run gets a fresh database. The company's services run as they do live (the
+notices they send go to processes.notices.OUTBOX, the stand-in mail gateway).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -347,9 +350,10 @@ def run_cases(files: Mapping[str, bytes], process_id: str, cases: list | None = 
               services: Mapping[str, Callable] | None = None,
               lookups: Mapping[str, Callable] | None = None) -> list[CaseResult]:
     """Run the cases of `process_id` against `files` (a version's files by name: BPMN and DMN by
-    name, forms as `forms/NAME`), on a throwaway in-memory database seeded with the demo
-    organisation, where only these files are deployed. `cases` (the list of a cases file's
-    `cases`) replaces the cases the files hold. Raises `definitions.DefinitionError` if the files
+    name, forms as `forms/NAME`), on a throwaway database seeded with the demo organisation,
+    where only these files are deployed (never the real one). `cases` (the list of a cases file's
+    `cases`, e.g. as a designer edits them) replaces the cases the files hold; the file's `records`
+    still apply. Without cases (none given, none in the files) it is []. Raises `definitions.DefinitionError` if the files
     do not deploy, `runtime.InvalidInput` naming the case and field if `cases` is malformed,
     `runtime.NotFound` if the files hold no process `process_id`."""
     from . import versions
@@ -367,7 +371,7 @@ def run_cases(files: Mapping[str, bytes], process_id: str, cases: list | None = 
             raise NotFound("there is no deployed process %(process)r", process=process_id)
         given = json.loads(text) if text is not None else {}
         document = given if cases is None else {"cases": cases, **({"records": given["records"]} if "records" in given else {})}
-        problems = case_problems(document)
+        problems = case_problems(document, *_declared(files)) if cases is not None else case_problems(document)
         if problems:
             raise InvalidInput("the model tests are not right: %(problems)s",
                                {where: sentence for where, sentence in problems},
@@ -378,6 +382,21 @@ def run_cases(files: Mapping[str, bytes], process_id: str, cases: list | None = 
         rules = message_rules(dict(files))
         clock = _Clock(START)
         return [_Case(runtime, process_id, case, clock, rules).run() for case in document["cases"]]
+
+
+def _declared(files: Mapping[str, bytes | str]) -> tuple[set[str], set[str]]:
+    """The human task ids and the message names the BPMN files declare (given cases are checked
+    against them, as a deployed cases file is at deploy)."""
+    from lxml import etree
+    from .definitions import BPMN_NS, message_rules
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    tasks: set[str] = set()
+    for name, data in files.items():
+        if name.endswith(".bpmn"):
+            root = etree.fromstring(data.encode("utf-8") if isinstance(data, str) else data, parser)
+            tasks |= {el.get("id") for el in root.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask")
+                      if el.get("id")}
+    return tasks, set(message_rules(dict(files)))
 
 
 def run_deployed(store, process_id: str, version: int | None = None, actor: str | None = None,
@@ -477,7 +496,7 @@ class _Case:
     def start(self) -> None:
         from .runtime import EngineError
         try:
-            view = self.rt.start(self.process_id, self.case["start_as"], self.case.get("start", {}),
+            view = self.rt.start(self.process_id, self.case["start_as"], copy.deepcopy(self.case.get("start", {})),
                                  at=self.clock.step())
         except EngineError as exc:
             self.fail(f"start as {self.case['start_as']}: refused: {_said(exc)}")
@@ -495,7 +514,8 @@ class _Case:
         if not found:
             self.fail(f"step {n}: expected task {step['task']!r}, found {self.open()}")
         try:
-            view = self.rt.complete(found[0].id, step["as"], step.get("data", {}), at=self.clock.step())
+            view = self.rt.complete(found[0].id, step["as"], copy.deepcopy(step.get("data", {})),
+                                    at=self.clock.step())
         except EngineError as exc:
             self.refused(n, f"{step['task']} as {step['as']}", step, exc)
             return
@@ -546,7 +566,7 @@ class _Case:
             correlation = {k: self.view.data[k] for k in keys}
         correlation = {k: str(v) for k, v in correlation.items()}
         try:
-            self.rt.message(name, step.get("data", {}), correlation, actor=step.get("as"), at=self.clock.step())
+            self.rt.message(name, copy.deepcopy(step.get("data", {})), correlation, actor=step.get("as"), at=self.clock.step())
         except EngineError as exc:
             self.refused(n, f"message {name}" + (f" as {step['as']}" if step.get("as") else ""), step, exc)
             return
@@ -623,15 +643,23 @@ def _subset(actual: Any, expected: Any, where: str) -> list[tuple[str, str]]:
     return []
 
 
-def cases_line(text: bytes, case: str) -> int:
+def cases_line(text: bytes, case: str, document: Any = None) -> int:
     """The line of a cases file where the case named in `case` ("case 2 'name'") is written, for a
-    problem's FILE:LINE; 1 if it cannot be told."""
-    found = re.search(r"'(.*)'$", case)
-    if found:
-        needle = json.dumps(found.group(1), ensure_ascii=False).encode("utf-8")
-        at = text.find(needle)
-        if at < 0:
-            at = text.find(json.dumps(found.group(1)).encode("utf-8"))
+    problem's FILE:LINE (with the `document` read from it, the right one of cases with one name);
+    1 if it cannot be told."""
+    found = re.match(r"case (\d+) '(.*)'$", case)
+    if not found:
+        return 1
+    index, name = int(found.group(1)) - 1, found.group(2)
+    cases = document.get("cases") if isinstance(document, dict) else None
+    before = sum(1 for c in cases[:index] if isinstance(c, dict) and c.get("name") == name) \
+        if isinstance(cases, list) else 0
+    for needle in {json.dumps(name, ensure_ascii=False).encode("utf-8"), json.dumps(name).encode("utf-8")}:
+        at = -1
+        for _ in range(before + 1):
+            at = text.find(needle, at + 1)
+            if at < 0:
+                break
         if at >= 0:
             return text.count(b"\n", 0, at) + 1
     return 1
