@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, inbox, instances, migration, reports, timers, versions
+from engine import access, clock, credit, customers, foreign, inbox, instances, migration, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -143,7 +143,24 @@ def cmd_deploy(args) -> None:
         raise Refused(f"{missing[0]}: no such file or folder")
     from engine.modeltests import CasesFailed
     try:
-        deployed = versions.deploy(store, args.paths, actor=args.actor, require_tests=args.require_tests)
+        if args.executable or args.lane_role:
+            lane_roles = {}
+            for pair in args.lane_role:
+                lane, _, role = pair.partition("=")
+                if not lane.strip() or not role.strip():
+                    raise Refused(f"--lane-role {pair}: write LANE=ROLE, a lane's id or name and a role")
+                lane_roles[lane.strip()] = role.strip()
+            try:
+                with foreign.Marking(args.paths, args.executable, lane_roles) as marked:
+                    try:
+                        deployed = versions.deploy(store, marked.paths, actor=args.actor,
+                                                   require_tests=args.require_tests)
+                    except DefinitionError as exc:
+                        raise DefinitionError([marked.original(p) for p in exc.problems]) from None
+            except ValueError as exc:
+                raise Refused(str(exc)) from None
+        else:
+            deployed = versions.deploy(store, args.paths, actor=args.actor, require_tests=args.require_tests)
     except CasesFailed as exc:
         for process_id, results in sorted(exc.failed.items()):
             for result in results:
@@ -707,6 +724,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     p.add_argument("--require-tests", action="store_true",
                    help="run each process's model tests on the files first; deploy nothing if one fails")
+    p.add_argument("--executable", action="store_true",
+                   help="mark every process of the files executable, as the modeller's checkbox does")
+    p.add_argument("--lane-role", action="append", default=[], metavar="LANE=ROLE",
+                   help="give a lane (its id or name; or a pool drawn without lanes) a role, as the "
+                        "modeller's role field does; repeatable")
     p = command("test-model", cmd_test_model, "run the model tests attached to a process; exit 1 if any fails")
     p.add_argument("process_id")
     p.add_argument("--version", type=int, metavar="N", help="a deployed version (default: the newest)")

@@ -1,30 +1,37 @@
 """Reading other modellers' dialects of BPMN: what Camunda, Activiti, Zeebe and the MIWG test
 files write that this engine would otherwise refuse, and the edits a modeller makes to such a file.
 
-Two kinds of work live here:
-
 - `translate(tree, known_roles)`: a pass over a parsed BPMN file, in memory only, run by
   `engine.definitions` before its checks and before SpiffWorkflow parses the tree (the file's bytes
   are stored as uploaded; every later read of them runs the same pass, so a stored version parses
   to the same spec). It rewrites into the engine's own terms:
     * `candidateGroups` (camunda:, activiti:, flowable: attributes, zeebe:assignmentDefinition) on
       a lane → the lane's `role` property; on a user task → the task is put in a lane of that role
-      (the engine's role of a task is its lane's);
+      (the engine's role of a task is its lane's); `candidateStarterGroups` → `start_roles`;
     * `assignee` / a single `candidateUsers` → the engine's `assignee` property (an expression);
-    * unquoted ISO 8601 timers (`P7D`, `PT4H`, `2026-01-01T00:00:00Z`, `R3/PT1H`) → quoted;
-    * simple FEEL and JUEL conditions (`${approved}`, `= approved`, `a > 1 and not b`, `x = "a"`,
+    * a process's `role` property (a pool drawn without lanes) → the lane of its steps in no lane;
+      a lane drawn without a name but given a role → named by its id;
+    * unquoted ISO 8601 timers (`P7D`, `PT4H`, `2026-01-01T00:00:00Z`, `R3/PT1H`, Zeebe's
+      `= "PT1H"`) → quoted;
+    * simple FEEL and JUEL conditions (`${approved}`, `= approved`, `a > 1 and not(b)`, `x = "a"`,
       `!=`, true/false/null, string literals) → Python, which the sandbox evaluates;
     * an activity or event with several unconditional outgoing flows (BPMN's implicit parallel
-      split) → the same through a parallel gateway.
-  What it cannot translate is a finding naming the element (reported with its line).
+      split) → the same through a parallel gateway; a data store nothing reads or writes (a
+      drawing) → dropped; `zeebe:calledDecision` → `spiffworkflow:calledDecisionId`.
+  What it cannot translate is a finding naming the element (reported with its line): FEEL beyond
+  the subset, several candidate groups, work another engine's worker does, a send task with no
+  message, a timer with no time.
 - Textual edits that leave every other byte as it was: `mark_executable` (the modeller's
-  "executable" checkbox), `map_lanes` (a lane's role field), and `keep_extensions`, which puts back
-  the foreign extension elements and attributes a modeller's re-serialisation dropped or altered.
+  "executable" checkbox), `map_lanes` (a lane's or pool's role field), and `keep_extensions`,
+  which puts back the foreign extension elements and attributes a modeller's re-serialisation
+  dropped or altered. `Marking` applies the first two for `bpm deploy --executable --lane-role`.
+- `conformance(folder)`: the MIWG run of docs/conformance.md (`python -m engine.foreign --report`).
 """
 from __future__ import annotations
 
 import ast
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Collection, Iterator, Mapping
@@ -134,6 +141,8 @@ def feel_to_python(text: str, dialect: str = "feel") -> str:
                 parts = value.split(".")
                 if any(p.startswith("_") for p in parts):
                     raise NotSimple(f"the name {value!r} starts with an underscore")
+                if keyword.iskeyword(parts[0]) or parts[0] in ("True", "False", "None"):
+                    raise NotSimple(f"{parts[0]!r} is not understood here")
                 token = parts[0] + "".join(f"[{json.dumps(p)}]" for p in parts[1:])
                 now = "value"
         else:
@@ -147,7 +156,9 @@ def feel_to_python(text: str, dialect: str = "feel") -> str:
             now = "value" if value == ")" else "op"
         out.append(token)
         previous = now
-    python = " ".join(out).replace("( ", "(").replace(" )", ")")
+    python = ""
+    for token in out:  # spaced, but not inside parentheses: "not (a)" reads as written
+        python += token if not python or python.endswith("(") or token == ")" else " " + token
     if not python:
         raise NotSimple("the expression is empty")
     try:
@@ -165,11 +176,14 @@ def _is_python(text: str) -> bool:
     return True
 
 
-def condition_to_python(text: str, language: str | None) -> str | None:
+def condition_to_python(text: str, language: str | None, bare_feel: bool = True) -> str | None:
     """The Python to evaluate for a condition written `text` in `language` (a sequence flow's
     conditionExpression, a conditional event's condition), or None if it is Python already (or
-    in a language this does not read: the definitions' own check refuses that). Raises NotSimple
-    for FEEL or JUEL beyond the simple subset."""
+    in a language this does not read: the definitions' own check refuses that). Text marked as
+    FEEL (the language, Zeebe's leading `=`) or JUEL (`${...}`) is always translated; bare text
+    that is not Python only if `bare_feel` (a file from another modeller: in the engine's own files
+    `x = "a"` is a Python typo, refused as such). Raises NotSimple for FEEL or JUEL beyond the
+    simple subset."""
     stripped = (text or "").strip()
     lang = (language or "").lower()
     juel = re.fullmatch(r"[$#]\{(.*)\}", stripped, re.DOTALL)
@@ -179,7 +193,7 @@ def condition_to_python(text: str, language: str | None) -> str | None:
         return feel_to_python(stripped[1:], "feel")
     if "feel" in lang:
         return feel_to_python(stripped, "feel")
-    if lang or _is_python(stripped):
+    if lang or not bare_feel or _is_python(stripped):
         return None
     return feel_to_python(stripped, "feel")
 
@@ -195,8 +209,10 @@ def translate(tree: etree._ElementTree, known_roles: Collection[str] = ()) -> li
     roles = set(known_roles)
     for el in list(root.iter(f"{_B}timeDate", f"{_B}timeDuration", f"{_B}timeCycle")):
         _quote_timer(el)
+    # The engine's own files (and its modeller's) declare the spiffworkflow namespace at the root.
+    ours = SPIFF_NS in root.nsmap.values()
     for el in list(root.iter(f"{_B}conditionExpression", f"{_B}condition")):
-        _condition(el, findings)
+        _condition(el, findings, bare_feel=not ours)
     for timer in root.iter(f"{_B}timerEventDefinition"):
         if not any(isinstance(c.tag, str) and etree.QName(c).localname in ("timeDate", "timeDuration", "timeCycle")
                    for c in timer):
@@ -204,12 +220,58 @@ def translate(tree: etree._ElementTree, known_roles: Collection[str] = ()) -> li
                                                                f"says neither when nor after how long it fires (no "
                                                                f"timeDate, timeDuration or timeCycle)"))
     _drawn_data_stores(root)
+    _implementations(root, findings)
     for process in list(root.iter(f"{_B}process")):
         _assignments(process, roles, findings)
         _process_role(process)
         for container in [process, *process.iter(*(f"{_B}{t}" for t in _FLOW_NODE_CONTAINERS[1:]))]:
             _implicit_splits(container)
     return [f for f in findings if _in_executable(f.element)]
+
+
+_IMPLEMENTATION_ATTRIBUTES = ("class", "delegateExpression", "expression", "type", "topic")
+
+
+def _implementations(root: etree._Element, findings: list[Finding]) -> None:
+    """Tasks whose work another engine does: a Zeebe decision call is read as the engine's own;
+    a Java class, an expression or an external/Zeebe job worker is a finding naming it (the task
+    would otherwise run as nothing), as is a send task that names no message, and an input/output
+    mapping, which this engine does not read."""
+    for task in root.iter(f"{_B}businessRuleTask"):
+        called = task.find(f"{_B}extensionElements/{{{ZEEBE_NS}}}calledDecision")
+        if called is not None and called.get("decisionId") and task.find(
+                f"{_B}extensionElements/{_S}calledDecisionId") is None:
+            decision = etree.SubElement(called.getparent(), f"{_S}calledDecisionId")
+            decision.text = called.get("decisionId")
+            decision.sourceline = called.sourceline
+    for task in root.iter(f"{_B}serviceTask", f"{_B}sendTask", f"{_B}businessRuleTask", f"{_B}scriptTask",
+                          f"{_B}userTask", f"{_B}task"):
+        kind = etree.QName(task).localname
+        label = {"serviceTask": "service task", "sendTask": "send task", "businessRuleTask": "business rule task",
+                 "scriptTask": "script task", "userTask": "user task", "task": "task"}[kind]
+        for mapping in task.iterfind(f"{_B}extensionElements/*"):
+            if mapping.tag in (f"{{{ZEEBE_NS}}}ioMapping", f"{{{CAMUNDA_NS}}}inputOutput"):
+                findings.append(Finding(task, f"{label} {task.get('id')}: its {etree.QName(mapping).localname} "
+                                              f"(input and output mappings of another engine) is not read here; "
+                                              f"write them as the task's pre- and post-scripts"))
+        if kind not in ("serviceTask", "sendTask", "businessRuleTask"):
+            continue
+        if task.find(f"{_B}extensionElements/{_S}serviceTaskOperator") is not None or (
+                kind == "businessRuleTask" and task.find(f"{_B}extensionElements/{_S}calledDecisionId") is not None):
+            continue
+        worker = task.find(f"{_B}extensionElements/{{{ZEEBE_NS}}}taskDefinition")
+        named = [f"zeebe:taskDefinition type '{worker.get('type')}'"] if worker is not None else []
+        for ns in ASSIGNING_NAMESPACES:
+            named += [f"{name} '{task.get(f'{{{ns}}}{name}')}'" for name in _IMPLEMENTATION_ATTRIBUTES
+                      if task.get(f"{{{ns}}}{name}")]
+        if kind == "sendTask" and not named and (task.get("messageRef") or task.find(
+                f"{_B}messageEventDefinition") is not None):
+            continue
+        if named:
+            findings.append(Finding(task, f"{label} {task.get('id')} is done by another engine's worker "
+                                          f"({', '.join(named)}), which this engine does not have"))
+        elif kind == "sendTask":
+            findings.append(Finding(task, f"send task {task.get('id')} names no message, so it would send nothing"))
 
 
 def _drawn_data_stores(root: etree._Element) -> None:
@@ -257,6 +319,10 @@ def _owner(el: etree._Element) -> etree._Element:
 
 def _quote_timer(el: etree._Element) -> None:
     text = (el.text or "").strip()
+    if text.startswith("=") and not text.startswith("=="):  # Zeebe's FEEL: = "PT1H", or = PT1H
+        rest = text[1:].strip()
+        if ISO_SHAPE.match(rest.strip("\"'")) and (rest[:1] not in "\"'" or rest[:1] == rest[-1:]):
+            el.text = text = rest.strip("\"'")
     if text and ISO_SHAPE.match(text) and not _is_python(text):
         el.text = json.dumps(text)
     elif text and ISO_SHAPE.match(text) and not text.startswith(("'", '"')):
@@ -268,12 +334,12 @@ def _quote_timer(el: etree._Element) -> None:
             el.text = json.dumps(text)
 
 
-def _condition(el: etree._Element, findings: list[Finding]) -> None:
+def _condition(el: etree._Element, findings: list[Finding], bare_feel: bool = True) -> None:
     language = el.get("language")
     if not (el.text or "").strip():
         return  # the definitions' check says "the condition is empty"
     try:
-        python = condition_to_python(el.text or "", language)
+        python = condition_to_python(el.text or "", language, bare_feel)
     except NotSimple as exc:
         shown = " ".join((el.text or "").split())
         findings.append(Finding(_owner(el), f"FEEL beyond comparisons and and/or/not is not supported: "
@@ -362,6 +428,12 @@ def _label(el: etree._Element) -> str:
 
 def _assignments(process: etree._Element, roles: set[str], findings: list[Finding]) -> None:
     examples = ", ".join(sorted(roles)[:3]) or "none are known"
+    starters = next((process.get(f"{{{ns}}}candidateStarterGroups") for ns in ASSIGNING_NAMESPACES
+                     if process.get(f"{{{ns}}}candidateStarterGroups")), None)
+    if starters is not None:  # who may start it: the engine's start_roles on its start events
+        for start in process.findall(f"{_B}startEvent"):
+            if _property(start, "start_roles") is None:
+                _set_property(start, "start_roles", ",".join(g.strip() for g in starters.split(",") if g.strip()))
     for lane in process.iter(f"{_B}lane"):
         groups = _assignment(lane).get("candidateGroups")
         if groups is None or _property(lane, "role") is not None:
@@ -369,6 +441,10 @@ def _assignments(process: etree._Element, roles: set[str], findings: list[Findin
         group = _single(lane, "candidateGroups", groups, findings)
         if group is not None:
             _set_property(lane, "role", group)
+    for lane in process.iter(f"{_B}lane"):
+        if not (lane.get("name") or "").strip() and (_property(lane, "role") or "").strip() and lane.get("id"):
+            # SpiffWorkflow tells lanes by name: a lane drawn without one, given a role, is named by its id
+            lane.set("name", lane.get("id"))
     lane_of: dict[str, etree._Element] = {}
     for ref in process.iter(f"{_B}flowNodeRef"):
         if ref.text:
@@ -825,7 +901,7 @@ def keep_extensions(before: bytes, after: bytes) -> bytes:
                 edits.append((same.start, same.end, raw))
             else:
                 continue
-            need(raw, old, new)
+            need(b" " + raw, old, new)
         # foreign extension elements
         old_ext = old.child(BPMN_NS, "extensionElements")
         fragments = [c for c in old_ext.children if _foreign(c.ns)] if old_ext is not None else []
@@ -872,3 +948,216 @@ def keep_extensions(before: bytes, after: bytes) -> bytes:
         at = new_root.start + 1 + len(new_root.raw_name)
         edits.append((at, at, declarations))
     return _apply(after, edits)
+
+
+# --- `bpm deploy --executable --lane-role` --------------------------------------------------------
+
+class Marking:
+    """BPMN files given to `bpm deploy` with the modeller's two edits made on the way (copies in
+    a temporary folder beside which the originals' forms and DMN files are seen), so that what is
+    deployed and stored is what the modeller would have saved. `paths` are the copies;
+    `original(problem)` names a problem's file as the user gave it."""
+
+    def __init__(self, paths, executable: bool, lane_roles: Mapping[str, str]):
+        from pathlib import Path
+        self.given = [Path(p) for p in paths]
+        self.executable, self.lane_roles = executable, dict(lane_roles)
+        self.paths: list = []
+        self._names: dict[str, str] = {}
+        self._folders: dict[str, str] = {}
+        self._tmp = None
+
+    def __enter__(self) -> "Marking":
+        import tempfile
+        from pathlib import Path
+        folder = next((p for p in self.given if p.is_dir()), None)
+        if folder is not None:
+            raise ValueError(f"{folder}: --executable and --lane-role take .bpmn and .dmn files, not folders")
+        self._tmp = tempfile.TemporaryDirectory(prefix="bpm-deploy-")
+        root = Path(self._tmp.name)
+        unused = set(self.lane_roles)
+        for index, path in enumerate(self.given):
+            place = root / str(index) / "bpmn"
+            place.mkdir(parents=True)
+            for beside in path.parent.iterdir():  # forms and decision tables beside the file
+                if beside.suffix.lower() in (".json", ".dmn") and beside.name != path.name:
+                    (place / beside.name).symlink_to(beside.resolve())
+            if (path.parent.parent / "forms").is_dir():
+                (place.parent / "forms").symlink_to((path.parent.parent / "forms").resolve())
+            data = path.read_bytes()
+            if path.suffix.lower() == ".bpmn":
+                data, used = self._edit(path, data)
+                unused -= used
+            copy = place / path.name
+            copy.write_bytes(data)
+            self.paths.append(copy)
+            self._names[str(copy)] = str(path)
+            self._folders[str(place) + "/"] = str(path.parent) + "/"
+        if unused:
+            self.__exit__(None, None, None)
+            raise ValueError(f"--lane-role {sorted(unused)[0]}: no lane, pool or process of the files given "
+                             f"has that id or name")
+        return self
+
+    def _edit(self, path, data: bytes) -> tuple[bytes, set[str]]:
+        try:
+            if self.executable:
+                data = mark_executable(data)
+            used = set()
+            for key, role in self.lane_roles.items():
+                try:
+                    data = map_lanes(data, {key: role})
+                    used.add(key)
+                except ValueError as exc:
+                    if "no lane, pool or process" not in str(exc):
+                        raise
+            return data, used
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def original(self, problem):
+        shown = self._names.get(problem.file, problem.file)
+        message = problem.message
+        for copy, folder in self._folders.items():
+            shown = shown.replace(copy, folder) if shown.startswith(copy) else shown
+            message = message.replace(copy, folder)
+        return problem.__class__(shown, problem.line, problem.element_id, message)
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# --- the MIWG conformance run (docs/conformance.md) ---------------------------------------------
+
+CONFORMANCE_ROLE = "clerk"
+
+
+@dataclass
+class ConformanceRow:
+    file: str
+    opens: bool
+    deployed: list[str] = field(default_factory=list)   # process ids
+    problems: list = field(default_factory=list)         # definitions.Problem
+    with_files: list[str] = field(default_factory=list)  # other files of the set deployed with it
+
+
+def opens(data: bytes) -> str | None:
+    """None if the modeller can open the file (well-formed XML, BPMN 2.0 definitions, a process),
+    else why not."""
+    try:
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
+    except etree.XMLSyntaxError as exc:
+        return f"malformed XML: {exc}"
+    if root.tag != f"{_B}definitions":
+        return "the root element is not BPMN 2.0 definitions"
+    if root.find(f"{_B}process") is None:
+        return "the file declares no process"
+    return None
+
+
+def prepare(data: bytes, role: str = CONFORMANCE_ROLE) -> tuple[bytes, set[str]]:
+    """What a designer does in the modeller to a file from elsewhere: every process marked
+    executable, every lane mapped to `role`, and every pool drawn without lanes too. Returns the
+    edited file and the candidate groups it names (the roles an organisation adopting it creates)."""
+    data = mark_executable(data)
+    root = _bpmn_root(data)
+    roles: dict[str, str] = {}
+    for span in root.iter():
+        if span.ns == BPMN_NS and span.local == "lane" and span.get("id"):
+            roles[span.get("id")] = role
+        if span.ns == BPMN_NS and span.local == "process" and span.get("id") and not any(
+                s.ns == BPMN_NS and s.local == "lane" for s in span.iter()):
+            roles[span.get("id")] = role
+    groups = {g.strip() for g in re.findall(r'candidateGroups="([^"]*)"', data.decode("latin-1"))
+              if g.strip() and not _is_expression(g) and "," not in g}
+    return map_lanes(data, roles), groups
+
+
+def conformance(folder) -> list[ConformanceRow]:
+    """Each BPMN file of `folder` opened as the modeller does, then prepared (`prepare`) and
+    deployed with `definitions.load_definitions`, together with the files of the set that declare
+    the processes it calls."""
+    import tempfile
+    from pathlib import Path
+    from .definitions import DefinitionError, load_definitions
+    folder = Path(folder)
+    files = sorted(folder.glob("*.bpmn"))
+    declared: dict[str, Path] = {}
+    own: dict[Path, set[str]] = {}
+    for path in files:
+        own[path] = {pid.decode() for pid in re.findall(rb'<(?:\w+:)?process\b[^>]*?\bid="([^"]+)"', path.read_bytes())}
+        for pid in sorted(own[path]):
+            declared.setdefault(pid, path)
+
+    def companions(path: Path) -> list[str]:
+        """The other files of the set declaring what `path` calls, directly or not."""
+        found: list[Path] = []
+        todo = [path]
+        while todo:
+            current = todo.pop()
+            for called in re.findall(rb'calledElement="([^"]+)"', current.read_bytes()):
+                other = declared.get(called.decode())
+                if called.decode() not in own[current] and other is not None and other != path and other not in found:
+                    found.append(other)
+                    todo.append(other)
+        return sorted(p.name for p in found)
+    rows = []
+    for path in files:
+        data = path.read_bytes()
+        row = ConformanceRow(path.name, opens(data) is None)
+        rows.append(row)
+        if not row.opens:
+            continue
+        row.with_files = companions(path)
+        with tempfile.TemporaryDirectory(prefix="bpm-conformance-") as tmp:
+            roles = {CONFORMANCE_ROLE}
+            given = []
+            for name in [path.name, *row.with_files]:
+                prepared, groups = prepare((folder / name).read_bytes())
+                roles |= groups
+                (Path(tmp) / name).write_bytes(prepared)
+                given.append(Path(tmp) / name)
+            try:
+                row.deployed = [d.process_id for d in load_definitions(given, sorted(roles))]
+            except DefinitionError as exc:
+                row.problems = [p.__class__(p.file.replace(tmp + "/", ""), p.line, p.element_id,
+                                            p.message.replace(tmp + "/", "")) for p in exc.problems]
+    return rows
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+    parser = argparse.ArgumentParser(prog="python -m engine.foreign",
+                                     description="Open and deploy other modellers' BPMN files (the MIWG set).")
+    parser.add_argument("--report", action="store_true", help="print the conformance table (Markdown)")
+    parser.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parent.parent / "tests" / "data" / "miwg"))
+    args = parser.parse_args(argv)
+    if not args.report:
+        parser.print_help()
+        return 0
+    rows = conformance(args.folder)
+    print("| File | Opens | Deployed | Reason (first findings) |")
+    print("|---|---|---|---|")
+    for row in rows:
+        if row.deployed:
+            extra = f" (with {', '.join(row.with_files)})" if row.with_files else ""
+            reason = f"deploys {', '.join(row.deployed)}{extra}"
+        else:
+            first = row.problems[0]
+            reason = f"{first.file}:{first.line}: {first.element_id}: {first.message}".replace("|", "\\|")
+            if len(row.problems) > 1:
+                reason += f" (and {len(row.problems) - 1} more findings)"
+            if row.with_files:
+                reason += f" (deployed with {', '.join(row.with_files)})"
+        print(f"| {row.file} | {'yes' if row.opens else 'no'} | {'yes' if row.deployed else 'refused'} | "
+              f"{' '.join(reason.split())} |")
+    print(f"\n{sum(r.opens for r in rows)} of {len(rows)} open; {sum(bool(r.deployed) for r in rows)} of "
+          f"{len(rows)} deploy.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -400,3 +400,28 @@ def test_make_run_takes_a_port():
     for u in demo_users():  # the README's table is the demo organisation the code seeds
         assert f"| `{u['username']}` | {u['name']} | {u['role_zh']} {u['role_en']}" in readme, u["username"]
     assert "password is `demo`" in readme
+
+
+def test_deploy_marks_a_foreign_file_executable_and_maps_its_lanes(bpm):
+    a41 = str(MIWG / "A.4.1.bpmn")
+    code, _, err = bpm("deploy", a41)
+    assert code == 1 and "no executable process in A.4.1.bpmn" in err
+    code, _, err = bpm("deploy", a41, "--executable", "--lane-role", "Lane 1=sales_rep")
+    assert code == 1 and err.startswith(f"{a41}:") and "lane 'Lane 2 ' maps to no known role" in err
+    code, _, err = bpm("deploy", a41, "--executable", "--lane-role", "Lane 9=sales_rep")
+    assert (code, err.strip()) == (1, "bpm deploy: --lane-role Lane 9: no lane, pool or process of the files "
+                                      "given has that id or name")
+    code, out, err = bpm("deploy", a41, "--executable", "--json", *[
+        arg for lane in ("Lane 1", "Lane 2", "Lane 3") for arg in ("--lane-role", f"{lane}=sales_rep")])
+    assert code == 0, err
+    assert sorted(d["status"] for d in json.loads(out)) == ["deployed", "deployed"]
+    # what is stored is what the modeller would have saved: executable, lanes mapped, nothing else
+    from sqlalchemy import select
+    from engine.store import Definition, Store
+    with Store().read() as session:
+        stored = session.scalars(select(Definition.files).where(
+            Definition.process_id == "sid-34746A54-1D7D-46CA-B219-0C4CEAE51170")).one()["A.4.1.bpmn"]
+    original = (MIWG / "A.4.1.bpmn").read_text()
+    assert stored.count('isExecutable="true"') == 2 and stored.count('name="role" value="sales_rep"') == 3
+    assert re.sub(r'<spiffworkflow:properties [^>]*><spiffworkflow:property name="role" value="sales_rep"/>'
+                  r"</spiffworkflow:properties>", "", stored).replace('isExecutable="true"', 'isExecutable="false"') == original
