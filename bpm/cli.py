@@ -732,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("test-model", cmd_test_model, "run the model tests attached to a process; exit 1 if any fails")
     p.add_argument("process_id")
     p.add_argument("--version", type=int, metavar="N", help="a deployed version (default: the newest)")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     p = command("lint", cmd_lint, "check BPMN/DMN files, forms or folders: what deploy refuses (errors) and "
                                   "what would fail late (warnings); exit 1 on an error")
     p.add_argument("paths", nargs="+")
