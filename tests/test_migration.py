@@ -79,7 +79,10 @@ def without_gm(tmp_path: Path) -> Path:
             flow.find(f"{{{BPMN_NS}}}conditionExpression").text = 'deviation_approver != "none"'
         if flow.get("id") == "flow_deviation_route_go_merge":
             flow.find(f"{{{BPMN_NS}}}conditionExpression").text = 'deviation_approver == "none"'
-    return _copy(tmp_path / "without_gm", etree.tostring(tree, encoding="unicode"))
+    folder = _copy(tmp_path / "without_gm", etree.tostring(tree, encoding="unicode"))
+    # its model tests name the GM's step, which this version has not (deploy checks the cases' steps)
+    (folder / "contract_review.cases.json").unlink(missing_ok=True)
+    return folder
 
 
 def retyped(tmp_path: Path) -> Path:
