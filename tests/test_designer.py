@@ -300,6 +300,8 @@ def test_a_draft_deploys_as_the_next_version(app, rt, designer):
     response = designer.post("/design/contract_review/deploy", data={"draft": "1"}, follow_redirects=True)
     assert "contract_review version 2 deployed." in text(response)
     assert versions_of(rt.store, "contract_review") == [1, 2]
+    row = text(designer.get("/design")).split('id="process-contract_review"')[1].split("</tr>")[0]
+    assert "v2 · " in row and "v1 · " in row and row.count("design.yang") == 2
     assert 'name="due" value="P3D"' in drafts.version_files(rt.store, "contract_review", 2)[1]["contract_review.bpmn"]
     # deployed again: unchanged
     response = designer.post("/design/contract_review/deploy", data={"draft": "1"}, follow_redirects=True)
