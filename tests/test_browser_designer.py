@@ -149,6 +149,9 @@ def test_the_decision_table_opens_in_dmn_js(open_page, live):
     opened(page)
     page.wait_for_selector(".tjs-table")  # dmn-js's decision table, editable
     assert page.locator(".tjs-table tbody tr").count() >= 2
+    page.click("#lint")  # the table's findings are listed (the whole version's files are linted)
+    page.wait_for_selector("#lint-findings:not([hidden])")
+    assert page.locator("#modeler-status").inner_text()
 
 
 def test_a_form_is_previewed_as_the_approver_sees_it(open_page, live):

@@ -111,9 +111,13 @@
 
   var marked = [];
   function lint(modeler) {
-    var canvas = modeler.get("canvas");
-    var registry = modeler.get("elementRegistry");
-    var overlays = modeler.get("overlays");
+    // A decision table's findings are listed only; a diagram's are marked on it too.
+    var drawn = data.kind === "bpmn";
+    var none = { removeMarker: function () {}, addMarker: function () {}, remove: function () {},
+                 get: function () { return null; } };
+    var canvas = drawn ? modeler.get("canvas") : none;
+    var registry = drawn ? modeler.get("elementRegistry") : none;
+    var overlays = drawn ? modeler.get("overlays") : none;
     say(words.linting);
     currentXml(modeler).then(function (xml) {
       return post(data.lint, { file: data.file, text: xml, base: data.base });
