@@ -21,7 +21,7 @@ from engine.store import Definition, HumanTask, Instance
 
 from .conftest import contract
 
-from .test_browser import chromium, live, open_page, sign_in  # noqa: F401 (fixtures)
+from .test_browser import chromium, live, open_page, shot, sign_in  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL",
@@ -201,6 +201,7 @@ def test_the_designers_whole_change_of_contract_review(open_page, live):
     page.wait_for_selector('g.lint-error[data-element-id="flow_is_major_report_major"]', state="attached")
     finding = page.locator('#findings-list a[data-element="flow_is_major_report_major"]')
     assert "contract_review.bpmn:" in finding.inner_text()
+    shot(page, "modeller")
     page.locator("h1").click()
     finding.click()  # selects the flow: its condition is in the panel
     assert page.input_value("#prop-id") == "flow_is_major_report_major"
