@@ -6,6 +6,7 @@ uploads, deploy, migration dry run and model tests (/design/<process>), and the 
 The rules are the engine's: drafts (engine.drafts), lint (engine.lint), deploy
 (engine.versions.deploy_files), migration (engine.migration), model tests (engine.modeltests),
 foreign extensions kept on save (engine.foreign.keep_extensions). These pages only show them.
+(`lint` and `migration` are imported as `linting` and `moving`: the views of those names are routes.)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from flask import (Blueprint, Response, flash, jsonify, redirect, render_templat
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from engine import access, drafts
+from engine import access, drafts, foreign, lint as linting, migration as moving, modeltests
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, InvalidInput
 
@@ -54,17 +55,6 @@ def _refused(exc: EngineError):
     if request.path.endswith(("/save", "/lint")):  # the modeller's JSON endpoints
         return jsonify({"error": said(exc), "fields": getattr(exc, "fields", {})}), status
     return render_template("error.html", message=said(exc), status=status), status
-
-
-# --- what the optional engine parts are, once their branches are in -----------------------------
-
-def _engine_part(name: str):
-    """engine.lint, engine.migration, engine.modeltests, engine.foreign: None while not installed."""
-    import importlib
-    try:
-        return importlib.import_module(f"engine.{name}")
-    except ImportError:
-        return None
 
 
 # --- reading the query: which files are meant -----------------------------------------------------
@@ -123,8 +113,7 @@ def process(process_id: str):
 
 
 def _process_page(summary, status: int = 200, **shown):
-    parts = {name: _engine_part(name) is not None for name in ("lint", "migration", "modeltests")}
-    return render_template("design_process.html", p=summary, parts=parts,
+    return render_template("design_process.html", p=summary,
                            incidents=drafts.open_incidents(_store(), summary.process_id), **shown), status
 
 
@@ -215,18 +204,14 @@ def deploy(process_id: str):
 @bp.post("/<process_id>/migration")
 def migration(process_id: str):
     """The migration dry run between two versions, and (with `apply`) the migration of those that can."""
-    part = _engine_part("migration")
-    summary = drafts.overview(_store(), process_id)
-    if not summary:
+    if not drafts.overview(_store(), process_id):
         raise InvalidInput("there is no process %(process)s", process=process_id)
-    if part is None:
-        return _process_page(summary[0], 503, problems=[_("The migration is not installed yet.")])
     source = _number(request.form.get("from"), "from")
     target = _number(request.form.get("to"), "to")
     if source is None or target is None:
         raise InvalidInput("choose the version to migrate from and the one to migrate to")
     apply = request.form.get("apply") == "1"
-    run = part.migrate if apply else part.plan
+    run = moving.migrate if apply else moving.plan
     moves = run(_store(), process_id, source, target, current_user.username)
     if apply:
         moved = sum(1 for m in moves if m.can_move)
@@ -239,20 +224,17 @@ def migration(process_id: str):
 @bp.post("/<process_id>/tests")
 def tests(process_id: str):
     """The model tests of a draft (its files) or a deployed version."""
-    part = _engine_part("modeltests")
     summary = drafts.overview(_store(), process_id)
     if not summary:
         raise InvalidInput("there is no process %(process)s", process=process_id)
-    if part is None:
-        return _process_page(summary[0], 503, problems=[_("The model tests are not installed yet.")])
     number = _number(request.form.get("draft"), "draft")
     try:
         if number is not None:
-            results = part.run_cases(_files_bytes(drafts.draft_files(_store(), process_id, number)), process_id)
+            results = modeltests.run_cases(_files_bytes(drafts.draft_files(_store(), process_id, number)), process_id)
             tested = _("draft %(number)s", number=number)
         else:
             version = _number(request.form.get("version"), "version")
-            results = part.run_deployed(_store(), process_id, version, current_user.username)
+            results = modeltests.run_deployed(_store(), process_id, version, current_user.username)
             tested = _("version %(version)s", version=version) if version else _("the newest version")
     except DefinitionError as exc:  # files that do not deploy cannot be tested
         return _process_page(summary[0], 422, problems=[_("The model tests could not run: the files do not deploy.")]
@@ -328,8 +310,7 @@ def _edited(process_id: str, payload) -> tuple[dict, dict[str, str], str]:
     if name not in files:
         raise InvalidInput("there is no file %(name)s here", name=name[:200])
     text = drafts.check_file(name, text.encode("utf-8"))
-    foreign = _engine_part("foreign")
-    if name.endswith(".bpmn") and foreign is not None:
+    if name.endswith(".bpmn"):
         try:
             text = foreign.keep_extensions(files[name].encode("utf-8"), text.encode("utf-8")).decode("utf-8")
         except ValueError as exc:
@@ -352,10 +333,7 @@ def save(process_id: str):
 def lint(process_id: str):
     """The lint's findings for the files as edited (not saved), as JSON."""
     _, files, _name = _edited(process_id, request.get_json(silent=True))
-    part = _engine_part("lint")
-    if part is None:
-        return jsonify({"error": _("The lint is not installed yet."), "fields": {}}), 503
-    findings = part.lint(_store(), _files_bytes(files), current_user.username)
+    findings = linting.lint(_store(), _files_bytes(files), current_user.username)
     return jsonify({"findings": [f.as_json() for f in findings]})
 
 
