@@ -14,8 +14,8 @@ $(STAMP): requirements.txt pyproject.toml $(wildcard package.json package-lock.j
 	$(MAKE) --no-print-directory assets
 	touch $(STAMP)
 
-# bpmn-js from the npm registry into web/static/vendor/ (git-ignored); message catalogs compiled.
-# Without npm the pages still work, without the drawn diagram.
+# bpmn-js and dmn-js from the npm registry into web/static/vendor/ (git-ignored); message catalogs compiled.
+# Without npm the pages still work, without the drawn diagram and the modeller.
 assets:
 	@if [ ! -f package-lock.json ]; then :; elif command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: instance pages will show no diagram"; fi
@@ -40,7 +40,7 @@ test: $(STAMP)
 # Refresh the message catalogs from the code (see babel.cfg); translate what is new by hand.
 messages: $(STAMP)
 	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k NotFound -k Forbidden -k Conflict -k InvalidInput \
-		-k CommandFailed -k PasswordRefused -k _problem:3 --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
+		-k CommandFailed -k CannotMove -k PasswordRefused -k _problem:3 --no-location --sort-output --project "Branch BPM" -o web/translations/messages.pot .
 	$(BIN)/pybabel -q update --no-wrap --ignore-obsolete -i web/translations/messages.pot -d web/translations
 
 bench: $(STAMP)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import access, clock, credit, customers, foreign, inbox, instances, reports, timers, versions
+from engine import access, clock, credit, customers, foreign, inbox, instances, migration, reports, timers, versions
 from engine.calendar import CalendarError
 from engine.definitions import DefinitionError
 from engine.runtime import EngineError, Runtime
@@ -141,26 +141,54 @@ def cmd_deploy(args) -> None:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise Refused(f"{missing[0]}: no such file or folder")
-    if args.executable or args.lane_role:
-        lane_roles = {}
-        for pair in args.lane_role:
-            lane, _, role = pair.partition("=")
-            if not lane.strip() or not role.strip():
-                raise Refused(f"--lane-role {pair}: write LANE=ROLE, a lane's id or name and a role")
-            lane_roles[lane.strip()] = role.strip()
-        try:
-            with foreign.Marking(args.paths, args.executable, lane_roles) as marked:
-                try:
-                    deployed = versions.deploy(store, marked.paths, actor=args.actor)
-                except DefinitionError as exc:
-                    raise DefinitionError([marked.original(p) for p in exc.problems]) from None
-        except ValueError as exc:
-            raise Refused(str(exc)) from None
-    else:
-        deployed = versions.deploy(store, args.paths, actor=args.actor)
+    from engine.modeltests import CasesFailed
+    try:
+        if args.executable or args.lane_role:
+            lane_roles = {}
+            for pair in args.lane_role:
+                lane, _, role = pair.partition("=")
+                if not lane.strip() or not role.strip():
+                    raise Refused(f"--lane-role {pair}: write LANE=ROLE, a lane's id or name and a role")
+                lane_roles[lane.strip()] = role.strip()
+            try:
+                with foreign.Marking(args.paths, args.executable, lane_roles) as marked:
+                    try:
+                        deployed = versions.deploy(store, marked.paths, actor=args.actor,
+                                                   require_tests=args.require_tests)
+                    except DefinitionError as exc:
+                        raise DefinitionError([marked.original(p) for p in exc.problems]) from None
+            except ValueError as exc:
+                raise Refused(str(exc)) from None
+        else:
+            deployed = versions.deploy(store, args.paths, actor=args.actor, require_tests=args.require_tests)
+    except CasesFailed as exc:
+        for process_id, results in sorted(exc.failed.items()):
+            for result in results:
+                for problem in result.problems:
+                    print(f"bpm deploy: {process_id}: FAIL {result.name}: {problem}", file=sys.stderr)
+        raise
     _print(args, [d.as_json() for d in deployed],
            lambda: "\n".join(d.sentence() for d in deployed))
     _print_notices(args, "deploy", deployed)
+
+
+def cmd_lint(args) -> None:
+    """Every finding on stdout, one a line (FILE:LINE: ELEMENT_ID: [rule] message (fix: …)); exit
+    1 if deploy would refuse the files (an error), 0 if there are only warnings or none."""
+    from engine import lint
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise Refused(f"{missing[0]}: no such file or folder")
+    findings = lint.lint(_store(), args.paths, actor=args.actor)
+    _print(args, [f.as_json() for f in findings], lambda: "\n".join(
+        f"{f.file}:{f.line or 0}: {f.element_id or '-'}: [{f.rule}] {f.message}"
+        + (f" (fix: {f.fix})" if f.fix else "") for f in findings))
+    if any(f.severity == "error" for f in findings):
+        raise LintFailed()
+
+
+class LintFailed(Exception):
+    """`bpm lint` found an error: the findings are printed already; exit 1."""
 
 
 def _print_notices(args, command: str, deployed) -> None:
@@ -169,6 +197,50 @@ def _print_notices(args, command: str, deployed) -> None:
         for d in deployed:
             for notice in d.notices:
                 print(f"bpm {command}: {d.process_id}: notice: {notice}", file=sys.stderr)
+
+
+def cmd_migrate(args) -> None:
+    """The running instances of PROCESS_ID on version --from moved to --to, those that can (engine.migration);
+    with --dry-run only whether each can move, where its tokens land, or why not."""
+    store = _store()
+    if args.dry_run:
+        moves = migration.plan(store, args.process_id, args.from_version, args.to_version, actor=args.actor)
+    else:
+        moves = migration.migrate(store, args.process_id, args.from_version, args.to_version, actor=args.actor)
+
+    def line(m) -> str:
+        done = ("moved" if m.moved else "not moved") if not args.dry_run else ("yes" if m.can_move else "no")
+        return "  ".join([m.instance_id, done, ", ".join(m.tokens_to) or "-", m.reason or "-"])
+
+    def text() -> str:
+        head = "instance  can move  tokens to  reason" if args.dry_run else "instance  outcome  tokens at  reason"
+        verb = "could move" if args.dry_run else "moved"
+        count = sum(1 for m in moves if (m.can_move if args.dry_run else m.moved))
+        return "\n".join([head, *(line(m) for m in moves),
+                          f"{count} of {len(moves)} running instance(s) of {args.process_id} v{args.from_version} "
+                          f"{verb} to v{args.to_version}"])
+    _print(args, [m.as_json() for m in moves], text)
+
+
+def cmd_test_model(args) -> None:
+    """The model tests of a deployed process (engine.modeltests): a line per case, exit 1 if any fails."""
+    import time
+    from engine import modeltests
+    store = _store()
+    began = time.perf_counter()
+    results = modeltests.run_deployed(store, args.process_id, args.version, actor=args.actor)
+    seconds = time.perf_counter() - began
+    failed = [r for r in results if not r.passed]
+    _print(args, {"process_id": args.process_id, "version": args.version, "passed": not failed,
+                  "seconds": round(seconds, 3), "results": [r.as_json() for r in results]},
+           lambda: "\n".join(
+               [line for r in results for line in
+                [f"{'PASS' if r.passed else 'FAIL'}  {r.name}", *(f"      {p}" for p in r.problems)]]
+               + [f"{args.process_id}: {len(results) - len(failed)} of {len(results)} case(s) passed "
+                  f"in {seconds:.2f} s" if results else f"{args.process_id} has no model tests "
+                  f"(write them in forms/{args.process_id}{modeltests.CASES_SUFFIX})"]))
+    if failed:
+        raise Refused(f"{len(failed)} of {len(results)} case(s) failed: " + ", ".join(repr(r.name) for r in failed))
 
 
 def cmd_definitions(args) -> None:
@@ -648,12 +720,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
+    p.add_argument("--require-tests", action="store_true",
+                   help="run each process's model tests on the files first; deploy nothing if one fails")
     p.add_argument("--executable", action="store_true",
                    help="mark every process of the files executable, as the modeller's checkbox does")
     p.add_argument("--lane-role", action="append", default=[], metavar="LANE=ROLE",
                    help="give a lane (its id or name; or a pool drawn without lanes) a role, as the "
                         "modeller's role field does; repeatable")
+    p = command("test-model", cmd_test_model, "run the model tests attached to a process; exit 1 if any fails")
+    p.add_argument("process_id")
+    p.add_argument("--version", type=int, metavar="N", help="a deployed version (default: the newest)")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
+    p = command("lint", cmd_lint, "check BPMN/DMN files, forms or folders: what deploy refuses (errors) and "
+                                  "what would fail late (warnings); exit 1 on an error")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     command("definitions", cmd_definitions, "list deployed processes and versions")
+    p = command("migrate", cmd_migrate, "move the running instances of one version of a process to another: "
+                                        "those that can, each as one logged step")
+    p.add_argument("process_id")
+    p.add_argument("--from", dest="from_version", type=int, required=True, metavar="N")
+    p.add_argument("--to", dest="to_version", type=int, required=True, metavar="M")
+    p.add_argument("--dry-run", action="store_true", help="only say which can move, where their tokens land, "
+                                                          "or why not; change nothing")
+    p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")
     request_id = dict(metavar="ID", help="act once: run again with the same ID (after a lost reply), "
                                          "it prints the first result and changes nothing")
     p = command("start", cmd_start, "start an instance")
@@ -786,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except LintFailed:
+        return 1
     except DefinitionError as exc:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)

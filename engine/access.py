@@ -388,6 +388,18 @@ def may_deploy(who: Person) -> bool:
     return bool(DEPLOY_ROLES & who.roles)
 
 
+def may_design(who: Person) -> bool:
+    """The designer's pages and their API (processes, versions, drafts, the modeller): the roles
+    that may deploy, since a draft is only ever made to be deployed."""
+    return may_deploy(who)
+
+
+def may_migrate(who: Person) -> bool:
+    """Moving running instances to another version of their process (engine.migration) is the
+    designers' who deploy the versions."""
+    return may_deploy(who)
+
+
 # The receipts page (到账登记, docs/processes.md §4): finance looks orders up there and records the
 # bank's receipts against them. Each receipt is still the message `payment_received`, which its
 # process's `sender_roles` allow or refuse; this rule only says whose page it is.

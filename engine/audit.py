@@ -28,7 +28,7 @@ from . import state, tasks
 from .determinism import CommandContext, command_context
 from .runtime import (GENESIS_HASH, LoadedDefinition, _entry_hash, apply_command, instance_data,
                       loaded_definition, new_workflow)
-from .store import Instance, LogEntry
+from .store import Definition, Instance, LogEntry
 
 
 @dataclass(frozen=True)
@@ -74,37 +74,52 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
     """Feed the logged inputs to the pinned definition again and compare every state hash;
     `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`)."""
     instance, entries = _read or _entries(session, instance_id)
-    return replay_entries(instance_id, entries, loaded_definition(session, instance.definition_id),
-                          script_engine, to_step, observe)
+    first, version = pinned(session, instance, entries)
+    return replay_entries(instance_id, entries, first, script_engine, to_step, observe, version)
+
+
+VersionOf = Callable[[int], LoadedDefinition]
+
+
+def pinned(session: Session, instance: Instance, entries: Sequence[Any]) -> tuple[LoadedDefinition, VersionOf]:
+    """The definition version the instance started on, and how to find the versions its
+    `migrate` steps moved it to (engine.migration): without such a step, the instance's own."""
+    def version(number: int) -> LoadedDefinition:
+        found = session.scalar(select(Definition.id).where(Definition.process_id == instance.process_id,
+                                                           Definition.version == number))
+        if found is None:
+            raise LookupError(f"process {instance.process_id} has no version {number}")
+        return loaded_definition(session, found)
+    move = next((e for e in entries if e.command == "migrate"), None)
+    if move is not None:
+        try:
+            return version((move.input or {}).get("from")), version
+        except LookupError:
+            pass  # (a changed entry: its replay says so)
+    return loaded_definition(session, instance.definition_id), version
 
 
 def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition, script_engine,
                    to_step: int | None = None,
-                   observe: Callable[[Any, Any], Any] | None = None) -> list[ReplayedStep]:
+                   observe: Callable[[Any, Any], Any] | None = None,
+                   version: VersionOf | None = None) -> list[ReplayedStep]:
     """`replay` without a database: `entries` are the log's rows in order, or anything with their
     columns (seq, at, actor, command, input, state_hash, prev_hash, hash), as an evidence bundle
-    holds them (engine.evidence); `loaded` is the definition version they ran on."""
+    holds them (engine.evidence); `loaded` is the definition version they started on, and
+    `version(n)` gives version n of the process, where a `migrate` step moved the instance."""
     steps: list[ReplayedStep] = []
     text, counter, prev, workflow = None, 0, GENESIS_HASH, None
     for entry in entries:
         if to_step is not None and entry.seq > to_step:
             break
         try:
-            # The workflow the step before left in memory goes on, which spares restoring the state
-            # at every step; a state that comes out other than the log says is made again the way
-            # the engine made it — restored from the text of the step before — so a verdict is
-            # that of an exact replay.
-            done = None
-            if workflow is not None:
-                try:
-                    done = _replay_step(instance_id, entry, loaded, script_engine, text, counter, workflow)
-                except Exception:
-                    done = None
-                if done is not None and state.digest(done[1]) != entry.state_hash:
-                    done = None
-            if done is None:
-                done = _replay_step(instance_id, entry, loaded, script_engine, text, counter, None)
-            workflow, text, ctx = done
+            if entry.command == "migrate":
+                # The step is SpiffWorkflow's move of the state to another version, made again.
+                target = _target(entry, loaded, version)
+                workflow, text, ctx = _replay_move(instance_id, entry, loaded, target, text)
+                loaded = target
+            else:
+                workflow, text, ctx = _replayed(instance_id, entry, loaded, script_engine, text, counter, workflow)
         except Exception as exc:  # a tampered input, a definition changed under the log
             raise ReplayFailed(entry.seq, entry.command, exc) from exc
         counter = ctx.counter
@@ -120,6 +135,47 @@ def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
                                   observe(entry, workflow) if observe is not None else None))
         prev = entry.hash
     return steps
+
+
+def _target(entry: Any, loaded: LoadedDefinition, version: VersionOf | None) -> LoadedDefinition:
+    moved = entry.input or {}
+    if moved.get("from") != loaded.version:
+        raise ValueError(f"the step moves the instance from version {moved.get('from')}, but it is on "
+                         f"version {loaded.version}")
+    if version is None:
+        raise LookupError(f"version {moved.get('to')} of the process is not at hand")
+    return version(moved.get("to"))
+
+
+def _replay_move(instance_id: str, entry: Any, loaded: LoadedDefinition, target: LoadedDefinition,
+                 text: str | None) -> tuple[Any, str, CommandContext]:
+    """A `migrate` step applied again: the state the step before left, restored on its version and
+    moved to the target (the workflow in memory is not reused: the move rebuilds its tasks' specs)."""
+    from .migration import SpecDiffs, move_workflow  # (engine.migration imports engine.runtime, as this does)
+    workflow, counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
+    ctx = CommandContext(instance_id, entry.at, counter, replaying=True)
+    with command_context(ctx):
+        move_workflow(workflow, SpecDiffs(loaded, target))
+    return workflow, state.dump_state(workflow, ctx.counter), ctx
+
+
+def _replayed(instance_id: str, entry: Any, loaded: LoadedDefinition, script_engine, text: str | None,
+              counter: int, workflow) -> tuple[Any, str, CommandContext]:
+    """One logged command replayed. The workflow the step before left in memory goes on, which
+    spares restoring the state at every step; a state that comes out other than the log says is
+    made again the way the engine made it — restored from the text of the step before — so a
+    verdict is that of an exact replay."""
+    done = None
+    if workflow is not None:
+        try:
+            done = _replay_step(instance_id, entry, loaded, script_engine, text, counter, workflow)
+        except Exception:
+            done = None
+        if done is not None and state.digest(done[1]) != entry.state_hash:
+            done = None
+    if done is None:
+        done = _replay_step(instance_id, entry, loaded, script_engine, text, counter, None)
+    return done
 
 
 def _replay_step(instance_id: str, entry: Any, loaded: LoadedDefinition, script_engine, text: str | None,
@@ -192,7 +248,8 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
                 _replays.move_to_end(key)
                 found = _replays[key]
                 return found if found is not None else row_verdict(instance, entries)
-    found = replay_verdict(instance_id, entries, loaded_definition(session, instance.definition_id), script_engine)
+    first, version = pinned(session, instance, entries)
+    found = replay_verdict(instance_id, entries, first, script_engine, version)
     if key is not None:
         _keep(key, found)
     return found if found is not None else row_verdict(instance, entries)
@@ -213,11 +270,11 @@ def keep_replayed(session: Session, instance_id: str, entries: Sequence[Any], st
 
 
 def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition,
-                   script_engine) -> Verdict | None:
-    """The first step whose chain link or replayed state is wrong, or None (entries as for
-    `replay_entries`)."""
+                   script_engine, version: VersionOf | None = None) -> Verdict | None:
+    """The first step whose chain link or replayed state is wrong, or None (entries, `loaded` and
+    `version` as for `replay_entries`)."""
     try:
-        steps = replay_entries(instance_id, entries, loaded, script_engine)
+        steps = replay_entries(instance_id, entries, loaded, script_engine, version=version)
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))

@@ -159,6 +159,33 @@ def load_definitions(paths: Sequence[str | Path], known_roles: Collection[str],
     return definitions
 
 
+def load_files(files: Mapping[str, bytes], known_roles: Collection[str],
+               deployed: Mapping[str, bytes] | None = None) -> list[ProcessDefinition]:
+    """load_definitions for files held in memory (a designer's drafts), keyed by name: .bpmn and
+    .dmn files, and forms and label tables (`*.json`), which steps name by file name. Same result,
+    same DefinitionError, the names as given standing for paths."""
+    load = _Load(known_roles, deployed)
+    try:
+        for name, data in files.items():
+            suffix = Path(name).suffix.lower()
+            if suffix in (".bpmn", ".dmn"):
+                load.add(name, None, bytes(data), Path(name).name)
+            elif suffix == ".json":
+                load.given_forms.setdefault(Path(name).name, bytes(data))
+            else:
+                load.report(name, 1, "-", "this is not a .bpmn, .dmn or form (.json) file")
+        definitions = load.run([])
+    except DefinitionError:
+        raise
+    except Exception as exc:  # as load_definitions: a bug of ours is a problem, not a traceback
+        where = load.current.path if load.current is not None else next(iter(files), "-")
+        load.problems.append(Problem(where, 1, "-", f"internal error while checking the definitions: "
+                                                    f"{type(exc).__name__}: {_one_line(str(exc))}"))
+    if load.problems:
+        raise DefinitionError(load.sorted_problems())
+    return definitions
+
+
 def load_deployed(files: dict[str, str | bytes], process_id: str, known_roles: Collection[str]) -> ProcessDefinition:
     """A deployed version parsed again from its stored files (`Definition.files`: BPMN and DMN by
     name, forms as `forms/NAME`), as `bpm deploy` parsed them: for checking a version away from the
@@ -327,6 +354,7 @@ class _Load:
         self.given_dirs: list[Path] = []      # folders given: their forms count as the deployment's
         self.deployed = dict(deployed or {})  # DMN files of the deployed set, by name (resolve_decisions)
         self.broken_flows: set[str] = set()   # processes with a flow to or from nothing: not parsed further
+        self.given_forms: dict[str, bytes] = {}  # forms and label tables given in memory (load_files), by name
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -1041,8 +1069,13 @@ class _Load:
         try:
             BpmnWorkflow(spec, subprocess_specs)
         except Exception as exc:
-            self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
-                                            f"{_exception_message(exc)}")
+            if isinstance(exc, RecursionError) and element.find("bpmn:endEvent", NS) is None:
+                # SpiffWorkflow recurses for ever over a process whose flows never end
+                self.report_at(source, element, f"process {process.id} has no end event, so SpiffWorkflow cannot "
+                                                f"create a workflow from it; add an end event where its tokens finish")
+            else:
+                self.report_at(source, element, f"SpiffWorkflow cannot create a workflow from this process: "
+                                                f"{_exception_message(exc)}")
             return None
 
         lane_roles: dict[str, str] = {}
@@ -1064,6 +1097,7 @@ class _Load:
             self.check_task_properties(part, forms, files, notices)
             self.check_loops(part, notices)
         self.check_data_labels(process, forms, files)
+        self.check_model_cases(process, closure, files)
         if any(self.has_problem(part.source) for part in closure):
             return None
         return ProcessDefinition(
@@ -1122,7 +1156,8 @@ class _Load:
         """`form` files exist and are JSON Schemas; `due`, `remind_before`, `assignee` are valid;
         a user or manual task without a form is noted in `notices`."""
         source = part.source
-        folder = self.fs_paths[id(source)].parent
+        real = self.fs_paths.get(id(source))
+        folder = real.parent if real is not None else None
         for el in part.element.iter(f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask",
                                     f"{{{BPMN_NS}}}startEvent"):
             props = {p.get("name"): p.get("value") for p in el.iterfind(
@@ -1156,16 +1191,18 @@ class _Load:
             if "/" in form or "\\" in form or form.startswith("."):
                 self.report_at(source, el, f"{what}: form {form!r} must be a file name in forms/")
                 continue
-            candidates = [folder / form, folder.parent / "forms" / form, *(d / form for d in self.given_dirs)]
+            candidates = [*((folder / form, folder.parent / "forms" / form) if folder is not None else ()),
+                          *(d / form for d in self.given_dirs)]
             path = next((c for c in candidates if c.is_file()), None)
-            if path is None:
-                self.report_at(source, el, f"{what} names form {form!r}, which is in neither "
-                                           f"{folder} nor {folder.parent / 'forms'}")
+            if path is None and form not in self.given_forms:
+                where = (f"in neither {folder} nor {folder.parent / 'forms'}" if folder is not None
+                         else "not among the files given")
+                self.report_at(source, el, f"{what} names form {form!r}, which is {where}")
                 continue
             if form in forms:
                 continue
             try:
-                content = path.read_bytes()
+                content = self.given_forms[form] if path is None else path.read_bytes()
                 schema = json.loads(content)
             except (OSError, ValueError) as exc:
                 self.report_at(source, el, f"{what}: form {form} is not JSON: {exc}")
@@ -1187,10 +1224,10 @@ class _Load:
         folder = folder.parent if folder is not None else None
         candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ())
                       if c.is_file()] + [d / name for d in self.given_dirs if (d / name).is_file()]
-        if not candidates or name in forms:
+        if not (candidates or name in self.given_forms) or name in forms:
             return
         try:
-            content = candidates[0].read_bytes()
+            content = candidates[0].read_bytes() if candidates else self.given_forms[name]
             schema = json.loads(content)
         except (OSError, ValueError) as exc:
             self.report_at(process.source, process.element, f"label table {name} is not JSON: {exc}")
@@ -1200,6 +1237,34 @@ class _Load:
             self.report_at(process.source, process.element, f"label table {name}: {problem}")
             return
         forms[name] = schema
+        files[f"forms/{name}"] = content
+
+    def check_model_cases(self, process: _Process, closure: list[_Process], files: dict[str, bytes]) -> None:
+        """The process's model tests, `<process id>.cases.json` beside its forms (engine.modeltests,
+        which owns the format): deployed with the version, so each version holds the cases written
+        for it. A malformed file is refused, each problem naming the case and the field."""
+        from .modeltests import CASES_SUFFIX, case_problems, cases_line  # (it imports this module)
+        name = f"{process.id}{CASES_SUFFIX}"
+        folder = self.fs_paths.get(id(process.source))
+        folder = folder.parent if folder is not None else None
+        candidates = [c for c in ((folder / name, folder.parent / "forms" / name) if folder else ())
+                      if c.is_file()] + [d / name for d in self.given_dirs if (d / name).is_file()]
+        if not candidates:
+            return
+        shown = str(candidates[0])
+        try:
+            content = candidates[0].read_bytes()
+            document = json.loads(content)
+        except (OSError, ValueError) as exc:
+            self.report(shown, getattr(exc, "lineno", None) or 1, "-", f"the model tests are not JSON: {exc}")
+            return
+        tasks = {el.get("id") for part in closure for el in part.element.iter(
+            f"{{{BPMN_NS}}}userTask", f"{{{BPMN_NS}}}manualTask") if el.get("id")}
+        messages = {m.get("name") or m.get("id") for part in closure
+                    for m in part.source.root.iterfind("bpmn:message", NS)}
+        for case, sentence in case_problems(document, tasks, messages):
+            self.report(shown, cases_line(content, case, document), "-",
+                        f"{case}: {sentence}" if case != "-" else sentence)
         files[f"forms/{name}"] = content
 
     def _spiff_problem(self, exc: BaseException, source: _Source, fallback: etree._Element) -> None:

@@ -206,6 +206,13 @@ def export(session: Session, instance_ids: Iterable[str], script_engine, *, at: 
         verdict = audit.verify(session, instance_id, script_engine)
         definition = definitions.get(row.definition_id) or session.get(Definition, row.definition_id)
         definitions[row.definition_id] = definition
+        # An instance moved between versions (engine.migration) replays on each version it ran on.
+        for number in sorted({v for e in entries if e.command == "migrate" for v in (
+                (e.input or {}).get("from"), (e.input or {}).get("to")) if isinstance(v, int)}):
+            other = session.scalar(select(Definition).where(Definition.process_id == row.process_id,
+                                                            Definition.version == number))
+            if other is not None:
+                definitions.setdefault(other.id, other)
         members += [
             (instance_member(row.id, "instance.json"), _json({
                 "id": row.id, "process_id": row.process_id, "definition_id": row.definition_id,
@@ -437,7 +444,14 @@ def verify_bundle(data: bytes, script_engine) -> list[audit.Verdict]:
         if not entries:
             verdicts.append(_bad(instance_id, 0, "the instance has no log entries"))
             continue
-        found = audit.replay_verdict(instance_id, entries, loaded, script_engine)
+        version = _bundled_versions(members, loaded_by_id, str(row.get("process_id")))
+        moved = next((e for e in entries if e.command == "migrate"), None)
+        if moved is not None:  # replayed from the version it started on (audit.pinned)
+            try:
+                loaded = version((moved.input or {}).get("from"))
+            except LookupError:
+                pass
+        found = audit.replay_verdict(instance_id, entries, loaded, script_engine, version)
         if found is None:
             try:
                 found = audit.row_verdict(BundledInstance(instance_id, int(row["revision"]), str(row["log_hash"]),
@@ -451,6 +465,22 @@ def verify_bundle(data: bytes, script_engine) -> list[audit.Verdict]:
                          "of its last step", instance=instance_id)
         verdicts.append(found)
     return verdicts
+
+
+def _bundled_versions(members: dict[str, bytes], loaded_by_id: dict[int, Any], process_id: str):
+    """Version n of `process_id` among the bundle's definitions (audit.replay_entries' `version`)."""
+    def version(number: Any):
+        for name in members:
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] == "definitions" and parts[2] == "definition.json" and parts[1].isdigit():
+                meta = _object(members[name]) or {}
+                if meta.get("process_id") == process_id and meta.get("version") == number:
+                    definition_id = int(parts[1])
+                    if definition_id not in loaded_by_id:
+                        loaded_by_id[definition_id] = _loaded(definition_id, members)
+                    return loaded_by_id[definition_id]
+        raise LookupError(f"the bundle has no version {number} of {process_id}")
+    return version
 
 
 def _loaded(definition_id: int, members: dict[str, bytes]):

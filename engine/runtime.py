@@ -187,6 +187,14 @@ def loaded_definition(executor: Session | Connection, definition_id: int) -> Loa
     return found
 
 
+def forget_definitions(url: str) -> None:
+    """Drop what `loaded_definition` keeps for the database at `url`: a throwaway database's
+    (engine.modeltests), once it is gone."""
+    with _definitions_lock:
+        for key in [k for k in _definitions if k[0] == url]:
+            del _definitions[key]
+
+
 def loaded_from(definition_id: int, process_id: str, version: int, spec, subs: dict, lane_roles: dict,
                 forms_: dict | None, files: dict | None) -> LoadedDefinition:
     """A deployed version made ready to run, from its parts: the stored row's (loaded_definition),

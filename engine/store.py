@@ -106,6 +106,20 @@ class Definition(Base):
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ProcessDraft(Base):
+    """A designer's saved, not yet deployed set of a process's files (engine/drafts.py): numbered
+    per process, never changed once saved; deploying one makes a Definition."""
+    __tablename__ = "process_draft"
+    __table_args__ = (UniqueConstraint("process_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    process_id: Mapped[str] = mapped_column(String(200), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    files: Mapped[dict[str, str]] = mapped_column(JSON)  # file name -> text
+    based_on_version: Mapped[Optional[int]] = mapped_column(Integer)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # --- runtime ----------------------------------------------------------------------------------
 
 # What the instance search filters by, held in its order indexes so a filter is checked in the index.

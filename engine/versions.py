@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from sqlalchemy import func, select
 
 from . import access, clock, state
-from .definitions import load_definitions
+from .definitions import ProcessDefinition, load_definitions, load_files
 from .store import Definition, Store
 
 
@@ -48,7 +48,7 @@ def deployed_decision_files(session) -> dict[str, bytes]:
 
 
 def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
-           at: datetime | None = None) -> list[Deployed]:
+           at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
     """Validate every file, then deploy all processes in one transaction, or none.
 
     `actor` must hold the designer role (access.may_deploy); None is the operator on the server's
@@ -57,19 +57,50 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     Files equal to an OLDER version (a reverted file) are deployed as a new version with that
     content, `same_as` naming the older one: history stays append-only, and new instances run
     the reverted content, since they start on the newest version.
+    With `require_tests`, the model tests of each process (its `<process_id>.cases.json`,
+    engine.modeltests) run on the files being deployed first: if any case fails, nothing is
+    deployed (`modeltests.CasesFailed`, naming the failing cases).
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
+    return _deploy(store, lambda roles, deployed: load_definitions(paths, roles, deployed), actor, at,
+                   require_tests)
+
+
+def deploy_files(store: Store, files: Mapping[str, bytes], actor: str | None = None,
+                 at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
+    """`deploy` for files held in memory, keyed by name (definitions.load_files): a designer's
+    drafts, forms (`*.json`) among them."""
+    return _deploy(store, lambda roles, deployed: load_files(files, roles, deployed), actor, at,
+                   require_tests)
+
+
+def check_designer(session, actor: str | None) -> None:
+    """`actor` may deploy (and lint): the designer role; None is the operator. Else runtime.Forbidden."""
     from .runtime import Forbidden, person  # runtime does not import this module
+    if actor is not None:
+        who = person(session, actor)
+        if not access.may_deploy(who):
+            raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
+                            roles=access.roles_text(access.DEPLOY_ROLES))
+
+
+def _deploy(store: Store, load: Callable[[set[str], dict[str, bytes]], list[ProcessDefinition]],
+            actor: str | None, at: datetime | None, require_tests: bool = False) -> list[Deployed]:
     at = at or clock.now()
     with store.read() as session:
-        if actor is not None:
-            who = person(session, actor)
-            if not access.may_deploy(who):
-                raise Forbidden("%(user)s may not deploy: only %(roles)s may", user=who.username,
-                                roles=access.roles_text(access.DEPLOY_ROLES))
+        check_designer(session, actor)
         roles = access.known_roles(session)
         deployed = deployed_decision_files(session)
-    definitions = load_definitions(paths, roles, deployed)
+    definitions = load(roles, deployed)
+    if require_tests:
+        from .modeltests import CasesFailed, run_cases  # (it deploys on a database of its own)
+        failed = {}
+        for definition in definitions:
+            results = [r for r in run_cases(definition.files, definition.process_id) if not r.passed]
+            if results:
+                failed[definition.process_id] = results
+        if failed:
+            raise CasesFailed(failed)
     results: list[Deployed] = []
     with store.write() as session:
         for definition in definitions:

@@ -284,7 +284,7 @@ def test_every_form_bounds_its_text_within_the_columns():
                 walk(form, field["items"].get("properties") or {}, f"{prefix}{name}/")
             if kind == "object":
                 walk(form, field.get("properties") or {}, f"{prefix}{name}/")
-    for path in sorted((ROOT / "forms").glob("*.json")):
+    for path in sorted(p for p in (ROOT / "forms").glob("*.json") if not p.name.endswith(".cases.json")):
         walk(path.name, json.loads(path.read_text(encoding="utf-8")).get("properties") or {})
     assert unbounded == [] and too_long == []
 

@@ -680,7 +680,7 @@ def test_every_form_of_the_company_renders_editable_and_read_only(app, lang):
     page = '{% import "form_macros.html" as f with context %}{{ f.form_fields(schema, values, {}, editable) }}'
     with app.test_request_context("/"):
         session["lang"] = lang
-        for path in sorted(FORMS.glob("*.json")):
+        for path in sorted(p for p in FORMS.glob("*.json") if not p.name.endswith(".cases.json")):
             form = schema(path.name)
             values = {name: [{}] for name, field in forms.properties(form).items() if forms.kind(field) == "array"}
             for editable in (True, False):

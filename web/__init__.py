@@ -4,7 +4,7 @@ One blueprint per audience (see DESIGN.md): `auth` (sign-in), `account` (one's o
 and API tokens), `inbox` (approvers' pages),
 `instances` (the instances one may see, searched),
 `customers` (the customer archive and its record of reads), `receipts` (finance's receipts page, 到账登记),
-`reports` (the auditor's SLA breach report),
+`reports` (the auditor's SLA breach report), `designer` (the process designer's pages and modeller),
 `api` (JSON under /api/v1, OpenAPI at /api/openapi.json).
 """
 from __future__ import annotations
@@ -173,7 +173,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import account, api, auth, customers, evidence, inbox, instances, receipts, reports
+    from . import account, api, auth, customers, designer, evidence, inbox, instances, receipts, reports
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
@@ -181,6 +181,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     app.register_blueprint(customers.bp)
     app.register_blueprint(receipts.bp)
     app.register_blueprint(reports.bp)
+    app.register_blueprint(designer.bp)
     app.register_blueprint(evidence.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only

@@ -17,7 +17,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, validate_csrf
 
-from engine import access, clock, inbox, instances, notifications
+from engine import access, clock, drafts, inbox, instances, migration, notifications
 from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
@@ -177,6 +177,141 @@ def start(process_id: str):
     view = runtime().start(process_id, g.who.username, body.get("data", {}),
                            request_id=request.headers.get("Idempotency-Key"))
     return jsonify(view.as_json()), 201
+
+
+@bp.get("/v1/processes/<process_id>/migration")
+@authenticated
+def migration_plan(process_id: str):
+    """The dry run of moving the running instances of version `from` to version `to` (engine.migration):
+    for each, whether it can move, where its waiting tokens land, or why not. Changes nothing."""
+    moves = migration.plan(runtime().store, process_id, request.args.get("from"), request.args.get("to"),
+                           actor=g.who.username)
+    return jsonify([m.as_json() for m in moves])
+
+
+@bp.post("/v1/processes/<process_id>/migration")
+@authenticated
+def migrate(process_id: str):
+    """Move those that can ({"from": N, "to": M}), each as one logged step; the others stay, with the reason."""
+    body = _json_body()
+    moves = migration.migrate(runtime().store, process_id, body.get("from"), body.get("to"), actor=g.who.username)
+    return jsonify([m.as_json() for m in moves])
+
+
+# --- the designer's drafts (engine.drafts; the same rules as the /design pages) ---------------------
+
+def _draft_number(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise ApiError(400, f"the draft number must be a whole number from 1, not {raw[:40]!r}")
+    return int(raw)
+
+
+@bp.get("/v1/processes/<process_id>/drafts")
+@authenticated
+def process_drafts(process_id: str):
+    """A process's drafts, oldest first (designers)."""
+    drafts.check_designer(runtime().store, g.who.username)
+    return jsonify([d.as_json() for d in drafts.drafts(runtime().store, process_id)])
+
+
+@bp.post("/v1/processes/<process_id>/drafts")
+@authenticated
+def save_process_draft(process_id: str):
+    """Save `{"files": {name: text}, "based_on_version": N}` as the process's next draft."""
+    body = _json_body()
+    files, based_on = body.get("files"), body.get("based_on_version")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ApiError(400, "files must be an object of file names to their text", {"files": "not an object of texts"})
+    if based_on is not None and (isinstance(based_on, bool) or not isinstance(based_on, int) or based_on < 1):
+        raise ApiError(400, "based_on_version must be a whole number from 1",
+                       {"based_on_version": "not a whole number from 1"})
+    number = drafts.save_draft(runtime().store, process_id, files, g.who.username, based_on=based_on)
+    return jsonify({"process_id": process_id, "number": number}), 201
+
+
+@bp.get("/v1/processes/<process_id>/drafts/<number>")
+@authenticated
+def process_draft(process_id: str, number: str):
+    """One draft with its files (designers)."""
+    drafts.check_designer(runtime().store, g.who.username)
+    files = drafts.draft_files(runtime().store, process_id, _draft_number(number))
+    return jsonify({"process_id": process_id, "number": int(number), "files": files})
+
+
+@bp.post("/v1/processes/<process_id>/drafts/<number>/deploy")
+@authenticated
+def deploy_process_draft(process_id: str, number: str):
+    """Deploy a draft after the lint: 422 with the findings when it finds errors."""
+    from engine.definitions import DefinitionError
+    try:
+        deployed = drafts.deploy_draft(runtime().store, process_id, _draft_number(number), g.who.username)
+    except drafts.DraftRefused as exc:
+        return jsonify({"error": str(exc), "fields": {}, "findings": [f.as_json() for f in exc.findings]}), 422
+    except DefinitionError as exc:
+        raise ApiError(422, "the draft does not deploy: " + "; ".join(str(p) for p in exc.problems))
+    return jsonify([d.as_json() for d in deployed])
+
+
+@bp.post("/v1/processes/<process_id>/model-tests")
+@authenticated
+def model_tests(process_id: str):
+    """Run the model tests of a deployed version (engine.modeltests), for designers: body
+    `{"version": N}` optional (default: the newest)."""
+    from engine import modeltests
+    from engine.definitions import DefinitionError
+    version = _json_body().get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ApiError(400, "version must be a whole number from 1", {"version": "not a whole number from 1"})
+    try:
+        results = modeltests.run_deployed(runtime().store, process_id, version, actor=g.who.username)
+    except DefinitionError as exc:  # a version deployed before its cases' rules changed
+        raise ApiError(422, "the version's files do not deploy: " + "; ".join(str(p) for p in exc.problems))
+    return jsonify({"process_id": process_id, "version": version, "passed": all(r.passed for r in results),
+                    "results": [r.as_json() for r in results]})
+
+
+# What POST /v1/lint takes: diagrams and decision tables (XML), forms and label tables (JSON).
+LINT_SUFFIXES = (".bpmn", ".dmn", ".json")
+
+
+def _lint_files() -> dict[str, bytes]:
+    """The files of a lint request: multipart files, or JSON {"files": {name: text}}; 400 unless
+    there is at least one, each a .bpmn, .dmn or .json file by name, the diagrams XML text."""
+    files: dict[str, bytes] = {}
+    if request.files:
+        for upload in request.files.getlist("files") or [f for _, f in request.files.items(multi=True)]:
+            files[upload.filename or upload.name] = upload.read()
+    else:
+        given = _json_body().get("files")
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            raise ApiError(400, 'send the files to lint as multipart files, or as JSON {"files": {"name.bpmn": "text"}}')
+        files = {str(name): text.encode("utf-8") for name, text in given.items()}
+    if not files:
+        raise ApiError(400, "no files were sent: send at least one .bpmn file")
+    for name, data in files.items():
+        if not name.lower().endswith(LINT_SUFFIXES):
+            raise ApiError(400, f"{name} is not a .bpmn, .dmn or form (.json) file")
+        if name.lower().endswith((".bpmn", ".dmn")):
+            try:
+                text = data.decode("utf-8").lstrip("\ufeff \t\r\n")
+            except UnicodeDecodeError:
+                text = ""
+            if not text.startswith("<"):
+                raise ApiError(400, f"{name} is not XML: a diagram or decision table is an XML text file")
+    return files
+
+
+@bp.post("/v1/lint")
+@authenticated
+def lint_models():
+    """Lint a designer's files (engine.lint): deploy's problems as errors, what would fail late as
+    warnings, each at its file, line and element. Designers only (access.may_deploy)."""
+    from engine import lint, versions
+    with runtime().store.read() as session:  # who may not lint learns nothing of their files
+        versions.check_designer(session, g.who.username)
+    files = _lint_files()
+    findings = lint.lint(runtime().store, files, actor=g.who.username)
+    return jsonify({"findings": [f.as_json() for f in findings]})
 
 
 @bp.get("/v1/tasks")

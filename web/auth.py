@@ -135,6 +135,8 @@ def login():
         if who is not None:
             fresh_session()
             login_user(SignedIn(who))
+            if not safe_next(request.args.get("next")) and access.may_design(who):
+                return redirect(url_for("designer.index"))  # a designer has no inbox to speak of
             return redirect(target)
         failed = g.sign_in_failed = True  # the same words whether the user exists or not
     return render_template("login.html", form=form, failed=failed,

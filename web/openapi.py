@@ -119,6 +119,52 @@ def document() -> dict:
             "/v1/processes/{process_id}/instances": {"post": _op(
                 "Start an instance", {"201": _json(_ref("Instance"), "Created")}, body=DATA_BODY,
                 params=[_path_param("process_id"), IDEMPOTENCY_KEY])},
+            "/v1/processes/{process_id}/migration": {
+                "get": _op("The dry run of moving the running instances of one version to another "
+                           "(designers): for each, whether it can move, where its waiting tokens land, or why "
+                           "not; changes nothing", {"200": _json({"type": "array", "items": _ref("Move")})},
+                           params=[_path_param("process_id"),
+                                   *({"name": n, "in": "query", "required": True,
+                                      "schema": {"type": "integer", "minimum": 1}} for n in ("from", "to"))],
+                           codes=(400, 401, 403, 404)),
+                "post": _op("Move those that can, each in its own transaction as one logged step "
+                            "(command migrate); the others stay where they are, with the reason",
+                            {"200": _json({"type": "array", "items": _ref("Move")})},
+                            body={"type": "object", "required": ["from", "to"], "properties": {
+                                "from": {"type": "integer", "minimum": 1}, "to": {"type": "integer", "minimum": 1}}},
+                            params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts": {
+                "get": _op("The process's drafts, oldest first (designers; 403 otherwise)",
+                           {"200": _json({"type": "array", "items": _ref("DraftSummary")})},
+                           params=[_path_param("process_id")], codes=(401, 403)),
+                "post": _op("Save files as the process's next draft (not deployed); each file is checked as "
+                            "BPMN or DMN XML or a JSON object, 400 naming the file otherwise",
+                            {"201": _json({"type": "object", "required": ["process_id", "number"], "properties": {
+                                "process_id": {"type": "string"}, "number": {"type": "integer"}}}, "Created")},
+                            body={"type": "object", "required": ["files"], "properties": {
+                                "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "based_on_version": {"type": "integer", "minimum": 1}}},
+                            params=[_path_param("process_id")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts/{number}": {"get": _op(
+                "One draft with its files, by name", {"200": _json({"type": "object", "properties": {
+                    "process_id": {"type": "string"}, "number": {"type": "integer"},
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}}}})},
+                params=[_path_param("process_id"), _path_param("number")], codes=(400, 401, 403, 404))},
+            "/v1/processes/{process_id}/drafts/{number}/deploy": {"post": _op(
+                "Deploy a draft as the process's next version after the lint; 422 with the lint's findings "
+                "(rule, severity, file, line, element_id, message, fix) when it finds an error",
+                {"200": _json({"type": "array", "items": {"type": "object"}})},
+                params=[_path_param("process_id"), _path_param("number")], codes=(400, 401, 403, 404, 422))},
+            "/v1/processes/{process_id}/model-tests": {"post": _op(
+                "Run the model tests attached to a deployed version of the process (its "
+                "<process_id>.cases.json; the newest version unless the body names one) on a throwaway "
+                "database; for designers (403 otherwise), 404 for no such process or version",
+                {"200": _json({"type": "object", "required": ["results", "passed"], "properties": {
+                    "process_id": {"type": "string"}, "version": {"type": ["integer", "null"]},
+                    "passed": {"type": "boolean"},
+                    "results": {"type": "array", "items": _ref("ModelTestResult")}}})},
+                body={"type": "object", "properties": {"version": {"type": "integer", "minimum": 1}}},
+                params=[_path_param("process_id")], codes=(400, 401, 403, 404, 422))},
             "/v1/tasks": {"get": _op("The caller's inbox: held tasks and tasks open to their roles",
                                      {"200": _json(_ref("InboxPage"))}, params=inbox_params,
                                      codes=(400, 401))},
@@ -213,6 +259,7 @@ def document() -> dict:
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                                       "maximum": 1000}}],
                 codes=(400, 401, 403, 404))},
+            "/v1/lint": {"post": _lint_op()},
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
                                              codes=(401,))},
@@ -233,11 +280,26 @@ def document() -> dict:
                     "error": {"type": "string"}, "fields": {"type": "object",
                                                             "additionalProperties": {"type": "string"}},
                     "incident": {"type": "integer"}}},
+                "Move": {"type": "object", "required": ["id", "can_move", "reason", "tokens_to", "from_version",
+                                                        "to_version", "moved"], "properties": {
+                    "id": {"type": "string", "description": "the instance"},
+                    "can_move": {"type": "boolean"},
+                    "reason": {"type": ["string", "null"], "description": "why it cannot move; null when it can"},
+                    "tokens_to": {"type": "array", "items": {"type": "string"},
+                                  "description": "element ids of the target version where its waiting tokens land"},
+                    "from_version": {"type": "integer"}, "to_version": {"type": "integer"},
+                    "moved": {"type": "boolean", "description": "false in a dry run"}}},
                 "Token": {"type": "object", "required": ["id", "created_at", "expires_at", "active"],
                           "properties": {"id": {"type": "string"}, "created_at": {"type": "string"},
                                          "expires_at": {"type": ["string", "null"]},
                                          "revoked_at": {"type": ["string", "null"]},
                                          "active": {"type": "boolean"}}},
+                "Finding": {"type": "object", "properties": {
+                    "rule": {"type": "string", "description": "deploy, dmn-cell, unwritten-variable, unread-field, "
+                                                              "no-default, unreachable, no-way-out"},
+                    "severity": {"enum": ["error", "warning"]}, "file": {"type": "string"},
+                    "line": {"type": ["integer", "null"]}, "element_id": {"type": ["string", "null"]},
+                    "message": {"type": "string"}, "fix": {"type": ["string", "null"]}}},
                 "Me": {"type": "object", "properties": {"username": {"type": "string"},
                                                         "roles": {"type": "array", "items": {"type": "string"}},
                                                         "unread": {"type": "integer"}}},
@@ -289,6 +351,18 @@ def document() -> dict:
                     "id": {"type": "string"}, "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "status": {"enum": ["running", "completed", "cancelled", "error"]},
                     "data": {"type": "object"}, "tasks": {"type": "array", "items": _ref("Task")}}},
+                "DraftSummary": {"type": "object", "required": ["process_id", "number", "files"], "properties": {
+                    "process_id": {"type": "string"}, "number": {"type": "integer"},
+                    "based_on_version": {"type": ["integer", "null"]}, "author": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "files": {"type": "array", "items": {"type": "string"}}}},
+                "ModelTestResult": {"type": "object", "required": ["name", "passed", "problems", "path"],
+                                    "properties": {
+                    "name": {"type": "string"}, "passed": {"type": "boolean"},
+                    "problems": {"type": "array", "items": {"type": "string"},
+                                 "description": "one sentence each, e.g. step 2: expected task 'vp_approval', found 'gm_approval'"},
+                    "path": {"type": "array", "items": {"type": "string"},
+                             "description": "the human tasks the instance met, by element id, in order"}}},
                 "Startable": {"type": "object", "properties": {
                     "process_id": {"type": "string"}, "version": {"type": "integer"},
                     "name": {"type": "string"}, "form": {"type": ["string", "null"]},
@@ -329,6 +403,23 @@ _ARCHIVE_SCHEMAS = {
         "customer": {"type": "string"}, "allowed": {"type": "boolean"}, "basis": {"type": ["string", "null"]},
         "grant_id": {"type": ["integer", "null"]}, "door": {"enum": ["web", "api", "cli"]}}},
 }
+
+
+def _lint_op() -> dict:
+    op = _op("Lint BPMN, DMN and form files (designers): every problem deploy refuses (severity error) "
+             "and what would fail only when a token gets there (warning), each at its file, line and "
+             "element, with a fix where one is obvious; 400 without files or with a file that is not "
+             "a .bpmn/.dmn (XML) or .json file",
+             {"200": _json({"type": "object", "properties": {
+                 "findings": {"type": "array", "items": _ref("Finding")}}})},
+             body={"type": "object", "required": ["files"], "properties": {
+                 "files": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "file name -> its text"}}},
+             codes=(400, 401, 403))
+    # Multipart (one part per file, named `files`) is taken too; described in words, since a
+    # schema of binary parts is not something a JSON client or the fuzzer reads usefully.
+    op["description"] = "Also takes multipart/form-data: one part per file, each named files."
+    return op
 
 
 def _archive_paths() -> dict:
