@@ -32,7 +32,7 @@ RULES = {
     "deploy": "anything deploy refuses",
     "dmn-cell": "a decision table cell whose literal is not of its column's type",
     "unwritten-variable": "a variable read by a condition or script that no form or earlier step writes",
-    "unread-field": "a form field that no condition, script, decision or later form reads",
+    "unread-field": "a form field nothing reads: a near name is read instead (a misspelling), or a decision no gateway reads",
     "no-default": "a gateway whose conditions can all be false, without a default flow",
     "unreachable": "an element no token can reach from a start event",
     "no-way-out": "a loop no token can leave",
