@@ -32,7 +32,7 @@ RULES = {
     "deploy": "anything deploy refuses",
     "dmn-cell": "a decision table cell whose literal is not of its column's type",
     "unwritten-variable": "a variable read by a condition or script that no form or earlier step writes",
-    "unread-field": "a form field that no condition, script, decision or later form reads",
+    "unread-field": "a form field nothing reads: a near name is read instead (a misspelling), or a decision no gateway reads",
     "no-default": "a gateway whose conditions can all be false, without a default flow",
     "unreachable": "an element no token can reach from a start event",
     "no-way-out": "a loop no token can leave",
@@ -230,6 +230,7 @@ class _Node:
     phases: list[tuple[list[_Read], set[str]]] = field(default_factory=list)
     writes_any: bool = False       # a step without a form (or a call) may write anything
     form: str | None = None
+    formless: bool = False         # a user or manual task that names no form
     # name -> the values it can have after this step, None if not known (the last phase wins)
     values: dict[str, set | None] = field(default_factory=dict)
 
@@ -515,6 +516,12 @@ class _ProcessLint:
                 self.conditions[flow.get("id")] = [
                     _Read(n, flow.sourceline, flow.get("id"), f"the condition of flow {flow.get('id')}")
                     for n, _ in reads]
+        for node in self.nodes.values():
+            if node.formless:
+                self.warn("no-form", node.el, node.id,
+                          f"{_kind(node.kind)} {node.id} has no form: it takes any JSON object as its data, "
+                          f"so what it writes cannot be checked, nor what comes after it",
+                          f"add a form {self.process.get('id')}.{node.id}.json in forms/")
         self.preceding, self.before = self.data_predecessors()
         dangling = any(f.get("sourceRef") not in self.nodes or f.get("targetRef") not in self.nodes
                        for f in self.flows)
@@ -523,6 +530,7 @@ class _ProcessLint:
             self.check_loops(reachable)
         self.check_gateways()
         self.check_data()
+        self.check_fields()
 
     # -- what each step reads and writes --------------------------------------------------------------
 
@@ -564,11 +572,7 @@ class _ProcessLint:
                 main_writes |= set(self.writable(self.model.forms[form]))
             elif el.find("bpmn:timerEventDefinition", NS) is None:
                 node.writes_any = True  # no form (or one deploy refuses): any data but the engine's
-                if not form and node.kind != "startEvent":
-                    self.warn("no-form", el, node.id,
-                              f"{_kind(node.kind)} {node.id} has no form: it takes any JSON object as its data, "
-                              f"so what it writes cannot be checked, nor what comes after it",
-                              f"add a form {self.process.get('id')}.{node.id}.json in forms/")
+                node.formless = not form and node.kind != "startEvent"
         if node.kind == "scriptTask":
             script = el.find("bpmn:script", NS)
             if script is not None:
@@ -600,7 +604,7 @@ class _ProcessLint:
             called = self.by_id.get(el.get("calledElement"))
             node.writes_any = True if called is None else node.writes_any
             if called is not None:
-                main_writes |= _ProcessWrites.of(self.model, called[1])
+                main_writes |= _process_writes(self.model, called[1])
         for loop in el.iterfind("bpmn:multiInstanceLoopCharacteristics", NS):
             # each instance's item, and the collection of their outputs, are the engine's to write
             for item in loop.iterfind("bpmn:inputDataItem", NS):
@@ -647,9 +651,6 @@ class _ProcessLint:
                 and k not in ENGINE_FIELDS}
 
     # -- the flow graph ---------------------------------------------------------------------------
-
-    def container_of(self, el: etree._Element) -> etree._Element:
-        return el.getparent()
 
     def successors(self) -> dict[str, set[str]]:
         after: dict[str, set[str]] = {n: set() for n in self.nodes}
@@ -799,14 +800,9 @@ class _ProcessLint:
 
     def check_data(self) -> None:
         before = self.before
-        inherited: set[str] = set()
-        inherited_any = False
-        for _, caller in self.by_id.values():
-            if any(c.get("calledElement") == self.process.get("id") for c in caller.iter(f"{{{BPMN_NS}}}callActivity")):
-                inherited |= _ProcessWrites.of(self.model, caller)
-                inherited_any = True  # the caller's data: its start data included
-        if inherited_any:
-            return  # what a called process gets is its caller's: not judged here
+        if any(call.get("calledElement") == self.process.get("id") for _, caller in self.by_id.values()
+               for call in caller.iter(f"{{{BPMN_NS}}}callActivity")):
+            return  # it starts with its caller's data, whatever that holds: not judged here
         everywhere = set(ENGINE_FIELDS)
         for data in self.process.iter(f"{{{BPMN_NS}}}dataObject", f"{{{BPMN_NS}}}dataObjectReference"):
             everywhere |= {data.get("id") or "", data.get("name") or "", data.get("dataObjectRef") or ""}
@@ -848,7 +844,6 @@ class _ProcessLint:
             for flow in self.flows:
                 if flow.get("sourceRef") == node.id:
                     check(self.conditions.get(flow.get("id"), []), known, anything)
-        self.check_fields()
 
     def in_event_subprocess(self, el: etree._Element) -> bool:
         parent = el.getparent()
@@ -864,10 +859,13 @@ class _ProcessLint:
         after = self.successors()
         for node in self.nodes.values():
             if node.kind in _CONTAINERS:
-                inner = [c.get("id") for c in node.el if c.get("id") in self.nodes]
+                inner = {c.get("id") for c in node.el if c.get("id") in self.nodes}
+                leaving = after[node.id] - inner
                 for n in inner:
                     after[node.id].add(n)          # entering the subprocess
-                    after[n] |= after_outside(node.id, after, inner)
+                for n in inner:
+                    if not after[n] & inner:       # where its tokens finish: then what follows it
+                        after[n] |= leaving
         preceding: dict[str, set[str]] = {n: set() for n in self.nodes}
         for n, targets in after.items():
             for m in targets:
@@ -912,7 +910,7 @@ class _ProcessLint:
         for call in self.process.iter(f"{{{BPMN_NS}}}callActivity"):   # a called process reads this data
             called = self.by_id.get(call.get("calledElement"))
             if called is not None:
-                read |= _ProcessWrites.reads(self.model, called[1])
+                read |= _process_reads(self.model, called[1])
         all_writes = set(ENGINE_FIELDS).union(*(w for node in self.nodes.values() for _, w in node.phases))
         unwritten = {r.name for node in self.nodes.values() for reads, _ in node.phases for r in reads}
         unwritten |= {r.name for reads in self.conditions.values() for r in reads}
@@ -939,34 +937,24 @@ class _ProcessLint:
                               f"answer changes nothing", "add an exclusive gateway on decision after the task")
 
 
-def after_outside(container_id: str, after: dict[str, set[str]], inner: list[str]) -> set[str]:
-    return {m for m in after[container_id] if m not in inner}
-
-
 # The engine reads these fields of an instance's data itself (runtime._business_fields).
 _ENGINE_READS = frozenset({"business_key", "order_no", "contract_no", "request_no", "name", "customer", "amount"})
 
 
-class _ProcessWrites:
-    @staticmethod
-    def of(model: _Model, process: etree._Element) -> set[str]:
-        lint = _ProcessLint(model, "-", process, {})
-        found: set[str] = set()
-        for el in process.iter():
-            if _is_bpmn(el) and _local(el) in FLOW_NODES and el.get("id") and _local(el) != "callActivity":
-                for _, writes in lint.describe(el).phases:
-                    found |= writes
-        return found
+def _process_writes(model: _Model, process: etree._Element) -> set[str]:
+    """Every name the steps of `process` write (what a call activity brings back from it)."""
+    return {name for node in _process_nodes(model, process) for _, writes in node.phases for name in writes}
 
-    @staticmethod
-    def reads(model: _Model, process: etree._Element) -> set[str]:
-        lint = _ProcessLint(model, "-", process, {})
-        found: set[str] = set()
-        for el in process.iter():
-            if _is_bpmn(el) and _local(el) in FLOW_NODES and el.get("id") and _local(el) != "callActivity":
-                for reads, _ in lint.describe(el).phases:
-                    found |= {r.name for r in reads}
-        return found
+
+def _process_reads(model: _Model, process: etree._Element) -> set[str]:
+    """Every name the steps of `process` read (what it needs of its caller's data)."""
+    return {r.name for node in _process_nodes(model, process) for reads, _ in node.phases for r in reads}
+
+
+def _process_nodes(model: _Model, process: etree._Element) -> list[_Node]:
+    described = _ProcessLint(model, "-", process, {})  # described only: it reports nothing
+    return [described.describe(el) for el in process.iter()
+            if _is_bpmn(el) and _local(el) in FLOW_NODES and el.get("id") and _local(el) != "callActivity"]
 
 
 def _cycles(members: list[str], after: dict[str, set[str]]) -> list[set[str]]:

@@ -302,3 +302,48 @@ def test_api_lint_refuses_who_may_not_deploy(client):
     assert client.post("/api/v1/lint", json={"files": files}).status_code == 401
     refused_first = client.post("/api/v1/lint", json={}, headers=_token(client, "rep.wang"))
     assert refused_first.status_code == 403  # before anything is said of the files
+
+
+SUBPROCESS = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+                  xmlns:spiffworkflow="http://spiffworkflow.org/bpmn/schema/1.0/core" id="d" targetNamespace="x">
+  <bpmn:process id="outer" isExecutable="true">
+    <bpmn:startEvent id="start"><bpmn:extensionElements><spiffworkflow:properties>
+      <spiffworkflow:property name="form" value="outer.start.json" />
+    </spiffworkflow:properties></bpmn:extensionElements></bpmn:startEvent>
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="before" />
+    <bpmn:scriptTask id="before" scriptFormat="python"><bpmn:script>a = 1</bpmn:script></bpmn:scriptTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="before" targetRef="inner" />
+    <bpmn:subProcess id="inner">
+      <bpmn:startEvent id="inner_start" />
+      <bpmn:sequenceFlow id="g1" sourceRef="inner_start" targetRef="inside" />
+      <bpmn:scriptTask id="inside" scriptFormat="python"><bpmn:script>b = a + 1
+c = nothing_writes_this</bpmn:script></bpmn:scriptTask>
+      <bpmn:sequenceFlow id="g2" sourceRef="inside" targetRef="inner_end" />
+      <bpmn:endEvent id="inner_end" />
+    </bpmn:subProcess>
+    <bpmn:sequenceFlow id="f3" sourceRef="inner" targetRef="call" />
+    <bpmn:callActivity id="call" calledElement="called" />
+    <bpmn:sequenceFlow id="f4" sourceRef="call" targetRef="after" />
+    <bpmn:scriptTask id="after" scriptFormat="python"><bpmn:script>d = b + c + from_the_call</bpmn:script></bpmn:scriptTask>
+    <bpmn:sequenceFlow id="f5" sourceRef="after" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+  <bpmn:process id="called" isExecutable="false">
+    <bpmn:startEvent id="called_start" />
+    <bpmn:sequenceFlow id="h1" sourceRef="called_start" targetRef="called_script" />
+    <bpmn:scriptTask id="called_script" scriptFormat="python"><bpmn:script>from_the_call = a * 2</bpmn:script></bpmn:scriptTask>
+    <bpmn:sequenceFlow id="h2" sourceRef="called_script" targetRef="called_end" />
+    <bpmn:endEvent id="called_end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_data_flows_into_and_out_of_a_subprocess_and_back_from_a_called_process():
+    start_form = json.dumps({"type": "object", "properties": {"customer": {"type": "string"}}}).encode()
+    findings = lint_files({"outer.bpmn": SUBPROCESS.encode(), "outer.start.json": start_form}, ROLES)
+    assert [(f.rule, f.element_id, f.line, f.message) for f in findings if f.rule != "deploy"] == [
+        ("unwritten-variable", "inside", 15, "the script of inside reads nothing_writes_this, which no form or "
+                                             "step before it writes")]
+    assert not [f for f in findings if f.rule in ("unreachable", "no-way-out", "internal")]
