@@ -27,7 +27,7 @@ from SpiffWorkflow.util.task import TaskState
 from . import state, tasks
 from .determinism import CommandContext, command_context
 from .runtime import (GENESIS_HASH, LoadedDefinition, _entry_hash, apply_command, instance_data,
-                      loaded_definition, new_workflow)
+                      loaded_definition, new_workflow, prune_tree)
 from .store import Definition, Instance, LogEntry
 
 
@@ -188,13 +188,15 @@ def _replay_step(instance_id: str, entry: Any, loaded: LoadedDefinition, script_
                          deadlines=list(inputs.pop("deadlines", [])))
     with command_context(ctx):
         if entry.command == "start":
-            workflow = new_workflow(loaded, inputs.get("data") or {}, script_engine)
+            workflow = new_workflow(loaded, inputs.get("data") or {}, script_engine,
+                                    pruned=bool(inputs.get("pruned")))
             tasks.route(workflow, inputs.get("route"))
         else:
             if workflow is None:
                 workflow, ctx.counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
                 workflow.script_engine = script_engine
             apply_command(entry.command, workflow, inputs, entry.actor, script_engine)
+        prune_tree(workflow, loaded)  # as the live command did (engine.pruning)
     return workflow, state.dump_state(workflow, ctx.counter), ctx
 
 

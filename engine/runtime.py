@@ -30,7 +30,7 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, calendar, clock, determinism, forms, notifications, records, schedules, state, tasks
+from . import access, calendar, clock, determinism, forms, notifications, pruning, records, schedules, state, tasks
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
@@ -718,6 +718,35 @@ def _run_engine(workflow: BpmnWorkflow) -> None:
                          "track of the instance: a loop without a wait state?", stalled)
 
 
+def prune_tree(workflow: BpmnWorkflow, loaded: LoadedDefinition) -> None:
+    """After a command (live or replayed), before its state is serialised: engine.pruning."""
+    pruning.prune(workflow, loaded.approval_tasks, loaded.submitter_lane)
+
+
+class LostTrack(Exception):
+    """SpiffWorkflow's view of the instance misses a task with work left (engine.pruning.lost_work):
+    committing would report the instance completed, or without its open task."""
+
+    def __init__(self, task, completed: bool):
+        spec = task.task_spec
+        what = "says it is completed" if completed else "no longer sees it"
+        super().__init__(f"'{spec.bpmn_name or spec.name}' is still {TaskState.get_name(task.state).lower()} "
+                         f"but SpiffWorkflow {what}: the instance's task tree and its view disagree")
+        self.task = task
+
+
+def _check_track(workflow: BpmnWorkflow) -> None:
+    lost = pruning.lost_work(workflow)
+    if lost is not None:
+        raise LostTrack(lost, workflow.is_completed())
+
+
+def pruning_on() -> bool:
+    """BPM_PRUNE (default on): new instances keep only the task tree they still need
+    (engine.pruning); `0` starts them with the whole tree, as before (for comparison)."""
+    return (os.environ.get("BPM_PRUNE") or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _too_deep(workflow: BpmnWorkflow):
     """An unfinished task the engine can no longer see, or None (cheap: a tree of fewer tasks
     than the depth limit cannot reach it)."""
@@ -832,9 +861,13 @@ def apply_command(command: str, workflow: BpmnWorkflow, inputs: dict, actor: str
     tasks.route(workflow, inputs.get("route"))  # replay: the holders the command chose, as logged
 
 
-def new_workflow(loaded: LoadedDefinition, data: dict, script_engine) -> BpmnWorkflow:
+def new_workflow(loaded: LoadedDefinition, data: dict, script_engine, *, pruned: bool = False) -> BpmnWorkflow:
+    """A new instance's workflow, run to its first wait; `pruned`: its tree is pruned after each
+    command (engine.pruning; the start logs it, so its replay does the same)."""
     workflow = BpmnWorkflow(loaded.spec, loaded.subprocess_specs, script_engine=script_engine)
     workflow.task_tree.data = copy.deepcopy(data)
+    if pruned:
+        pruning.start(workflow)
     # A timer start event is the engine's schedule (engine.schedules), not a wait inside the
     # instance: the worker starts the instance when it is due, a person who may start it starts it
     # at once, and either way the instance begins.
@@ -1111,6 +1144,8 @@ class Runtime:
         inputs: dict = {"process_id": process_id, "version": version, "data": data}
         if scheduled is not None:
             inputs["scheduled_for"] = scheduled.isoformat()
+        if pruning_on():
+            inputs["pruned"] = True
         try:
             with self.store.transaction() as conn:
                 who = person(conn, actor) if scheduled is None else access.Person(
@@ -1141,7 +1176,8 @@ class Runtime:
                 ctx = CommandContext(instance_id, at, conn=conn, calendar=working, actor=who.username)
                 with command_context(ctx), _budgeted(budget):
                     try:
-                        workflow = new_workflow(loaded, data, self.script_engine)
+                        workflow = new_workflow(loaded, data, self.script_engine,
+                                                pruned=bool(inputs.get("pruned")))
                     except EngineError:
                         raise
                     except Exception as exc:
@@ -1151,6 +1187,11 @@ class Runtime:
                     if routes:
                         tasks.route(workflow, routes)
                         inputs["route"] = routes
+                    try:
+                        prune_tree(workflow, loaded)
+                        _check_track(workflow)
+                    except Exception as exc:
+                        raise _ExecutionFailed(exc) from exc
                 if ctx.service_results:
                     inputs["service_results"] = ctx.service_results
                 if ctx.deadlines:
@@ -1809,6 +1850,11 @@ class Runtime:
                     if routes:
                         tasks.route(workflow, routes)
                         inputs["route"] = routes
+                    try:
+                        prune_tree(workflow, loaded)
+                        _check_track(workflow)
+                    except Exception as exc:
+                        raise _ExecutionFailed(exc) from exc
                 logged = dict(inputs)
                 if ctx.service_results:
                     logged["service_results"] = ctx.service_results

@@ -22,7 +22,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinitio
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, audit, clock, customers, forms, state, tasks
+from . import access, audit, clock, customers, forms, pruning, state, tasks
 from . import inputs as bounds
 from .runtime import (_SELECT_OPEN_INCIDENTS, InstanceView, NotFound, _find_task, _incident_json,
                       _may_view, _known_task, _shown, instance_data, loaded_definition, open_task,
@@ -50,7 +50,7 @@ class Marks:
 
 
 def marks(workflow: BpmnWorkflow, now: datetime | None = None) -> Marks:
-    done: Counter[str] = Counter()
+    done: Counter[str] = Counter(pruning.passes(workflow))  # passes cut from the tree (engine.pruning)
     active, overdue = set(), set()
     for task in workflow.get_tasks():
         element = getattr(task.task_spec, "bpmn_id", None)
@@ -140,6 +140,8 @@ class _Observer:
         acted = _find_task(workflow, entry.task_id) if entry.task_id else None
         spec = acted.task_spec if acted is not None else None
         on = ((spec.bpmn_id or spec.name), (spec.bpmn_name or spec.name)) if spec is not None else (None, None)
+        if acted is None and entry.task_id in self.before:  # completed, and pruned from the tree since
+            on = (self.before[entry.task_id]["element"], self.before[entry.task_id]["name"])
         now_open = _open(workflow)
         happened: list[Happening] = []
         escalate = (entry.input or {}).get("escalate") or {}
@@ -157,14 +159,19 @@ class _Observer:
                                           due=tasks.parse(task._get_internal_data("due_at"))))
         now_marks = marks(workflow)
         if entry.command in ("timer", "message"):
-            names = {t.task_spec.bpmn_id: _task_name(t) for t in workflow.get_tasks(state=TaskState.COMPLETED)
-                     if isinstance(getattr(t.task_spec, "event_definition", None), TimerEventDefinition)}
+            # from the specs: a timer's pass may be pruned from the tree in the step that made it
+            names = {ts.bpmn_id: ts.bpmn_name or ts.name
+                     for spec in (workflow.spec, *workflow.subprocess_specs.values())
+                     for ts in spec.task_specs.values()
+                     if getattr(ts, "bpmn_id", None)
+                     and isinstance(getattr(ts, "event_definition", None), TimerEventDefinition)}
             for element in sorted(names):
                 if now_marks.done.get(element, 0) > self.done.get(element, 0):
                     happened.append(Happening("timer", element, names[element]))
         self.done = now_marks.done
         self.before = {task_id: {"reminded": bool(t._get_internal_data("reminded")),
-                                 "due": tasks.parse(t._get_internal_data("due_at"))}
+                                 "due": tasks.parse(t._get_internal_data("due_at")),
+                                 "element": t.task_spec.bpmn_id or t.task_spec.name, "name": _task_name(t)}
                        for task_id, t in now_open.items()}
         return now_marks, tuple(happened), on
 
