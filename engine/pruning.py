@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from SpiffWorkflow.bpmn.specs.control import _EndJoin
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.specs.Join import Join
 from SpiffWorkflow.util.task import TaskState
@@ -89,7 +90,10 @@ def _new_root(tree, approval_tasks, submitter_lane):
     spec = tree.spec
     if getattr(spec.start, "trigger_specs", None) or getattr(spec, "conditional_paths", None):
         return None  # SpiffWorkflow adds tasks under the root of such a tree
-    unfinished = [t for t in tree.tasks.values() if t.has_state(TaskState.NOT_FINISHED_MASK)]
+    # A branch that reached an end event leaves a task of the process's End join under it: it does
+    # not hold the cut (its branch is moved under the new root, see _drop_above).
+    unfinished = [t for t in tree.tasks.values()
+                  if t.has_state(TaskState.NOT_FINISHED_MASK) and not _ended(t)]
     if not unfinished:
         return None
     keep = list(unfinished)
@@ -118,6 +122,12 @@ def _new_root(tree, approval_tasks, submitter_lane):
     if root is None or root is tree.task_tree:
         return None
     return root
+
+
+def _ended(task) -> bool:
+    """A task of the End join, or predicted under one (the workflow's own End)."""
+    return isinstance(task.task_spec, _EndJoin) or (
+        task.parent is not None and isinstance(task.parent.task_spec, _EndJoin))
 
 
 def _latest_edit(tree, approval_tasks):
@@ -155,12 +165,30 @@ def _common_ancestor(found: list):
 
 
 def _drop_above(top: BpmnWorkflow, tree, root, done: Counter) -> int:
-    """Make `root` the root of `tree`, dropping every task not under it."""
-    kept, stack = set(), [root.id]
-    while stack:
-        task_id = stack.pop()
-        kept.add(task_id)
-        stack.extend(tree.tasks[task_id]._children)
+    """Make `root` the root of `tree`, dropping every task not under it — but for the ends of
+    branches that reached an end event, which are moved under it.
+
+    The process's End join merges, when the instance ends, the data of every branch that ended
+    before (the parents of its other tasks, waiting or finished): each such end event, with its
+    End task, is kept as a child of the new root, and moved to the end of the task mapping so it
+    is restored after its new parent (a task's data is stored as a change of its parent's)."""
+    kept = _under(tree, root)
+    ends = [t for t in tree.tasks.values() if isinstance(t.task_spec, _EndJoin) and t.id not in kept]
+    moved = []
+    for end in ends:
+        branch = end.parent
+        if branch is None or branch.id in moved:
+            continue
+        if any(not isinstance(c.task_spec, _EndJoin) for c in branch.children):
+            return 0  # not the end of a branch: leave the tree whole
+        moved.append(branch.id)
+    for branch_id in moved:
+        branch = tree.tasks[branch_id]
+        branch._parent = root.id
+        root._children.append(branch_id)
+        for task_id in _under(tree, branch):  # parents before children
+            kept[task_id] = None
+            tree.tasks[task_id] = tree.tasks.pop(task_id)
     gone = [t for t in tree.tasks.values() if t.id not in kept]
     for task in gone:
         _count(task, done)
@@ -175,6 +203,16 @@ def _drop_above(top: BpmnWorkflow, tree, root, done: Counter) -> int:
     if mark is not None:
         root._set_internal_data(**{MARK: mark})
     return len(gone)
+
+
+def _under(tree, root) -> dict:
+    """The ids of `root` and every task under it, parents before children (a dict: ordered)."""
+    kept, stack = {}, [root.id]
+    while stack:
+        task_id = stack.pop()
+        kept[task_id] = None
+        stack.extend(reversed(tree.tasks[task_id]._children))
+    return kept
 
 
 def _drop_subprocess(top: BpmnWorkflow, task_id, done: Counter) -> None:
