@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"state {end['state_bytes'] / first['state_bytes']:.2f}×") if first and end else "no ratio"
         print(f"- {m['mode']}: {ratio}; " + (f"failed at round {m['failed']['round']}: {m['failed']['error']}"
                                               if m["failed"] else
-                                              f"manager approves: {m.get("after_approval")}, verify "
+                                              f"manager approves: {m.get('after_approval')}, verify "
                                               f"{'clean' if m.get('verify_ok') else 'NOT clean'} in {m.get('verify_s')} s"))
     return 0
 
