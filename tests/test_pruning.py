@@ -281,3 +281,35 @@ def test_a_pruned_tree_stays_within_what_spiff_can_see(store, monkeypatch):
         loop.review("approve" if n == 29 else "reject")
     assert loop.view.status == "completed" and loop.view.data["rounds"] == 29
     assert incidents(store) == []
+
+
+def test_a_rework_loop_through_a_subprocess_keeps_one_subprocess(store, monkeypatch):
+    deploy(store, "rework_sub.bpmn")
+    runtime = Runtime(store)
+    monkeypatch.setenv("BPM_PRUNE", "0")
+    whole = Loop(runtime, runtime.start("rework_sub", "rep.wang", {}, at=T0))
+    monkeypatch.delenv("BPM_PRUNE")
+    pruned = Loop(runtime, runtime.start("rework_sub", "rep.wang", {}, at=T0))
+    sizes = []
+    for n in range(1, 31):
+        for loop in (whole, pruned):
+            loop.revise(n)
+            assert [t.element_id for t in loop.view.tasks] == ["review"]
+        seen_whole, seen_pruned = _seen(store, runtime, whole.view), _seen(store, runtime, pruned.view)
+        # tasks.round_of does not look past a subprocess: on the whole tree every past round's
+        # review looks like this round's; pruned, only this round's is left (the right answer)
+        assert seen_whole.pop("levels")["review"] == ({"dm.zhou": {"review"}} if n > 1 else {})
+        assert seen_pruned.pop("levels")["review"] == {}
+        assert seen_whole == seen_pruned, n
+        workflow, _ = restored(store, pruned.view.id)
+        assert len(workflow.subprocesses) == 1  # the review under way; those of past rounds went with their task
+        sizes.append(len(stored(store, pruned.view.id)))
+        for loop in (whole, pruned):
+            loop.review("approve" if n == 30 else "reject")
+        assert _seen(store, runtime, whole.view) == _seen(store, runtime, pruned.view), n
+    assert pruned.view.status == "completed" and pruned.view.data["stamped"] == 30
+    assert sizes[-1] <= 1.5 * sizes[0]
+    workflow, _ = restored(store, whole.view.id)
+    assert len(workflow.subprocesses) == 30  # SpiffWorkflow keeps every one
+    for loop in (whole, pruned):
+        assert verified(store, runtime, loop.view.id).ok
