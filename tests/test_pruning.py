@@ -122,6 +122,7 @@ def test_contract_review_rejected_and_revised_a_thousand_times(sqlite_store, mon
         assert [t.element_id for t in view.tasks] == ["dm_review"] and view.status == "running", n
     assert sizes[1000] <= 1.5 * sizes[1], (sizes[1], sizes[1000])
     for element, user, data in (("dm_review", "dm.zhou", {"decision": "approve"}),
+                                ("gm_approval", "gm.zhao", {"decision": "approve"}),  # the terms deviate
                                 ("go_approval", "gmo.tang", {"decision": "approve"}),
                                 ("file_contract", "rep.wang", {"signed_on": "2026-11-25", "archive_location": "A-3"})):
         at += timedelta(minutes=1)
