@@ -20,7 +20,7 @@ from .test_processes import BPMN
 from .test_runtime import T0, deploy
 
 
-def rework(runtime, *, nudge: bool = False):
+def rework(runtime):
     return runtime.start("rework", "rep.wang", {"rounds": 0}, at=T0)
 
 
@@ -136,7 +136,7 @@ def test_contract_review_rejected_and_revised_a_thousand_times(sqlite_store, mon
 
 # --- pruned and whole agree -----------------------------------------------------------------------
 
-def _seen(store, runtime, view, approvals_at=None) -> dict:
+def _seen(store, runtime, view) -> dict:
     workflow, loaded = restored(store, view.id)
     data = {k: v for k, v in view.data.items() if k != "contract_no"}  # one number per instance
     out = {"status": view.status, "data": data, "open": sorted(t.element_id for t in view.tasks),
