@@ -1,5 +1,5 @@
 """Who is told how long each command took: listeners registered by the process that serves
-metrics (web.metrics); the engine itself imports no metrics library."""
+metrics (web.ops); the engine itself imports no metrics library."""
 from __future__ import annotations
 
 import time
@@ -15,19 +15,33 @@ def on_command(listener: Callable[[str, float, bool], None]) -> None:
         _listeners.append(listener)
 
 
+def _measure(command: str, call):
+    if not _listeners:
+        return call()
+    started, ok = time.perf_counter(), False
+    try:
+        result = call()
+        ok = True
+        return result
+    finally:
+        seconds = time.perf_counter() - started
+        for listener in _listeners:
+            listener(command, seconds, ok)
+
+
 def timed(method):
     """Decorates Runtime._unit_of_work(self, command, ...): its duration goes to the listeners."""
     @wraps(method)
     def run(self, command: str, *args, **kwargs):
-        if not _listeners:
-            return method(self, command, *args, **kwargs)
-        started, ok = time.perf_counter(), False
-        try:
-            result = method(self, command, *args, **kwargs)
-            ok = True
-            return result
-        finally:
-            seconds = time.perf_counter() - started
-            for listener in _listeners:
-                listener(command, seconds, ok)
+        return _measure(command, lambda: method(self, command, *args, **kwargs))
     return run
+
+
+def named(command: str):
+    """Decorates a method that is one command of its own (Runtime._start): timed as `command`."""
+    def decorate(method):
+        @wraps(method)
+        def run(*args, **kwargs):
+            return _measure(command, lambda: method(*args, **kwargs))
+        return run
+    return decorate
