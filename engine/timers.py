@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -131,9 +132,10 @@ def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event |
             if listener is None:
                 stop.wait(interval)
                 continue
-            wake = _next_wake(runtime, horizon)
+            # waited on the monotonic clock: a fixed BPM_NOW must not make the wait endless
+            deadline = time.monotonic() + _next_wait(runtime, horizon)
             while not stop.is_set():
-                remaining = (wake - clock.now()).total_seconds()
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
@@ -143,27 +145,29 @@ def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event |
                     listener.close()
                     listener = None
                     break
-                if notified is not None and notified < wake:
-                    wake = notified
+                if notified is not None:
+                    due_in = max((notified - clock.now()).total_seconds(), 0.0)
+                    deadline = min(deadline, time.monotonic() + due_in)
     finally:
         if listener is not None:
             listener.close()
 
 
-def _next_wake(runtime: Runtime, horizon: float) -> datetime:
-    """When to pass again: the nearest due row or `horizon` from now, but not sooner than
+def _next_wait(runtime: Runtime, horizon: float) -> float:
+    """Seconds until the next pass: to the nearest due row or `horizon`, but not fewer than
     MIN_SLEEP (a due row the pass left, say an instance whose work changed nothing, must not spin)."""
     now = clock.now()
     wake = now + timedelta(seconds=horizon)
     try:
         nearest = wakeup.next_due(runtime.store)
-    except Exception:
-        return now + timedelta(seconds=MIN_SLEEP)
+        timer_processes = runtime._timer_processes()
+    except Exception:  # the database is away: the next pass says so (once) and we try again soon
+        return 1.0
     # the next run of a process whose start event is a timer (engine.schedules) counts too
-    for process_id, timer, first in runtime._timer_processes():
+    for process_id, timer, first in timer_processes:
         run = schedules.due_run(*timer, first, wake)
         if run is not None and run > now and (process_id, run) not in runtime._runs_started:
             nearest = run if nearest is None else min(nearest, run)
     if nearest is not None:
         wake = min(wake, max(nearest, now + timedelta(seconds=MIN_SLEEP)))
-    return wake
+    return (wake - now).total_seconds()
