@@ -280,3 +280,15 @@ def test_gunicorn_serves_with_two_processes_on_postgresql(pg_store):
     finally:
         code = server.stop()
     assert code == 0
+
+
+def test_a_listening_worker_sleeps_until_the_nearest_due_timer_or_its_horizon(sqlite_store, monkeypatch):
+    versions.deploy(sqlite_store, [WAITING], actor="design.yang")
+    runtime = Runtime(sqlite_store)
+    assert timers._next_wait(runtime, 5.0) == 5.0  # nothing due: the horizon
+    runtime.start("waiting", "fin.chu", {"order_no": "SO-5"}, at=clock.now() - timedelta(hours=4, seconds=-30))
+    assert 20.0 < timers._next_wait(runtime, 600.0) <= 30.0
+    assert timers._next_wait(runtime, 5.0) == 5.0
+    # a due row a pass left behind (already due) does not make the worker spin
+    monkeypatch.setenv("BPM_NOW", (clock.now() + timedelta(minutes=5)).isoformat())
+    assert timers._next_wait(runtime, 5.0) == timers.MIN_SLEEP
