@@ -64,8 +64,9 @@ class Supervisor:
             for index, process in enumerate(self.processes):
                 if process is None or process.poll() is None:
                     continue
-                _say(f"timer worker {index + 1} (pid {process.pid}) exited with code {process.returncode}; "
-                     f"restarting it")
+                # (under gunicorn its master may reap the worker first: the code then reads 0)
+                how = f" with code {process.returncode}" if process.returncode else ""
+                _say(f"timer worker {index + 1} (pid {process.pid}) exited{how}; restarting it")
                 # one that dies at once (bad settings, database down) is restarted ever more slowly
                 quick = time.monotonic() - self._started_at[index] < 10.0
                 self._pause[index] = min(self._pause[index] * 2, RESTART_PAUSE_MAX) if quick else 1.0

@@ -262,24 +262,31 @@ def test_a_far_timer_sends_no_notification(pg_store):
 
 
 def test_gunicorn_serves_with_two_processes_on_postgresql(pg_store):
-    server = Server(pg_store.url, "--processes", "2", "--workers", "0")
+    server = Server(pg_store.url, "--processes", "2")
     try:
-        server.expect(r"serving on http://127\.0\.0\.1:\d+ with 2 process\(es\), no timer worker")
+        server.expect(r"serving on http://127\.0\.0\.1:\d+ with 2 process\(es\), 1 timer worker process")
+        worker = int(server.expect(r"timer worker 1 started \(pid (\d+)\)").group(1))
         statuses = [server.get("/healthz")[0] for _ in range(20)]
         assert statuses == [200] * 20
         assert server.get("/login")[0] == 200
         children = subprocess.run(["ps", "--ppid", str(server.process.pid), "-o", "pid="],
                                   capture_output=True, text=True).stdout.split()
-        assert len(children) == 2
+        assert len([c for c in children if int(c) != worker]) == 2  # two server processes
         status, body = server.get("/metrics")
         assert status == 200
         # the two processes' counts are summed, whichever answers the scrape
         total = sum(float(v) for v in re.findall(r'^bpm_http_requests_total\{endpoint="ops.healthz".*\} (\S+)$',
                                                  body, re.M))
         assert total >= 20
+        # gunicorn's master reaps any child that ends, the worker too: it is restarted all the same
+        os.kill(worker, signal.SIGKILL)
+        server.expect(rf"timer worker 1 \(pid {worker}\) exited(?: with code -9)?; restarting it")
+        restarted = int(server.expect(r"timer worker 1 started \(pid (\d+)\)").group(1))
+        assert restarted != worker and _alive(restarted)
     finally:
         code = server.stop()
     assert code == 0
+    assert not _alive(restarted)
 
 
 def test_a_listening_worker_sleeps_until_the_nearest_due_timer_or_its_horizon(sqlite_store, monkeypatch):
