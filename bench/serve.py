@@ -11,7 +11,9 @@ requests). Servers measured, in rounds interleaved server by server on one datab
   gunicorn-2   `bpm serve --processes 2 --workers 0` (2 processes of 8 threads)
 
 No timer worker runs (nothing in contract_review waits on a timer). Reported: completed
-instances/s per round, the median of the rounds, and request p50/p95/max of the last round.
+instances/s per round, the median of the rounds, request p50/p95/max of the last round, the
+CPUs the server's processes used (their CPU seconds over the wall time) and how busy the whole
+machine was (all processes, from /proc/stat).
 
 Usage: .venv/bin/python bench/serve.py [--clients 16] [--seconds 20] [--rounds 3] [--json]
 Needs BPM_BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test), whose server
@@ -134,6 +136,19 @@ def server(url: str, kind: str):
         errors.close()
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (gunicorn's server processes)."""
+    total = 0.0
+    try:
+        total += bench_web.cpu_seconds(pid)
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu(int(child))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
 def tokens(port: int) -> dict[str, str]:
     client = bench_web.Client(port)
     for user in USERS:
@@ -183,14 +198,21 @@ def bench_throughput(args) -> dict:
     with database("postgresql") as url:
         for r in range(args.rounds):
             for kind in kinds:
-                with server(url, kind) as (_proc, port):
+                with server(url, kind) as (proc, port):
                     bench_web.one_instance(_warm(port), "standard")  # warm: every path loaded
+                    cpu0, busy0, t0 = tree_cpu(proc.pid), bench_web.Load._busy(), time.perf_counter()
                     result = drive(port, args.clients, args.seconds)
+                    wall = time.perf_counter() - t0
+                    result["server_cpus"] = round((tree_cpu(proc.pid) - cpu0) / wall, 2)
+                    result["machine_busy_cpus"] = round((bench_web.Load._busy() - busy0) / wall, 2)
                 rounds[kind].append(result)
                 log(f"round {r + 1} {kind}: {result['per_s']}/s, errors {result['errors']}, "
+                    f"server {result['server_cpus']} CPUs, machine {result['machine_busy_cpus']} of {os.cpu_count()}, "
                     f"p50 {result['requests_ms'].get('p50')} ms, p95 {result['requests_ms'].get('p95')} ms")
     summary = {k: {"per_s_rounds": [x["per_s"] for x in v], "median_per_s": statistics.median(x["per_s"] for x in v),
-                   "errors": sum(x["errors"] for x in v), "last_round_ms": v[-1]["requests_ms"]}
+                   "errors": sum(x["errors"] for x in v), "last_round_ms": v[-1]["requests_ms"],
+                   "server_cpus_rounds": [x["server_cpus"] for x in v],
+                   "machine_busy_cpus_rounds": [x["machine_busy_cpus"] for x in v]}
                for k, v in rounds.items()}
     summary["ratio_gunicorn2_to_waitress1"] = round(summary["gunicorn-2"]["median_per_s"]
                                                     / summary["waitress-1"]["median_per_s"], 2)
@@ -221,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     for kind in ("waitress-1", "gunicorn-1", "gunicorn-2"):
         r = result[kind]
         print(f"{kind:11} median {r['median_per_s']:6.1f} instances/s  rounds {r['per_s_rounds']}  "
-              f"errors {r['errors']}  last round p50/p95/max {r['last_round_ms']}")
+              f"errors {r['errors']}  server CPUs {r['server_cpus_rounds']}  machine busy CPUs "
+              f"{r['machine_busy_cpus_rounds']}  last round p50/p95/max {r['last_round_ms']}")
     print(f"2 processes / 1: {result['ratio_gunicorn2_to_waitress1']}x against waitress, "
           f"{result['ratio_gunicorn2_to_gunicorn1']}x against gunicorn with 1 process")
 
