@@ -151,7 +151,7 @@ def test_healthz_says_ok_or_what_is_wrong(client, sqlite_store):
     answer = client.get("/healthz")
     assert answer.status_code == 503
     assert answer.get_json()["status"] == "failing"
-    assert answer.get_json()["schema"].startswith("the database is at migration 0001, the code needs ")
+    assert answer.get_json()["schema"].startswith("the database is at migration 0001, this code needs ")
 
 
 def test_healthz_when_the_database_is_gone(tmp_path):

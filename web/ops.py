@@ -73,7 +73,8 @@ def health(store: Store) -> tuple[dict, int]:
                 "schema": None}, 503
     if current != head:
         return {"status": "failing", "database": "ok",
-                "schema": f"the database is at migration {current}, the code needs {head}: run `bpm init`"}, 503
+                "schema": f"the database is at migration {current}, this code needs {head} "
+                          f"(run `bpm init` if the code is the newer)"}, 503
     return {"status": "ok", "database": "ok", "schema": current}, 200
 
 
