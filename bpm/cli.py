@@ -354,7 +354,15 @@ def cmd_worker(args) -> None:
         return
     if now is not None:
         raise Refused("--now only makes sense with --once")
-    print("timer worker running; Ctrl-C stops it", file=sys.stderr)
+    how = (f"a pass every {args.interval} s" if runtime.store.is_sqlite
+           else "woken by LISTEN bpm_timers, a pass at least every 5 s")
+    print(f"timer worker running ({how}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    import signal
+
+    def _stop(*_) -> None:  # SIGTERM (from `bpm serve`, systemd) ends it as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         timers.run_forever(runtime, args.interval)
     except KeyboardInterrupt:
@@ -679,25 +687,24 @@ def cmd_password(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    import threading
+    """The web app (one process, or --processes N under gunicorn on PostgreSQL) and --workers
+    timer worker processes it supervises (bpm/serve.py)."""
+    from . import serve
 
-    from waitress import serve
-
-    from web import create_app
-
+    if args.processes < 1:
+        raise Refused(f"--processes must be 1 or more, not {args.processes}")
+    if args.workers < 0:
+        raise Refused(f"--workers must be 0 or more, not {args.workers}")
     clock.zone()  # a BPM_TIMEZONE that is no zone is refused before anything starts
     store = _store()
+    if args.processes > 1 and store.is_sqlite:
+        raise Refused(serve.SQLITE_REFUSAL.format(n=args.processes))
     migrate(store)  # serving an old or empty database would fail on every request
-    runtime = _runtime(store)
-    stop = threading.Event()
-    worker = threading.Thread(target=timers.run_forever, args=(runtime, 0.5, stop), daemon=True,
-                              name="timer-worker")
-    worker.start()
-    print(f"serving on http://{args.host}:{args.port} (timer worker running)", file=sys.stderr)
-    try:
-        serve(create_app(runtime), host=args.host, port=args.port, threads=8)
-    finally:
-        stop.set()
+    store.dispose()  # no connection of this process is carried into the forked server processes
+    workers = f"{args.workers} timer worker process(es)" if args.workers else "no timer worker: run `bpm worker`"
+    print(f"serving on http://{args.host}:{args.port} with {args.processes} process(es), {workers}",
+          file=sys.stderr, flush=True)
+    serve.serve(args.host, args.port, args.processes, args.workers, is_sqlite=store.is_sqlite)
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -714,9 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("init", cmd_init, "create or migrate the database and deploy bpmn/")
     p.add_argument("--demo", action="store_true", help="also seed the demo organisation")
-    p = command("serve", cmd_serve, "run the web app and a timer worker")
+    p = command("serve", cmd_serve, "run the web app and a timer worker process it restarts if it dies")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="server processes (gunicorn); more than 1 needs PostgreSQL")
+    p.add_argument("--workers", type=int, default=1, metavar="M",
+                   help="timer worker processes to start and supervise; 0 when `bpm worker` runs elsewhere")
     p = command("deploy", cmd_deploy, "validate and deploy BPMN/DMN files or folders")
     p.add_argument("paths", nargs="+")
     p.add_argument("--as", dest="actor", help="a user with the designer role (default: the operator)")

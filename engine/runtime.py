@@ -31,6 +31,7 @@ from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
 from . import access, calendar, clock, determinism, forms, notifications, pruning, records, schedules, state, tasks
+from . import observe, wakeup  # command latency for web.ops; NOTIFY of near timers (PostgreSQL)
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
@@ -978,6 +979,7 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
     for table, rows in ((_H, human), (_T, timers), (_M, waits)):
         if rows:
             _INSERT[table].executemany(conn, rows)
+    wakeup.notify(conn, [t["due_at"] for t in timers])  # PostgreSQL: a sleeping worker wakes for it
     return Projection(key, customer, amount, human)
 
 
@@ -1124,6 +1126,7 @@ class Runtime:
         """Start an instance; with `request_id`, once: sent again, the first result (exactly once)."""
         return self._start(process_id, actor, data, at=at, version=version, request_id=request_id)
 
+    @observe.named("start")  # its latency for the metrics (web.ops)
     def _start(self, process_id: str, actor: str, data: Any = None, *, at: datetime | None = None,
                version: int | None = None, request_id: str | None = None,
                scheduled: datetime | None = None) -> InstanceView:
@@ -1780,6 +1783,7 @@ class Runtime:
             inputs["escalate"] = escalate
         _pending_breaches.set(breaches)
 
+    @observe.timed  # command latency for the metrics (web.ops)
     def _unit_of_work(self, command: str, actor: str, inputs: dict, at: datetime | None, *,
                       task_id: str | None = None, instance_id: str | None = None,
                       check: TaskCheck | None = None, inspect: Callable | None = None,

@@ -7,21 +7,27 @@ is due, whatever the number of timers still waiting. Each unit of work picks its
 (`Runtime.fire_next_due`): on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so any number of workers
 share the work, none fires a timer twice, and a worker killed mid-pass leaves its instance to the
 next one (its transaction never committed).
+
+`bpm serve` runs the worker as a process of its own (bpm/cli.py), not a thread among the request
+threads; on PostgreSQL the worker sleeps until the nearest due row and a command writing a nearer
+one wakes it (`LISTEN/NOTIFY`, engine.wakeup).
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from . import clock, notifications
+from . import clock, notifications, schedules, wakeup
 from .runtime import CommandFailed, EngineError, Runtime
 
 log = logging.getLogger(__name__)
 
 PASS_LIMIT = 10_000  # instances per pass; the next pass continues
+MIN_SLEEP = 0.05  # seconds between two passes on PostgreSQL at the least
 
 
 @dataclass
@@ -84,18 +90,84 @@ def deliver_mail(runtime: Runtime, now: datetime | None = None) -> int:
                                             now or clock.now())
 
 
-def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event | None = None) -> None:
+def _pass(runtime: Runtime, last_error: str | None) -> str | None:
+    """One pass of everything the worker does; the error line it logged, if any."""
+    try:
+        run_once(runtime)
+        deliver_mail(runtime)
+        runtime.forget_requests()  # request ids are kept for a bounded time
+        return None
+    except Exception as exc:  # a worker must outlive a bad pass (database restart, say)
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if error != last_error:  # one line per new problem, not one every interval
+            log.error("timer pass failed: %s", error)
+        return error
+
+
+def run_forever(runtime: Runtime, interval: float = 0.5, stop: threading.Event | None = None,
+                horizon: float = wakeup.HORIZON, listen: bool | None = None) -> None:
+    """Pass after pass until `stop`. On SQLite (or `listen=False`) a pass every `interval`
+    seconds. On PostgreSQL the worker LISTENs (engine.wakeup): after a pass it sleeps until the
+    nearest due row, at most `horizon` seconds, and wakes early when a command writes a nearer one."""
     stop = stop or threading.Event()
+    if listen is None:
+        listen = not runtime.store.is_sqlite
+    if not listen:
+        last_error = None
+        while not stop.is_set():
+            last_error = _pass(runtime, last_error)
+            stop.wait(interval)
+        return
+    listener = None
     last_error = None
-    while not stop.is_set():
-        try:
-            run_once(runtime)
-            deliver_mail(runtime)
-            runtime.forget_requests()  # request ids are kept for a bounded time
-            last_error = None
-        except Exception as exc:  # a worker must outlive a bad pass (database restart, say)
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if error != last_error:  # one line per new problem, not one every interval
-                log.error("timer pass failed: %s", error)
-            last_error = error
-        stop.wait(interval)
+    try:
+        while not stop.is_set():
+            if listener is None:
+                try:
+                    listener = wakeup.Listener(runtime.store)
+                    runtime.wakeups = listener  # the tests read `woken` here
+                except Exception as exc:  # database down: pass and poll until it is back
+                    log.warning("cannot LISTEN for timers (%s); polling every %s s", exc, interval)
+            last_error = _pass(runtime, last_error)
+            if listener is None:
+                stop.wait(interval)
+                continue
+            # waited on the monotonic clock: a fixed BPM_NOW must not make the wait endless
+            deadline = time.monotonic() + _next_wait(runtime, horizon)
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    notified = listener.wait(min(remaining, 1.0))  # 1 s: `stop` is seen in time
+                except Exception as exc:
+                    log.warning("timer notifications lost (%s); listening again", exc)
+                    listener.close()
+                    listener = None
+                    break
+                if notified is not None:
+                    due_in = max((notified - clock.now()).total_seconds(), 0.0)
+                    deadline = min(deadline, time.monotonic() + due_in)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _next_wait(runtime: Runtime, horizon: float) -> float:
+    """Seconds until the next pass: to the nearest due row or `horizon`, but not fewer than
+    MIN_SLEEP (a due row the pass left, say an instance whose work changed nothing, must not spin)."""
+    now = clock.now()
+    wake = now + timedelta(seconds=horizon)
+    try:
+        nearest = wakeup.next_due(runtime.store)
+        timer_processes = runtime._timer_processes()
+    except Exception:  # the database is away: the next pass says so (once) and we try again soon
+        return 1.0
+    # the next run of a process whose start event is a timer (engine.schedules) counts too
+    for process_id, timer, first in timer_processes:
+        run = schedules.due_run(*timer, first, wake)
+        if run is not None and run > now and (process_id, run) not in runtime._runs_started:
+            nearest = run if nearest is None else min(nearest, run)
+    if nearest is not None:
+        wake = min(wake, max(nearest, now + timedelta(seconds=MIN_SLEEP)))
+    return (wake - now).total_seconds()

@@ -185,6 +185,8 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     app.register_blueprint(evidence.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # the API authenticates each request by token or session and is JSON-only
+    from . import ops
+    ops.init_app(app)  # /healthz, /metrics (loopback or BPM_METRICS_TOKEN only)
 
     @app.before_request
     def refuse_nul():
