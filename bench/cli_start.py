@@ -1,7 +1,9 @@
 """Benchmark: how long a `bpm` command takes from the shell, start-up and imports included.
 
 Each command runs `--runs` times as a fresh process (`python -m bpm ...` in the checkout's root,
-as a developer runs it); the median and the fastest run are reported, in seconds. With
+as a developer runs it); the median and the fastest wall-clock time are reported, in seconds, and
+the median CPU time (user + system, of the child process): on a machine shared with other work the
+CPU time is the steadier figure, the wall-clock time is what a person waits. With
 `--against REV` the same commands also run in an export of that git revision (`git archive`, into
 a temp folder), interleaved run by run with this checkout's, so both sides see the same load.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,14 +55,20 @@ def _export(rev: str, into: Path) -> Path:
     return into
 
 
-def _once(root: Path, argv: list[str], env: dict, module: bool = True) -> float:
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _once(root: Path, argv: list[str], env: dict, module: bool = True) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds) of one run of the command as a fresh process."""
     command = [sys.executable, *(["-m", "bpm"] if module else []), *argv]
-    began = time.perf_counter()
+    cpu, began = _cpu(), time.perf_counter()
     done = subprocess.run(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    took = time.perf_counter() - began
+    took, cpu = time.perf_counter() - began, _cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} (in {root}) failed: {done.stderr.decode()[-500:]}")
-    return took
+    return took, cpu
 
 
 def main() -> None:
@@ -88,21 +97,24 @@ def main() -> None:
     jobs = [(name, argv, True) for name, argv in COMMANDS] + [(name, argv, False) for name, argv in FLOORS]
     for name, argv, module in jobs:
         argv = [a.replace("{instance}", instance) for a in argv]
-        times: dict[str, list[float]] = {side: [] for side in sides}
+        times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
         for side, root in sides.items():  # one untimed run each: bytecode compiled, files cached
             _once(root, argv, env, module)
         for _ in range(args.runs):
             for side, root in sides.items():
                 times[side].append(_once(root, argv, env, module))
         for side in sides if module else ["this checkout"]:
-            rows.append({"command": name, "side": side, "median_s": round(statistics.median(times[side]), 3),
-                         "fastest_s": round(min(times[side]), 3), "runs": args.runs})
+            wall, cpu = [t[0] for t in times[side]], [t[1] for t in times[side]]
+            rows.append({"command": name, "side": side, "median_s": round(statistics.median(wall), 3),
+                         "fastest_s": round(min(wall), 3), "cpu_median_s": round(statistics.median(cpu), 3),
+                         "runs": args.runs})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'command':<40} {'side':<22} {'median s':>9} {'fastest s':>10}")
+    print(f"{'command':<40} {'side':<22} {'median s':>9} {'fastest s':>10} {'CPU median s':>13}")
     for r in rows:
-        print(f"{r['command']:<40} {r['side']:<22} {r['median_s']:>9.3f} {r['fastest_s']:>10.3f}")
+        print(f"{r['command']:<40} {r['side']:<22} {r['median_s']:>9.3f} {r['fastest_s']:>10.3f}"
+              f" {r['cpu_median_s']:>13.3f}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("flask", "werkzeug", "SpiffWorkflow", "jsonschema", "lxml", "sqlalchemy", "alembic", "engine.runtime",
-         "engine.store")
+         "engine.store", "sqlalchemy.dialects.postgresql")
 
 
 def _loaded_after(code: str, env: dict | None = None) -> set[str]:
-    """The top-level names of HEAVY that are in sys.modules after running `code`."""
+    """The modules of HEAVY that are in sys.modules after running `code`."""
     probe = (f"import sys\n{code}\nimport json\n"
              f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env,
@@ -62,3 +62,19 @@ def test_errors_of_modules_imported_late_are_still_one_sentence(tmp_path, capsys
     assert main(["start", "no_such_process", "--as", "rep.wang"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("bpm start: ") and "unexpected" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_postgresql_store_gives_the_partial_indexes_their_where():
+    """The models name PostgreSQL's WHERE of a partial index only once a PostgreSQL engine is made
+    (a SQLite process never imports that dialect): the DDL then has it, as the migrations do."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex
+
+    from engine.store import Base, Store
+    Store("postgresql://nobody@127.0.0.1:1/none")  # (no connection is opened)
+    ddl = {ix.name: str(CreateIndex(ix).compile(dialect=postgresql.dialect()))
+           for table in ("human_task", "log_entry") for ix in Base.metadata.tables[table].indexes}
+    assert ddl["ix_human_task_open_order"].endswith("WHERE assignee IS NULL")
+    assert ddl["ix_human_task_customer_open_order"].endswith("WHERE assignee IS NULL")
+    assert ddl["ix_log_entry_completion"].endswith("WHERE command = 'complete'")
+    assert "WHERE" not in ddl["ix_human_task_held_order"]
