@@ -6,7 +6,9 @@ owned by the Alembic migrations in `engine/migrations`; `migrate()` applies them
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import threading
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -518,6 +520,87 @@ def default_url() -> str:
     return f"sqlite:///{folder / 'bpm.sqlite3'}"
 
 
+class NestedWrite(RuntimeError):
+    """A thread opened a write transaction on SQLite inside one it already holds: SQLite has one
+    writer at a time, so the inner one would wait for the outer for ever."""
+
+
+class WriterQueue:
+    """Write transactions on one SQLite database, one at a time, in the order they asked.
+
+    SQLite lets one connection write at a time; without this, threads that find the database
+    locked sleep and retry inside `BEGIN IMMEDIATE` (sqlite3's busy handler) and whichever retries
+    at the right moment wins, so a command could wait seconds while later ones went first. Here
+    each writer takes a place in a FIFO queue before it begins, and the one finishing hands the
+    turn to the next in line (no newcomer can barge in between). Within one process only: other
+    processes on the same file still meet SQLite's busy timeout.
+
+    A thread that asks again while it holds the turn is refused (`NestedWrite`) rather than left
+    waiting for itself. `BPM_SQLITE_WRITER_QUEUE=0` turns the queue off (benchmarks compare)."""
+
+    def __init__(self, timeout: float = 30.0):
+        self.timeout = timeout  # seconds a writer waits for its turn, as SQLite's busy timeout
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # thread ident holding the turn
+        self._waiting: deque[tuple[int, threading.Event]] = deque()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            if self._holder == me:
+                raise NestedWrite("a write transaction on SQLite was opened inside another one of the "
+                                  "same thread; it would wait for itself (finish the outer one first)")
+            if self._holder is None and not self._waiting:
+                self._holder = me
+                return
+            called = threading.Event()
+            self._waiting.append((me, called))
+        if called.wait(self.timeout):
+            return  # `_release` made this thread the holder before setting the event
+        with self._lock:
+            if called.is_set():  # handed the turn just as the wait ran out
+                return
+            self._waiting.remove((me, called))
+        raise TimeoutError(f"waited {self.timeout:g} s for the database's write lock: another write "
+                           f"transaction of this process holds it")
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._holder, called = self._waiting.popleft()
+                called.set()
+            else:
+                self._holder = None
+
+    def waiting(self) -> int:
+        """How many writers wait for their turn (the holder not counted)."""
+        with self._lock:
+            return len(self._waiting)
+
+
+_WRITER_QUEUES: dict[str, WriterQueue] = {}
+_WRITER_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(url: str) -> WriterQueue:
+    """The process's queue of writers to the SQLite database at `url` (one per database, shared
+    by every Store on it)."""
+    with _WRITER_QUEUES_LOCK:
+        return _WRITER_QUEUES.setdefault(url, WriterQueue())
+
+
+def _writer_queue_enabled() -> bool:
+    return os.environ.get("BPM_SQLITE_WRITER_QUEUE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class Store:
     """The database: an SQLAlchemy engine and the transactions the engine runs in."""
 
@@ -538,17 +621,25 @@ class Store:
         self._reader = sessionmaker(reader, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
         self._write_engine = writer
+        # SQLite's writers take turns in arrival order (WriterQueue); an in-memory database is
+        # one per connection, so there is nothing to queue for.
+        self.writers: WriterQueue | None = (
+            writer_queue(self.url) if self.is_sqlite and _writer_queue_enabled() and self.engine.url.database
+            not in (None, "", ":memory:") else None)
+
+    def _turn(self):
+        return self.writers.turn() if self.writers is not None else nullcontext()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A Core connection in one write transaction: the commands' hot path, without the ORM."""
-        with self._write_engine.begin() as connection:
+        with self._turn(), self._write_engine.begin() as connection:
             yield connection
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction that commits on success and rolls back on any exception."""
-        with self._writer() as session, session.begin():
+        with self._turn(), self._writer() as session, session.begin():
             yield session
 
     @contextmanager
