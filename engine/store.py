@@ -6,6 +6,7 @@ owned by the Alembic migrations in `engine/migrations`; `migrate()` applies them
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections import deque
 from contextlib import contextmanager, nullcontext
@@ -16,6 +17,7 @@ from typing import Any, Iterator, Optional
 from sqlalchemy import (JSON, BigInteger, Date, DateTime, Float, ForeignKey, Index, Integer, String,
                         Text, UniqueConstraint, create_engine, event, text)
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -671,7 +673,38 @@ def _create_engine(url: str) -> Engine:
                                  else "BEGIN")
         return engine
     _postgresql_where()
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    event.listen(engine, "checkout", _stale_connections_replaced(engine.dialect))
+    return engine
+
+
+def _stale_connections_replaced(dialect):
+    """A pool checkout hook that replaces a connection the server has closed, without a round trip
+    on a live one (what `pool_pre_ping` costs on every checkout: a `SELECT 1` per transaction).
+
+    An idle pooled connection has nothing to read: a server that ends it (restart, a terminated
+    backend, `idle_session_timeout`) sends its FATAL message and closes, which makes the socket
+    readable. So only a closed or readable connection is pinged, and one that fails the ping is
+    given up with `DisconnectionError`, on which SQLAlchemy's pool connects afresh and tries once
+    more. A connection that dies between checkout and its first statement (or silently, with no
+    packet) still fails that statement; SQLAlchemy then invalidates the pool (its optimistic
+    disconnect handling) and the next transaction gets a fresh connection."""
+
+    def checkout(dbapi_connection, _record, _proxy) -> None:
+        if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+            raise DisconnectionError("the pooled connection is closed")
+        try:
+            readable = select.select([dbapi_connection.fileno()], [], [], 0)[0]
+        except (OSError, ValueError) as exc:
+            raise DisconnectionError(f"the pooled connection's socket is gone: {exc}") from exc
+        if readable:  # the server said something: a notice, or that it ended the session
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except Exception as exc:  # any failure here means the connection is of no use
+                raise DisconnectionError(f"the pooled connection failed its ping: {exc}") from exc
+            if not alive:
+                raise DisconnectionError("the pooled connection failed its ping")
+    return checkout
 
 
 def migrate(store: Store) -> None:
