@@ -87,7 +87,9 @@ def main() -> None:
         versions.deploy(setup, [ROOT / "bpmn"], at=T0)
         setup.dispose()
         configs = {}
-        for label, pre_ping in (("pool_pre_ping (before)", True), ("checkout hook (after)", False)):
+        postgres = setup.engine.dialect.name == "postgresql"
+        for label, pre_ping in ((("pool_pre_ping (before)", True), ("checkout hook (after)", False)) if postgres
+                                else (("SQLite (no pool ping)", False),)):
             store = Store(url)
             stores.append(store)
             if pre_ping:  # as engine.store made PostgreSQL engines before: a ping on every checkout
