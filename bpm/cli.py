@@ -1,24 +1,60 @@
 """The `bpm` command line: the public names of CLI.md, with `--json`, exit codes and one-line errors.
 
 Exit status: 0 done; 1 refused or failed, one sentence on stderr; 2 bad usage (argparse).
+
+Start-up is kept cheap: parsing the arguments imports nothing of the engine, and each engine
+module is imported when a command first uses it (`_Module`), so `bpm --help` loads no database
+layer and `bpm tasks` no SpiffWorkflow, forms or web stack (tests/test_cli_imports.py).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from engine import access, clock, credit, customers, foreign, inbox, instances, migration, reports, timers, versions
-from engine.calendar import CalendarError
-from engine.definitions import DefinitionError
-from engine.runtime import EngineError, Runtime
-from engine.store import Incident, Store, migrate
+from engine import clock  # (the standard library only)
+from engine.errors import EngineError  # (no imports at all)
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+    from engine.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Module:
+    """An engine module imported when one of its names is first used, not when the CLI starts:
+    the engine's modules pull in SQLAlchemy, SpiffWorkflow, jsonschema and lxml (~0.5 s), which
+    `bpm --help` needs none of and `bpm tasks` only the first of."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+access, credit, customers, foreign, inbox, instances, migration, reports, timers, versions = (
+    _Module(f"engine.{name}") for name in ("access", "credit", "customers", "foreign", "inbox", "instances",
+                                           "migration", "reports", "timers", "versions"))
+
+
+def migrate(store: Store) -> None:
+    """engine.store.migrate, imported when called (Alembic is only needed then)."""
+    from engine.store import migrate as upgrade
+    upgrade(store)
+
+
+def _raised(exc: BaseException, module: str, name: str) -> bool:
+    """`exc` is a `module.name`. A module never imported cannot have raised its exception, so
+    one not yet in sys.modules is not imported just to say no."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
 
 
 class Refused(Exception):
@@ -55,10 +91,12 @@ def _correlation(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _store() -> Store:
+    from engine.store import Store
     return Store()
 
 
 def _runtime(store: Store) -> Runtime:
+    from engine.runtime import Runtime
     from processes import LOOKUPS, SERVICES
     return Runtime(store, SERVICES, lookups=LOOKUPS)
 
@@ -137,6 +175,7 @@ def _demo_sign_in(users: list[dict]) -> list[str]:
 
 
 def cmd_deploy(args) -> None:
+    from engine.definitions import DefinitionError
     store = _store()
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -456,6 +495,8 @@ def cmd_sla_report(args) -> None:
 
 def cmd_incidents(args) -> None:
     from sqlalchemy import select
+
+    from engine.store import Incident
     store = _store()
     with store.read() as session:
         query = select(Incident).order_by(Incident.id)
@@ -571,6 +612,8 @@ def cmd_verify(args) -> None:
 def _verify_bundle(args) -> None:
     """An evidence bundle checked offline: no database is opened (engine.evidence)."""
     from engine import evidence
+    from engine.runtime import Runtime
+    from engine.store import Store
     from processes import LOOKUPS, SERVICES
     path = Path(args.bundle)
     try:
@@ -709,6 +752,23 @@ def cmd_serve(args) -> None:
 
 # --- argument parsing ------------------------------------------------------------------------
 
+class _Choices:
+    """An argument's choices, a tuple of an engine module read when the argument is checked or
+    its help shown, so that building the parser imports no engine module."""
+
+    def __init__(self, module: str, name: str):
+        self._module, self._name = module, name
+
+    def _values(self) -> tuple:
+        return getattr(importlib.import_module(self._module), self._name)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self):
+        return iter(self._values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpm", description="BPM engine for sales organisations")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -841,7 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help='the card\'s fields as JSON, e.g. {"name": "…", "phones": ["…"]}')
     p = command("sla-report", cmd_sla_report, "the SLA breach report (the auditor's): breaches of the 4-hour reply "
                                               "grouped, with counts and median lateness in hours")
-    p.add_argument("--by", choices=reports.GROUPINGS, default="process")
+    p.add_argument("--by", default="process").choices = _Choices("engine.reports", "GROUPINGS")  # (set
+    # after add_argument, which would format them, and so import engine.reports, to check the metavar)
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--csv", action="store_true", help="comma-separated values, with a header row")
     p.add_argument("--breaches", action="store_true", help="the breaches themselves (of the filters' group)")
@@ -889,14 +950,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LintFailed:
         return 1
-    except DefinitionError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        return 1
-    except (EngineError, Refused, clock.ClockError, CalendarError) as exc:
-        print(f"bpm {args.command}: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:  # never a traceback to a user; the log has the details
+        if _raised(exc, "engine.definitions", "DefinitionError"):
+            for problem in exc.problems:
+                print(str(problem), file=sys.stderr)
+            return 1
+        if isinstance(exc, (EngineError, Refused, clock.ClockError)) or _raised(exc, "engine.calendar",
+                                                                                  "CalendarError"):
+            print(f"bpm {args.command}: {exc}", file=sys.stderr)
+            return 1
         logging.getLogger("bpm").debug("unexpected error", exc_info=True)
         print(f"bpm {args.command}: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

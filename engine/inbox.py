@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from . import inputs
 from .access import Person, inbox_scopes
-from .runtime import InvalidInput, TaskView, task_view
+from .errors import InvalidInput
+from .results import TaskView, task_view
 from .statements import Prepared
 from .store import HumanTask, SavedFilter
 

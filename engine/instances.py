@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from . import access, inputs
 from .inbox import like_pattern
-from .runtime import Forbidden, InvalidInput
+from .errors import Forbidden, InvalidInput
 from .store import Definition, HumanTask, Incident, Instance, LogEntry, SlaBreach
 
 SCOPES = ("took_part", "started", "all")

@@ -35,6 +35,8 @@ from . import observe, wakeup  # command latency for web.ops; NOTIFY of near tim
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
 from .determinism import CommandContext, command_context
+from .errors import CommandFailed, Conflict, EngineError, Forbidden, FormRejected, InvalidInput, NotFound
+from .results import InstanceView, TaskView, task_view  # noqa: F401 (task_view: re-exported)
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
                     MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
@@ -44,57 +46,6 @@ GENESIS_HASH = "0" * 64
 SYSTEM_ACTOR = "worker"  # who starts an instance at the time of its timer start event
 SCHEDULES_KEPT = 10.0  # seconds a worker keeps the list of processes with a timer start event
 BUSINESS_KEY_FIELDS = ("business_key", "order_no", "contract_no", "request_no", "name")
-
-
-# --- errors: each carries one sentence a person can act on ------------------------------------
-
-class EngineError(Exception):
-    """A refused or failed command; `str()` is the sentence to show, in English.
-
-    `template % params` is that sentence; a page shows `template` translated (the templates are
-    extracted into the web's message catalogs, see babel.cfg) with the same `params`."""
-    status = "refused"
-
-    def __init__(self, template: str, **params: Any):
-        self.template = template
-        self.params = params
-        super().__init__(template % params if params else template)
-
-
-class NotFound(EngineError):
-    status = "not_found"
-
-
-class Forbidden(EngineError):
-    status = "forbidden"
-
-
-class Conflict(EngineError):
-    """The task or instance changed under the caller (already done, held by someone else)."""
-    status = "conflict"
-
-
-class InvalidInput(EngineError):
-    """Bad input; `fields` maps a form field path to what is wrong with it, when a form said so."""
-    status = "invalid"
-
-    def __init__(self, template: str, fields: dict[str, str] | None = None, **params: Any):
-        super().__init__(template, **params)
-        self.fields = fields or {}
-
-
-class FormRejected(InvalidInput):
-    """Data that breaks its task's or start event's form; `fields` names every problem."""
-
-
-class CommandFailed(EngineError):
-    """A script or service failed; the command was rolled back and an incident recorded."""
-    status = "failed"
-
-    def __init__(self, template: str, incident_id: int | None, instance_id: str | None = None, **params: Any):
-        super().__init__(template, **params)
-        self.incident_id = incident_id
-        self.instance_id = instance_id
 
 
 class _NothingToDo(Exception):
@@ -576,78 +527,6 @@ def _reply_input(kind: Any, expected_by: Any, reason: Any, at: datetime) -> dict
                            "will be done", {"expected_by": "must be later than now"},
                            value=when.isoformat(), at=at.astimezone(timezone.utc).isoformat())
     return {"kind": kind, "expected_by": when.isoformat(), "reason": reason or None}
-
-
-# --- results ---------------------------------------------------------------------------------
-
-@dataclass
-class TaskView:
-    id: str
-    instance_id: str
-    process_id: str
-    name: str
-    element_id: str
-    role: str | None
-    assignee: str | None
-    due: datetime | None
-    created: datetime
-    form: str | None = None
-    business_key: str | None = None
-    customer: str | None = None
-    amount: float | None = None
-    office_scope: str = ""  # the office or region whose people may take it while open; "": anyone
-    escalated_from: str | None = None  # who held it before an escalation brought it to `assignee`
-
-    def as_json(self) -> dict:
-        return {"id": self.id, "instance_id": self.instance_id, "process_id": self.process_id,
-                "name": self.name, "element_id": self.element_id, "role": self.role,
-                "assignee": self.assignee, "due": self.due.isoformat() if self.due else None,
-                "created": self.created.isoformat(), "form": self.form,
-                "business_key": self.business_key, "customer": self.customer, "amount": self.amount,
-                "office_scope": self.office_scope, "escalated_from": self.escalated_from}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TaskView":
-        return cls(d["id"], d["instance_id"], d["process_id"], d["name"], d["element_id"], d["role"],
-                   d["assignee"], _instant(d["due"]), _instant(d["created"]), d["form"],
-                   d["business_key"], d["customer"], d["amount"], d.get("office_scope", ""),
-                   d.get("escalated_from"))
-
-
-@dataclass
-class InstanceView:
-    id: str
-    process_id: str
-    version: int
-    status: str
-    data: dict
-    tasks: list[TaskView] = field(default_factory=list)
-    business_key: str | None = None
-    initiator: str | None = None
-    created: datetime | None = None
-    updated: datetime | None = None
-    incidents: list[dict] | None = None  # None: not looked up (command results)
-    changed: bool = True  # False: a timer command found nothing to do and wrote nothing
-
-    def as_json(self) -> dict:
-        return {"id": self.id, "process_id": self.process_id, "version": self.version,
-                "status": self.status, "business_key": self.business_key,
-                "initiator": self.initiator,
-                "created": self.created.isoformat() if self.created else None,
-                "updated": self.updated.isoformat() if self.updated else None,
-                "data": self.data, "tasks": [t.as_json() for t in self.tasks],
-                **({"incidents": self.incidents} if self.incidents is not None else {})}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "InstanceView":
-        """The view `as_json` gave (a command's result kept with its request id)."""
-        return cls(d["id"], d["process_id"], d["version"], d["status"], d["data"],
-                   [TaskView.from_json(t) for t in d["tasks"]], d["business_key"], d["initiator"],
-                   _instant(d["created"]), _instant(d["updated"]), d.get("incidents"))
-
-
-def _instant(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 # --- commands: pure functions of (workflow, input), replayed as they are ---------------------
@@ -2066,9 +1945,3 @@ def _task_view(row: dict) -> TaskView:
                     row["role"], row["assignee"], row["due_at"], row["created_at"], row["form"],
                     row["business_key"], row["customer"], row["amount"], row["office_scope"],
                     row.get("escalated_from"))
-
-
-def task_view(row: HumanTask) -> TaskView:
-    return TaskView(row.id, row.instance_id, row.process_id, row.name, row.element_id, row.role,
-                    row.assignee, row.due_at, row.created_at, row.form, row.business_key,
-                    row.customer, row.amount, row.office_scope or "", row.escalated_from)

@@ -6,7 +6,10 @@ owned by the Alembic migrations in `engine/migrations`; `migrate()` applies them
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import select
+import threading
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -14,6 +17,7 @@ from typing import Any, Iterator, Optional
 from sqlalchemy import (JSON, BigInteger, Date, DateTime, Float, ForeignKey, Index, Integer, String,
                         Text, UniqueConstraint, create_engine, event, text)
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -42,6 +46,26 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     pass
+
+
+# A partial index has the same WHERE on both databases. SQLite's is given with the Index;
+# PostgreSQL's is added when a PostgreSQL engine is made (`_postgresql_where`): naming a dialect's
+# keyword (`postgresql_where=`) imports SQLAlchemy's dialect for it, ~40 ms that a SQLite process
+# (a CLI command above all) would pay for nothing.
+_POSTGRESQL_WHERE: list[tuple[Index, str]] = []
+
+
+def _partial_index(name: str, *columns: Any, where: str) -> Index:
+    index = Index(name, *columns, sqlite_where=text(where))
+    _POSTGRESQL_WHERE.append((index, where))
+    return index
+
+
+def _postgresql_where() -> None:
+    """Give the partial indexes their WHERE on PostgreSQL (see `_partial_index`); idempotent."""
+    while _POSTGRESQL_WHERE:
+        index, where = _POSTGRESQL_WHERE.pop()
+        index.dialect_options["postgresql"]["where"] = text(where)
 
 
 # --- organisation -----------------------------------------------------------------------------
@@ -172,14 +196,16 @@ class HumanTask(Base):
     __table_args__ = (
         Index("ix_human_task_held_order", "assignee", text("(due_at IS NULL)"), "due_at",
               "created_at", "id", "process_id", "amount"),
-        Index("ix_human_task_open_order", "role", "office_scope", text("(due_at IS NULL)"), "due_at", "created_at",
-              "id", "process_id", "amount", "barred", "assignee",  # (always NULL: makes the index covering)
-              sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
+        _partial_index("ix_human_task_open_order", "role", "office_scope", text("(due_at IS NULL)"), "due_at",
+                       "created_at", "id", "process_id", "amount", "barred",
+                       "assignee",  # (always NULL: makes the index covering)
+                       where="assignee IS NULL"),
         Index("ix_human_task_customer_order", "customer", "assignee", text("(due_at IS NULL)"),
               "due_at", "created_at", "id"),
-        Index("ix_human_task_customer_open_order", "customer", "role", "office_scope", text("(due_at IS NULL)"),
-              "due_at", "created_at", "id", "barred", "assignee",  # (always NULL: makes the index covering)
-              sqlite_where=text("assignee IS NULL"), postgresql_where=text("assignee IS NULL")),
+        _partial_index("ix_human_task_customer_open_order", "customer", "role", "office_scope",
+                       text("(due_at IS NULL)"), "due_at", "created_at", "id", "barred",
+                       "assignee",  # (always NULL: makes the index covering)
+                       where="assignee IS NULL"),
         Index("ix_human_task_visible_cover", "assignee", "role", "office_scope", "customer", "process_id",
               "due_at", "amount", "barred"),
     )
@@ -234,8 +260,7 @@ class LogEntry(Base):
     # report (engine/reports.py) looks up every breached task's completion here. Who took part in
     # which instances: the instance search's "took part" (engine/instances.py).
     __table_args__ = (UniqueConstraint("instance_id", "seq"),
-                      Index("ix_log_entry_completion", "task_id", "at", sqlite_where=text("command = 'complete'"),
-                            postgresql_where=text("command = 'complete'")),
+                      _partial_index("ix_log_entry_completion", "task_id", "at", where="command = 'complete'"),
                       Index("ix_log_entry_actor_instance", "actor", "instance_id"))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
@@ -497,6 +522,87 @@ def default_url() -> str:
     return f"sqlite:///{folder / 'bpm.sqlite3'}"
 
 
+class NestedWrite(RuntimeError):
+    """A thread opened a write transaction on SQLite inside one it already holds: SQLite has one
+    writer at a time, so the inner one would wait for the outer for ever."""
+
+
+class WriterQueue:
+    """Write transactions on one SQLite database, one at a time, in the order they asked.
+
+    SQLite lets one connection write at a time; without this, threads that find the database
+    locked sleep and retry inside `BEGIN IMMEDIATE` (sqlite3's busy handler) and whichever retries
+    at the right moment wins, so a command could wait seconds while later ones went first. Here
+    each writer takes a place in a FIFO queue before it begins, and the one finishing hands the
+    turn to the next in line (no newcomer can barge in between). Within one process only: other
+    processes on the same file still meet SQLite's busy timeout.
+
+    A thread that asks again while it holds the turn is refused (`NestedWrite`) rather than left
+    waiting for itself. `BPM_SQLITE_WRITER_QUEUE=0` turns the queue off (benchmarks compare)."""
+
+    def __init__(self, timeout: float = 30.0):
+        self.timeout = timeout  # seconds a writer waits for its turn, as SQLite's busy timeout
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # thread ident holding the turn
+        self._waiting: deque[tuple[int, threading.Event]] = deque()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            if self._holder == me:
+                raise NestedWrite("a write transaction on SQLite was opened inside another one of the "
+                                  "same thread; it would wait for itself (finish the outer one first)")
+            if self._holder is None and not self._waiting:
+                self._holder = me
+                return
+            called = threading.Event()
+            self._waiting.append((me, called))
+        if called.wait(self.timeout):
+            return  # `_release` made this thread the holder before setting the event
+        with self._lock:
+            if called.is_set():  # handed the turn just as the wait ran out
+                return
+            self._waiting.remove((me, called))
+        raise TimeoutError(f"waited {self.timeout:g} s for the database's write lock: another write "
+                           f"transaction of this process holds it")
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._holder, called = self._waiting.popleft()
+                called.set()
+            else:
+                self._holder = None
+
+    def waiting(self) -> int:
+        """How many writers wait for their turn (the holder not counted)."""
+        with self._lock:
+            return len(self._waiting)
+
+
+_WRITER_QUEUES: dict[str, WriterQueue] = {}
+_WRITER_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(url: str) -> WriterQueue:
+    """The process's queue of writers to the SQLite database at `url` (one per database, shared
+    by every Store on it)."""
+    with _WRITER_QUEUES_LOCK:
+        return _WRITER_QUEUES.setdefault(url, WriterQueue())
+
+
+def _writer_queue_enabled() -> bool:
+    return os.environ.get("BPM_SQLITE_WRITER_QUEUE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class Store:
     """The database: an SQLAlchemy engine and the transactions the engine runs in."""
 
@@ -517,17 +623,25 @@ class Store:
         self._reader = sessionmaker(reader, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
         self._write_engine = writer
+        # SQLite's writers take turns in arrival order (WriterQueue); an in-memory database is
+        # one per connection, so there is nothing to queue for.
+        self.writers: WriterQueue | None = (
+            writer_queue(self.url) if self.is_sqlite and _writer_queue_enabled() and self.engine.url.database
+            not in (None, "", ":memory:") else None)
+
+    def _turn(self):
+        return self.writers.turn() if self.writers is not None else nullcontext()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A Core connection in one write transaction: the commands' hot path, without the ORM."""
-        with self._write_engine.begin() as connection:
+        with self._turn(), self._write_engine.begin() as connection:
             yield connection
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction that commits on success and rolls back on any exception."""
-        with self._writer() as session, session.begin():
+        with self._turn(), self._writer() as session, session.begin():
             yield session
 
     @contextmanager
@@ -558,7 +672,39 @@ def _create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("bpm_write")
                                  else "BEGIN")
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    _postgresql_where()
+    engine = create_engine(url)
+    event.listen(engine, "checkout", _stale_connections_replaced(engine.dialect))
+    return engine
+
+
+def _stale_connections_replaced(dialect):
+    """A pool checkout hook that replaces a connection the server has closed, without a round trip
+    on a live one (what `pool_pre_ping` costs on every checkout: a `SELECT 1` per transaction).
+
+    An idle pooled connection has nothing to read: a server that ends it (restart, a terminated
+    backend, `idle_session_timeout`) sends its FATAL message and closes, which makes the socket
+    readable. So only a closed or readable connection is pinged, and one that fails the ping is
+    given up with `DisconnectionError`, on which SQLAlchemy's pool connects afresh and tries once
+    more. A connection that dies between checkout and its first statement (or silently, with no
+    packet) still fails that statement; SQLAlchemy then invalidates the pool (its optimistic
+    disconnect handling) and the next transaction gets a fresh connection."""
+
+    def checkout(dbapi_connection, _record, _proxy) -> None:
+        if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+            raise DisconnectionError("the pooled connection is closed")
+        try:
+            readable = select.select([dbapi_connection.fileno()], [], [], 0)[0]
+        except (OSError, ValueError) as exc:
+            raise DisconnectionError(f"the pooled connection's socket is gone: {exc}") from exc
+        if readable:  # the server said something: a notice, or that it ended the session
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except Exception as exc:  # any failure here means the connection is of no use
+                raise DisconnectionError(f"the pooled connection failed its ping: {exc}") from exc
+            if not alive:
+                raise DisconnectionError("the pooled connection failed its ping")
+    return checkout
 
 
 def migrate(store: Store) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sqlalchemy import func, select
 
-from . import access, clock, state
-from .definitions import ProcessDefinition, load_definitions, load_files
+from . import access, clock
 from .store import Definition, Store
+
+if TYPE_CHECKING:  # parsing and serialising (SpiffWorkflow, lxml) are imported by deploy only, so
+    from .definitions import ProcessDefinition  # listing versions (`bpm definitions`) stays cheap
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def deploy(store: Store, paths: Sequence[str | Path], actor: str | None = None,
     deployed (`modeltests.CasesFailed`, naming the failing cases).
     Raises `definitions.DefinitionError` listing every problem, `runtime.Forbidden` if refused.
     """
+    from .definitions import load_definitions
     return _deploy(store, lambda roles, deployed: load_definitions(paths, roles, deployed), actor, at,
                    require_tests)
 
@@ -70,6 +73,7 @@ def deploy_files(store: Store, files: Mapping[str, bytes], actor: str | None = N
                  at: datetime | None = None, require_tests: bool = False) -> list[Deployed]:
     """`deploy` for files held in memory, keyed by name (definitions.load_files): a designer's
     drafts, forms (`*.json`) among them."""
+    from .definitions import load_files
     return _deploy(store, lambda roles, deployed: load_files(files, roles, deployed), actor, at,
                    require_tests)
 
@@ -86,6 +90,7 @@ def check_designer(session, actor: str | None) -> None:
 
 def _deploy(store: Store, load: Callable[[set[str], dict[str, bytes]], list[ProcessDefinition]],
             actor: str | None, at: datetime | None, require_tests: bool = False) -> list[Deployed]:
+    from . import state
     at = at or clock.now()
     with store.read() as session:
         check_designer(session, actor)

@@ -2,9 +2,10 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from engine.store import Base
+from engine.store import Base, _postgresql_where
 
 config = context.config
+_postgresql_where()  # the partial indexes' WHERE on PostgreSQL, as the models declare it
 target_metadata = Base.metadata
 
 
