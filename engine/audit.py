@@ -78,15 +78,16 @@ def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntr
 def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None,
            _read: tuple[Instance, list[LogEntry]] | None = None,
            observe: Callable[[LogEntry, Any], Any] | None = None, *,
-           from_checkpoint: bool = False) -> list[ReplayedStep]:
+           from_checkpoint: bool = False, _start: tuple[int, str] | None = None) -> list[ReplayedStep]:
     """Feed the logged inputs to the pinned definition again and compare every state hash;
     `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`).
     With `from_checkpoint`, start at the latest checkpoint at or below `to_step` that the hash
-    chain vouches for (the steps returned then begin with it, `restored`); else at step 1."""
+    chain vouches for (the steps returned then begin with it, `restored`); else at step 1 — or at
+    `_start` (step, state text), a state the caller holds for that step (engine.views)."""
     instance, entries = _read or _entries(session, instance_id)
     first, version = pinned(session, instance, entries)
-    start = None
-    if from_checkpoint and entries:
+    start = _start
+    if from_checkpoint and entries and start is None:
         upto = [e for e in entries if to_step is None or e.seq <= to_step]
         if upto and chain_whole(instance_id, upto):
             start = checkpoints.trusted(session, instance_id, upto, to_step)
@@ -318,11 +319,12 @@ def _keep(key: tuple[str, str, str], found: Verdict | None) -> None:
             _replays.popitem(last=False)
 
 
-def keep_replayed(session: Session, instance_id: str, entries: Sequence[Any], steps: list[ReplayedStep]) -> None:
-    """What a replay made elsewhere (engine.views, for the history) says of the record, kept as
-    `verify` keeps its own: the same replay is not run twice for one log head."""
+def keep_verdict(session: Session, instance_id: str, entries: Sequence[Any], problem: Verdict | None) -> None:
+    """What a replay made elsewhere (engine.views, for the history) says of the record — `problem`,
+    as `first_problem` found it; None: every step replayed as logged — kept as `verify` keeps its
+    own: the same replay is not run twice for one log head."""
     if entries and chain_whole(instance_id, entries):
-        _keep((str(session.get_bind().url), instance_id, entries[-1].hash), first_problem(instance_id, steps))
+        _keep((str(session.get_bind().url), instance_id, entries[-1].hash), problem)
 
 
 def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition,
