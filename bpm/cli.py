@@ -472,7 +472,8 @@ def _audit_steps(session, runtime: Runtime, instance_id: str, to_step: int | Non
                  from_checkpoint: bool = False):
     from engine import audit
     try:
-        return audit.replay(session, instance_id, runtime.script_engine, to_step, from_checkpoint=from_checkpoint)
+        return audit.replay(session, instance_id, runtime.script_engine, to_step, from_checkpoint=from_checkpoint,
+                            detail="last")
     except LookupError:
         raise Refused(f"there is no instance {instance_id}") from None
 

@@ -78,12 +78,14 @@ def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntr
 def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None,
            _read: tuple[Instance, list[LogEntry]] | None = None,
            observe: Callable[[LogEntry, Any], Any] | None = None, *,
-           from_checkpoint: bool = False, _start: tuple[int, str] | None = None) -> list[ReplayedStep]:
+           from_checkpoint: bool = False, _start: tuple[int, str] | None = None,
+           detail: str = "all") -> list[ReplayedStep]:
     """Feed the logged inputs to the pinned definition again and compare every state hash;
     `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`).
     With `from_checkpoint`, start at the latest checkpoint at or below `to_step` that the hash
     chain vouches for (the steps returned then begin with it, `restored`); else at step 1 — or at
-    `_start` (step, state text), a state the caller holds for that step (engine.views)."""
+    `_start` (step, state text), a state the caller holds for that step (engine.views). `detail`
+    as for `replay_entries`."""
     instance, entries = _read or _entries(session, instance_id)
     first, version = pinned(session, instance, entries)
     start = _start
@@ -91,7 +93,8 @@ def replay(session: Session, instance_id: str, script_engine, to_step: int | Non
         upto = [e for e in entries if to_step is None or e.seq <= to_step]
         if upto and chain_whole(instance_id, upto):
             start = checkpoints.trusted(session, instance_id, upto, to_step)
-    return replay_entries(instance_id, entries, first, script_engine, to_step, observe, version, start=start)
+    return replay_entries(instance_id, entries, first, script_engine, to_step, observe, version, start=start,
+                          detail=detail)
 
 
 VersionOf = Callable[[int], LoadedDefinition]
@@ -119,15 +122,17 @@ def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
                    to_step: int | None = None,
                    observe: Callable[[Any, Any], Any] | None = None,
                    version: VersionOf | None = None, *,
-                   start: tuple[int, str] | None = None, lean: bool = False) -> list[ReplayedStep]:
+                   start: tuple[int, str] | None = None, detail: str = "all") -> list[ReplayedStep]:
     """`replay` without a database: `entries` are the log's rows in order, or anything with their
     columns (seq, at, actor, command, input, state_hash, prev_hash, hash), as an evidence bundle
     holds them (engine.evidence); `loaded` is the definition version they started on, and
     `version(n)` gives version n of the process, where a `migrate` step moved the instance.
     `start` = (step, state text): go on from that state, trusted as the state after that step
     (a checkpoint, or a replay kept in memory; the caller checked it hashes to the step's logged
-    state hash) — the steps before it are not re-executed, their chain links are checked. `lean`:
-    keep only what a verdict needs (no data, no waiting tasks)."""
+    state hash) — the steps before it are not re-executed, their chain links are checked. `detail`:
+    "all" steps carry their data, waiting tasks and what `observe` saw; "last" only the last one
+    (a replay to a step); "none": only what a verdict needs."""
+    last = min(to_step, entries[-1].seq) if (to_step is not None and entries) else (entries[-1].seq if entries else 0)
     steps: list[ReplayedStep] = []
     text, counter, prev, workflow = None, 0, GENESIS_HASH, None
     for entry in entries:
@@ -160,7 +165,7 @@ def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
                 raise ReplayFailed(entry.seq, entry.command, exc) from exc
             counter = ctx.counter
         replayed_hash = state.digest(text)
-        if lean:
+        if detail == "none" or (detail == "last" and entry.seq != last):
             steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
                                       restored=restored))
         else:
@@ -332,7 +337,7 @@ def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
     """The first step whose chain link or replayed state is wrong, or None (entries, `loaded` and
     `version` as for `replay_entries`)."""
     try:
-        steps = replay_entries(instance_id, entries, loaded, script_engine, version=version, lean=True)
+        steps = replay_entries(instance_id, entries, loaded, script_engine, version=version, detail="none")
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))

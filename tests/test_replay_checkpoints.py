@@ -148,3 +148,27 @@ def test_the_history_replays_each_step_once_per_log_head(rt, monkeypatch):
     assert ran == list(range(1, 9)) and again == grown
     with rt.store.read() as s:                     # the history's replay gave the record check its verdict
         assert audit.verify(s, instance_id, rt.script_engine).ok and len(ran) == 8
+
+
+def test_bpm_replay_to_a_step_starts_at_its_checkpoint_and_verify_names_a_forged_one(tmp_path, monkeypatch, capsys):
+    """The command line: `bpm replay --to` says where it started; `--from-start` re-executes all;
+    a checkpoint edited in the database makes `bpm verify` exit 1 naming it."""
+    import json
+    import sqlite3
+
+    from .test_cli import _walked_instance, bpm as bpm_fixture  # noqa: F401
+    bpm = bpm_fixture.__wrapped__(tmp_path, monkeypatch, capsys)
+    instance_id = _walked_instance(bpm)                  # 3 steps: a checkpoint at step 3
+    code, out, err = bpm("replay", instance_id, "--to", "3", "--json")
+    assert code == 0, err
+    at = json.loads(out)
+    assert (at["from_checkpoint"], at["every_hash_matched"], at["data"]["note"]) == (3, True, "ok")
+    code, out, _ = bpm("replay", instance_id, "--from-start", "--json")
+    assert code == 0 and json.loads(out)["from_checkpoint"] is None and json.loads(out)["data"] == at["data"]
+    with sqlite3.connect(tmp_path / "cli.sqlite3") as db:
+        assert db.execute("UPDATE replay_checkpoint SET state = replace(state, '\"note\":\"ok\"', "
+                          "'\"note\":\"ko\"') WHERE seq = 3").rowcount == 1
+    code, out, _ = bpm("replay", instance_id, "--to", "3", "--json")
+    assert code == 0 and json.loads(out)["from_checkpoint"] is None and json.loads(out)["data"]["note"] == "ok"
+    code, out, err = bpm("verify", instance_id)
+    assert code == 1 and f"BAD  {instance_id}: the replay checkpoint at step 3 is not the state the log holds" in out
