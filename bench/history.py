@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 audit.replay(s, instance_id, rt.script_engine, to_step=k, **how)
                 return (time.perf_counter() - started) * 1000
-        cold_runs = max(3, runs // 4) if steps > 100 else runs   # (seconds each at 300 steps, before)
+        cold_runs = 1 if steps > 100 else runs   # (many seconds each at 300 steps, before issue 12)
         for k in (1, steps // 2, steps):
             out["replay_ms"][f"to step {k}, from step 1"] = summary([replay_to(k) for _ in range(cold_runs)])
         if checkpoints:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 [replay_to(random.randint(1, steps), from_checkpoint=True) for _ in range(runs)])
         from engine import views as engine_views
         times = []
-        for _ in range(3):
+        for _ in range(1 if steps > 100 else 3):
             engine_views._steps.clear()
             audit.forget_verdicts() if hasattr(audit, "forget_verdicts") else audit._replays.clear()
             started = time.perf_counter()
