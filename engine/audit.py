@@ -142,15 +142,18 @@ def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
             instance_id, entry.seq, entry.at, entry.actor, entry.command, entry.input, entry.state_hash, prev)
         restored = start is not None and entry.seq <= start[0]
         if restored:
-            if entry.command == "migrate":
-                loaded = _target(entry, loaded, version)
+            try:
+                if entry.command == "migrate":
+                    loaded = _target(entry, loaded, version)
+                if entry.seq == start[0]:   # the step the start state is from: restored, not executed
+                    text = start[1]
+                    workflow, counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
+                    workflow.script_engine = script_engine
+            except Exception as exc:  # a version no longer at hand
+                raise ReplayFailed(entry.seq, entry.command, exc) from exc
             if entry.seq < start[0]:
                 prev = entry.hash
                 continue
-            # the step the start state is from: restored, not executed
-            text = start[1]
-            workflow, counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
-            workflow.script_engine = script_engine
         else:
             try:
                 if entry.command == "migrate":
