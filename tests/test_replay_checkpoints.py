@@ -14,6 +14,8 @@ from engine.store import LogEntry, ReplayCheckpoint
 
 from .conftest import contract, views_of
 from .test_processes import Clock, deposit_to_dispatch, order, pay, reconcile, rt  # noqa: F401  (fixture)
+from .test_cli import bpm  # noqa: F401  (a fixture)
+from .test_migration import REVISED, at_dm_review, deploy, tightened
 from .test_views import revised
 
 EVERY = 3  # a checkpoint every third step here: several in a short log
@@ -150,14 +152,13 @@ def test_the_history_replays_each_step_once_per_log_head(rt, monkeypatch):
         assert audit.verify(s, instance_id, rt.script_engine).ok and len(ran) == 8
 
 
-def test_bpm_replay_to_a_step_starts_at_its_checkpoint_and_verify_names_a_forged_one(tmp_path, monkeypatch, capsys):
+def test_bpm_replay_to_a_step_starts_at_its_checkpoint_and_verify_names_a_forged_one(bpm, tmp_path):
     """The command line: `bpm replay --to` says where it started; `--from-start` re-executes all;
     a checkpoint edited in the database makes `bpm verify` exit 1 naming it."""
     import json
     import sqlite3
 
-    from .test_cli import _walked_instance, bpm as bpm_fixture  # noqa: F401
-    bpm = bpm_fixture.__wrapped__(tmp_path, monkeypatch, capsys)
+    from .test_cli import _walked_instance
     instance_id = _walked_instance(bpm)                  # 3 steps: a checkpoint at step 3
     code, out, err = bpm("replay", instance_id, "--to", "3", "--json")
     assert code == 0, err
@@ -172,3 +173,23 @@ def test_bpm_replay_to_a_step_starts_at_its_checkpoint_and_verify_names_a_forged
     assert code == 0 and json.loads(out)["from_checkpoint"] is None and json.loads(out)["data"]["note"] == "ok"
     code, out, err = bpm("verify", instance_id)
     assert code == 1 and f"BAD  {instance_id}: the replay checkpoint at step 3 is not the state the log holds" in out
+
+
+def test_a_checkpoint_after_a_move_to_another_version_is_restored_on_that_version(rt, store, tmp_path, monkeypatch):
+    """A `migrate` step before the checkpoint: the replay restores it on the version moved to."""
+    from engine import migration
+    monkeypatch.setattr(checkpoints, "EVERY", 2)
+    clock = Clock()
+    view = at_dm_review(rt, clock)
+    deploy(store, tightened(tmp_path), clock)
+    assert [m.moved for m in migration.migrate(store, "contract_review", 1, 2, actor="design.yang", at=clock())] == [True]
+    view = rt.complete(rt.instance(view.id).tasks[0].id, "dm.zhou", {"decision": "reject", "comment": "再议"},
+                       at=clock())
+    view = rt.complete(view.tasks[0].id, "rep.wang", REVISED, at=clock())
+    view = rt.complete(view.tasks[0].id, "dm.zhou", {"decision": "reject", "comment": "再议"}, at=clock())
+    assert sorted(kept(store, view.id)) == [2, 4]       # the move's step kept one too (engine.migration)
+    for n in (2, 3, 4, 5):
+        whole, near = replay(rt, view.id, n, False), replay(rt, view.id, n, True)
+        assert near[0].restored and near[0].seq == n - n % 2
+        assert (whole[-1].replayed_hash, whole[-1].data, whole[-1].waiting) == \
+               (near[-1].replayed_hash, near[-1].data, near[-1].waiting) and all(s.ok for s in near)
