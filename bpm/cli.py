@@ -517,10 +517,12 @@ def cmd_retry(args) -> None:
     _print(args, data, lambda: f"incident {args.incident_id} retried and resolved")
 
 
-def _audit_steps(session, runtime: Runtime, instance_id: str, to_step: int | None = None):
+def _audit_steps(session, runtime: Runtime, instance_id: str, to_step: int | None = None,
+                 from_checkpoint: bool = False):
     from engine import audit
     try:
-        return audit.replay(session, instance_id, runtime.script_engine, to_step)
+        return audit.replay(session, instance_id, runtime.script_engine, to_step, from_checkpoint=from_checkpoint,
+                            detail="last")
     except LookupError:
         raise Refused(f"there is no instance {instance_id}") from None
 
@@ -544,13 +546,14 @@ def cmd_history(args) -> None:
 
 
 def cmd_replay(args) -> None:
-    """Re-execute the instance from its log (up to --to) and say whether every state hash matched."""
+    """Re-execute the instance from its log (up to --to) and say whether every state hash matched;
+    from the latest trusted checkpoint at or before the step, unless --from-start."""
     from engine import audit
     store = _store()
     runtime = _runtime(store)
     with store.read() as session:
         try:
-            steps = _audit_steps(session, runtime, args.instance_id, args.to)
+            steps = _audit_steps(session, runtime, args.instance_id, args.to, not args.from_start)
         except audit.ReplayFailed as exc:
             raise Refused(str(exc)) from None
     if not steps:
@@ -562,13 +565,17 @@ def cmd_replay(args) -> None:
     bad = next((s for s in steps if not s.ok), None)
     result = {"instance_id": args.instance_id, "step": last.seq, "status": "completed" if last.completed else "running",
               "waiting": list(last.waiting), "data": last.data, "state_hash": last.replayed_hash,
-              "every_hash_matched": bad is None, "first_mismatch": bad.seq if bad else None}
+              "every_hash_matched": bad is None, "first_mismatch": bad.seq if bad else None,
+              "from_checkpoint": steps[0].seq if steps[0].restored else None}
     _print(args, result, lambda: "\n".join([
         f"instance {args.instance_id} at step {last.seq} ({last.command}, {_t(last.at)}, {last.actor})",
         f"status {result['status']}",
         f"waiting {', '.join(last.waiting) or '-'}",
         f"data {json.dumps(last.data, ensure_ascii=False, default=str)}",
-        f"every state hash matched ({len(steps)} steps)" if bad is None else
+        (f"every state hash matched ({len(steps)} steps)" if not steps[0].restored else
+         f"every state hash matched (steps {steps[0].seq + 1}–{last.seq}, from the checkpoint at step "
+         f"{steps[0].seq}, which the hash chain vouches for)" if last.seq > steps[0].seq else
+         f"the checkpoint at step {last.seq} is the state the log holds for it") if bad is None else
         f"state hash mismatch from step {bad.seq} ({bad.command})"]))
     if bad is not None:
         raise Refused(f"replaying instance {args.instance_id}: step {bad.seq} ({bad.command}) does not "
@@ -916,6 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("replay", cmd_replay, "re-execute an instance from its log and compare every state hash")
     p.add_argument("instance_id")
     p.add_argument("--to", type=int, metavar="STEP", help="stop after this step and show the state there")
+    p.add_argument("--from-start", action="store_true",
+                   help="re-execute every step from step 1 (by default the replay starts at the latest "
+                        "checkpoint at or before STEP whose state the hash chain vouches for)")
     p = command("verify", cmd_verify, "check hash chains and replay; exit 1 naming the first bad step")
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every instance")

@@ -10,13 +10,18 @@ in-process LRU keyed by the instance's log head hash: once the hash chain is rec
 whole up to that head, every logged input is pinned by it, and the deployed definition never
 changes, so the replay would only say the same again. A page view then costs the chain check
 (one SHA-256 per step), not a replay.
+
+A replay is one pass: the workflow each step leaves goes on to the next, and each step's state
+hash is compared as it is made. `verify` always starts at step 1; a replay to a step (`bpm replay
+--to`) may start at the latest replay checkpoint below it whose state the hash chain vouches for
+(engine.checkpoints), so it re-executes at most `checkpoints.EVERY - 1` steps.
 """
 from __future__ import annotations
 
 import copy
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
@@ -24,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from SpiffWorkflow.util.task import TaskState
 
-from . import state, tasks
+from . import checkpoints, state, tasks
 from .determinism import CommandContext, command_context
 from .runtime import (GENESIS_HASH, LoadedDefinition, _entry_hash, apply_command, instance_data,
                       loaded_definition, new_workflow, prune_tree)
@@ -44,6 +49,8 @@ class ReplayedStep:
     completed: bool = False                          # the instance had ended after this step
     waiting: tuple[str, ...] = ()                    # user tasks open after this step (names)
     seen: Any = None                                 # what `observe` made of the step (replay)
+    restored: bool = False                           # its state was a checkpoint's, not re-executed
+    text: str | None = field(default=None, repr=False, compare=False)  # the state (last step only)
 
     @property
     def ok(self) -> bool:
@@ -70,12 +77,24 @@ def _entries(session: Session, instance_id: str) -> tuple[Instance, list[LogEntr
 
 def replay(session: Session, instance_id: str, script_engine, to_step: int | None = None,
            _read: tuple[Instance, list[LogEntry]] | None = None,
-           observe: Callable[[LogEntry, Any], Any] | None = None) -> list[ReplayedStep]:
+           observe: Callable[[LogEntry, Any], Any] | None = None, *,
+           from_checkpoint: bool = False, _start: tuple[int, str] | None = None,
+           detail: str = "all") -> list[ReplayedStep]:
     """Feed the logged inputs to the pinned definition again and compare every state hash;
-    `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`)."""
+    `observe(entry, workflow)`, if given, is asked after each step what to keep of it (`seen`).
+    With `from_checkpoint`, start at the latest checkpoint at or below `to_step` that the hash
+    chain vouches for (the steps returned then begin with it, `restored`); else at step 1 — or at
+    `_start` (step, state text), a state the caller holds for that step (engine.views). `detail`
+    as for `replay_entries`."""
     instance, entries = _read or _entries(session, instance_id)
     first, version = pinned(session, instance, entries)
-    return replay_entries(instance_id, entries, first, script_engine, to_step, observe, version)
+    start = _start
+    if from_checkpoint and entries and start is None:
+        upto = [e for e in entries if to_step is None or e.seq <= to_step]
+        if upto and chain_whole(instance_id, upto):
+            start = checkpoints.trusted(session, instance_id, upto, to_step)
+    return replay_entries(instance_id, entries, first, script_engine, to_step, observe, version, start=start,
+                          detail=detail)
 
 
 VersionOf = Callable[[int], LoadedDefinition]
@@ -102,38 +121,67 @@ def pinned(session: Session, instance: Instance, entries: Sequence[Any]) -> tupl
 def replay_entries(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition, script_engine,
                    to_step: int | None = None,
                    observe: Callable[[Any, Any], Any] | None = None,
-                   version: VersionOf | None = None) -> list[ReplayedStep]:
+                   version: VersionOf | None = None, *,
+                   start: tuple[int, str] | None = None, detail: str = "all") -> list[ReplayedStep]:
     """`replay` without a database: `entries` are the log's rows in order, or anything with their
     columns (seq, at, actor, command, input, state_hash, prev_hash, hash), as an evidence bundle
     holds them (engine.evidence); `loaded` is the definition version they started on, and
-    `version(n)` gives version n of the process, where a `migrate` step moved the instance."""
+    `version(n)` gives version n of the process, where a `migrate` step moved the instance.
+    `start` = (step, state text): go on from that state, trusted as the state after that step
+    (a checkpoint, or a replay kept in memory; the caller checked it hashes to the step's logged
+    state hash) — the steps before it are not re-executed, their chain links are checked. `detail`:
+    "all" steps carry their data, waiting tasks and what `observe` saw; "last" only the last one
+    (a replay to a step); "none": only what a verdict needs."""
+    last = min(to_step, entries[-1].seq) if (to_step is not None and entries) else (entries[-1].seq if entries else 0)
     steps: list[ReplayedStep] = []
     text, counter, prev, workflow = None, 0, GENESIS_HASH, None
     for entry in entries:
         if to_step is not None and entry.seq > to_step:
             break
-        try:
-            if entry.command == "migrate":
-                # The step is SpiffWorkflow's move of the state to another version, made again.
-                target = _target(entry, loaded, version)
-                workflow, text, ctx = _replay_move(instance_id, entry, loaded, target, text)
-                loaded = target
-            else:
-                workflow, text, ctx = _replayed(instance_id, entry, loaded, script_engine, text, counter, workflow)
-        except Exception as exc:  # a tampered input, a definition changed under the log
-            raise ReplayFailed(entry.seq, entry.command, exc) from exc
-        counter = ctx.counter
+        chain_ok = entry.prev_hash == prev and entry.hash == _entry_hash(
+            instance_id, entry.seq, entry.at, entry.actor, entry.command, entry.input, entry.state_hash, prev)
+        restored = start is not None and entry.seq <= start[0]
+        if restored:
+            try:
+                if entry.command == "migrate":
+                    loaded = _target(entry, loaded, version)
+                if entry.seq == start[0]:   # the step the start state is from: restored, not executed
+                    text = start[1]
+                    workflow, counter = state.load_state(text, loaded.spec, loaded.subprocess_specs)
+                    workflow.script_engine = script_engine
+            except Exception as exc:  # a version no longer at hand
+                raise ReplayFailed(entry.seq, entry.command, exc) from exc
+            if entry.seq < start[0]:
+                prev = entry.hash
+                continue
+        else:
+            try:
+                if entry.command == "migrate":
+                    # The step is SpiffWorkflow's move of the state to another version, made again.
+                    target = _target(entry, loaded, version)
+                    workflow, text, ctx = _replay_move(instance_id, entry, loaded, target, text)
+                    loaded = target
+                else:
+                    workflow, text, ctx = _replayed(instance_id, entry, loaded, script_engine, text, counter,
+                                                    workflow)
+            except Exception as exc:  # a tampered input, a definition changed under the log
+                raise ReplayFailed(entry.seq, entry.command, exc) from exc
+            counter = ctx.counter
         replayed_hash = state.digest(text)
-        expected_entry = _entry_hash(instance_id, entry.seq, entry.at, entry.actor, entry.command,
-                                     entry.input, entry.state_hash, prev)
-        chain_ok = entry.prev_hash == prev and entry.hash == expected_entry
-        waiting = tuple(t.task_spec.bpmn_name or t.task_spec.name
-                        for t in workflow.get_tasks(state=TaskState.READY, manual=True))
-        steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
-                                  entry.at, entry.actor, copy.deepcopy(instance_data(workflow)),
-                                  workflow.is_completed(), waiting,
-                                  observe(entry, workflow) if observe is not None else None))
+        if detail == "none" or (detail == "last" and entry.seq != last):
+            steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
+                                      restored=restored))
+        else:
+            waiting = tuple(t.task_spec.bpmn_name or t.task_spec.name
+                            for t in workflow.get_tasks(state=TaskState.READY, manual=True))
+            steps.append(ReplayedStep(entry.seq, entry.command, entry.state_hash, replayed_hash, chain_ok,
+                                      entry.at, entry.actor, copy.deepcopy(instance_data(workflow)),
+                                      workflow.is_completed(), waiting,
+                                      observe(entry, workflow) if (observe is not None and not restored) else None,
+                                      restored))
         prev = entry.hash
+    if steps:
+        steps[-1] = replace(steps[-1], text=text)
     return steps
 
 
@@ -237,8 +285,9 @@ def chain_whole(instance_id: str, entries: Sequence[Any]) -> bool:
 
 def verify(session: Session, instance_id: str, script_engine) -> Verdict:
     """Is the instance's record whole? The hash chain links every entry to the one before, the
-    replayed state matches the logged state hash at every step, and the instance row (state,
-    state hash, revision, last log hash) is the end of that chain."""
+    replayed state matches the logged state hash at every step (re-executed once each, from step
+    1, in one pass: never from a checkpoint), the instance row (state, state hash, revision, last
+    log hash) is the end of that chain, and every replay checkpoint is the state its step logged."""
     instance, entries = _entries(session, instance_id)
     if not entries:
         return _problem(instance_id, 0, "the instance has no log entries")
@@ -249,12 +298,31 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
             if key in _replays:
                 _replays.move_to_end(key)
                 found = _replays[key]
-                return found if found is not None else row_verdict(instance, entries)
+                return found if found is not None else _stored_verdict(session, instance, entries)
     first, version = pinned(session, instance, entries)
     found = replay_verdict(instance_id, entries, first, script_engine, version)
     if key is not None:
         _keep(key, found)
-    return found if found is not None else row_verdict(instance, entries)
+    return found if found is not None else _stored_verdict(session, instance, entries)
+
+
+def _stored_verdict(session: Session, instance: Instance, entries: list[LogEntry]) -> Verdict:
+    """What is stored beside the (whole) log — the instance row and the replay checkpoints — is
+    what the log says: checked on every call, never cached."""
+    verdict = row_verdict(instance, entries)
+    # (a log shorter than the checkpoints' spacing has none the engine wrote; one forged there is
+    # never started from either: `checkpoints.trusted` checks each against the log)
+    if verdict.ok and len(entries) >= checkpoints.EVERY and \
+            (bad := checkpoints.untrue(session, instance.id, entries)) is not None:
+        return _problem(instance.id, len(entries), "the replay checkpoint at step %(step)d is not the state "
+                        "the log holds for that step (a replay to a step does not start from it)", step=bad)
+    return verdict
+
+
+def forget_verdicts() -> None:
+    """Empty the verdicts kept by log head (a benchmark's cold run, a test's)."""
+    with _replays_lock:
+        _replays.clear()
 
 
 def _keep(key: tuple[str, str, str], found: Verdict | None) -> None:
@@ -264,11 +332,12 @@ def _keep(key: tuple[str, str, str], found: Verdict | None) -> None:
             _replays.popitem(last=False)
 
 
-def keep_replayed(session: Session, instance_id: str, entries: Sequence[Any], steps: list[ReplayedStep]) -> None:
-    """What a replay made elsewhere (engine.views, for the history) says of the record, kept as
-    `verify` keeps its own: the same replay is not run twice for one log head."""
+def keep_verdict(session: Session, instance_id: str, entries: Sequence[Any], problem: Verdict | None) -> None:
+    """What a replay made elsewhere (engine.views, for the history) says of the record — `problem`,
+    as `first_problem` found it; None: every step replayed as logged — kept as `verify` keeps its
+    own: the same replay is not run twice for one log head."""
     if entries and chain_whole(instance_id, entries):
-        _keep((str(session.get_bind().url), instance_id, entries[-1].hash), first_problem(instance_id, steps))
+        _keep((str(session.get_bind().url), instance_id, entries[-1].hash), problem)
 
 
 def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefinition,
@@ -276,16 +345,17 @@ def replay_verdict(instance_id: str, entries: Sequence[Any], loaded: LoadedDefin
     """The first step whose chain link or replayed state is wrong, or None (entries, `loaded` and
     `version` as for `replay_entries`)."""
     try:
-        steps = replay_entries(instance_id, entries, loaded, script_engine, version=version)
+        steps = replay_entries(instance_id, entries, loaded, script_engine, version=version, detail="none")
     except ReplayFailed as exc:
         return _problem(instance_id, len(entries), "step %(step)d (%(command)s) could not be replayed: %(error)s",
                         step=exc.seq, command=exc.command, error=str(exc.__cause__))
     return first_problem(instance_id, steps)
 
 
-def first_problem(instance_id: str, steps: list[ReplayedStep]) -> Verdict | None:
-    """The first replayed step whose place, chain link or state is wrong, or None."""
-    for expected_seq, step in enumerate(steps, start=1):
+def first_problem(instance_id: str, steps: list[ReplayedStep], first_seq: int = 1) -> Verdict | None:
+    """The first replayed step whose place, chain link or state is wrong, or None (`steps` begin at
+    step `first_seq`)."""
+    for expected_seq, step in enumerate(steps, start=first_seq):
         if step.seq != expected_seq:
             return _problem(instance_id, len(steps), "step %(step)d is missing from the log (the next entry "
                             "is step %(next)d)", step=expected_seq, next=step.seq)

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from SpiffWorkflow.bpmn.util.diff import SpecDiff, WorkflowDiff, migrate_workflow
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, clock, state
+from . import access, checkpoints, clock, state
 from . import inputs as bounds
 from .determinism import CommandContext, command_context
 from .runtime import (_CLEAR, _DEF, _H, _I, _M, _SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _T, Conflict,
@@ -334,6 +334,7 @@ def _move_one(store: Store, instance_id: str, diffs: SpecDiffs, actor: str, at: 
                             "migration again", instance=instance_id)
             _append_log(conn, instance_id, seq, at, actor, COMMAND, None, inputs, state_hash, row.log_hash,
                         log_hash)
+            checkpoints.keep(conn, instance_id, seq, text)
     except CannotMove as refusal:
         return _move_of(instance_id, diffs, refusal)
     except _Race as refusal:

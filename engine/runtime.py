@@ -30,7 +30,8 @@ from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from . import access, calendar, clock, determinism, forms, notifications, pruning, records, schedules, state, tasks
+from . import (access, calendar, checkpoints, clock, determinism, forms, notifications, pruning, records,
+               schedules, state, tasks)
 from . import observe, wakeup  # command latency for web.ops; NOTIFY of near timers (PostgreSQL)
 from .definitions import message_rules
 from . import inputs as bounds  # (`inputs` is the name of a command's logged input here)
@@ -1766,6 +1767,7 @@ class Runtime:
                                 "look again and retry", instance=instance_id)
                 _append_log(conn, instance_id, seq, at, actor, command, inputs.get("task_id"),
                             logged, state_hash, row.log_hash, log_hash)
+                checkpoints.keep(conn, instance_id, seq, text)
                 breaches = _pending_breaches.get()
                 if breaches:
                     _INSERT_BREACH.executemany(conn, breaches)

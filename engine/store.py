@@ -276,6 +276,17 @@ class LogEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class ReplayCheckpoint(Base):
+    """An instance's state as it was after step `seq` of its log, kept every
+    `engine.checkpoints.EVERY` steps in the command's own transaction, so a replay to a late step
+    starts near it instead of at step 1 (engine.audit). Trusted only where the state's hash is the
+    one the hash chain pins for that step; `bpm verify` replays from step 1 regardless."""
+    __tablename__ = "replay_checkpoint"
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+
+
 class SlaBreach(Base):
     """A task that passed its due time and was escalated (the 4-hour reply rule), for the auditor."""
     __tablename__ = "sla_breach"

@@ -177,37 +177,66 @@ class _Observer:
 
 
 _CACHE_SIZE = 256
-_steps: OrderedDict[tuple[str, str, str], list[Step]] = OrderedDict()
+
+
+@dataclass
+class _Kept:
+    """An instance's steps as last replayed, and what the replay needs to go on from its last step
+    when the log grows: the state text after it and what the observer had seen."""
+    found: list[Step]
+    text: str
+    observer: _Observer
+    whole: bool                   # the replay found every step as the log says
+
+
+_steps: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
 _steps_lock = threading.Lock()
 
 
 def steps(session: Session, row: Instance, entries: list[LogEntry], script_engine) -> list[Step] | None:
     """Every step of the instance with the data and diagram after it, by exact replay of the log;
-    None when the record does not replay (the record check says why). Kept per log head hash: the
-    hash chain, checked on every call, pins every logged input."""
+    None when the record does not replay (the record check says why). Kept per instance with the
+    log head hash it ends at: the hash chain, checked on every call, pins every logged input, so a
+    log that grew by some steps is replayed only from the kept last step on — each step is
+    re-executed once per log head, and once in all while the process runs."""
     if not entries:
         return []
     if not audit.chain_whole(row.id, entries):
         return None
-    key = (str(session.get_bind().url), row.id, entries[-1].hash)
+    key = (str(session.get_bind().url), row.id)
     with _steps_lock:
-        if key in _steps:
+        kept = _steps.get(key)
+        if kept is not None:
             _steps.move_to_end(key)
-            return _steps[key]
+    n = len(entries)
+    if kept is not None and len(kept.found) >= n and kept.found[n - 1].hash == entries[-1].hash:
+        return kept.found if len(kept.found) == n else kept.found[:n]   # (a read of an older head)
+    go_on = (kept is not None and kept.whole and len(kept.found) < n
+             and kept.found[-1].hash == entries[len(kept.found) - 1].hash)
+    observer = copy.deepcopy(kept.observer) if go_on else _Observer()
+    start = (kept.found[-1].seq, kept.text) if go_on else None
     try:
-        replayed = audit.replay(session, row.id, script_engine, _read=(row, entries), observe=_Observer())
+        replayed = audit.replay(session, row.id, script_engine, _read=(row, entries), observe=observer,
+                                _start=start)
     except audit.ReplayFailed:
         return None
-    audit.keep_replayed(session, row.id, entries, replayed)   # the record check needs no replay of its own
-    found, before = [], {}
-    for entry, r in zip(entries, replayed):
+    if go_on:
+        replayed = replayed[1:]                   # (the kept last step, restored)
+        found, before = list(kept.found), kept.found[-1].after
+        problem = audit.first_problem(row.id, replayed, first_seq=len(found) + 1)
+    else:
+        found, before = [], {}
+        problem = audit.first_problem(row.id, replayed)
+    audit.keep_verdict(session, row.id, entries, problem)   # the record check needs no replay of its own
+    for entry, r in zip(entries[len(found):], replayed):
         after = r.data
         m, happened, (element, name) = r.seen
         found.append(Step(entry.seq, entry.at, entry.actor, entry.command, entry.task_id, element, name,
                           dict(entry.input or {}), before, after, m, happened, r.completed, entry.hash))
         before = after
     with _steps_lock:
-        _steps[key] = found
+        _steps[key] = _Kept(found, replayed[-1].text, observer, problem is None)
+        _steps.move_to_end(key)
         while len(_steps) > _CACHE_SIZE:
             _steps.popitem(last=False)
     return found
