@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ from . import inputs as bounds  # (`inputs` is the name of a command's logged in
 from .determinism import CommandContext, command_context
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
-                    MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
+                    MessageKey, MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
                     UserRole)
 
 GENESIS_HASH = "0" * 64
@@ -230,6 +230,7 @@ def loaded_from(definition_id: int, process_id: str, version: int, spec, subs: d
 # cursor of the transaction's connection, with SQLAlchemy's own type processing (statements.py).
 
 _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, MessageWait.__table__
+_MK = MessageKey.__table__
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
 
@@ -257,8 +258,8 @@ _UPDATE_INSTANCE = Prepared(update(_I)
                                     completed_at=bindparam("v_completed_at"),
                                     log_hash=bindparam("v_log_hash")))
 _CLEAR = {table: Prepared(delete(table).where(table.c.instance_id == bindparam("instance_id")))
-          for table in (_H, _T, _M)}
-_INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _L, _I)}
+          for table in (_H, _T, _M, _MK)}
+_INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _MK, _L, _I)}
 _SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
                                 _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
                                                        _X.c.status == "open")
@@ -896,7 +897,8 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
     """Rewrite the instance's projection rows from its state, in the caller's transaction; an
     office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
     office the command's routing may already have read)."""
-    key, customer, amount = _business_fields(instance_data(workflow))
+    data = instance_data(workflow)
+    key, customer, amount = _business_fields(data)
     scope = duties.scope
     if not fresh:
         _CLEAR[_H].execute(conn, {"instance_id": instance_id})
@@ -904,7 +906,8 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             _CLEAR[_T].execute(conn, {"instance_id": instance_id})
         if loaded.has_messages:
             _CLEAR[_M].execute(conn, {"instance_id": instance_id})
-    human, timers, waits = [], [], []
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+    human, timers, waits, keys = [], [], [], []
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
         element = spec.bpmn_id or spec.name
@@ -941,11 +944,88 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                                    "due_at": due, "kind": "timer", "task_id": None})
             elif isinstance(definition, MessageEventDefinition):
                 waits.append({"id": str(task.id), "instance_id": instance_id,
-                              "message": definition.name, "element_id": element})
-    for table, rows in ((_H, human), (_T, timers), (_M, waits)):
+                              "message": definition.name, "element_id": element, "keyed": True})
+                keys += message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
+    for table, rows in ((_H, human), (_T, timers), (_M, waits), (_MK, keys)):
         if rows:
             _INSERT[table].executemany(conn, rows)
     return Projection(key, customer, amount, human)
+
+
+def key_value(value: Any) -> str:
+    """A correlation value as message_key stores and looks it up: its text (as `str` gives it), or
+    when longer than the column the digest of that text."""
+    text = str(value)
+    if len(text) <= _MK.c.value.type.length:
+        return text
+    return "sha256:" + state.digest(text)
+
+
+def message_keys(wait_id: str, instance_id: str, name: str, rules: Mapping, data: dict) -> list[dict]:
+    """The message_key rows of one wait for message `name`: a row per key the message's
+    `correlation` property declares (`rules`: definitions.message_rules) that the instance's data
+    holds; a key the data lacks has no row (no sender can name it)."""
+    rule = rules.get(name)
+    return [{"wait_id": wait_id, "key": k, "instance_id": instance_id, "message": name,
+             "value": key_value(data[k])}
+            for k in (rule.correlation if rule is not None else ()) if data.get(k) is not None]
+
+
+def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, only_these: bool) -> list:
+    """The instances waiting for message `name` that `correlation` names, found by index: those
+    whose business key is every correlation value (instance.business_key), and those whose
+    message_key rows hold each correlation key their process declares for `name`; a correlation
+    key their process does not declare is compared with their data (those candidates only are
+    restored). `rules`: definition id -> its MessageRule for `name`; `only_these`: only instances
+    of those definitions (a sender's). Without a correlation, every instance waiting for `name`."""
+    waiting = (select(_M.c.instance_id, _I.c.definition_id)
+               .join(_I, _I.c.id == _M.c.instance_id).where(_M.c.message == name))
+    if only_these:
+        waiting = waiting.where(_I.c.definition_id.in_(sorted(rules)))
+    if not correlation:
+        return session.execute(waiting.distinct()).all()
+    found: dict[str, Any] = {}
+    values = set(correlation.values())
+    if len(values) == 1 and bounds.fits_key(next(iter(values)), _I.c.business_key.type.length):
+        for row in session.execute(waiting.where(_I.c.business_key == next(iter(values))).distinct()):
+            found[row.instance_id] = row
+    declared = sorted({k for rule in rules.values() for k in rule.correlation})
+    pairs = [and_(_MK.c.key == k, _MK.c.value == key_value(correlation[k])) for k in declared if k in correlation]
+    if not pairs:
+        return list(found.values())
+    keyed = (select(_MK.c.instance_id, _MK.c.key, _I.c.definition_id)
+             .join(_I, _I.c.id == _MK.c.instance_id).where(_MK.c.message == name, or_(*pairs)))
+    if only_these:
+        keyed = keyed.where(_I.c.definition_id.in_(sorted(rules)))
+    hits: dict[str, set] = {}
+    definition_of: dict[str, int] = {}
+    for row in session.execute(keyed):
+        hits.setdefault(row.instance_id, set()).add(row.key)
+        definition_of[row.instance_id] = row.definition_id
+    for instance_id, keys in hits.items():
+        if instance_id in found:
+            continue
+        rule = loaded_definition(session, definition_of[instance_id]).messages.get(name)
+        own = set(rule.correlation if rule is not None else ()) & set(correlation)
+        if not own or keys != own:
+            continue
+        others = {k: v for k, v in correlation.items() if k not in own}
+        if others:  # not declared by its process: compared with its data, as before the index
+            row = session.execute(select(_I.c.state, _I.c.definition_id)
+                                  .where(_I.c.id == instance_id)).one()
+            loaded = loaded_definition(session, row.definition_id)
+            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+            data = instance_data(workflow)
+            if not all(str(data.get(k)) == v for k, v in others.items()):
+                continue
+        found[instance_id] = _Waiting(instance_id, definition_of[instance_id])
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    instance_id: str
+    definition_id: int
 
 
 def _status(workflow: BpmnWorkflow) -> str:
@@ -1507,6 +1587,7 @@ class Runtime:
         if (first := self._replayed(request)) is not None:
             return [first.id]
         at = at or clock.now()
+        self._key_waits(name)
         with self.store.read() as session:
             who = person(session, actor) if actor is not None else None
             # Which deployed versions receive `name`, and may this sender send it to them?
@@ -1536,12 +1617,7 @@ class Runtime:
                     raise InvalidInput("the message says %(key)s %(payload)s but its correlation says "
                                        "%(value)s", {key: "differs from the correlation"},
                                        key=key, payload=payload[key], value=value)
-            candidates = session.execute(
-                select(_M.c.instance_id, _I.c.business_key, _I.c.state, _I.c.definition_id)
-                .join(_I, _I.c.id == _M.c.instance_id)
-                .where(_M.c.message == name).distinct()).all()
-            matches = [c for c in candidates if (who is None or c.definition_id in rules)
-                       and self._correlates(session, c, correlation)]
+            matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
@@ -1580,18 +1656,39 @@ class Runtime:
                                 "that takes it now", what=described, key=key, process=row.process_id)
         return NotFound("no instance is waiting for %(what)s", what=described)
 
-    def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
-        if not correlation:
-            return True
-        values = [str(v) for v in correlation.values()]
-        if candidate.business_key is not None and all(v == candidate.business_key for v in values):
-            return True
-        loaded = loaded_definition(session, candidate.definition_id)
-        workflow, _ = state.load_state(candidate.state, loaded.spec, loaded.subprocess_specs)
-        data = instance_data(workflow)
-        return all(str(data.get(k)) == str(v) for k, v in correlation.items())
+    def _key_waits(self, name: str) -> None:
+        """Write the correlation keys of the waits for `name` that have none yet (waiting since
+        before migration 0017): each instance restored once, locked as a command locks it, its
+        rows and `keyed` in one transaction. Nothing to do (one index probe) once they are written."""
+        unkeyed = (select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed.is_(False))
+                   .distinct())
+        with self.store.read() as session:
+            if session.execute(unkeyed.limit(1)).first() is None:
+                return
+            instance_ids = session.scalars(unkeyed).all()
+        for instance_id in instance_ids:
+            try:
+                with self.store.transaction() as conn:
+                    row = (_SELECT_INSTANCE if self.store.is_sqlite else _SELECT_INSTANCE_LOCKED).first(
+                        conn, {"instance_id": instance_id})
+                    waits = conn.execute(select(_M.c.id, _M.c.message).where(
+                        _M.c.instance_id == instance_id, _M.c.keyed.is_(False))).all()
+                    if row is None or not waits:
+                        continue  # a command re-projected it meanwhile
+                    loaded = loaded_definition(conn, row.definition_id)
+                    workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+                    data = instance_data(workflow)
+                    ids = [w.id for w in waits]
+                    conn.execute(delete(_MK).where(_MK.c.wait_id.in_(ids)))
+                    rows = [k for w in waits for k in message_keys(w.id, instance_id, w.message,
+                                                                   loaded.messages, data)]
+                    if rows:
+                        conn.execute(insert(_MK), rows)
+                    conn.execute(update(_M).where(_M.c.id.in_(ids)).values(keyed=True))
+            except IntegrityError:
+                continue  # another delivery wrote them at the same moment
 
-    # --- incidents ---
+    # --- incidents ---    # --- incidents ---
 
     def retry(self, incident_id: int, actor: str, *, at: datetime | None = None) -> Any:
         with self.store.read() as session:
