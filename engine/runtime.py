@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -974,10 +974,11 @@ def message_keys(wait_id: str, instance_id: str, name: str, rules: Mapping, data
 def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, only_these: bool) -> list:
     """The instances waiting for message `name` that `correlation` names, found by index: those
     whose business key is every correlation value (instance.business_key), and those whose
-    message_key rows hold each correlation key their process declares for `name`; a correlation
-    key their process does not declare is compared with their data (those candidates only are
-    restored). `rules`: definition id -> its MessageRule for `name`; `only_these`: only instances
-    of those definitions (a sender's). Without a correlation, every instance waiting for `name`."""
+    message_key rows hold each correlation key their process declares for `name` — the first key
+    it declares drives the lookup (message, key, value), the others are probed by primary key. A
+    correlation key their process does not declare is compared with their data (those candidates
+    only are restored). `rules`: definition id -> its MessageRule for `name`; `only_these`: only
+    instances of those definitions (a sender's). Without a correlation, all waiting for `name`."""
     waiting = (select(_M.c.instance_id, _I.c.definition_id)
                .join(_I, _I.c.id == _M.c.instance_id).where(_M.c.message == name))
     if only_these:
@@ -989,43 +990,34 @@ def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, on
     if len(values) == 1 and bounds.fits_key(next(iter(values)), _I.c.business_key.type.length):
         for row in session.execute(waiting.where(_I.c.business_key == next(iter(values))).distinct()):
             found[row.instance_id] = row
-    declared = sorted({k for rule in rules.values() for k in rule.correlation})
-    pairs = [and_(_MK.c.key == k, _MK.c.value == key_value(correlation[k])) for k in declared if k in correlation]
-    if not pairs:
-        return list(found.values())
-    keyed = (select(_MK.c.instance_id, _MK.c.key, _I.c.definition_id)
-             .join(_I, _I.c.id == _MK.c.instance_id).where(_MK.c.message == name, or_(*pairs)))
-    if only_these:
-        keyed = keyed.where(_I.c.definition_id.in_(sorted(rules)))
-    hits: dict[str, set] = {}
-    definition_of: dict[str, int] = {}
-    for row in session.execute(keyed):
-        hits.setdefault(row.instance_id, set()).add(row.key)
-        definition_of[row.instance_id] = row.definition_id
-    for instance_id, keys in hits.items():
-        if instance_id in found:
-            continue
-        rule = loaded_definition(session, definition_of[instance_id]).messages.get(name)
-        own = set(rule.correlation if rule is not None else ()) & set(correlation)
-        if not own or keys != own:
-            continue
+    groups: dict[tuple[str, ...], list[int]] = {}  # the keys of `correlation` a version declares
+    for definition_id, rule in rules.items():
+        own = tuple(k for k in rule.correlation if k in correlation)
+        if own:
+            groups.setdefault(own, []).append(definition_id)
+    for own, definition_ids in groups.items():
+        first, *rest = own
+        lookup = (select(_MK.c.instance_id, _I.c.definition_id).join(_I, _I.c.id == _MK.c.instance_id)
+                  .where(_MK.c.message == name, _MK.c.key == first,
+                         _MK.c.value == key_value(correlation[first]),
+                         _I.c.definition_id.in_(sorted(definition_ids))))
+        for key in rest:
+            other = _MK.alias()
+            lookup = lookup.where(exists().where(other.c.wait_id == _MK.c.wait_id, other.c.key == key,
+                                                 other.c.value == key_value(correlation[key])))
         others = {k: v for k, v in correlation.items() if k not in own}
-        if others:  # not declared by its process: compared with its data, as before the index
-            row = session.execute(select(_I.c.state, _I.c.definition_id)
-                                  .where(_I.c.id == instance_id)).one()
-            loaded = loaded_definition(session, row.definition_id)
-            workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
-            data = instance_data(workflow)
-            if not all(str(data.get(k)) == v for k, v in others.items()):
+        for row in session.execute(lookup.distinct()):
+            if row.instance_id in found:
                 continue
-        found[instance_id] = _Waiting(instance_id, definition_of[instance_id])
+            if others:  # not declared by its process: compared with its data, as before the index
+                stored = session.execute(select(_I.c.state).where(_I.c.id == row.instance_id)).scalar_one()
+                loaded = loaded_definition(session, row.definition_id)
+                workflow, _ = state.load_state(stored, loaded.spec, loaded.subprocess_specs)
+                data = instance_data(workflow)
+                if not all(str(data.get(k)) == v for k, v in others.items()):
+                    continue
+            found[row.instance_id] = row
     return list(found.values())
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    instance_id: str
-    definition_id: int
 
 
 def _status(workflow: BpmnWorkflow) -> str:
