@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import bindparam, delete, exists, false, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -988,8 +988,15 @@ def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, on
     found: dict[str, Any] = {}
     values = set(correlation.values())
     if len(values) == 1 and bounds.fits_key(next(iter(values)), _I.c.business_key.type.length):
-        for row in session.execute(waiting.where(_I.c.business_key == next(iter(values))).distinct()):
-            found[row.instance_id] = row
+        # From the instances with that business key (its index), not from every wait for `name`;
+        # the versions are filtered here, not in SQL: SQLite (no statistics) would take the
+        # definition_id index, every instance of the version, instead.
+        by_key = (select(_I.c.id.label("instance_id"), _I.c.definition_id)
+                  .where(_I.c.business_key == next(iter(values)),
+                         exists().where(_M.c.instance_id == _I.c.id, _M.c.message == name)))
+        for row in session.execute(by_key):
+            if not only_these or row.definition_id in rules:
+                found[row.instance_id] = row
     groups: dict[tuple[str, ...], list[int]] = {}  # the keys of `correlation` a version declares
     for definition_id, rule in rules.items():
         own = tuple(k for k in rule.correlation if k in correlation)
@@ -999,15 +1006,14 @@ def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, on
         first, *rest = own
         lookup = (select(_MK.c.instance_id, _I.c.definition_id).join(_I, _I.c.id == _MK.c.instance_id)
                   .where(_MK.c.message == name, _MK.c.key == first,
-                         _MK.c.value == key_value(correlation[first]),
-                         _I.c.definition_id.in_(sorted(definition_ids))))
+                         _MK.c.value == key_value(correlation[first])))
         for key in rest:
             other = _MK.alias()
             lookup = lookup.where(exists().where(other.c.wait_id == _MK.c.wait_id, other.c.key == key,
                                                  other.c.value == key_value(correlation[key])))
         others = {k: v for k, v in correlation.items() if k not in own}
         for row in session.execute(lookup.distinct()):
-            if row.instance_id in found:
+            if row.instance_id in found or row.definition_id not in definition_ids:
                 continue
             if others:  # not declared by its process: compared with its data, as before the index
                 stored = session.execute(select(_I.c.state).where(_I.c.id == row.instance_id)).scalar_one()
@@ -1652,19 +1658,18 @@ class Runtime:
         """Write the correlation keys of the waits for `name` that have none yet (waiting since
         before migration 0017): each instance restored once, locked as a command locks it, its
         rows and `keyed` in one transaction. Nothing to do (one index probe) once they are written."""
-        unkeyed = (select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed.is_(False))
-                   .distinct())
+        unkeyed = select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed == false())
         with self.store.read() as session:
             if session.execute(unkeyed.limit(1)).first() is None:
                 return
-            instance_ids = session.scalars(unkeyed).all()
+            instance_ids = session.scalars(unkeyed.distinct()).all()
         for instance_id in instance_ids:
             try:
                 with self.store.transaction() as conn:
                     row = (_SELECT_INSTANCE if self.store.is_sqlite else _SELECT_INSTANCE_LOCKED).first(
                         conn, {"instance_id": instance_id})
                     waits = conn.execute(select(_M.c.id, _M.c.message).where(
-                        _M.c.instance_id == instance_id, _M.c.keyed.is_(False))).all()
+                        _M.c.instance_id == instance_id, _M.c.keyed == false())).all()
                     if row is None or not waits:
                         continue  # a command re-projected it meanwhile
                     loaded = loaded_definition(conn, row.definition_id)
