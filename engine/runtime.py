@@ -1568,8 +1568,10 @@ class Runtime:
 
         `actor` must hold a role the receiving process lets send it (its message's `sender_roles`);
         None is the operator on the server's shell (CLI.md), logged as such. The keys the process
-        names in the message's `correlation` property are required; a message that matches no
-        waiting instance is refused and changes nothing. With `request_id`, once: sent again (a
+        names in the message's `correlation` property are required; the instance is looked up by
+        them in message_key (written with the wait, engine.store.MessageKey) or by its business
+        key, restoring no other instance; a message that matches no waiting instance is refused
+        and changes nothing. With `request_id`, once: sent again (a
         double click on the receipts page, a retried API call), the first delivery's result, even
         when the instance no longer waits for it."""
         payload = {} if payload is None else payload
@@ -1585,7 +1587,6 @@ class Runtime:
         if (first := self._replayed(request)) is not None:
             return [first.id]
         at = at or clock.now()
-        self._key_waits(name)
         with self.store.read() as session:
             who = person(session, actor) if actor is not None else None
             # Which deployed versions receive `name`, and may this sender send it to them?
@@ -1615,6 +1616,8 @@ class Runtime:
                     raise InvalidInput("the message says %(key)s %(payload)s but its correlation says "
                                        "%(value)s", {key: "differs from the correlation"},
                                        key=key, payload=payload[key], value=value)
+        self._key_waits(name)  # then looked up in a read begun after it
+        with self.store.read() as session:
             matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
@@ -1685,7 +1688,7 @@ class Runtime:
             except IntegrityError:
                 continue  # another delivery wrote them at the same moment
 
-    # --- incidents ---    # --- incidents ---
+    # --- incidents ---
 
     def retry(self, incident_id: int, actor: str, *, at: datetime | None = None) -> Any:
         with self.store.read() as session:

@@ -162,6 +162,10 @@ def test_waits_from_before_the_upgrade_are_keyed_at_their_messages_first_deliver
     rt = Runtime(store)
     views = [start(rt, s) for s in ("S-1", "S-2", "S-3")]
     unkey(store)
+    with pytest.raises(Forbidden):  # a refused sender writes nothing, not even the keys
+        rt.message(GOODS, {}, {"shipment_no": "S-2", "warehouse": "W1"}, actor="rep.wang", at=T0)
+    with store.read() as s:
+        assert s.scalars(select(MessageWait.keyed)).all() == [False, False, False]
     restores["n"] = 0
     assert rt.message(GOODS, {}, {"shipment_no": "S-2", "warehouse": "W1"}, actor="fin.chu",
                       at=T0 + timedelta(minutes=1)) == [views[1].id]
