@@ -971,6 +971,11 @@ def message_keys(wait_id: str, instance_id: str, name: str, rules: Mapping, data
             for k in (rule.correlation if rule is not None else ()) if data.get(k) is not None]
 
 
+def _unkeyed(name: str):
+    """The instances with a wait for `name` whose keys are not written yet (from before 0017)."""
+    return select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed == false())
+
+
 def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, only_these: bool) -> list:
     """The instances waiting for message `name` that `correlation` names, found by index: those
     whose business key is every correlation value (instance.business_key), and those whose
@@ -1616,9 +1621,13 @@ class Runtime:
                     raise InvalidInput("the message says %(key)s %(payload)s but its correlation says "
                                        "%(value)s", {key: "differs from the correlation"},
                                        key=key, payload=payload[key], value=value)
-        self._key_waits(name)  # then looked up in a read begun after it
-        with self.store.read() as session:
-            matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
+            unkeyed = session.execute(_unkeyed(name).limit(1)).first() is not None
+            if not unkeyed:
+                matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
+        if unkeyed:  # waits from before migration 0017: keyed, then looked up in a read begun after
+            self._key_waits(name)
+            with self.store.read() as session:
+                matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
@@ -1660,12 +1669,9 @@ class Runtime:
     def _key_waits(self, name: str) -> None:
         """Write the correlation keys of the waits for `name` that have none yet (waiting since
         before migration 0017): each instance restored once, locked as a command locks it, its
-        rows and `keyed` in one transaction. Nothing to do (one index probe) once they are written."""
-        unkeyed = select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed == false())
+        rows and `keyed` in one transaction."""
         with self.store.read() as session:
-            if session.execute(unkeyed.limit(1)).first() is None:
-                return
-            instance_ids = session.scalars(unkeyed.distinct()).all()
+            instance_ids = session.scalars(_unkeyed(name).distinct()).all()
         for instance_id in instance_ids:
             try:
                 with self.store.transaction() as conn:
