@@ -188,13 +188,35 @@ def worker(code: Path, url: str, sizes: list[int], deliveries: int) -> dict:
             state.load_state = load_state
             real.append(waiting_order())
             state.load_state = counted
-        results.append({"waiting": size, "deliveries": deliveries, "median_ms": round(statistics.median(times), 2),
+        lookup = _lookup_ms(store, real[0])
+        results.append({"lookup_ms": lookup, "waiting": size, "deliveries": deliveries, "median_ms": round(statistics.median(times), 2),
                         "min_ms": round(min(times), 2), "max_ms": round(max(times), 2),
                         "find_median_ms": round(statistics.median(finding), 2),
                         "find_min_ms": round(min(finding), 2), "find_max_ms": round(max(finding), 2),
                         "restores": statistics.median(counts)})
     store.dispose()
     return {"results": results, "schema_has_message_key": "message_key" in tables}
+
+
+def _lookup_ms(store, order: dict, repeat: int = 200) -> float | None:
+    """Median ms of the lookup alone (engine.runtime._waiting_for, in one open read), `repeat`
+    times for one real waiting order; None for code without it (before)."""
+    from sqlalchemy import select
+    from engine import runtime
+    if not hasattr(runtime, "_waiting_for"):
+        return None
+    correlation = {"order_no": order["data"]["order_no"]}
+    times = []
+    with store.read() as session:
+        rules = {d: rule for d in session.scalars(select(runtime._DEF.c.id))
+                 if (rule := runtime.loaded_definition(session, d).messages.get("payment_received"))}
+        for _ in range(repeat):
+            began = time.perf_counter()
+            found = runtime._waiting_for(session, "payment_received", correlation, rules, only_these=True)
+            times.append((time.perf_counter() - began) * 1000)
+        if [f.instance_id for f in found] != [order["id"]]:
+            raise SystemExit(f"the lookup found {found}, not {order['id']}")
+    return round(statistics.median(times), 3)
 
 
 def _waits(store, MessageWait, instance_id):
@@ -264,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="17,1007,10007")
     parser.add_argument("--postgres", default=os.environ.get("BPM_TEST_POSTGRES_URL"),
                         help="PostgreSQL server URL (a throw-away database is made there)")
+    parser.add_argument("--only-after", action="store_true",
+                        help="measure this tree only (a quick check; the comparison needs both)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("CODE", "URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -283,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
               "load_before": os.getloadavg(), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-messages-") as tmp:
         folder = Path(tmp)
-        trees = {"before": _tree(args.before, folder / "before"), "after": ROOT}
+        trees = {"after": ROOT} if args.only_after else {"before": _tree(args.before, folder / "before"),
+                                                          "after": ROOT}
         for kind in kinds:
             for label, tree in trees.items():
                 url, drop = _database(kind, args.postgres, folder, label)
@@ -307,17 +332,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"before = {report['before']}; after = {report['after']}; {args.deliveries} deliveries per size; "
           f"ms per Runtime.message, median (fastest–slowest): whole delivery, and finding the instance "
-          f"(the delivery without the command it runs); restores per delivery")
+          f"(the delivery without the command it runs); restores per delivery; after: lookup alone "
+          f"(engine.runtime._waiting_for, median of 200 in one read, ms)")
     print(f"{'database':10} {'waiting':>7} | {'before: delivery':>22} {'finding':>22} {'restores':>8} | "
-          f"{'after: delivery':>22} {'finding':>20} {'restores':>8}")
+          f"{'after: delivery':>22} {'finding':>20} {'restores':>8} {'lookup':>7}")
 
     def cell(r, what):
+        if r is None:
+            return "-"
         return f"{r[what + 'median_ms']:.1f} ({r[what + 'min_ms']:.1f}–{r[what + 'max_ms']:.1f})"
     for kind in kinds:
-        b, a = report["runs"][f"{kind}/before"]["results"], report["runs"][f"{kind}/after"]["results"]
+        a = report["runs"][f"{kind}/after"]["results"]
+        b = report["runs"][f"{kind}/before"]["results"] if not args.only_after else [None] * len(a)
         for rb, ra in zip(b, a):
-            print(f"{kind:10} {rb['waiting']:>7,} | {cell(rb, ''):>22} {cell(rb, 'find_'):>22} {rb['restores']:>8} | "
-                  f"{cell(ra, ''):>22} {cell(ra, 'find_'):>20} {ra['restores']:>8}")
+            print(f"{kind:10} {ra['waiting']:>7,} | {cell(rb, ''):>22} {cell(rb, 'find_'):>22} "
+                  f"{rb['restores'] if rb else '-':>8} | "
+                  f"{cell(ra, ''):>22} {cell(ra, 'find_'):>20} {ra['restores']:>8} {ra['lookup_ms']:>7}")
     print(f"target: ≤ {TARGET_MS} ms with 10,000 waiting; load average {report['load_before'][0]:.1f} before, "
           f"{report['load_after'][0]:.1f} after ({os.cpu_count()} CPUs)")
     return 0
