@@ -18,6 +18,7 @@ from engine.store import Instance, MessageKey, MessageWait, Store, migrate
 from .conftest import DATA, snapshot
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+MESSAGE_KEYS_REVISION = "0017m"  # engine/migrations/versions/0017_message_keys.py
 GOODS = "goods_arrived"  # tests/data/runtime/keyed_wait.bpmn: correlation "shipment_no, warehouse"
 
 
@@ -191,13 +192,13 @@ def _alembic(store: Store, verb: str, revision: str) -> None:
 
 
 def test_the_migration_leaves_existing_waits_to_be_keyed_and_they_are_found(sqlite_store):
-    """Down to 0016 and up again on a database with instances waiting: the upgrade marks them not
-    keyed, and their message still reaches the right one."""
+    """Down to the revision before message keys and up again on a database with instances
+    waiting: the upgrade marks them not keyed, and their message still reaches the right one."""
     store = sqlite_store
     deploy(store)
     rt = Runtime(store)
     views = [start(rt, s) for s in ("S-1", "S-2")]
-    _alembic(store, "downgrade", "0016")
+    _alembic(store, "downgrade", f"{MESSAGE_KEYS_REVISION}-1")
     migrate(store)
     with store.read() as s:
         assert s.scalars(select(MessageWait.keyed)).all() == [False, False]
