@@ -7,8 +7,9 @@ Each (code, database) pair runs in its own interpreter with that code first on s
 
 - a fresh database (SQLite file; PostgreSQL: a throw-away database, ANALYZE after the bulk load),
   migrated by that code, demo organisation and credit list seeded, bpmn/ deployed;
-- 17 real orders (one the template of the copies, never paid; credit A customer, phone order) driven to the payment wait: start,
-  approve_order_dm, confirm_deposit, schedule_production, ship_goods (5 commands each);
+- 17 real orders (one the template of the copies, never paid; credit A customer, phone order)
+  driven to the payment wait: start, approve_order_dm, confirm_deposit, schedule_production,
+  ship_goods (5 commands each);
 - for 1,007 and 10,007: copies made with SQL of one real waiting instance — its instance row
   (own id, own order number as business key), its message_wait row and, where the schema has
   them, its message_key rows (the order number changed). A copy is never the one the message
@@ -17,7 +18,8 @@ Each (code, database) pair runs in its own interpreter with that code first on s
   sends it (fin.chu, balance amount, order_no correlation, a request id). Only `Runtime.message`
   is timed; after each delivery one more real order is driven to the wait (not timed), so the
   count of waiting instances is the size at every delivery. Restores per delivery are counted
-  through `engine.state.load_state`.
+  through `engine.state.load_state`; "finding" is the delivery minus its command
+  (`Runtime._unit_of_work`); after only, the lookup alone (`_waiting_for`, median of 200).
 
 Reports median, fastest and slowest ms per delivery and restores per delivery. The machine is
 shared: take the median, and compare before and after from the same run.
@@ -189,7 +191,8 @@ def worker(code: Path, url: str, sizes: list[int], deliveries: int) -> dict:
             real.append(waiting_order())
             state.load_state = counted
         lookup = _lookup_ms(store, real[0])
-        results.append({"lookup_ms": lookup, "waiting": size, "deliveries": deliveries, "median_ms": round(statistics.median(times), 2),
+        results.append({"lookup_ms": lookup, "waiting": size, "deliveries": deliveries,
+                        "median_ms": round(statistics.median(times), 2),
                         "min_ms": round(min(times), 2), "max_ms": round(max(times), 2),
                         "find_median_ms": round(statistics.median(finding), 2),
                         "find_min_ms": round(min(finding), 2), "find_max_ms": round(max(finding), 2),
@@ -316,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 env = dict(os.environ, PYTHONPATH=str(tree))
                 began = time.perf_counter()
                 try:
-                    subprocess.run([sys.executable, str(BENCH / "messages.py"), "--sizes", args.sizes, "--deliveries", str(args.deliveries),
+                    subprocess.run([sys.executable, str(BENCH / "messages.py"), "--sizes", args.sizes,
+                                    "--deliveries", str(args.deliveries),
                                     "--worker", str(tree), url, str(out)], check=True, env=env, cwd=tree)
                 finally:
                     if drop:
