@@ -32,7 +32,7 @@ from SpiffWorkflow.util.task import TaskState
 from . import access, checkpoints, clock, state
 from . import inputs as bounds
 from .determinism import CommandContext, command_context
-from .runtime import (_CLEAR, _DEF, _H, _I, _M, _SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _T, Conflict,
+from .runtime import (_CLEAR, _DEF, _H, _I, _M, _MK, _SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _T, Conflict,
                       EngineError, Forbidden, InvalidInput, LoadedDefinition, NotFound, _append_log,
                       _Duties, _entry_hash, _shown, _status, loaded_definition, person, project)
 from .statements import Prepared
@@ -320,7 +320,7 @@ def _move_one(store: Store, instance_id: str, diffs: SpecDiffs, actor: str, at: 
             state_hash = state.digest(text)
             seq = row.revision + 1
             log_hash = _entry_hash(instance_id, seq, at, actor, COMMAND, inputs, state_hash, row.log_hash)
-            for table in (_H, _T, _M):  # the old version may have had timers or messages the new has not
+            for table in (_H, _T, _M, _MK):  # the old version may have had timers or messages the new has not
                 _CLEAR[table].execute(conn, {"instance_id": instance_id})
             projection = project(conn, instance_id, workflow, target, fresh=True,
                                  duties=_Duties(conn, target, row.initiator))

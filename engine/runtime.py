@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, exists, false, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,7 +40,7 @@ from .errors import CommandFailed, Conflict, EngineError, Forbidden, FormRejecte
 from .results import InstanceView, TaskView, task_view  # noqa: F401 (task_view: re-exported)
 from .statements import Prepared
 from .store import (Comment, Definition, DueTimer, HumanTask, IdempotencyKey, Incident, Instance, LogEntry,
-                    MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
+                    MessageKey, MessageWait, Notification, Outbox, SlaBreach, Store, TaskDraft, TimerStart, User,
                     UserRole)
 
 GENESIS_HASH = "0" * 64
@@ -183,6 +183,7 @@ def loaded_from(definition_id: int, process_id: str, version: int, spec, subs: d
 # cursor of the transaction's connection, with SQLAlchemy's own type processing (statements.py).
 
 _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, MessageWait.__table__
+_MK = MessageKey.__table__
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
 
@@ -210,8 +211,8 @@ _UPDATE_INSTANCE = Prepared(update(_I)
                                     completed_at=bindparam("v_completed_at"),
                                     log_hash=bindparam("v_log_hash")))
 _CLEAR = {table: Prepared(delete(table).where(table.c.instance_id == bindparam("instance_id")))
-          for table in (_H, _T, _M)}
-_INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _L, _I)}
+          for table in (_H, _T, _M, _MK)}
+_INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _MK, _L, _I)}
 _SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
                                 _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
                                                        _X.c.status == "open")
@@ -810,7 +811,8 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
     """Rewrite the instance's projection rows from its state, in the caller's transaction; an
     office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
     office the command's routing may already have read)."""
-    key, customer, amount = _business_fields(instance_data(workflow))
+    data = instance_data(workflow)
+    key, customer, amount = _business_fields(data)
     scope = duties.scope
     if not fresh:
         _CLEAR[_H].execute(conn, {"instance_id": instance_id})
@@ -818,7 +820,8 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             _CLEAR[_T].execute(conn, {"instance_id": instance_id})
         if loaded.has_messages:
             _CLEAR[_M].execute(conn, {"instance_id": instance_id})
-    human, timers, waits = [], [], []
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+    human, timers, waits, keys = [], [], [], []
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
         element = spec.bpmn_id or spec.name
@@ -855,12 +858,92 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
                                    "due_at": due, "kind": "timer", "task_id": None})
             elif isinstance(definition, MessageEventDefinition):
                 waits.append({"id": str(task.id), "instance_id": instance_id,
-                              "message": definition.name, "element_id": element})
-    for table, rows in ((_H, human), (_T, timers), (_M, waits)):
+                              "message": definition.name, "element_id": element, "keyed": True})
+                keys += message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
+    for table, rows in ((_H, human), (_T, timers), (_M, waits), (_MK, keys)):
         if rows:
             _INSERT[table].executemany(conn, rows)
     wakeup.notify(conn, [t["due_at"] for t in timers])  # PostgreSQL: a sleeping worker wakes for it
     return Projection(key, customer, amount, human)
+
+
+def key_value(value: Any) -> str:
+    """A correlation value as message_key stores and looks it up: its text (as `str` gives it), or
+    when longer than the column the digest of that text."""
+    text = str(value)
+    if len(text) <= _MK.c.value.type.length:
+        return text
+    return "sha256:" + state.digest(text)
+
+
+def message_keys(wait_id: str, instance_id: str, name: str, rules: Mapping, data: dict) -> list[dict]:
+    """The message_key rows of one wait for message `name`: a row per key the message's
+    `correlation` property declares (`rules`: definitions.message_rules) that the instance's data
+    holds; a key the data lacks has no row (no sender can name it)."""
+    rule = rules.get(name)
+    return [{"wait_id": wait_id, "key": k, "instance_id": instance_id, "message": name,
+             "value": key_value(data[k])}
+            for k in (rule.correlation if rule is not None else ()) if data.get(k) is not None]
+
+
+def _unkeyed(name: str):
+    """The instances with a wait for `name` whose keys are not written yet (from before 0017)."""
+    return select(_M.c.instance_id).where(_M.c.message == name, _M.c.keyed == false())
+
+
+def _waiting_for(session: Session, name: str, correlation: dict, rules: dict, only_these: bool) -> list:
+    """The instances waiting for message `name` that `correlation` names, found by index: those
+    whose business key is every correlation value (instance.business_key), and those whose
+    message_key rows hold each correlation key their process declares for `name` — the first key
+    it declares drives the lookup (message, key, value), the others are probed by primary key. A
+    correlation key their process does not declare is compared with their data (those candidates
+    only are restored). `rules`: definition id -> its MessageRule for `name`; `only_these`: only
+    instances of those definitions (a sender's). Without a correlation, all waiting for `name`."""
+    waiting = (select(_M.c.instance_id, _I.c.definition_id)
+               .join(_I, _I.c.id == _M.c.instance_id).where(_M.c.message == name))
+    if only_these:
+        waiting = waiting.where(_I.c.definition_id.in_(sorted(rules)))
+    if not correlation:
+        return session.execute(waiting.distinct()).all()
+    found: dict[str, Any] = {}
+    values = set(correlation.values())
+    if len(values) == 1 and bounds.fits_key(next(iter(values)), _I.c.business_key.type.length):
+        # From the instances with that business key (its index), not from every wait for `name`;
+        # the versions are filtered here, not in SQL: SQLite (no statistics) would take the
+        # definition_id index, every instance of the version, instead.
+        by_key = (select(_I.c.id.label("instance_id"), _I.c.definition_id)
+                  .where(_I.c.business_key == next(iter(values)),
+                         exists().where(_M.c.instance_id == _I.c.id, _M.c.message == name)))
+        for row in session.execute(by_key):
+            if not only_these or row.definition_id in rules:
+                found[row.instance_id] = row
+    groups: dict[tuple[str, ...], list[int]] = {}  # the keys of `correlation` a version declares
+    for definition_id, rule in rules.items():
+        own = tuple(k for k in rule.correlation if k in correlation)
+        if own:
+            groups.setdefault(own, []).append(definition_id)
+    for own, definition_ids in groups.items():
+        first, *rest = own
+        lookup = (select(_MK.c.instance_id, _I.c.definition_id).join(_I, _I.c.id == _MK.c.instance_id)
+                  .where(_MK.c.message == name, _MK.c.key == first,
+                         _MK.c.value == key_value(correlation[first])))
+        for key in rest:
+            other = _MK.alias()
+            lookup = lookup.where(exists().where(other.c.wait_id == _MK.c.wait_id, other.c.key == key,
+                                                 other.c.value == key_value(correlation[key])))
+        others = {k: v for k, v in correlation.items() if k not in own}
+        for row in session.execute(lookup.distinct()):
+            if row.instance_id in found or row.definition_id not in definition_ids:
+                continue
+            if others:  # not declared by its process: compared with its data, as before the index
+                stored = session.execute(select(_I.c.state).where(_I.c.id == row.instance_id)).scalar_one()
+                loaded = loaded_definition(session, row.definition_id)
+                workflow, _ = state.load_state(stored, loaded.spec, loaded.subprocess_specs)
+                data = instance_data(workflow)
+                if not all(str(data.get(k)) == v for k, v in others.items()):
+                    continue
+            found[row.instance_id] = row
+    return list(found.values())
 
 
 def _status(workflow: BpmnWorkflow) -> str:
@@ -1414,8 +1497,10 @@ class Runtime:
 
         `actor` must hold a role the receiving process lets send it (its message's `sender_roles`);
         None is the operator on the server's shell (CLI.md), logged as such. The keys the process
-        names in the message's `correlation` property are required; a message that matches no
-        waiting instance is refused and changes nothing. With `request_id`, once: sent again (a
+        names in the message's `correlation` property are required; the instance is looked up by
+        them in message_key (written with the wait, engine.store.MessageKey) or by its business
+        key, restoring no other instance; a message that matches no waiting instance is refused
+        and changes nothing. With `request_id`, once: sent again (a
         double click on the receipts page, a retried API call), the first delivery's result, even
         when the instance no longer waits for it."""
         payload = {} if payload is None else payload
@@ -1460,12 +1545,13 @@ class Runtime:
                     raise InvalidInput("the message says %(key)s %(payload)s but its correlation says "
                                        "%(value)s", {key: "differs from the correlation"},
                                        key=key, payload=payload[key], value=value)
-            candidates = session.execute(
-                select(_M.c.instance_id, _I.c.business_key, _I.c.state, _I.c.definition_id)
-                .join(_I, _I.c.id == _M.c.instance_id)
-                .where(_M.c.message == name).distinct()).all()
-            matches = [c for c in candidates if (who is None or c.definition_id in rules)
-                       and self._correlates(session, c, correlation)]
+            unkeyed = session.execute(_unkeyed(name).limit(1)).first() is not None
+            if not unkeyed:
+                matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
+        if unkeyed:  # waits from before migration 0017: keyed, then looked up in a read begun after
+            self._key_waits(name)
+            with self.store.read() as session:
+                matches = _waiting_for(session, name, correlation, rules, only_these=who is not None)
         described = f"message {name!r}" + (
             " with " + ", ".join(f"{k}={v}" for k, v in correlation.items()) if correlation else "")
         if not matches:
@@ -1504,16 +1590,33 @@ class Runtime:
                                 "that takes it now", what=described, key=key, process=row.process_id)
         return NotFound("no instance is waiting for %(what)s", what=described)
 
-    def _correlates(self, session: Session, candidate, correlation: dict) -> bool:
-        if not correlation:
-            return True
-        values = [str(v) for v in correlation.values()]
-        if candidate.business_key is not None and all(v == candidate.business_key for v in values):
-            return True
-        loaded = loaded_definition(session, candidate.definition_id)
-        workflow, _ = state.load_state(candidate.state, loaded.spec, loaded.subprocess_specs)
-        data = instance_data(workflow)
-        return all(str(data.get(k)) == str(v) for k, v in correlation.items())
+    def _key_waits(self, name: str) -> None:
+        """Write the correlation keys of the waits for `name` that have none yet (waiting since
+        before migration 0017): each instance restored once, locked as a command locks it, its
+        rows and `keyed` in one transaction."""
+        with self.store.read() as session:
+            instance_ids = session.scalars(_unkeyed(name).distinct()).all()
+        for instance_id in instance_ids:
+            try:
+                with self.store.transaction() as conn:
+                    row = (_SELECT_INSTANCE if self.store.is_sqlite else _SELECT_INSTANCE_LOCKED).first(
+                        conn, {"instance_id": instance_id})
+                    waits = conn.execute(select(_M.c.id, _M.c.message).where(
+                        _M.c.instance_id == instance_id, _M.c.keyed == false())).all()
+                    if row is None or not waits:
+                        continue  # a command re-projected it meanwhile
+                    loaded = loaded_definition(conn, row.definition_id)
+                    workflow, _ = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+                    data = instance_data(workflow)
+                    ids = [w.id for w in waits]
+                    conn.execute(delete(_MK).where(_MK.c.wait_id.in_(ids)))
+                    rows = [k for w in waits for k in message_keys(w.id, instance_id, w.message,
+                                                                   loaded.messages, data)]
+                    if rows:
+                        conn.execute(insert(_MK), rows)
+                    conn.execute(update(_M).where(_M.c.id.in_(ids)).values(keyed=True))
+            except IntegrityError:
+                continue  # another delivery wrote them at the same moment
 
     # --- incidents ---
 

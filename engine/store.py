@@ -14,8 +14,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import (JSON, BigInteger, Date, DateTime, Float, ForeignKey, Index, Integer, String,
-                        Text, UniqueConstraint, create_engine, event, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint, create_engine, event, false, text)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -247,10 +247,30 @@ class DueTimer(Base):
 class MessageWait(Base):
     """A message an instance waits for; derived from the state."""
     __tablename__ = "message_wait"
+    # The waits whose correlation keys are not written yet (waiting since before migration 0017):
+    # the first delivery of their message writes them (runtime's lazy backfill), found by this index.
+    __table_args__ = (Index("ix_message_wait_message_keyed", "message", "keyed"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the waiting task's id
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
     message: Mapped[str] = mapped_column(String(200), index=True)
     element_id: Mapped[str] = mapped_column(String(200))
+    # True: its MessageKey rows are written (every wait projected since migration 0017)
+    keyed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=false())
+
+
+class MessageKey(Base):
+    """One correlation key of a message an instance waits for: the value of the variable the
+    message's `correlation` property names, as the instance's data held it when it was projected
+    (derived from the state with its MessageWait, in the same transaction). Delivery finds the
+    waiting instance with one lookup in (message, key, value) instead of restoring every waiting
+    instance. A value longer than the column is stored as its digest (`runtime.key_value`)."""
+    __tablename__ = "message_key"
+    __table_args__ = (Index("ix_message_key_lookup", "message", "key", "value"),)
+    wait_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # MessageWait.id
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    message: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class LogEntry(Base):

@@ -1,0 +1,44 @@
+"""message keys: the correlation keys of the messages instances wait for, one row each, indexed
+
+Revision ID: 0018
+Revises: 0017r
+Create Date: 2026-12-04
+
+Waits already there at upgrade get `keyed` false: the first delivery of their message writes
+their keys from their state (engine.runtime's lazy backfill) — a migration cannot restore a
+workflow without the engine of its day.
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = '0018'
+down_revision = '0017r'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('message_wait', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('keyed', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.create_index('ix_message_wait_message_keyed', ['message', 'keyed'], unique=False)
+    op.create_table('message_key',
+        sa.Column('wait_id', sa.String(length=36), nullable=False),
+        sa.Column('key', sa.String(length=200), nullable=False),
+        sa.Column('instance_id', sa.String(length=36), nullable=False),
+        sa.Column('message', sa.String(length=200), nullable=False),
+        sa.Column('value', sa.String(length=200), nullable=False),
+        sa.ForeignKeyConstraint(['instance_id'], ['instance.id']),
+        sa.PrimaryKeyConstraint('wait_id', 'key'))
+    with op.batch_alter_table('message_key', schema=None) as batch_op:
+        batch_op.create_index('ix_message_key_lookup', ['message', 'key', 'value'], unique=False)
+        batch_op.create_index(batch_op.f('ix_message_key_instance_id'), ['instance_id'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('message_key', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_message_key_instance_id'))
+        batch_op.drop_index('ix_message_key_lookup')
+    op.drop_table('message_key')
+    with op.batch_alter_table('message_wait', schema=None) as batch_op:
+        batch_op.drop_index('ix_message_wait_message_keyed')
+        batch_op.drop_column('keyed')
