@@ -62,7 +62,7 @@ def record_complaint(customer: str, order_no: str, reason: str, description: str
     """Register a customer complaint (客户投诉登记) for after-sales; returns the complaint id.
     `request_no` is the return request it came with, whose "return" record says how it ended."""
     day = clock.now().strftime("%Y%m%d")
-    complaint_id = f"CP-{day}-{secrets.token_hex(3)}"
+    complaint_id = f"CP-{day}-{secrets.token_hex(5)}"
     records.publish_record("complaint", complaint_id, {
         "id": complaint_id, "customer": customer, "order_no": order_no, "reason": reason,
         "description": description or "", "lines": list(lines or []), "request_no": request_no,

@@ -32,7 +32,7 @@ from .test_processes import APPROVE, BPMN, T0, Clock, reject, the_task, waiting
 from .test_web import as_user, catalogs, text  # noqa: F401  (catalogs: a fixture the app needs)
 
 FORMS = BPMN.parent / "forms"
-CONTRACT_NO = re.compile(r"^HT-20261123-[0-9a-f]{6}$")
+CONTRACT_NO = re.compile(r"^HT-20261123-[0-9a-f]{10}$")
 REFUSED = (Forbidden, NotFound)  # NotFound: one who may not even see the instance is not told it exists
 RECORD_FIELDS = {"contract_no", "customer", "amount", "lines", "payment_terms", "delivery_date", "status",
                  "approved_by", "approved_at"}

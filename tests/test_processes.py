@@ -302,7 +302,7 @@ def test_quality_return_is_signed_inspected_credited_and_recorded_as_a_complaint
         "credit_note_no": "HZ-2026-0088", "credit_amount": 9600, "issued_on": "2026-11-28"}, at=clock())
     assert view.status == "completed" and view.tasks == []
     complaint_id = view.data["complaint_id"]
-    assert re.fullmatch(r"CP-\d{8}-[0-9a-f]{6}", complaint_id)
+    assert re.fullmatch(r"CP-\d{8}-[0-9a-f]{10}", complaint_id)
     with rt.store.read() as s:
         complaint = s.get(BusinessRecord, ("complaint", complaint_id))
     assert (complaint.ref, complaint.customer, complaint.data["description"]) == (
@@ -428,7 +428,7 @@ def reconcile(rt, view, clock: Clock):
 def test_order_numbers_credit_levels_and_customer_lookup():
     with clock.fixed_now(datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)):
         number = orders.assign_order_number()
-    assert re.fullmatch(r"SO-20261123-[0-9a-f]{6}", number)
+    assert re.fullmatch(r"SO-20261123-[0-9a-f]{10}", number)
     # the credit levels and the customer lookup read the database: tests/test_credit.py walks them
     assert all(c["name"] and c["contact"] and c["address"] for c in customers.CUSTOMERS.values())
     reservation = orders.reserve_stock("SO-1", [{"product": "p", "spec": "s", "quantity": 3, "unit_price": 9}])
@@ -446,7 +446,7 @@ def test_order_numbers_credit_levels_and_customer_lookup():
 def test_credit_a_pays_the_balance_on_dispatch(rt):
     clock = Clock()
     view = rt.start("order_to_settlement", "rep.wang", order("C-A01", 120000), at=clock.now)
-    assert re.fullmatch(r"SO-20261123-[0-9a-f]{6}", view.data["order_no"])
+    assert re.fullmatch(r"SO-20261123-[0-9a-f]{10}", view.data["order_no"])
     assert view.business_key == view.data["order_no"]
     assert (view.data["credit_level"], view.data["balance_at"], view.data["balance_days"]) == ("A", "dispatch", 3)
     assert view.data["deposit_required"] == 36000

@@ -216,7 +216,7 @@ def test_a_return_is_numbered_recorded_accepted_and_credited(rt, store):
     clock = Clock()
     view = rt.start("return_request", "rep.wang", claim(12), at=clock.now)
     request_no = view.data["request_no"]
-    assert re.fullmatch(r"TH-20261123-[0-9a-f]{6}", request_no)
+    assert re.fullmatch(r"TH-20261123-[0-9a-f]{10}", request_no)
     assert the_task(view, "om_sign").business_key == request_no
     assert return_records(store) == {request_no: {
         "ref": ORDER_NO, "customer": "C-A01", "revision": 1, "request_no": request_no, "order_no": ORDER_NO,
