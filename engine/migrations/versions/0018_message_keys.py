@@ -18,9 +18,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('message_wait', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('keyed', sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch_op.create_index('ix_message_wait_message_keyed', ['message', 'keyed'], unique=False)
+    # Plain ALTER TABLE ADD COLUMN (SQLite takes it with a constant default): a batch operation
+    # would reflect the tables message_wait refers to, and SQLite cannot reflect instance's
+    # expression index (a warning on every upgrade).
+    op.add_column('message_wait', sa.Column('keyed', sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.create_index('ix_message_wait_message_keyed', 'message_wait', ['message', 'keyed'], unique=False)
     op.create_table('message_key',
         sa.Column('wait_id', sa.String(length=36), nullable=False),
         sa.Column('key', sa.String(length=200), nullable=False),
@@ -29,9 +31,8 @@ def upgrade() -> None:
         sa.Column('value', sa.String(length=200), nullable=False),
         sa.ForeignKeyConstraint(['instance_id'], ['instance.id']),
         sa.PrimaryKeyConstraint('wait_id', 'key'))
-    with op.batch_alter_table('message_key', schema=None) as batch_op:
-        batch_op.create_index('ix_message_key_lookup', ['message', 'key', 'value'], unique=False)
-        batch_op.create_index(batch_op.f('ix_message_key_instance_id'), ['instance_id'], unique=False)
+    op.create_index('ix_message_key_lookup', 'message_key', ['message', 'key', 'value'], unique=False)
+    op.create_index(op.f('ix_message_key_instance_id'), 'message_key', ['instance_id'], unique=False)
 
 
 def downgrade() -> None:
