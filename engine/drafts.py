@@ -203,16 +203,21 @@ class DraftRefused(EngineError):
 
 def deploy_draft(store: Store, process_id: str, number: int, actor: str,
                  at: datetime | None = None) -> list:
-    """Deploy a draft's files as the next version (versions.deploy_files) after the lint
-    (engine.lint): DraftRefused with the findings when it finds an error, and nothing deployed.
-    Returns versions.Deployed rows; raises definitions.DefinitionError if deploy itself refuses."""
+    """Deploy a draft's files as the next version (versions.deploy_files). Refused, nothing is
+    deployed and DraftRefused carries everything the lint (engine.lint) finds, its warnings too.
+    The lint's errors are deploy's own problems, so a draft that deploys is read once, not linted
+    first and read again. Returns versions.Deployed rows."""
     from . import lint, versions  # (they import runtime, which imports the store; not this module)
+    from .definitions import DefinitionError
     check_designer(store, actor)
     files = {name: text.encode("utf-8") for name, text in draft_files(store, process_id, number).items()}
-    findings = lint.lint(store, files, actor)
-    if any(f.severity == "error" for f in findings):
-        raise DraftRefused(process_id, number, findings)
-    return versions.deploy_files(store, files, actor=actor, at=at)
+    try:
+        return versions.deploy_files(store, files, actor=actor, at=at)
+    except DefinitionError:
+        findings = lint.lint(store, files, actor)
+        if not any(f.severity == "error" for f in findings):
+            raise  # (the lint reads what deploy reads: it cannot miss a problem deploy found)
+        raise DraftRefused(process_id, number, findings) from None
 
 
 def open_incidents(store: Store, process_id: str, limit: int = 50) -> list[Incident]:
