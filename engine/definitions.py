@@ -1130,16 +1130,7 @@ class _Load:
             if flow.get("sourceRef") in nodes and flow.get("targetRef") in nodes:
                 after[flow.get("sourceRef")].add(flow.get("targetRef"))
 
-        def reach(start: str) -> set[str]:
-            seen, todo = set(), list(after[start])
-            while todo:
-                n = todo.pop()
-                if n not in seen:
-                    seen.add(n)
-                    todo.extend(after[n])
-            return seen
-
-        reached = {n: reach(n) for n in nodes}
+        reached = {n: reachable(after, n) for n in nodes}
         noted: set[str] = set()
         for n in nodes:  # document order: the loop is named by its first element
             if n in noted or n not in reached[n]:
@@ -1293,6 +1284,19 @@ class _Load:
                 self.report(where, element.sourceline, element_id, message)
         elif not self.has_problem(where):
             self.report_at(source, fallback, message)
+
+
+def reachable(edges: Mapping[str, Iterable[str]], start: str) -> set[str]:
+    """The nodes reached from `start` by one edge or more (`start` itself only on a cycle); the
+    loop check here and the lint's flow analysis (engine.lint) walk a diagram's flows with it."""
+    seen: set[str] = set()
+    todo = list(edges[start])
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(edges[n])
+    return seen
 
 
 def _properties(el: etree._Element) -> dict[str, str]:

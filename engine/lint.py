@@ -21,7 +21,7 @@ from pathlib import Path
 from lxml import etree
 
 from . import access
-from .definitions import (_ISO_SHAPE, BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem,
+from .definitions import (_ISO_SHAPE, BPMN_NS, FLOW_NODES, NS, SPIFF_NS, DefinitionError, Problem, reachable,
                           load_definitions, load_files)
 from .forms import ENGINE_FIELDS, check_schema
 
@@ -872,13 +872,7 @@ class _ProcessLint:
                 preceding[m].add(n)
         result: dict[str, set[str]] = {}
         for n in self.nodes:
-            seen, stack = set(), list(preceding[n])
-            while stack:
-                m = stack.pop()
-                if m not in seen:
-                    seen.add(m)
-                    stack.extend(preceding[m])
-            result[n] = seen
+            result[n] = reachable(preceding, n)
         # the same edges, each with the condition of its flow (None: no condition, or no flow)
         self.incoming: dict[str, list[tuple[str, ast.AST | None]]] = {n: [] for n in self.nodes}
         conditional: dict[tuple[str, str], list[ast.AST | None]] = {}
