@@ -616,6 +616,21 @@ CREDIT_LIST_READERS = frozenset({"sales_secretary", "dept_manager", "vp_sales", 
                                  "general_office", "finance", "auditor"})
 
 
+# --- capital in use of a region (区域资金占用, seed 002 二) ----------------------------------------
+# The figure is the regional manager's to keep under the limit and the VP's (分管副总) to watch over
+# every region; the general manager sees them all too *(choice: he approves the regions' expenses)*.
+CAPITAL_READER_ROLES = ("vp_sales", "general_manager")
+
+
+def may_see_capital(who: Person, region: str | None) -> bool:
+    """Whether `who` may see the capital in use of `region`: its own regional manager (whose office
+    is the region), and the VP of sales and the general manager for every region. The page, the
+    API and the command line ask this one function."""
+    if any(role in who.roles for role in CAPITAL_READER_ROLES):
+        return True
+    return "regional_manager" in who.roles and bool(region) and who.office_id == region
+
+
 def may_view_credit_list(who: Person) -> bool:
     return bool(who.roles & CREDIT_LIST_READERS)
 

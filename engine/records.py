@@ -15,6 +15,9 @@ body — and other processes' services read them.
   running command's transaction and see what the same command published before them. As every
   service result, what they return is logged, so a replay reads the log, not today's records.
 - `listed` reads records outside a command, for pages (the receipts page lists orders).
+- A region's records (`in_region` in a command, `listed_in_region` outside one) are those whose
+  publishing instance was started by someone of that region (大区): its own people or those of
+  its offices, as `engine.access.request_office` places a request. `region_of` says a user's region.
 """
 from __future__ import annotations
 
@@ -24,11 +27,11 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from . import determinism
-from .store import BusinessRecord
+from .store import BusinessRecord, Instance, Office, User
 
 KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
 KEY_LENGTH = 200
@@ -171,3 +174,35 @@ def listed(conn: Connection, kind: str, *, key: str | None = None, customer: str
     if ref:
         query = query.where(_R.c.ref == ref)
     return [_as_json(row) for row in conn.execute(query.order_by(_R.c.updated_at.desc(), _R.c.key).limit(limit))]
+
+
+# --- a region's records (大区): by whoever started the instance that published them ---------------
+
+def _in_region(kind: str, region: str):
+    o, u, i = Office.__table__, User.__table__, Instance.__table__
+    people = (select(u.c.username).select_from(u.join(o, o.c.id == u.c.office_id))
+              .where(or_(o.c.id == region, o.c.parent_id == region)))
+    return (select(_R).select_from(_R.join(i, i.c.id == _R.c.instance_id))
+            .where(_R.c.kind == kind, i.c.initiator.in_(people)).order_by(_R.c.key))
+
+
+def region_of(username: Any) -> str | None:
+    """The region (大区) of `username`'s requests, or None (HQ, no office); inside a command only."""
+    from .access import request_office  # (engine.access is the one that places a request)
+    ctx = _context("region_of")
+    if not isinstance(username, str) or not username:
+        return None
+    return request_office(ctx.conn, username).region or None
+
+
+def in_region(kind: str, region: Any) -> list[dict]:
+    """Every stored record of `kind` published by an instance started in `region`; inside a command."""
+    ctx = _context("read_records")
+    if not isinstance(region, str) or not region:
+        return []
+    return [_as_json(row) for row in ctx.conn.execute(_in_region(kind, region))]
+
+
+def listed_in_region(conn: Connection, kind: str, region: str) -> list[dict]:
+    """`in_region` outside a command, for pages and reports."""
+    return [_as_json(row) for row in conn.execute(_in_region(kind, region))]

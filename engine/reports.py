@@ -1,4 +1,5 @@
-"""The auditor's reports over what the engine recorded: the SLA breach report (the 4-hour reply,
+"""Reports over what the engine recorded: the capital in use of each region (区域资金占用, at the
+end of this module), and the auditor's SLA breach report (the 4-hour reply,
 4小时复命) — breaches grouped by process, step, person, office or month with their count and median
 lateness, and the breaches of one group. Reads only; who may read it is
 `engine.access.may_read_sla_report`.
@@ -25,8 +26,8 @@ from sqlalchemy import Float, and_, case, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from . import access, clock, inputs
-from .runtime import Forbidden, InvalidInput, loaded_definition, person
+from . import access, clock, inputs, records
+from .runtime import Forbidden, InvalidInput, NotFound, loaded_definition, person
 from .store import (Definition, HumanTask, Instance, LogEntry, Office, SlaBreach, Store, User,
                     UTCDateTime)
 
@@ -385,3 +386,136 @@ class SlaReport:
         with self.store.read() as session:
             self._check(session, viewer)
             return options(session)
+
+
+# --- capital in use of a region (区域资金占用, seed 002 二) ------------------------------------------
+# Seed 002 二 1: 区域资金占用额度 = 年度回款额 × 7%（零售客户 + 库存占用），合同客户（含备案客户）逾期部分
+# 视同区域超占用. The figure is read from the order chain's "order" records (engine.records) of the
+# region's orders — an order belongs to the region of the rep who raised it — so it is a read-only
+# report over what the engine keeps, like the SLA report, reached alike by the page, the API and
+# the command line (which may import the engine, not the company's processes/). Who may see it is
+# `engine.access.may_see_capital`. Choices, each marked in docs/processes.md:
+# - collections (回款) are the money received on the region's orders — deposits and balances, by the
+#   day received (`payments[].received_on`), whether or not the order is settled yet;
+# - the year's collections are those of the calendar year up to today;
+# - retail customers' goods (零售客户): orders without a contract (phone or fax orders), the value
+#   shipped to the customer and not yet paid;
+# - stock (库存占用): goods made for the region's orders and not yet shipped — the unshipped value of
+#   orders in production (deposit in) or partly shipped;
+# - overdue contract receivables (合同客户逾期): orders on a contract whose balance is past its due day
+#   (`balance_due_date`, set by the order chain by credit level); they are counted in the figure,
+#   and shown on their own.
+
+CAPITAL_RATE = 0.07  # seed 002 二 1: 年度回款额 × 7%
+STOCK_STATUSES = ("in_production", "partly_shipped")
+CENT = 0.005
+
+
+def _amount(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number else 0.0  # NaN is nothing
+
+
+def collections(orders: list[dict], since: date, until: date) -> float:
+    """The money received on `orders` (their records' data, or the records) from `since` to `until`,
+    both days included: every payment, deposit or balance, by the day it was received."""
+    total = 0.0
+    first, last = since.isoformat(), until.isoformat()
+    for order in orders:
+        data = order.get("data", order) if isinstance(order, dict) else {}
+        if data.get("status") == "rejected":
+            continue
+        for payment in data.get("payments") or []:
+            day = str(payment.get("received_on") or "")[:10]
+            if first <= day <= last:
+                total += _amount(payment.get("amount"))
+    return round(total, 2)
+
+
+def _line_value(line: dict, quantity: float) -> float:
+    return quantity * _amount(line.get("unit_price"))
+
+
+def order_capital(data: dict, today: date) -> dict:
+    """What one order ties up: goods at a retail customer unpaid, stock made for it and not yet
+    shipped, and its overdue contract balance (see the notes above)."""
+    out = {"retail_goods": 0.0, "stock": 0.0, "overdue_receivables": 0.0}
+    if data.get("status") in ("rejected", "settled"):
+        return out
+    lines = data.get("lines") or []
+    shipped = sum(_line_value(l, _amount(l.get("shipped"))) for l in lines)
+    unshipped = sum(_line_value(l, max(0.0, _amount(l.get("quantity")) - _amount(l.get("shipped")))) for l in lines)
+    paid = _amount(data.get("paid"))
+    if data.get("status") in STOCK_STATUSES:
+        out["stock"] = round(unshipped, 2)
+    if data.get("contract_no"):
+        balance = _amount(data.get("amount")) - paid
+        due = str(data.get("balance_due_date") or "")[:10]
+        if due and due < today.isoformat() and balance > CENT:
+            out["overdue_receivables"] = round(balance, 2)
+    else:
+        out["retail_goods"] = round(max(0.0, shipped - paid), 2)
+    return out
+
+
+def capital_in_use(orders: list[dict], today: date, rate: float = CAPITAL_RATE) -> dict:
+    """The capital in use of a region whose orders' records are `orders`, on `today`: its parts, the
+    limit (the year's collections × `rate`), and how far over (+) or under (−) it the region is."""
+    parts = {"retail_goods": 0.0, "stock": 0.0, "overdue_receivables": 0.0}
+    overdue_orders = []
+    for order in orders:
+        data = order.get("data", order)
+        part = order_capital(data, today)
+        for key, value in part.items():
+            parts[key] += value
+        if part["overdue_receivables"] > 0:
+            overdue_orders.append({"order_no": data.get("order_no"), "customer": data.get("customer"),
+                                   "contract_no": data.get("contract_no"),
+                                   "balance_due_date": data.get("balance_due_date"),
+                                   "overdue": part["overdue_receivables"]})
+    year = collections(orders, date(today.year, 1, 1), today)
+    in_use = round(sum(parts.values()), 2)
+    limit = round(year * rate, 2)
+    return {**{k: round(v, 2) for k, v in parts.items()}, "capital_in_use": in_use,
+            "year_collections": year, "rate": rate, "limit": limit, "over_by": round(in_use - limit, 2),
+            "over": in_use > limit + CENT, "overdue_orders": overdue_orders, "as_of": today.isoformat()}
+
+
+def regions(session) -> list[dict]:
+    """The regions (大区): the offices right under the root of the office tree, by id."""
+    o = Office.__table__
+    parent = o.alias("parent")
+    rows = session.execute(select(o.c.id, o.c.name).select_from(o.join(parent, parent.c.id == o.c.parent_id))
+                           .where(parent.c.parent_id.is_(None)).order_by(o.c.id))
+    return [{"id": r.id, "name": r.name} for r in rows]
+
+
+class CapitalReport:
+    """The capital in use of each region over `store`, for those `access.may_see_capital` allows."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def visible_regions(self, viewer: str) -> list[dict]:
+        """The regions `viewer` may see (a regional manager: his own; the VP and GM: all)."""
+        with self.store.read() as session:
+            who = person(session, viewer)
+            return [r for r in regions(session) if access.may_see_capital(who, r["id"])]
+
+    def figure(self, viewer: str, region: str, *, today: date | None = None) -> dict:
+        """The region's capital in use on `today` (the engine's present by default)."""
+        today = today or clock.now().date()
+        with self.store.read() as session:
+            who = person(session, viewer)
+            if not access.may_see_capital(who, region):
+                raise Forbidden("%(user)s may not see the capital in use of region %(region)s: only its regional "
+                                "manager, the VP of sales and the general manager may", user=who.username,
+                                region=str(region)[:64])
+            known = {r["id"]: r["name"] for r in regions(session)}
+            if region not in known:
+                raise NotFound("there is no region %(region)s", region=str(region)[:64])
+            orders = records.listed_in_region(session.connection(), "order", region)
+        return {"region": region, "name": known[region], **capital_in_use(orders, today)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, notices, order_chain, orders, returns
+from . import contracts, customers, notices, order_chain, orders, regional, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -26,6 +26,9 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "record_complaint": notices.record_complaint,
     "assign_request_number": returns.assign_request_number,
     "claim_return": returns.claim,
+    "assign_filing_number": regional.assign_filing_number,
+    "check_regional_expenses": regional.check_regional_expenses,
+    "publish_filing": regional.publish_filing,
 }
 
 LOOKUPS: dict[str, Callable[..., Any]] = {

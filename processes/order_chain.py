@@ -42,7 +42,7 @@ def _record(order: dict, status: str) -> dict:
             "lines": [{"product": l["product"], "spec": l.get("spec") or "", "quantity": l["quantity"],
                        "unit_price": l["unit_price"], "shipped": l.get("shipped", 0)} for l in order["lines"]],
             "deposit": order.get("deposit_required"), "paid": order.get("paid", 0),
-            "balance": order.get("balance"), "status": status,
+            "balance": order.get("balance"), "balance_due_date": order.get("balance_due_date"), "status": status,
             "payments": order.get("payments") or [], "shipments": order.get("shipments") or []}
 
 
