@@ -447,6 +447,22 @@ def cmd_credit_list(args) -> None:
            f"  ({c['reason'] or 'no reason given'})  instance {c['instance_id']}" for c in changes]))
 
 
+def cmd_capital(args) -> None:
+    """A region's capital in use (区域资金占用, seed 002 二) for `--as USER` (engine.access.may_see_capital);
+    without a region, every region the user may see."""
+    from engine.reports import CapitalReport
+    report = CapitalReport(_store())
+    ids = [args.region] if args.region else [r["id"] for r in report.visible_regions(args.user)]
+    if not ids:
+        raise Refused(f"{args.user} may not see the capital in use of any region: a regional manager sees his "
+                      f"own, the VP of sales and the general manager every region")
+    figures = [report.figure(args.user, region) for region in ids]
+    _print(args, figures if not args.region else figures[0], lambda: "\n".join(
+        f"{f['region']}  in use {f['capital_in_use']} (retail {f['retail_goods']}, stock {f['stock']}, "
+        f"overdue receivables {f['overdue_receivables']})  limit {f['limit']} (7% of {f['year_collections']})  "
+        + (f"OVER by {f['over_by']}" if f["over"] else f"under by {abs(f['over_by'])}") for f in figures))
+
+
 def cmd_customer_add(args) -> None:
     """Build a new customer card as `--as USER` (the department manager, or a sales rep who then
     serves the customer); `--data` holds its fields, `name` required."""
@@ -901,6 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "and the changes of level; for those who work with it")
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--customer", help="one customer and its changes")
+    p = command("capital", cmd_capital, "a region's capital in use (区域资金占用) against its limit, 7% of the "
+                                        "year's collections; its regional manager, the VP, the general manager")
+    p.add_argument("region", nargs="?", help="a region id such as south_china (default: every region you may see)")
+    p.add_argument("--as", dest="user", required=True)
     p = command("customer-add", cmd_customer_add, "build a new customer card (建立客户档案卡): the department "
                                                   "manager, or a sales rep who then serves the customer")
     p.add_argument("customer_id", help="a short code such as C-D01 (kept in capitals)")

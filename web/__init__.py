@@ -173,7 +173,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     login_manager.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
 
-    from . import account, api, auth, customers, designer, evidence, inbox, instances, receipts, reports
+    from . import account, api, auth, capital, customers, designer, evidence, inbox, instances, receipts, reports
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(inbox.bp)
@@ -181,6 +181,7 @@ def create_app(runtime: Runtime | None = None, config: dict | None = None) -> Fl
     app.register_blueprint(customers.bp)
     app.register_blueprint(receipts.bp)
     app.register_blueprint(reports.bp)
+    app.register_blueprint(capital.bp)
     app.register_blueprint(designer.bp)
     app.register_blueprint(evidence.bp)
     app.register_blueprint(api.bp)

@@ -22,7 +22,7 @@ from engine.credit import CreditList
 from engine.customers import Archive
 from engine.inbox import InboxQuery
 from engine.instances import InstanceQuery
-from engine.reports import SlaReport, parse_query
+from engine.reports import CapitalReport, SlaReport, parse_query
 from engine.runtime import CommandFailed, EngineError
 
 from . import http_status, openapi, receipts, runtime, views, zone, zone_name
@@ -530,6 +530,16 @@ def credit_list():
         if not entries:
             raise ApiError(404, f"{customer[:64]} is not a customer on the credit list")
     return jsonify({"customers": entries, "changes": changes})
+
+
+# --- capital in use of a region (区域资金占用, seed 002 二): engine.reports; rule access.may_see_capital
+
+@bp.get("/v1/regions/<region_id>/capital")
+@authenticated
+def region_capital(region_id: str):
+    """The region's capital in use today: retail customers' goods, stock, overdue contract
+    receivables, the 7 % limit on the year's collections, and how far over (+) or under (−) it is."""
+    return jsonify(CapitalReport(runtime().store).figure(g.who.username, region_id))
 
 
 # --- the SLA breach report (engine.reports): the auditor's; rules in engine.access -------------------

@@ -259,6 +259,19 @@ def document() -> dict:
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                                       "maximum": 1000}}],
                 codes=(400, 401, 403, 404))},
+            "/v1/regions/{region_id}/capital": {"get": _op(
+                "A region's capital in use (区域资金占用, seed 002 二) today: retail customers' goods unpaid, "
+                "stock made and not yet shipped, overdue contract receivables (each overdue order listed), "
+                "the limit (7 % of the year's collections) and over_by (+ over, − under); its regional "
+                "manager, the VP of sales and the general manager",
+                {"200": _json({"type": "object", "properties": {
+                    "region": {"type": "string"}, "name": {"type": "string"}, "as_of": {"type": "string"},
+                    "retail_goods": {"type": "number"}, "stock": {"type": "number"},
+                    "overdue_receivables": {"type": "number"}, "capital_in_use": {"type": "number"},
+                    "year_collections": {"type": "number"}, "rate": {"type": "number"},
+                    "limit": {"type": "number"}, "over_by": {"type": "number"}, "over": {"type": "boolean"},
+                    "overdue_orders": {"type": "array", "items": {"type": "object"}}}})},
+                params=[_path_param("region_id")], codes=(401, 403, 404))},
             "/v1/lint": {"post": _lint_op()},
             "/v1/notifications": {"get": _op("The caller's notifications, newest first",
                                              {"200": _json({"type": "array", "items": {"type": "object"}})},
