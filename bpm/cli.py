@@ -917,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "and the changes of level; for those who work with it")
     p.add_argument("--as", dest="user", required=True)
     p.add_argument("--customer", help="one customer and its changes")
-    p = command("capital", cmd_capital, "a region's capital in use (区域资金占用) against its limit, 7% of the "
+    p = command("capital", cmd_capital, "a region's capital in use (区域资金占用) against its limit, 7%% of the "
                                         "year's collections; its regional manager, the VP, the general manager")
     p.add_argument("region", nargs="?", help="a region id such as south_china (default: every region you may see)")
     p.add_argument("--as", dest="user", required=True)

@@ -307,3 +307,27 @@ def test_roles_by_page_and_api(rt, store, app, east):
     assert "/regions/capital" not in as_user(app, "rep.wang").get("/").get_data(as_text=True)
     missing = client.get("/api/v1/regions/nowhere/capital", headers=_token(client, "vp.qian"))
     assert missing.status_code == 404 and "there is no region nowhere" in missing.json["error"]
+
+
+def test_the_command_line_asks_the_same_rule(tmp_path, monkeypatch, capsys):
+    from bpm.cli import main
+    monkeypatch.setenv("BPM_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    monkeypatch.setenv("BPM_NOW", "2026-12-05T01:00:00+00:00")
+
+    def run(*args):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+    assert run("init", "--demo")[0] == 0
+    code, out, _ = run("capital", "south_china", "--as", "rm.zheng", "--json")
+    figure = json.loads(out)
+    assert code == 0 and (figure["region"], figure["limit"], figure["over"], figure["as_of"]) == (
+        "south_china", 0, False, "2026-12-05")
+    code, out, _ = run("capital", "--as", "vp.qian")
+    assert code == 0 and out.startswith("south_china  in use 0")
+    code, out, err = run("capital", "south_china", "--as", "rep.wang")
+    assert code == 1 and out == "" and err.strip() == (
+        "bpm capital: rep.wang may not see the capital in use of region south_china: only its regional manager, "
+        "the VP of sales and the general manager may")
+    code, _, err = run("capital", "--as", "om.wu")
+    assert code == 1 and "may not see the capital in use of any region" in err
