@@ -54,6 +54,8 @@ def order(customer: str = "C-A01", amount: float = 100000) -> dict:
 
 START_DATA["order_to_settlement"] = order()
 START_DATA["archive_access"] = {"customer": "C-A01", "reason": "核对发货地址"}
+START_DATA["regional_expense"] = {"month": "2026-11", "lines": [
+    {"category": "rm_travel", "description": "南宁出差", "amount": 500}]}
 
 
 # --- the world an action is tried in -----------------------------------------------------------
@@ -132,12 +134,14 @@ def _instances(world: World):
 
 def _start(process_id: str) -> Action:
     return Action(
-        allowed={"branch_establishment": {"rm.zheng"}, "archive_access": set(USERS)}.get(process_id, REPS),
+        allowed={"branch_establishment": {"rm.zheng"}, "archive_access": set(USERS),
+                 "regional_expense": {"rm.zheng"}}.get(process_id, REPS),
         rule={"branch_establishment": "RULES §1: the applicant's lane, 区域经理（申请人）",
               "archive_access": "CLI.md: anyone may ask the general manager to read an archive",
               "contract_review": "RULES §2: the sales rep submits a contract",
               "return_request": "RULES §3: a sales rep files a request",
-              "order_to_settlement": "RULES roles: sales_rep raises orders"}[process_id],
+              "order_to_settlement": "RULES roles: sales_rep raises orders",
+              "regional_expense": "002 三 1: 区域经理备案 (the regional manager files)"}[process_id],
         setup=lambda world: None,
         attempt=lambda world, _, user: world.rt.start(process_id, user, START_DATA[process_id], at=world.tick()),
         changed=lambda world, _: _instances(world))
@@ -173,13 +177,18 @@ def _other_finance(user: str) -> str:
 
 ACTIONS: dict[str, Action] = {
     **{f"start {p}": _start(p) for p in ("branch_establishment", "contract_review", "return_request",
-                                         "order_to_settlement", "archive_access")},
+                                         "order_to_settlement", "archive_access", "regional_expense")},
     "view an order": Action(
         {"rep.wang", "dm.zhou", "fin.chu", "acct.xu", "audit.han"},
         "DESIGN human tasks / access.may_view_instance: its initiator, who may act on an open task, "
         "who acted (dm.zhou approved the phone order), the auditor (who reads every history)",
         World.order_awaiting_deposit,
         lambda world, view, user: world.rt.instance(view.id, viewer=user), _snapshot),
+    "see a region's capital in use": Action(
+        {"rm.zheng", "vp.qian", "gm.zhao"},
+        "002 二 1 / access.may_see_capital: the region's regional manager, the VP (分管副总) and the GM",
+        lambda world: None,
+        lambda world, _, user: reports.CapitalReport(world.store).figure(user, "south_china")),
     "claim": Action(
         FINANCE, "RULES roles: finance confirms deposits",
         World.order_awaiting_deposit,
