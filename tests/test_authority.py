@@ -54,7 +54,7 @@ def order(customer: str = "C-A01", amount: float = 100000) -> dict:
 
 START_DATA["order_to_settlement"] = order()
 START_DATA["archive_access"] = {"customer": "C-A01", "reason": "核对发货地址"}
-START_DATA["regional_expense"] = {"month": "2026-11", "lines": [
+START_DATA["regional_expense"] = {"month": "2026-11", "expenses": [
     {"category": "rm_travel", "description": "南宁出差", "amount": 500}]}
 
 

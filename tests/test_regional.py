@@ -62,7 +62,7 @@ def settled_order(rt, clock, lines=None, customer="C-B01", rep="rep.wang"):
 
 
 def filing(month="2026-11", lines=None, **more) -> dict:
-    return {"month": month, "lines": lines or [{"category": "office", "description": "办公用品", "amount": 250}],
+    return {"month": month, "expenses": lines or [{"category": "office", "description": "办公用品", "amount": 250}],
             **more}
 
 
