@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, notices, order_chain, orders, returns
+from . import contracts, customers, expenses, notices, order_chain, orders, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -26,6 +26,9 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "record_complaint": notices.record_complaint,
     "assign_request_number": returns.assign_request_number,
     "claim_return": returns.claim,
+    "assign_claim_number": expenses.assign_claim_number,
+    "assess_claim": expenses.assess_claim,
+    "mark_receipts": expenses.mark_receipts,
 }
 
 LOOKUPS: dict[str, Callable[..., Any]] = {
