@@ -10,7 +10,9 @@ this module applies them to the lines of one claim and says, line by line, why a
 - **Hotels** (2 (1)–(3)): per night, at most the grade's cap (the top of its range: the section is
   headed 住宿费用最高标准 *(choice)*); on an in-city trip at most 80 and only with the superior's
   approval beforehand, else nothing; a room shared by two staff of the same sex below manager is
-  claimed once, by one of them, at most `share_rate` (80 %) of the two people's caps per night.
+  claimed once, by one of them naming the other (`shared_with`), at most `share_rate` (80 %) of the
+  two people's caps per night; a room of one's own on such a trip at most half of that, so that
+  two single rooms cost no more than the shared one *(choice: the seed says they 应 share)*.
 - **Allowance** (3, 3.1–3.4): `allowance_rate` (30 per person per day; 0 in the city or when a
   business unit hosted the traveller) × days counted from the ticket times by halves around 12:00:
   the outbound day is a whole day when the ticket leaves at or before 12:00, else a half; the
@@ -129,9 +131,16 @@ def _hotel(line: dict, i: int, *, grade: str, in_city: bool, stay_preapproved: b
                          f"superior's approval beforehand (001 费用 2(2))")
         cap, why = own_cap, f"in-city cap {_shown(own_cap)}"
     elif share_room:
-        cap = round(share_rate * (own_cap + companion_cap), 2)
-        why = (f"room shared with {companion_name or 'the companion'}: {_shown(share_rate * 100)} % of the two caps "
-               f"{_shown(own_cap)} + {_shown(companion_cap)} = {_shown(cap)}")
+        shared = round(share_rate * (own_cap + companion_cap), 2)
+        if str(line.get("shared_with") or "").strip():
+            cap = shared
+            why = (f"room shared with {companion_name or 'the companion'}: {_shown(share_rate * 100)} % of the two caps "
+                   f"{_shown(own_cap)} + {_shown(companion_cap)} = {_shown(cap)}")
+        else:
+            cap = round(shared / 2, 2)
+            why = (f"a room of one's own on a trip with {companion_name or 'the companion'} (same sex, below manager), "
+                   f"who should share: half the shared room's {_shown(shared)} ({_shown(share_rate * 100)} % of "
+                   f"{_shown(own_cap)} + {_shown(companion_cap)})")
     else:
         cap, why = own_cap, f"{GRADE_LABEL.get(grade, grade)} cap {_range(own_cap_low, own_cap)}"
     if per_night <= cap + CENT:

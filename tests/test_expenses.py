@@ -180,8 +180,8 @@ def test_asking_for_a_flight_needs_a_reason(rt):
 # --- shared room (001 费用 2(3)) -----------------------------------------------------------------------
 
 def test_two_staff_of_the_same_sex_share_a_room_refunded_at_80_percent_of_two_caps(rt):
-    view = filed(rt, claim(hotel(240, nights=2), companion_grade="staff", companion_name="rep.feng",
-                           companion_sex="male"))
+    view = filed(rt, claim(hotel(240, nights=2, shared_with="rep.feng"), companion_grade="staff",
+                           companion_name="rep.feng", companion_sex="male"))
     assert view.data["share_room"] is True
     assert line(view)["allowed"] == 192  # 0.8 × (60 + 60) = 96 a night
     assert line(view)["reason"] == ("hotel 120/day on a staff trip cut to 96: room shared with rep.feng: "
@@ -189,8 +189,17 @@ def test_two_staff_of_the_same_sex_share_a_room_refunded_at_80_percent_of_two_ca
 
 
 def test_a_shared_room_with_a_senior_colleague_takes_both_caps(rt):
-    view = filed(rt, claim(hotel(120), companion_grade="senior", companion_name="赵高级", companion_sex="male"))
+    view = filed(rt, claim(hotel(120, shared_with="赵高级"), companion_grade="senior", companion_name="赵高级",
+                           companion_sex="male"))
     assert line(view)["allowed"] == 120  # 0.8 × (60 + 100) = 128 ≥ 120: paid in full
+
+
+def test_a_room_of_ones_own_when_the_room_should_be_shared_gets_half_the_shared_cap(rt):
+    view = filed(rt, claim(hotel(60), companion_grade="staff", companion_name="rep.feng", companion_sex="male"))
+    assert line(view)["allowed"] == 48  # two such rooms cost no more than the shared one (96)
+    assert line(view)["reason"] == ("hotel 60/day on a staff trip cut to 48: a room of one's own on a trip with rep.feng "
+                                    "(same sex, below manager), who should share: half the shared room's 96 "
+                                    "(80 % of 60 + 60)")
 
 
 @pytest.mark.parametrize("companion", [
@@ -204,7 +213,7 @@ def test_no_shared_room_across_sexes_or_with_a_manager(rt, companion):
 
 
 def test_a_shared_room_is_claimed_by_one_person_only(rt):
-    filed(rt, claim(hotel(160, receipt="H-ROOM-7"), companion_grade="staff", companion_name="rep.feng",
+    filed(rt, claim(hotel(160, receipt="H-ROOM-7", shared_with="rep.feng"), companion_grade="staff", companion_name="rep.feng",
                     companion_sex="male"))
     view = rt.start("expense_claim", "rep.feng", trip(), at=T0)
     view = back_from_the_trip(rt, view)
