@@ -109,6 +109,7 @@ def mark_receipts(claim_no: str, claimant: str, receipts: list, status: str) -> 
 # --- the claim -----------------------------------------------------------------------------------
 
 GRADE_LABEL = {"manager": "manager", "senior": "senior", "staff": "staff"}
+GRADE_ZH = {"manager": "业务经理级", "senior": "高级业务级", "staff": "业务人员"}
 
 
 def _range(low: Any, high: Any) -> str:
@@ -117,37 +118,49 @@ def _range(low: Any, high: Any) -> str:
 
 def _hotel(line: dict, i: int, *, grade: str, in_city: bool, stay_preapproved: bool, own_cap: float,
            own_cap_low: float, share_room: bool, share_rate: float, companion_cap: float,
-           companion_name: str) -> tuple[float, str]:
+           companion_name: str) -> tuple[float, str, str]:
+    """(refunded, the reason of a cut in English, in Chinese) for one hotel line."""
     nights = _number(line.get("nights"))
     amount = float(line["amount"])
     if nights is None or nights < 1 or not float(nights).is_integer():
         raise InvalidInput("line %(line)s: a hotel line gives its number of nights (a whole number, 1 or more)",
-                           {f"lines/{i}/nights": "a whole number of nights, 1 or more"}, line=i + 1)
+                           {f"receipts/{i}/nights": "a whole number of nights, 1 or more"}, line=i + 1)
     nights = int(nights)
     per_night = amount / nights
+    who = companion_name or "the companion"
     if in_city:
         if not stay_preapproved:
             return 0.0, (f"in-city stay {_shown(per_night)}/day not refunded: an in-city stay needs the "
-                         f"superior's approval beforehand (001 费用 2(2))")
-        cap, why = own_cap, f"in-city cap {_shown(own_cap)}"
+                         f"superior's approval beforehand (001 费用 2(2))"), (
+                    f"市区内住宿 {_shown(per_night)} 元/天不予报销：市区内住宿须事前经上级领导同意（001 费用 2(2)）")
+        cap, why, why_zh = own_cap, f"in-city cap {_shown(own_cap)}", f"市区内住宿不得高于 {_shown(own_cap)} 元/天"
     elif share_room:
         shared = round(share_rate * (own_cap + companion_cap), 2)
+        rate = _shown(share_rate * 100)
         if str(line.get("shared_with") or "").strip():
             cap = shared
-            why = (f"room shared with {companion_name or 'the companion'}: {_shown(share_rate * 100)} % of the two caps "
+            why = (f"room shared with {who}: {rate} % of the two caps "
                    f"{_shown(own_cap)} + {_shown(companion_cap)} = {_shown(cap)}")
+            why_zh = (f"与 {who} 同住一房：不超过二人住宿标准合计（{_shown(own_cap)} + {_shown(companion_cap)}）"
+                      f"之 {rate}% = {_shown(cap)}")
         else:
             cap = round(shared / 2, 2)
-            why = (f"a room of one's own on a trip with {companion_name or 'the companion'} (same sex, below manager), "
-                   f"who should share: half the shared room's {_shown(shared)} ({_shown(share_rate * 100)} % of "
+            why = (f"a room of one's own on a trip with {who} (same sex, below manager), "
+                   f"who should share: half the shared room's {_shown(shared)} ({rate} % of "
                    f"{_shown(own_cap)} + {_shown(companion_cap)})")
+            why_zh = (f"与同性别同事 {who} 同时出差应同住一房：单独住宿按同住标准 {_shown(shared)}"
+                      f"（{_shown(own_cap)} + {_shown(companion_cap)} 之 {rate}%）的一半")
     else:
-        cap, why = own_cap, f"{GRADE_LABEL.get(grade, grade)} cap {_range(own_cap_low, own_cap)}"
+        cap = own_cap
+        why = f"{GRADE_LABEL.get(grade, grade)} cap {_range(own_cap_low, own_cap)}"
+        why_zh = f"{GRADE_ZH.get(grade, grade)}标准 {_range(own_cap_low, own_cap)} 元/天"
     if per_night <= cap + CENT:
-        return amount, ""
+        return amount, "", ""
     allowed = _money(cap * nights)
     trip = "an in-city trip" if in_city else f"a {GRADE_LABEL.get(grade, grade)} trip"
-    return float(allowed), f"hotel {_shown(per_night)}/day on {trip} cut to {_shown(cap)}: {why}"
+    trip_zh = "市区内出差" if in_city else f"{GRADE_ZH.get(grade, grade)}出差"
+    return (float(allowed), f"hotel {_shown(per_night)}/day on {trip} cut to {_shown(cap)}: {why}",
+            f"{trip_zh}住宿 {_shown(per_night)} 元/天核减至 {_shown(cap)}：{why_zh}")
 
 
 def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, return_at: str,
@@ -159,7 +172,7 @@ def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, r
     """Each line with what is refunded and why a cut was made, the allowance, the totals; the
     receipts kept as records (see the module)."""
     if not isinstance(lines, list) or not lines:
-        raise InvalidInput("a claim lists at least one receipt", {"lines": "at least one line"})
+        raise InvalidInput("a claim lists at least one receipt", {"receipts": "at least one receipt"})
     days = allowance_days(departure_at, return_at)
     seen: dict[str, int] = {}
     assessed: list[dict] = []
@@ -167,7 +180,7 @@ def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, r
         receipt_no = str(line.get("receipt_no") or "").strip()
         if receipt_no in seen:
             raise InvalidInput("line %(line)s: receipt %(receipt)s is already line %(first)s of this claim",
-                               {f"lines/{i}/receipt_no": "already on this claim"}, line=i + 1,
+                               {f"receipts/{i}/receipt_no": "already on this claim"}, line=i + 1,
                                receipt=receipt_no, first=seen[receipt_no] + 1)
         seen[receipt_no] = i
         holder = _holder(receipt_no, claim_no)
@@ -176,27 +189,29 @@ def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, r
                       "hotel": "a shared room is claimed by one traveller only (001 费用 2(3))"}.get(
                 line.get("kind"), "a receipt is claimed once")
             raise InvalidInput("line %(line)s: receipt %(receipt)s is already claimed by %(holder)s: %(rule)s",
-                               {f"lines/{i}/receipt_no": f"already claimed by {holder}"}, line=i + 1,
+                               {f"receipts/{i}/receipt_no": f"already claimed by {holder}"}, line=i + 1,
                                receipt=receipt_no, holder=holder, rule=shared)
         amount = float(line["amount"])
-        allowed, reason = amount, ""
+        allowed, reason, reason_zh = amount, "", ""
         kind = line.get("kind")
         if kind == "flight" and not flight_preapproved:
             fare = _number(line.get("train_fare"))
             if fare is None:
                 raise InvalidInput("line %(line)s: a flight without prior approval is paid at the train fare: "
-                                   "give the train fare of the same route", {f"lines/{i}/train_fare":
+                                   "give the train fare of the same route", {f"receipts/{i}/train_fare":
                                    "the train fare of the route (no prior approval for a flight)"}, line=i + 1)
             if fare < amount - CENT:
                 allowed = fare
                 reason = (f"flight {_shown(amount)} without prior approval paid at the train fare "
                           f"{_shown(fare)} (001 费用 二4)")
+                reason_zh = f"飞机票 {_shown(amount)} 未经事前批准，按火车票价 {_shown(fare)} 报销（001 费用 二4）"
         elif kind == "hotel":
-            allowed, reason = _hotel(line, i, grade=grade, in_city=in_city, stay_preapproved=stay_preapproved,
+            allowed, reason, reason_zh = _hotel(line, i, grade=grade, in_city=in_city, stay_preapproved=stay_preapproved,
                                      own_cap=float(own_cap), own_cap_low=float(own_cap_low or 0),
                                      share_room=bool(share_room), share_rate=float(share_rate or 0),
                                      companion_cap=float(companion_cap or 0), companion_name=companion_name)
-        assessed.append({**line, "allowed": _money(allowed), "cut": _money(amount - allowed), "reason": reason})
+        assessed.append({**line, "allowed": _money(allowed), "cut": _money(amount - allowed), "reason": reason,
+                         "reason_zh": reason_zh})
     allowance = _money(days * float(allowance_rate or 0))
     claimed = _money(sum(float(line["amount"]) for line in lines))
     refund = _money(sum(float(line["allowed"]) for line in assessed))
@@ -205,4 +220,5 @@ def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, r
             "allowance": allowance,
             "allowance_reason": f"{_shown(days)} day(s) × {_shown(float(allowance_rate or 0))}: {allowance_rule}",
             "total": _money(refund + allowance), "receipts": list(seen),
-            "cuts": [f"line {i + 1}: {a['reason']}" for i, a in enumerate(assessed) if a["reason"]]}
+            "cuts": [f"line {i + 1}: {a['reason']}" for i, a in enumerate(assessed) if a["reason"]],
+            "cuts_zh": [f"第 {i + 1} 行：{a['reason_zh']}" for i, a in enumerate(assessed) if a["reason_zh"]]}

@@ -19,7 +19,7 @@ from sqlalchemy import select
 import processes
 from engine import timers, versions
 from engine.runtime import Forbidden, InvalidInput, Runtime
-from engine.store import BusinessRecord
+from engine.store import BusinessRecord, SlaBreach
 from processes.expenses import allowance_days
 
 BPMN = Path(__file__).resolve().parents[1] / "bpmn"
@@ -38,7 +38,7 @@ def trip(**changes) -> dict:
 
 def claim(*lines: dict, **changes) -> dict:
     data = {"departure_at": "2026-11-24 08:00", "return_at": "2026-11-26 15:00", "hosted": False,
-            "companion_grade": "none", "lines": list(lines)}
+            "companion_grade": "none", "receipts": list(lines)}
     data.update(changes)
     return data
 
@@ -97,6 +97,7 @@ def test_a_160_hotel_on_a_staff_trip_is_cut_to_60_with_the_reason_shown_and_paid
     assert line(view)["allowed"] == 120 and line(view)["cut"] == 200
     assert line(view)["reason"] == "hotel 160/day on a staff trip cut to 60: staff cap 45–60"
     assert view.data["cuts"] == ["line 1: hotel 160/day on a staff trip cut to 60: staff cap 45–60"]
+    assert view.data["cuts_zh"] == ["第 1 行：业务人员出差住宿 160 元/天核减至 60：业务人员标准 45–60 元/天"]
     assert line(view, 1)["reason"] == "" and line(view, 1)["allowed"] == 200
     assert view.data["allowance_days"] == 3 and view.data["allowance"] == 90  # 08:00 out, 15:00 back
     assert view.data["claimed_total"] == 720 and view.data["refund_total"] == 120 + 400 + 90
@@ -138,13 +139,14 @@ def test_a_flight_without_approval_beforehand_is_paid_at_the_train_fare(rt):
     task = the_task(view, "file_claim")
     with pytest.raises(InvalidInput) as refused:  # the fare it is paid at must be given
         rt.complete(task.id, "rep.wang", claim(ticket("flight", 1200, "F-001")), at=BACK)
-    assert refused.value.fields == {"lines/0/train_fare": "the train fare of the route (no prior approval for a flight)"}
+    assert refused.value.fields == {"receipts/0/train_fare": "the train fare of the route (no prior approval for a flight)"}
     assert "paid at the train fare" in str(refused.value)
     assert the_task(rt.instance(view.id), "file_claim").id == task.id  # nothing changed
 
     view = rt.complete(task.id, "rep.wang", claim(ticket("flight", 1200, "F-001", train_fare=310)), at=BACK)
     assert line(view)["allowed"] == 310 and line(view)["cut"] == 890
     assert line(view)["reason"] == "flight 1200 without prior approval paid at the train fare 310 (001 费用 二4)"
+    assert line(view)["reason_zh"] == "飞机票 1200 未经事前批准，按火车票价 310 报销（001 费用 二4）"
 
 
 def test_a_flight_approved_beforehand_by_the_superior_is_paid_in_full(rt):
@@ -220,7 +222,7 @@ def test_a_shared_room_is_claimed_by_one_person_only(rt):
     with pytest.raises(InvalidInput) as refused:
         rt.complete(the_task(view, "file_claim").id, "rep.feng", claim(hotel(160, receipt="H-ROOM-7")), at=BACK)
     assert "a shared room is claimed by one traveller only" in str(refused.value)
-    assert list(refused.value.fields) == ["lines/0/receipt_no"]
+    assert list(refused.value.fields) == ["receipts/0/receipt_no"]
 
 
 # --- shared taxi (001 费用 二6) -------------------------------------------------------------------------
@@ -335,3 +337,25 @@ def test_sent_back_the_traveller_corrects_the_claim_and_a_dropped_receipt_is_fre
         kept = {r.key.split("/")[1]: r.data["status"] for r in s.scalars(
             select(BusinessRecord).where(BusinessRecord.kind == "expense_receipt"))}
     assert kept == {"T-1": "claimed", "TX-1": "withdrawn"}
+
+
+# --- the superior and the 4-hour rule (000 岗位基本原则) --------------------------------------------------
+
+def test_a_superior_silent_for_four_hours_is_escalated_to_their_own_superior(rt, store):
+    view = rt.start("expense_claim", "rep.wang", trip(request_flight=True, preapproval_reason="赶时间"), at=T0)
+    assert the_task(view, "preapprove").assignee == "om.wu"
+    timers.run_once(rt, T0 + timedelta(hours=3, minutes=59))
+    assert the_task(rt.instance(view.id), "preapprove").assignee == "om.wu"
+    timers.run_once(rt, T0 + timedelta(hours=4, minutes=1))
+    held = the_task(rt.instance(view.id), "preapprove")
+    assert held.assignee == "rm.zheng"
+    with store.read() as s:
+        assert s.scalars(select(SlaBreach.escalated_to)).all() == ["rm.zheng"]
+    view = rt.complete(held.id, "rm.zheng", APPROVE, at=T0 + timedelta(hours=5))
+    assert view.data["flight_preapproved"] is True
+
+
+def test_an_office_managers_trip_goes_to_the_regional_manager(rt):
+    view = filed(rt, claim(hotel(200)), user="om.wu", start=trip(grade="manager"))
+    assert the_task(view, "approve_claim").assignee == "rm.zheng"
+    assert line(view)["allowed"] == 150
