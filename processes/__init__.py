@@ -37,4 +37,5 @@ LOOKUPS: dict[str, Callable[..., Any]] = {
     "shipped_order": returns.shipped_order,
     "returnable_lines": returns.returnable_lines,
     "credit_within_value": returns.credit_within_value,
+    "back_after_departure": expenses.back_after_departure,
 }

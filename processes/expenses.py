@@ -50,6 +50,16 @@ def assign_claim_number() -> str:
     return f"BX-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
 
 
+# --- form lookup ---------------------------------------------------------------------------------
+
+def back_after_departure(value: Any, form: dict) -> str | None:
+    """Lookup on the trip's `return_on`: not before `depart_on` (both ISO dates, the form's format)."""
+    leaving = form.get("depart_on")
+    if isinstance(value, str) and isinstance(leaving, str) and value[:10] < leaving[:10]:
+        return f"must be on or after the day of departure, {leaving[:10]}"
+    return None
+
+
 # --- allowance days ------------------------------------------------------------------------------
 
 def _ticket_time(value: Any, field: str, what: str) -> datetime:

@@ -173,6 +173,12 @@ def test_a_flight_the_superior_refused_is_paid_at_the_train_fare(rt):
     assert line(view)["allowed"] == 300
 
 
+def test_a_trip_back_before_it_leaves_is_refused(rt):
+    with pytest.raises(InvalidInput) as refused:
+        rt.start("expense_claim", "rep.wang", trip(depart_on="2026-11-24", return_on="2026-11-23"), at=T0)
+    assert refused.value.fields == {"return_on": "must be on or after the day of departure, 2026-11-24"}
+
+
 def test_asking_for_a_flight_needs_a_reason(rt):
     with pytest.raises(InvalidInput) as refused:
         rt.start("expense_claim", "rep.wang", trip(request_flight=True), at=T0)
