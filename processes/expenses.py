@@ -62,18 +62,18 @@ def back_after_departure(value: Any, form: dict) -> str | None:
 
 # --- allowance days ------------------------------------------------------------------------------
 
-def _ticket_time(value: Any, field: str, what: str) -> datetime:
+def _ticket_time(value: Any, field: str) -> datetime:
     if not isinstance(value, str) or not _TICKET_TIME.fullmatch(value.strip()):
-        raise InvalidInput("the %(what)s must be the ticket's date and time, as 2026-11-24 08:30",
-                           {field: "a date and time, as 2026-11-24 08:30"}, what=what)
+        raise InvalidInput("a ticket time is a date and a time, as 2026-11-24 08:30",
+                           {field: "a date and time, as 2026-11-24 08:30"})
     return datetime.fromisoformat(value.strip().replace(" ", "T"))
 
 
 def allowance_days(departure_at: Any, return_at: Any) -> float:
     """Days of allowance from the outbound ticket's departure and the return ticket's arrival
     (001 费用 3.1–3.3; see the module)."""
-    out = _ticket_time(departure_at, "departure_at", "departure")
-    back = _ticket_time(return_at, "return_at", "return")
+    out = _ticket_time(departure_at, "departure_at")
+    back = _ticket_time(return_at, "return_at")
     if back <= out:
         raise InvalidInput("the return ticket (%(back)s) must arrive after the outbound ticket leaves (%(out)s)",
                            {"return_at": "after the departure"}, back=return_at, out=departure_at)
@@ -195,12 +195,17 @@ def assess_claim(claim_no: str, claimant: str, lines: list, departure_at: str, r
         seen[receipt_no] = i
         holder = _holder(receipt_no, claim_no)
         if holder is not None:
-            shared = {"taxi": "a shared taxi is claimed by one traveller only (001 费用 二6)",
-                      "hotel": "a shared room is claimed by one traveller only (001 费用 2(3))"}.get(
-                line.get("kind"), "a receipt is claimed once")
-            raise InvalidInput("line %(line)s: receipt %(receipt)s is already claimed by %(holder)s: %(rule)s",
-                               {f"receipts/{i}/receipt_no": f"already claimed by {holder}"}, line=i + 1,
-                               receipt=receipt_no, holder=holder, rule=shared)
+            where = {f"receipts/{i}/receipt_no": f"already claimed by {holder}"}
+            if line.get("kind") == "taxi":
+                raise InvalidInput("line %(line)s: receipt %(receipt)s is already claimed by %(holder)s: a shared "
+                                   "taxi is claimed by one traveller only (001 费用 二6)", where, line=i + 1,
+                                   receipt=receipt_no, holder=holder)
+            if line.get("kind") == "hotel":
+                raise InvalidInput("line %(line)s: receipt %(receipt)s is already claimed by %(holder)s: a shared "
+                                   "room is claimed by one traveller only (001 费用 2(3))", where, line=i + 1,
+                                   receipt=receipt_no, holder=holder)
+            raise InvalidInput("line %(line)s: receipt %(receipt)s is already claimed by %(holder)s: a receipt "
+                               "is claimed once", where, line=i + 1, receipt=receipt_no, holder=holder)
         amount = float(line["amount"])
         allowed, reason, reason_zh = amount, "", ""
         kind = line.get("kind")

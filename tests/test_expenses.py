@@ -10,7 +10,9 @@ four hours.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,9 @@ from engine import timers, versions
 from engine.runtime import Forbidden, InvalidInput, Runtime
 from engine.store import BusinessRecord, SlaBreach
 from processes.expenses import allowance_days
+
+from .conftest import snapshot
+from .test_web import as_user, catalogs, make_app  # noqa: F401 (catalogs: a fixture)
 
 BPMN = Path(__file__).resolve().parents[1] / "bpmn"
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday 09:00 in China
@@ -365,3 +370,42 @@ def test_an_office_managers_trip_goes_to_the_regional_manager(rt):
     view = filed(rt, claim(hotel(200)), user="om.wu", start=trip(grade="manager"))
     assert the_task(view, "approve_claim").assignee == "rm.zheng"
     assert line(view)["allowed"] == 150
+
+
+# --- through the pages: the superior reads each cut's reason; a refusal is said next to the field ------
+
+@pytest.fixture
+def pages(rt, catalogs, tmp_path, monkeypatch):
+    monkeypatch.setenv("BPM_NOW", BACK.isoformat())
+    app = make_app(rt, catalogs, tmp_path)
+    return lambda username, lang="zh_CN": as_user(app, username, lang)
+
+
+def field_errors(response) -> dict[str, str]:
+    return {name: unescape(message) for name, message in re.findall(
+        r'<p class="field-error" id="e-([^"]+)">([^<]+)</p>', response.get_data(as_text=True))}
+
+
+def test_the_pages_show_the_reason_of_each_cut_and_refuse_a_flight_without_its_train_fare(rt, pages, store):
+    view = rt.start("expense_claim", "rep.wang", trip(), at=T0)
+    view = back_from_the_trip(rt, view)
+    task = the_task(view, "file_claim")
+    rep = pages("rep.wang")
+    form = {"departure_at": "2026-11-24 08:00", "return_at": "2026-11-26 15:00", "companion_grade": "none",
+            "receipts-0-kind": "flight", "receipts-0-date": "2026-11-24", "receipts-0-amount": "1200",
+            "receipts-0-receipt_no": "F-9", "receipts-1-kind": "hotel", "receipts-1-date": "2026-11-24",
+            "receipts-1-amount": "160", "receipts-1-nights": "1", "receipts-1-receipt_no": "H-9",
+            "action": "complete"}
+    before = snapshot(store, view.id)
+    response = rep.post(f"/tasks/{task.id}", data=form)
+    assert response.status_code == 422
+    assert field_errors(response) == {"receipts-0-train_fare": "请填写同路程的火车票价（飞机未经事前批准）。"}
+    assert snapshot(store, view.id) == before
+    response = rep.post(f"/tasks/{task.id}", data={**form, "receipts-0-train_fare": "300"})
+    assert response.status_code in (302, 303)
+    approval = the_task(rt.instance(view.id), "approve_claim")
+    page = unescape(pages("om.wu").get(f"/tasks/{approval.id}").get_data(as_text=True))
+    assert "第 1 行：飞机票 1200 未经事前批准，按火车票价 300 报销（001 费用 二4）" in page
+    assert "第 2 行：业务人员出差住宿 160 元/天核减至 60：业务人员标准 45–60 元/天" in page
+    page = unescape(pages("om.wu", "en").get(f"/tasks/{approval.id}").get_data(as_text=True))
+    assert "hotel 160/day on a staff trip cut to 60: staff cap 45–60" in page
