@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, notices, order_chain, orders, regional, returns
+from . import contracts, customers, expenses, notices, order_chain, orders, regional, returns
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -29,6 +29,9 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "assign_filing_number": regional.assign_filing_number,
     "check_regional_expenses": regional.check_regional_expenses,
     "publish_filing": regional.publish_filing,
+    "assign_claim_number": expenses.assign_claim_number,
+    "assess_claim": expenses.assess_claim,
+    "mark_receipts": expenses.mark_receipts,
 }
 
 LOOKUPS: dict[str, Callable[..., Any]] = {
@@ -37,4 +40,5 @@ LOOKUPS: dict[str, Callable[..., Any]] = {
     "shipped_order": returns.shipped_order,
     "returnable_lines": returns.returnable_lines,
     "credit_within_value": returns.credit_within_value,
+    "back_after_departure": expenses.back_after_departure,
 }

@@ -41,7 +41,11 @@ BRANCH = {"name": "南宁办事处", "branch_type": "office", "location": "广�
 RETURN = {"customer": "C-A01", "order_no": "SO-20261102-4c1d9e", "reason": "quality", "kind": "return",
           "lines": [{"product": "爵士白大理石板", "spec": "800x800x18", "quantity": 12}],
           "description": "表面有裂纹"}
-START_DATA = {"branch_establishment": BRANCH, "contract_review": contract(), "return_request": RETURN}
+TRIP = {"purpose": "拜访客户", "destination": "南宁", "in_city": False, "depart_on": "2026-11-24",
+        "return_on": "2026-11-26", "grade": "staff", "sex": "male", "request_flight": False,
+        "request_in_city_stay": False}
+START_DATA = {"branch_establishment": BRANCH, "contract_review": contract(), "return_request": RETURN,
+              "expense_claim": TRIP}
 
 
 def order(customer: str = "C-A01", amount: float = 100000) -> dict:
@@ -135,13 +139,14 @@ def _instances(world: World):
 def _start(process_id: str) -> Action:
     return Action(
         allowed={"branch_establishment": {"rm.zheng"}, "archive_access": set(USERS),
-                 "regional_expense": {"rm.zheng"}}.get(process_id, REPS),
+                 "regional_expense": {"rm.zheng"}, "expense_claim": set(USERS)}.get(process_id, REPS),
         rule={"branch_establishment": "RULES §1: the applicant's lane, 区域经理（申请人）",
               "archive_access": "CLI.md: anyone may ask the general manager to read an archive",
               "contract_review": "RULES §2: the sales rep submits a contract",
               "return_request": "RULES §3: a sales rep files a request",
               "order_to_settlement": "RULES roles: sales_rep raises orders",
-              "regional_expense": "002 三 1: 区域经理备案 (the regional manager files)"}[process_id],
+              "regional_expense": "002 三 1: 区域经理备案 (the regional manager files)",
+              "expense_claim": "001 费用: whoever travels files the trip (start_roles *)"}[process_id],
         setup=lambda world: None,
         attempt=lambda world, _, user: world.rt.start(process_id, user, START_DATA[process_id], at=world.tick()),
         changed=lambda world, _: _instances(world))
@@ -177,7 +182,8 @@ def _other_finance(user: str) -> str:
 
 ACTIONS: dict[str, Action] = {
     **{f"start {p}": _start(p) for p in ("branch_establishment", "contract_review", "return_request",
-                                         "order_to_settlement", "archive_access", "regional_expense")},
+                                         "order_to_settlement", "archive_access", "regional_expense",
+                                         "expense_claim")},
     "view an order": Action(
         {"rep.wang", "dm.zhou", "fin.chu", "acct.xu", "audit.han"},
         "DESIGN human tasks / access.may_view_instance: its initiator, who may act on an open task, "

@@ -378,6 +378,17 @@ def _messages():
          lambda m: _("Must be %(v)s, the total of the lines (quantity × unit price).", v=m[1])),
         (r"must be at most (\S+), the value of the returned goods",
          lambda m: _("Must be at most %(v)s, the value of the returned goods.", v=m[1])),
+        # travel and expense claims (processes/expenses.py)
+        (r"must be on or after the day of departure, (\S+)",
+         lambda m: _("Must be on or after the day of departure, %(v)s.", v=m[1])),
+        (r"a date and time, as (\S+ \S+)", lambda m: _("A date and time, as %(v)s.", v=m[1])),
+        (r"after the departure", lambda m: _("Must be after the outbound ticket leaves.")),
+        (r"at least one receipt", lambda m: _("Add at least one receipt.")),
+        (r"already on this claim", lambda m: _("This receipt is already on this claim.")),
+        (r"already claimed by (\S+)", lambda m: _("Already claimed by %(claim)s.", claim=m[1])),
+        (r"a whole number of nights, 1 or more", lambda m: _("A whole number of nights, 1 or more.")),
+        (r"the train fare of the route \(no prior approval for a flight\)",
+         lambda m: _("The train fare of the same route (the flight was not approved beforehand).")),
     ]
 
 
