@@ -61,6 +61,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -387,6 +388,7 @@ def _user(port: int, tokens: dict, end: float, seed: int, think, sink: list) -> 
 
 def _process(port: int, tokens: dict, end: float, seeds: list[int], think, out) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; Ctrl-C is its to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and its terminate() ends us at once
     sink: list = []
     threads = [threading.Thread(target=_user, args=(port, tokens, end, seed, think, sink)) for seed in seeds]
     for t in threads:
@@ -512,6 +514,10 @@ def ms(values: list[float]) -> dict:
             "max": round(max(values) * 1000, 1)}
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _timeout(signum, frame):
     raise TimeoutError("the hard wall-clock limit of the load test is reached")
 
@@ -557,6 +563,7 @@ def run(args) -> dict:
             verify_s = time.time() - t0
     finally:
         load.stopped.set()
+        shutil.rmtree(logs, ignore_errors=True)
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -578,6 +585,7 @@ def run(args) -> dict:
             statuses[str(k)] = statuses.get(str(k), 0) + n
     errors = [e for r in users for e in r["errors"]]
     lines = verify.stdout.splitlines()
+    # the server's own account of a failure (a traceback, a 500), printed beside the clients' errors
     tracebacks = [line for line in server_log.splitlines() if "Traceback" in line or " 500 " in line]
     return {
         "users": args.users, "client_processes": args.procs, "server_processes": args.processes,
@@ -590,7 +598,7 @@ def run(args) -> dict:
         "server_log_tracebacks": tracebacks[:20],
         "load_average_1min": {"min": min(load.samples, default=None), "max": max(load.samples, default=None),
                               "mean": round(sum(load.samples) / len(load.samples), 2) if load.samples else None,
-                              "samples": len(load.samples)},
+                              "samples": load.samples},
         "server_cpus": cpu[0], "worker_cpus": cpu[1],
         "verify": {"exit": verify.returncode, "instances_ok": sum(1 for l in lines if l.startswith("ok")),
                    "bad": [l for l in lines if l.startswith("BAD")][:10], "stderr": verify.stderr.strip()[-500:],
@@ -612,6 +620,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGALRM, _timeout)
+    # Ctrl-C and a plain kill both unwind through the clean-up (even when started in the background,
+    # where a shell has SIGINT ignored): client processes, server, worker and the database go.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     signal.alarm(int(args.hard_limit or args.seconds + 900))
     try:
         result = run(args)
@@ -620,13 +632,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
+        la = result["load_average_1min"]
         print(f"{result['users']} users, {result['seconds']:.0f} s, {result['server_processes']} server process(es) "
               f"+ 1 worker: {result['requests']} requests = {result['requests_per_s']}/s; "
               f"overall ms {result['overall_ms']}")
         for kind, figures in result["by_kind_ms"].items():
             print(f"  {kind:42} {figures}")
         print(f"completed: {result['completed']}; errors {result['errors']}; statuses {result['statuses']}; "
-              f"load average {result['load_average_1min']}; server CPUs {result['server_cpus']}, "
+              f"load average (1 min) min/mean/max {la['min']}/{la['mean']}/{la['max']}; server CPUs {result['server_cpus']}, "
               f"worker {result['worker_cpus']}")
         print(f"bpm verify --all: exit {result['verify']['exit']}, {result['verify']['instances_ok']} ok, "
               f"bad {result['verify']['bad']} in {result['verify']['seconds']} s")
