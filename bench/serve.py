@@ -105,7 +105,6 @@ def server(url: str, kind: str):
         "gunicorn-1": ["-c", GUNICORN_1.format(root=str(ROOT), port=port)],
         "gunicorn-2": ["-m", "bpm", "serve", "--port", str(port), "--processes", "2", "--workers", "0"],
         "separate-worker": ["-m", "bpm", "serve", "--port", str(port)],  # the default: 1 worker process
-        "load": ["-m", "bpm", "serve", "--port", str(port), "--processes", "2", "--workers", "1"],  # bench/load.py
         "in-process-worker": ["-c", IN_PROCESS.format(root=str(ROOT), port=port)],
     }
     env = {**os.environ, "BPM_DATABASE_URL": url}
