@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, notices, order_chain, orders, returns
+from . import contracts, customers, notices, order_chain, orders, returns, targets
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -26,6 +26,13 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "record_complaint": notices.record_complaint,
     "assign_request_number": returns.assign_request_number,
     "claim_return": returns.claim,
+    # monthly targets (bpmn/monthly_target.bpmn)
+    "target_plan": targets.target_plan,
+    "region_split": targets.region_split,
+    "assess_figure": targets.assess_figure,
+    "assess_change": targets.assess_change,
+    "target_progress": targets.target_progress,
+    "record_target_result": targets.record_target_result,
 }
 
 LOOKUPS: dict[str, Callable[..., Any]] = {
