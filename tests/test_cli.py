@@ -51,7 +51,7 @@ def test_init_is_safe_to_run_twice_and_deploys_the_four_processes(bpm):
     assert sorted((d["process_id"], d["status"]) for d in result["deployed"]) == [
         ("archive_access", "unchanged"), ("branch_change", "unchanged"), ("branch_closure", "unchanged"),
         ("branch_establishment", "unchanged"), ("contract_review", "unchanged"), ("credit_review", "unchanged"),
-        ("order_to_settlement", "unchanged"), ("return_request", "unchanged")]
+        ("monthly_target", "unchanged"), ("order_to_settlement", "unchanged"), ("return_request", "unchanged")]
 
 
 def test_deploy_json_and_unchanged(bpm):

@@ -29,7 +29,7 @@ BPMN = ROOT / "bpmn"
 FORMS = ROOT / "forms"
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # a Monday, 09:00 in China
 PROCESS_IDS = ["archive_access", "branch_change", "branch_closure", "branch_establishment", "contract_review",
-               "credit_review", "order_to_settlement", "return_request"]
+               "credit_review", "monthly_target", "order_to_settlement", "return_request"]
 
 APPROVE = {"decision": "approve"}
 
