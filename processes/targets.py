@@ -150,10 +150,10 @@ def assess_change(changes_used: Any, change_until: Any, changed_on: Any, split: 
     if clock.now() >= until:
         last = (until.astimezone(CHINA) - timedelta(days=1)).date().isoformat()
         raise InvalidInput("the figure may be changed only until the 10th (%(last)s); it is fixed now",
-                           {"action": "after the 10th"}, last=last)
+                           {"choice": "after the 10th"}, last=last)
     if (number(changes_used) or 0) >= 1:
         raise InvalidInput("the figure may be changed once until the 10th, and it was changed on %(day)s already",
-                           {"action": "changed once already"}, day=str(changed_on or "?"))
+                           {"choice": "changed once already"}, day=str(changed_on or "?"))
     return assess_figure(split, expected, reason, remedy, max_shortfall,
                          reason_field="new_reason", remedy_field="new_remedy")
 

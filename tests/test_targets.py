@@ -11,6 +11,7 @@ and records the reward or fine.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from html import unescape
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from engine.store import BusinessRecord, Instance, Notification, Office, User, U
 from engine.views import Views
 
 from .test_processes import APPROVE, BPMN, Clock, do, order, reject, the_task
+from .test_web import as_user, catalogs, make_app  # noqa: F401 (catalogs: a fixture)
 
 CHINA = timezone(timedelta(hours=8))
 T0 = datetime(2026, 12, 15, 9, 0, tzinfo=CHINA)  # deployed in mid-December
@@ -75,7 +77,7 @@ def forecast(rt, view, expected: float, at: datetime, user: str = "rm.zheng", **
 
 
 def change(rt, view, at: datetime, **data):
-    return do(rt, view, "confirm", "rm.zheng", {"action": "change", **data}, at=at)
+    return do(rt, view, "confirm", "rm.zheng", {"choice": "change", **data}, at=at)
 
 
 def record(store, key: str) -> dict | None:
@@ -175,10 +177,10 @@ def test_one_change_before_the_10th_is_accepted_and_a_second_is_refused(rt):
         change(rt, view, datetime(2027, 1, 6, 10, 0, tzinfo=CHINA), new_expected=2_000_000)
     assert str(refused.value) == ("the figure may be changed once until the 10th, and it was changed on "
                                   "2027-01-05 already")
-    assert refused.value.fields == {"action": "changed once already"}
+    assert refused.value.fields == {"choice": "changed once already"}
     assert shown(rt, the_task(rt.instance(view.id), "confirm"), "rm.zheng")["figure"]["expected"] == 1_900_000
     # confirming closes the window: the figure is fixed, the instance waits for the 28th
-    view = do(rt, view, "confirm", "rm.zheng", {"action": "confirm"}, at=datetime(2027, 1, 6, 11, tzinfo=CHINA))
+    view = do(rt, view, "confirm", "rm.zheng", {"choice": "confirm"}, at=datetime(2027, 1, 6, 11, tzinfo=CHINA))
     assert view.tasks == [] and view.status == "running"
 
 
@@ -219,7 +221,7 @@ def placed(rt, clock: Clock, amount: float, deposit: float, received_on: str, re
 
 def to_the_28th(rt, view):
     view = forecast(rt, view, SPLIT_JAN, RUN + timedelta(days=1))
-    view = do(rt, view, "confirm", "rm.zheng", {"action": "confirm"}, at=RUN + timedelta(days=2))
+    view = do(rt, view, "confirm", "rm.zheng", {"choice": "confirm"}, at=RUN + timedelta(days=2))
     return view
 
 
@@ -278,3 +280,25 @@ def test_sales_and_collections_both_at_70_percent_give_the_reward(rt, store):
     view = do(rt, view, "check", "acct.xu", {"outcome": "reward", "sum_cny": 1000}, at=datetime(2027, 1, 28, 10, tzinfo=CHINA))
     kept = record(store, "2027-01/south_china")
     assert (kept["outcome"], kept["signed_sum"], kept["proposed"]) == ("reward", 1000, "reward")
+
+
+# --- the pages ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lang, words", [("en", ["Region's split (CNY)", "Guangzhou office", "1,080,000"]),
+                                         ("zh_Hans_CN", ["区域月度分解（元）", "广州办事处", "下月预计完成指标（元）"])])
+def test_the_forecast_page_shows_the_split_and_a_short_figure_is_refused_next_to_the_fields(
+        rt, catalogs, tmp_path, monkeypatch, lang, words):  # noqa: F811 (catalogs: a fixture)
+    view = started(rt)
+    task = the_task(view, "forecast")
+    monkeypatch.setenv("BPM_NOW", (RUN + timedelta(days=1)).astimezone(timezone.utc).isoformat())
+    client = as_user(make_app(rt, catalogs, tmp_path), "rm.zheng", lang)
+    page = client.get(f"/tasks/{task.id}")
+    assert page.status_code == 200
+    body = unescape(page.get_data(as_text=True))
+    for word in words:
+        assert word in body, word
+    refused = client.post(f"/tasks/{task.id}", data={"action": "complete", "expected": "1692000"})
+    assert refused.status_code in (200, 400, 422)
+    said = unescape(refused.get_data(as_text=True))
+    assert ("write the reason and the remedy" in said) or ("须写明原因及补救措施" in said)
+    assert [t.element_id for t in rt.instance(view.id).tasks] == ["forecast"]
