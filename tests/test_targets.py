@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 import processes
-from engine import timers, versions
+from engine import audit, timers, versions
 from engine.runtime import Forbidden, InvalidInput, Runtime
 from engine.store import BusinessRecord, Instance, Notification, Office, User, UserRole
 from engine.views import Views
@@ -265,6 +265,9 @@ def test_the_28th_check_shows_the_70_percent_figures_from_orders_and_receipts_an
     assert (kept["outcome"], kept["sum_cny"], kept["signed_sum"], kept["sales"], kept["collections"]) == \
         ("fine", 1000, -1000, 1_500_000, 540_000)
     assert view.data["results"][0]["signed_sum"] == -1000
+    # the whole month, every region's branch with its timers and services, replays from the log
+    with store.read() as s:
+        assert audit.verify(s, view.id, rt.script_engine).ok
 
 
 def test_sales_and_collections_both_at_70_percent_give_the_reward(rt, store):
@@ -302,3 +305,4 @@ def test_the_forecast_page_shows_the_split_and_a_short_figure_is_refused_next_to
     said = unescape(refused.get_data(as_text=True))
     assert ("write the reason and the remedy" in said) or ("须写明原因及补救措施" in said)
     assert [t.element_id for t in rt.instance(view.id).tasks] == ["forecast"]
+    assert client.get(f"/instances/{view.id}").status_code == 200
