@@ -124,6 +124,21 @@ def test_a_silent_regional_manager_is_reminded_the_day_before_and_escalated_to_t
     assert (task.assignee, task.escalated_from) == ("vp.qian", "rm.zheng")
 
 
+def test_the_sales_plan_department_may_start_a_month_by_hand_and_nobody_else(rt, store):
+    at = datetime(2027, 1, 21, 10, 0, tzinfo=CHINA)
+    with pytest.raises(Forbidden):
+        rt.start("monthly_target", "rm.zheng", {}, at=at)
+    with pytest.raises(InvalidInput) as refused:
+        rt.start("monthly_target", "plan.chen", {"scheduled_for": "2027-02-30"}, at=at)
+    assert "2027-02-30" in str(refused.value)
+    assert month_runs(store) == []
+    # the day it stands for decides the month: a start on 21 January is for February
+    view = rt.start("monthly_target", "plan.chen", {"note": "部署后补发"}, at=at)
+    assert view.business_key == "MT-2027-02" and view.data["plan"]["change_last_day"] == "2027-02-10"
+    view = rt.start("monthly_target", "plan.chen", {"scheduled_for": "2026-12-20"}, at=at)
+    assert view.business_key == "MT-2027-01"
+
+
 # --- the -5 % rule --------------------------------------------------------------------------------
 
 def test_a_forecast_6_percent_under_the_split_needs_a_reason_a_remedy_and_waits_for_the_vp(rt, store):
