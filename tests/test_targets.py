@@ -19,8 +19,8 @@ from sqlalchemy import select
 import processes
 from engine import audit, timers, versions
 from engine.runtime import Forbidden, InvalidInput, Runtime
-from engine.store import BusinessRecord, Instance, Notification, Office, User, UserRole
-from engine.views import Views
+from engine.store import BusinessRecord, Definition, Instance, Notification, Office, User, UserRole
+from engine.views import ENGINE_KEYS, Views
 
 from .test_processes import APPROVE, BPMN, Clock, do, order, reject, the_task
 from .test_web import as_user, catalogs, make_app  # noqa: F401 (catalogs: a fixture)
@@ -283,6 +283,11 @@ def test_the_28th_check_shows_the_70_percent_figures_from_orders_and_receipts_an
     # the whole month, every region's branch with its timers and services, replays from the log
     with store.read() as s:
         assert audit.verify(s, view.id, rt.script_engine).ok
+        labelled = {k for schema in s.scalar(select(Definition.forms).where(
+            Definition.process_id == "monthly_target")).values() for k in schema.get("properties") or {}}
+    # and every field it holds has a label in both languages (a form's, or monthly_target.data.json's)
+    steps, replayed = views(rt).history(view.id)
+    assert replayed and {k for step in steps for k in step.after if k not in ENGINE_KEYS} - labelled == set()
 
 
 def test_sales_and_collections_both_at_70_percent_give_the_reward(rt, store):
