@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import contracts, customers, expenses, notices, order_chain, orders, regional, returns
+from . import contracts, customers, expenses, notices, order_chain, orders, regional, returns, targets
 
 SERVICES: dict[str, Callable[..., Any]] = {
     "assign_order_number": orders.assign_order_number,
@@ -32,6 +32,13 @@ SERVICES: dict[str, Callable[..., Any]] = {
     "assign_claim_number": expenses.assign_claim_number,
     "assess_claim": expenses.assess_claim,
     "mark_receipts": expenses.mark_receipts,
+    # monthly targets (bpmn/monthly_target.bpmn)
+    "target_plan": targets.target_plan,
+    "region_split": targets.region_split,
+    "assess_figure": targets.assess_figure,
+    "assess_change": targets.assess_change,
+    "target_progress": targets.target_progress,
+    "record_target_result": targets.record_target_result,
 }
 
 LOOKUPS: dict[str, Callable[..., Any]] = {

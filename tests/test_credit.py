@@ -72,7 +72,7 @@ def test_the_timer_starts_one_review_when_due_and_never_twice(rt, store):
     task = the_task(view, "propose")
     assert (task.role, task.assignee) == ("sales_secretary", None)  # open to the group
     # the next month's run, once
-    assert len(timers.run_once(rt, datetime(2027, 1, 1, 9, 1, tzinfo=CHINA)).started) == 1
+    timers.run_once(rt, datetime(2027, 1, 1, 9, 1, tzinfo=CHINA))  # (monthly_target's run of 20 Dec starts too)
     assert len(reviews(store)) == 2
     # started by the worker, and replayable like any instance
     with store.read() as s:
@@ -98,7 +98,7 @@ def test_two_workers_at_the_same_moment_start_the_run_once(rt, store):
 
 def test_a_missed_month_starts_one_review_and_runs_before_deployment_none(rt, store):
     # the worker was stopped from November to February: one review (February's), not three
-    assert len(timers.run_once(rt, datetime(2027, 2, 3, 10, 0, tzinfo=CHINA)).started) == 1
+    timers.run_once(rt, datetime(2027, 2, 3, 10, 0, tzinfo=CHINA))  # (and monthly_target's of 20 Jan)
     [review] = reviews(store)
     assert rt.instance(review.id).data["scheduled_for"] == "2027-02-01T09:00:00+08:00"
 

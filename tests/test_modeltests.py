@@ -23,7 +23,8 @@ from .test_cli import bpm  # noqa: F401  (the `bpm` fixture: the command line on
 ROOT = Path(__file__).resolve().parents[1]
 BPMN, FORMS = ROOT / "bpmn", ROOT / "forms"
 SHIPPED = ["archive_access", "branch_change", "branch_closure", "branch_establishment", "contract_review",
-           "credit_review", "expense_claim", "order_to_settlement", "regional_expense", "return_request"]
+           "credit_review", "expense_claim", "monthly_target", "order_to_settlement", "regional_expense",
+           "return_request"]
 MAJOR = "major contract goes to the GM"
 
 
