@@ -213,6 +213,13 @@ _UPDATE_INSTANCE = Prepared(update(_I)
 _CLEAR = {table: Prepared(delete(table).where(table.c.instance_id == bindparam("instance_id")))
           for table in (_H, _T, _M, _MK)}
 _INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _MK, _L, _I)}
+# The projection written as a diff (`project`): rows by primary key.
+_DELETE_BY_ID = {table: Prepared(delete(table).where(table.c.id == bindparam("w_id"),
+                                                     table.c.instance_id == bindparam("instance_id")))
+                 for table in (_H, _T)}
+_UPDATE_BY_ID = {table: Prepared(update(table).where(table.c.id == bindparam("w_id"),
+                                                     table.c.instance_id == bindparam("w_instance_id")).values(
+    {c.name: bindparam(f"v_{c.name}") for c in table.columns if c.name != "id"})) for table in (_H, _T)}
 _SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
                                 _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
                                                        _X.c.status == "open")
@@ -806,22 +813,31 @@ class Projection:
     tasks: list[dict]
 
 
-def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool, duties: "_Duties") -> Projection:
-    """Rewrite the instance's projection rows from its state, in the caller's transaction; an
-    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
-    office the command's routing may already have read)."""
+@dataclass
+class _Rows:
+    """An instance's projection rows as its state gives them (`_rows`), keyed by primary key."""
+    business_key: str | None
+    customer: str | None
+    amount: float | None
+    human: dict[str, dict]
+    timers: dict[str, dict]
+    waits: dict[str, dict]
+    keys: dict[str, list[dict]]  # wait id -> its message_key rows
+
+
+# Columns of a human_task row that are not a function of the task and the instance's data: the
+# office scope and the four-eyes bar depend on the task's role and the initiator only, so a task
+# that is open before and after a command has the same ones (`_rows` leaves them out for "before").
+_SCOPED = ("office_scope", "barred")
+
+
+def _rows(instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+          duties: "_Duties | None") -> _Rows:
+    """The projection rows of `workflow`, in memory. Without `duties` (the state before a command,
+    diffed against), office_scope and barred are left out (`_SCOPED`): no office is read."""
     data = instance_data(workflow)
     key, customer, amount = _business_fields(data)
-    scope = duties.scope
-    if not fresh:
-        _CLEAR[_H].execute(conn, {"instance_id": instance_id})
-        if loaded.has_timers:
-            _CLEAR[_T].execute(conn, {"instance_id": instance_id})
-        if loaded.has_messages:
-            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
-            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
-    human, timers, waits, keys = [], [], [], []
+    human, timers, waits, keys = {}, {}, {}, {}
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
         element = spec.bpmn_id or spec.name
@@ -830,41 +846,104 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             task_id = str(task.id)
             due_at = tasks.parse(task._get_internal_data("due_at"))
             role = loaded.role_of(spec.lane)
-            human.append({
+            human[task_id] = {
                 "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": element, "name": spec.bpmn_name or element,
-                "role": role, "office_scope": scope(role),
+                "role": role, "office_scope": duties.scope(role) if duties is not None else None,
                 # four-eyes: an open approval is not in its submitter's inbox
-                "barred": (duties.initiator or "") if spec.name in loaded.approval_tasks else "",
+                "barred": ((duties.initiator or "") if spec.name in loaded.approval_tasks else "")
+                if duties is not None else None,
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
                 "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
                 "due_at": due_at, "escalated_from": task._get_internal_data("escalated_from"),
-            })
+            }
             remind_at = tasks.parse(task._get_internal_data("remind_at"))
             if remind_at is not None and not task._get_internal_data("reminded"):
-                timers.append({"id": f"{task_id}:reminder", "instance_id": instance_id, "element_id": element,
-                               "due_at": remind_at, "kind": "reminder", "task_id": task_id})
+                timers[f"{task_id}:reminder"] = {
+                    "id": f"{task_id}:reminder", "instance_id": instance_id, "element_id": element,
+                    "due_at": remind_at, "kind": "reminder", "task_id": task_id}
             if due_at is not None:
-                timers.append({"id": f"{task_id}:escalation", "instance_id": instance_id, "element_id": element,
-                               "due_at": due_at, "kind": "escalation", "task_id": task_id})
+                timers[f"{task_id}:escalation"] = {
+                    "id": f"{task_id}:escalation", "instance_id": instance_id, "element_id": element,
+                    "due_at": due_at, "kind": "escalation", "task_id": task_id}
         elif task.state == TaskState.WAITING:
             definition = getattr(spec, "event_definition", None)
             if isinstance(definition, TimerEventDefinition):
                 due = _timer_due(task)
                 if due is not None:
-                    timers.append({"id": str(task.id), "instance_id": instance_id, "element_id": element,
-                                   "due_at": due, "kind": "timer", "task_id": None})
+                    timers[str(task.id)] = {"id": str(task.id), "instance_id": instance_id, "element_id": element,
+                                            "due_at": due, "kind": "timer", "task_id": None}
             elif isinstance(definition, MessageEventDefinition):
-                waits.append({"id": str(task.id), "instance_id": instance_id,
-                              "message": definition.name, "element_id": element, "keyed": True})
-                keys += message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
-    for table, rows in ((_H, human), (_T, timers), (_M, waits), (_MK, keys)):
-        if rows:
-            _INSERT[table].executemany(conn, rows)
-    wakeup.notify(conn, [t["due_at"] for t in timers])  # PostgreSQL: a sleeping worker wakes for it
-    return Projection(key, customer, amount, human)
+                waits[str(task.id)] = {"id": str(task.id), "instance_id": instance_id,
+                                       "message": definition.name, "element_id": element, "keyed": True}
+                keys[str(task.id)] = message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
+    return _Rows(key, customer, amount, human, timers, waits, keys)
+
+
+def _changed(before: dict[str, dict], after: dict[str, dict], ignore: tuple[str, ...] = ()
+             ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(rows gone, rows new, rows changed) from `before` to `after`, both keyed by primary key."""
+    gone = [row for k, row in before.items() if k not in after]
+    new = [row for k, row in after.items() if k not in before]
+    changed = [row for k, row in after.items() if k in before
+               and any(row[c] != before[k][c] for c in row if c not in ignore)]
+    return gone, new, changed
+
+
+def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+            fresh: bool, duties: "_Duties", before: _Rows | None = None) -> Projection:
+    """Write the instance's projection rows from its state, in the caller's transaction; an
+    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
+    office the command's routing may already have read).
+
+    `fresh`: the instance has no rows yet (only INSERTs). Otherwise with `before` (`_rows` of the
+    state the command started from, which the rows in the database are, as the revision the
+    command checked vouches) only what changed is written: rows gone are deleted, new ones
+    inserted, changed ones updated — a command that leaves a table's rows as they were sends it
+    nothing. Without `before`, every row of the instance is deleted and written again."""
+    rows = _rows(instance_id, workflow, loaded, duties)
+    notify = []
+    if fresh:
+        human, timers = list(rows.human.values()), list(rows.timers.values())
+        for table, written in ((_H, human), (_T, timers), (_M, list(rows.waits.values())),
+                               (_MK, [k for ks in rows.keys.values() for k in ks])):
+            if written:
+                _INSERT[table].executemany(conn, written)
+        notify = [t["due_at"] for t in timers]
+    elif before is None:
+        _CLEAR[_H].execute(conn, {"instance_id": instance_id})
+        if loaded.has_timers:
+            _CLEAR[_T].execute(conn, {"instance_id": instance_id})
+        if loaded.has_messages:
+            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+        return project(conn, instance_id, workflow, loaded, True, duties)
+    else:
+        for table, old, now, ignore in ((_H, before.human, rows.human, _SCOPED), (_T, before.timers, rows.timers, ())):
+            gone, new, changed = _changed(old, now, ignore)
+            if gone:
+                _DELETE_BY_ID[table].executemany(conn, [{"w_id": r["id"], "instance_id": instance_id} for r in gone])
+            if changed:
+                _UPDATE_BY_ID[table].executemany(conn, [{"w_id": r["id"], "w_instance_id": instance_id,
+                                                               **{f"v_{c}": v for c, v in r.items() if c != "id"}}
+                                                              for r in changed])
+            if new:
+                _INSERT[table].executemany(conn, new)
+            if table is _T:
+                notify = [t["due_at"] for t in (*new, *changed)]
+        # Waits are few: when they or their keys differ, the instance's are written again (from
+        # its rows, not from `before`: waits from before migration 0017 have no keys yet).
+        if before.waits != rows.waits or before.keys != rows.keys:
+            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+            for table, written in ((_M, list(rows.waits.values())),
+                                   (_MK, [k for ks in rows.keys.values() for k in ks])):
+                if written:
+                    _INSERT[table].executemany(conn, written)
+    wakeup.notify(conn, notify)  # PostgreSQL: a sleeping worker wakes for a new or moved due row
+    return Projection(rows.business_key, rows.customer, rows.amount, list(rows.human.values()))
 
 
 def key_value(value: Any) -> str:
@@ -1822,6 +1901,7 @@ class Runtime:
                 with command_context(ctx), _budgeted(budget):
                     workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
+                    prior = _rows(instance_id, workflow, loaded, None)  # what the projection rows hold now
                     if inspect is not None:
                         inspect(conn, workflow, row, loaded, who, inputs)
                     before = ({str(t.id) for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
@@ -1857,7 +1937,8 @@ class Runtime:
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
-                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties,
+                                     before=prior)
                 done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
