@@ -257,18 +257,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def server(tmp: Path):
-    """`bpm init --demo` then `bpm serve` on a free port, on a fresh SQLite file in `tmp`."""
+def server(tmp: Path, root: Path = ROOT):
+    """`bpm init --demo` then `bpm serve` on a free port, on a fresh SQLite file in `tmp`; `root`:
+    the checkout whose code runs (another revision's, unpacked, for a before/after comparison)."""
     env = {**os.environ, "BPM_DATABASE_URL": f"sqlite:///{tmp / 'bpm.sqlite3'}"}
     env.pop("BPM_NOW", None)
-    init = subprocess.run([sys.executable, "-m", "bpm", "init", "--demo"], cwd=ROOT, env=env,
+    init = subprocess.run([sys.executable, "-m", "bpm", "init", "--demo"], cwd=root, env=env,
                           capture_output=True, text=True)
     if init.returncode:
         raise RuntimeError(f"bpm init failed: {init.stderr}")
     port = free_port()
     errors = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "bpm", "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=errors, stderr=errors)
+                             "--port", str(port)], cwd=root, env=env, stdout=errors, stderr=errors)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -1,9 +1,10 @@
 """The only code that changes an instance: start, claim, unclaim, complete, message, timer, retry.
 
-Every command goes through `Runtime._unit_of_work`: lock the instance, restore its state, apply
-the command inside the deterministic context, run engine steps, derive the projections, append
-the hash-chained log entry, and save it all in one transaction — or roll everything back and
-record an incident a person can see and retry.
+Every command goes through `Runtime._unit_of_work`: read the instance and restore its state (before
+the write lock), lock the instance and check it is still at the revision restored (else read and
+restore again, locked), apply the command inside the deterministic context, run engine steps,
+write what changed in the projections, append the hash-chained log entry, and save it all in one
+transaction — or roll everything back and record an incident a person can see and retry.
 """
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ _I, _H, _T, _M = Instance.__table__, HumanTask.__table__, DueTimer.__table__, Me
 _MK = MessageKey.__table__
 _L, _X, _DEF = LogEntry.__table__, Incident.__table__, Definition.__table__
 _U, _UR = User.__table__, UserRole.__table__
+_TD_TABLE = TaskDraft.__table__
 
 _SELECT_TASK = Prepared(select(_H.c.id, _H.c.instance_id, _H.c.role, _H.c.assignee, _H.c.office_scope).where(
     _H.c.id == bindparam("task_id")))
@@ -201,6 +203,12 @@ _SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update(of=_I)
 _SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _SELECT_TASK_INSTANCE, _SELECT_TASK_INSTANCE_LOCKED = map(
     Prepared, (_SELECT_INSTANCE, _SELECT_INSTANCE_LOCKED, _SELECT_TASK_INSTANCE,
                _SELECT_TASK_INSTANCE_LOCKED))
+# Under the write lock, when the instance was read and restored before it (`Runtime._before_lock`):
+# is it still at that revision (then what was read holds), and has the task a draft to delete?
+_SELECT_REVISION = select(_I.c.revision, _I.c.status,
+                          exists().where(_TD_TABLE.c.task_id == bindparam("task_id")).label("has_draft")).where(
+    _I.c.id == bindparam("instance_id"))
+_SELECT_REVISION, _SELECT_REVISION_LOCKED = Prepared(_SELECT_REVISION), Prepared(_SELECT_REVISION.with_for_update(of=_I))
 _UPDATE_INSTANCE = Prepared(update(_I)
                             .where(_I.c.id == bindparam("w_id"), _I.c.revision == bindparam("w_revision"))
                             .values(state=bindparam("v_state"), state_hash=bindparam("v_state_hash"),
@@ -213,6 +221,13 @@ _UPDATE_INSTANCE = Prepared(update(_I)
 _CLEAR = {table: Prepared(delete(table).where(table.c.instance_id == bindparam("instance_id")))
           for table in (_H, _T, _M, _MK)}
 _INSERT = {table: Prepared(insert(table)) for table in (_H, _T, _M, _MK, _L, _I)}
+# The projection written as a diff (`project`): rows by primary key.
+_DELETE_BY_ID = {table: Prepared(delete(table).where(table.c.id == bindparam("w_id"),
+                                                     table.c.instance_id == bindparam("instance_id")))
+                 for table in (_H, _T)}
+_UPDATE_BY_ID = {table: Prepared(update(table).where(table.c.id == bindparam("w_id"),
+                                                     table.c.instance_id == bindparam("w_instance_id")).values(
+    {c.name: bindparam(f"v_{c.name}") for c in table.columns if c.name != "id"})) for table in (_H, _T)}
 _SELECT_OPEN_INCIDENTS = select(_X.c.id, _X.c.command, _X.c.element_id, _X.c.message,
                                 _X.c.created_at).where(_X.c.instance_id == bindparam("instance_id"),
                                                        _X.c.status == "open")
@@ -806,22 +821,31 @@ class Projection:
     tasks: list[dict]
 
 
-def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
-            fresh: bool, duties: "_Duties") -> Projection:
-    """Rewrite the instance's projection rows from its state, in the caller's transaction; an
-    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
-    office the command's routing may already have read)."""
+@dataclass
+class _Rows:
+    """An instance's projection rows as its state gives them (`_rows`), keyed by primary key."""
+    business_key: str | None
+    customer: str | None
+    amount: float | None
+    human: dict[str, dict]
+    timers: dict[str, dict]
+    waits: dict[str, dict]
+    keys: dict[str, list[dict]]  # wait id -> its message_key rows
+
+
+# Columns of a human_task row that are not a function of the task and the instance's data: the
+# office scope and the four-eyes bar depend on the task's role and the initiator only, so a task
+# that is open before and after a command has the same ones (`_rows` leaves them out for "before").
+_SCOPED = ("office_scope", "barred")
+
+
+def _rows(instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+          duties: "_Duties | None") -> _Rows:
+    """The projection rows of `workflow`, in memory. Without `duties` (the state before a command,
+    diffed against), office_scope and barred are left out (`_SCOPED`): no office is read."""
     data = instance_data(workflow)
     key, customer, amount = _business_fields(data)
-    scope = duties.scope
-    if not fresh:
-        _CLEAR[_H].execute(conn, {"instance_id": instance_id})
-        if loaded.has_timers:
-            _CLEAR[_T].execute(conn, {"instance_id": instance_id})
-        if loaded.has_messages:
-            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
-            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
-    human, timers, waits, keys = [], [], [], []
+    human, timers, waits, keys = {}, {}, {}, {}
     for task in workflow.get_tasks(state=TaskState.READY | TaskState.WAITING):
         spec = task.task_spec
         element = spec.bpmn_id or spec.name
@@ -830,41 +854,105 @@ def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: 
             task_id = str(task.id)
             due_at = tasks.parse(task._get_internal_data("due_at"))
             role = loaded.role_of(spec.lane)
-            human.append({
+            human[task_id] = {
                 "id": task_id, "instance_id": instance_id, "process_id": loaded.process_id,
                 "element_id": element, "name": spec.bpmn_name or element,
-                "role": role, "office_scope": scope(role),
+                "role": role, "office_scope": duties.scope(role) if duties is not None else None,
                 # four-eyes: an open approval is not in its submitter's inbox
-                "barred": (duties.initiator or "") if spec.name in loaded.approval_tasks else "",
+                "barred": ((duties.initiator or "") if spec.name in loaded.approval_tasks else "")
+                if duties is not None else None,
                 "assignee": task._get_internal_data("assignee"),
                 "form": props.get("formJsonSchemaFilename") or props.get("form"),
                 "business_key": key, "customer": customer, "amount": amount,
                 "created_at": datetime.fromtimestamp(task.last_state_change, timezone.utc),
                 "due_at": due_at, "escalated_from": task._get_internal_data("escalated_from"),
-            })
+            }
             remind_at = tasks.parse(task._get_internal_data("remind_at"))
             if remind_at is not None and not task._get_internal_data("reminded"):
-                timers.append({"id": f"{task_id}:reminder", "instance_id": instance_id, "element_id": element,
-                               "due_at": remind_at, "kind": "reminder", "task_id": task_id})
+                timers[f"{task_id}:reminder"] = {
+                    "id": f"{task_id}:reminder", "instance_id": instance_id, "element_id": element,
+                    "due_at": remind_at, "kind": "reminder", "task_id": task_id}
             if due_at is not None:
-                timers.append({"id": f"{task_id}:escalation", "instance_id": instance_id, "element_id": element,
-                               "due_at": due_at, "kind": "escalation", "task_id": task_id})
+                timers[f"{task_id}:escalation"] = {
+                    "id": f"{task_id}:escalation", "instance_id": instance_id, "element_id": element,
+                    "due_at": due_at, "kind": "escalation", "task_id": task_id}
         elif task.state == TaskState.WAITING:
             definition = getattr(spec, "event_definition", None)
             if isinstance(definition, TimerEventDefinition):
                 due = _timer_due(task)
                 if due is not None:
-                    timers.append({"id": str(task.id), "instance_id": instance_id, "element_id": element,
-                                   "due_at": due, "kind": "timer", "task_id": None})
+                    timers[str(task.id)] = {"id": str(task.id), "instance_id": instance_id, "element_id": element,
+                                            "due_at": due, "kind": "timer", "task_id": None}
             elif isinstance(definition, MessageEventDefinition):
-                waits.append({"id": str(task.id), "instance_id": instance_id,
-                              "message": definition.name, "element_id": element, "keyed": True})
-                keys += message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
-    for table, rows in ((_H, human), (_T, timers), (_M, waits), (_MK, keys)):
-        if rows:
-            _INSERT[table].executemany(conn, rows)
-    wakeup.notify(conn, [t["due_at"] for t in timers])  # PostgreSQL: a sleeping worker wakes for it
-    return Projection(key, customer, amount, human)
+                waits[str(task.id)] = {"id": str(task.id), "instance_id": instance_id,
+                                       "message": definition.name, "element_id": element, "keyed": True}
+                keys[str(task.id)] = message_keys(str(task.id), instance_id, definition.name, loaded.messages, data)
+    return _Rows(key, customer, amount, human, timers, waits, keys)
+
+
+def _changed(before: dict[str, dict], after: dict[str, dict], ignore: tuple[str, ...] = ()
+             ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(rows gone, rows new, rows changed) from `before` to `after`, both keyed by primary key."""
+    gone = [row for k, row in before.items() if k not in after]
+    new = [row for k, row in after.items() if k not in before]
+    changed = [row for k, row in after.items() if k in before
+               and any(row[c] != before[k][c] for c in row if c not in ignore)]
+    return gone, new, changed
+
+
+def project(conn: Connection, instance_id: str, workflow: BpmnWorkflow, loaded: LoadedDefinition,
+            fresh: bool, duties: "_Duties", before: _Rows | None = None) -> Projection:
+    """Write the instance's projection rows from its state, in the caller's transaction; an
+    office's or region's task is scoped to the initiator's office or region (`duties.scope`, whose
+    office the command's routing may already have read).
+
+    `fresh`: the instance has no rows yet (only INSERTs). Otherwise with `before` (`_rows` of the
+    state the command started from, which the rows in the database are, as the revision the
+    command checked vouches) only what changed is written: rows gone are deleted, new ones
+    inserted, changed ones updated — a command that leaves a table's rows as they were sends it
+    nothing. Without `before`, every row of the instance is deleted and written again."""
+    rows = _rows(instance_id, workflow, loaded, duties)
+    notify = []
+    if fresh:
+        human, timers = list(rows.human.values()), list(rows.timers.values())
+        for table, written in ((_H, human), (_T, timers), (_M, list(rows.waits.values())),
+                               (_MK, [k for ks in rows.keys.values() for k in ks])):
+            if written:
+                _INSERT[table].executemany(conn, written)
+        notify = [t["due_at"] for t in timers]
+    elif before is None:
+        _CLEAR[_H].execute(conn, {"instance_id": instance_id})
+        if loaded.has_timers:
+            _CLEAR[_T].execute(conn, {"instance_id": instance_id})
+        if loaded.has_messages:
+            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+        return project(conn, instance_id, workflow, loaded, True, duties)
+    else:
+        for table, old, now, ignore in ((_H, before.human, rows.human, _SCOPED), (_T, before.timers, rows.timers, ())):
+            gone, new, changed = _changed(old, now, ignore)
+            if gone:
+                _DELETE_BY_ID[table].executemany(conn, [{"w_id": r["id"], "instance_id": instance_id} for r in gone])
+            if changed:
+                _UPDATE_BY_ID[table].executemany(conn, [{"w_id": r["id"], "w_instance_id": instance_id,
+                                                               **{f"v_{c}": v for c, v in r.items() if c != "id"}}
+                                                              for r in changed])
+            if new:
+                _INSERT[table].executemany(conn, new)
+            if table is _T:
+                notify = [t["due_at"] for t in (*new, *changed)]
+        # Waits are few: when they or their keys differ, the instance's are deleted by instance
+        # and written again (not by the ids `before` names: a wait from before migration 0017 has
+        # no keys yet, and rewriting it keys it).
+        if before.waits != rows.waits or before.keys != rows.keys:
+            _CLEAR[_M].execute(conn, {"instance_id": instance_id})
+            _CLEAR[_MK].execute(conn, {"instance_id": instance_id})
+            for table, written in ((_M, list(rows.waits.values())),
+                                   (_MK, [k for ks in rows.keys.values() for k in ks])):
+                if written:
+                    _INSERT[table].executemany(conn, written)
+    wakeup.notify(conn, notify)  # PostgreSQL: a sleeping worker wakes for a new or moved due row
+    return Projection(rows.business_key, rows.customer, rows.amount, list(rows.human.values()))
 
 
 def key_value(value: Any) -> str:
@@ -1772,7 +1860,9 @@ class Runtime:
                       check: TaskCheck | None = None, inspect: Callable | None = None,
                       pick_due: tuple[datetime, frozenset[str]] | None = None,
                       request: _Request | None = None) -> InstanceView | None:
-        """Lock, restore, act, run, project, log, commit: one transaction, or nothing at all."""
+        """Read and restore, lock (revision unchanged, or restore again), act, run, project, log,
+        commit: one transaction, or nothing at all. The worker's pick (`pick_due`) reads under the
+        lock, as it picks."""
         if task_id is not None:
             _known_task(task_id)
         at = (at or clock.now()).astimezone(timezone.utc)  # the log hashes the time as UTC text
@@ -1782,46 +1872,55 @@ class Runtime:
         sqlite = self.store.is_sqlite
         token = _pending_breaches.set([])
         try:
+            # Read and restore before the write lock (SQLite's writer queue, PostgreSQL's row lock):
+            # a command holds the lock only to run, project and write. Refusals are given here,
+            # without the lock. With a request id, a refusal waits for the transaction: the
+            # request may have been answered already (then its first result is the answer).
+            early = None
+            if pick_due is None and self.store.shared:
+                try:
+                    early = self._before_lock(actor, at, task_id, instance_id, check, working, budget)
+                except EngineError:
+                    if request is None:
+                        raise
             with self.store.transaction() as conn:
                 if request is not None and (first := self._claim(conn, request, at)) is not None:
                     raise _NothingToDo(first)  # before the task is looked up: it may be done by now
-                who = person(conn, actor) if check is not None else None
-                task_row = None
-                # SQLite writers already hold the database lock (BEGIN IMMEDIATE); PostgreSQL
-                # locks the instance row, and the task is read again once the lock is ours.
-                if pick_due is not None:
-                    row = _pick_due(conn, sqlite, *pick_due)
-                    if row is None:
-                        return None
-                    instance_id = row.id
-                elif task_id is not None:
-                    row = (_SELECT_TASK_INSTANCE if sqlite else _SELECT_TASK_INSTANCE_LOCKED).first(
-                        conn, {"task_id": task_id})
-                    if row is None:
-                        raise _missing_task(conn, task_id, who)
-                    instance_id, task_row = row.id, row
-                    if not sqlite:
-                        task_row = _SELECT_TASK.first(conn, {"task_id": task_id})
-                        if task_row is None:
-                            raise _missing_task(conn, task_id, who)
+                has_draft = True  # (not known: the DELETE finds out)
+                if early is not None:
+                    # The instance's revision under the lock: unchanged, what was read before the
+                    # lock is what the lock protects (the task's row and the instance's status
+                    # change only with a new revision); else read and restore again, locked.
+                    now = (_SELECT_REVISION if sqlite else _SELECT_REVISION_LOCKED).first(
+                        conn, {"instance_id": early.row.id, "task_id": task_id or ""})
+                    if now is None or now.revision != early.row.revision or now.status != early.row.status:
+                        early = None
+                    else:
+                        has_draft = bool(now.has_draft)
+                if early is not None:
+                    who, row, task_row, loaded = early.who, early.row, early.task_row, early.loaded
+                    instance_id, process_id = row.id, row.process_id
                 else:
-                    row = (_SELECT_INSTANCE if sqlite else _SELECT_INSTANCE_LOCKED).first(
-                        conn, {"instance_id": instance_id})
-                    if row is None:
-                        raise NotFound("there is no instance %(instance)s", instance=instance_id)
-                if check is not None:
-                    try:
-                        check(_TaskRef(task_id, task_row.role, task_row.assignee, task_row.office_scope), who)
-                    except EngineError as refusal:
-                        raise _told(conn, refusal, task_id, instance_id, who, row.initiator) from None
-                process_id = row.process_id
-                if row.status != "running":
-                    raise Conflict("instance %(instance)s is %(status)s", instance=instance_id, status=row.status)
-                loaded = loaded_definition(conn, row.definition_id)
+                    who = person(conn, actor) if check is not None else None
+                    if pick_due is not None:
+                        row = _pick_due(conn, sqlite, *pick_due)
+                        if row is None:
+                            return None
+                        instance_id, task_row = row.id, None
+                    else:
+                        row, task_row = _locate(conn, not sqlite, task_id, instance_id, who)
+                        instance_id = row.id
+                    process_id = row.process_id
+                    _admit(conn, row, task_row, task_id, who, check)
+                    loaded = loaded_definition(conn, row.definition_id)
                 ctx = CommandContext(instance_id, at, conn=conn, calendar=working, actor=actor)
                 with command_context(ctx), _budgeted(budget):
-                    workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+                    if early is not None:
+                        workflow, ctx.counter = early.workflow, early.counter
+                    else:
+                        workflow, ctx.counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
                     workflow.script_engine = self.script_engine  # lost on every deserialisation
+                    prior = _rows(instance_id, workflow, loaded, None)  # what the projection rows hold now
                     if inspect is not None:
                         inspect(conn, workflow, row, loaded, who, inputs)
                     before = ({str(t.id) for t in workflow.get_tasks(state=TaskState.READY, manual=True)}
@@ -1857,7 +1956,8 @@ class Runtime:
                 seq = row.revision + 1
                 status = _status(workflow)
                 log_hash = _entry_hash(instance_id, seq, at, actor, command, logged, state_hash, row.log_hash)
-                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties)
+                projection = project(conn, instance_id, workflow, loaded, fresh=False, duties=duties,
+                                     before=prior)
                 done = _UPDATE_INSTANCE.execute(conn, {
                     "w_id": instance_id, "w_revision": row.revision, "v_state": text,
                     "v_state_hash": state_hash, "v_revision": seq, "v_status": status,
@@ -1883,7 +1983,7 @@ class Runtime:
                     _record_credit_changes(conn, ctx, actor, instance_id, at)
                 if status != "running":
                     _DELETE_INSTANCE_DRAFTS.execute(conn, {"instance_id": instance_id})
-                elif command == "complete":
+                elif command == "complete" and has_draft:
                     _DELETE_DRAFT.execute(conn, {"task_id": task_id})
                 # The workflow is discarded now, so its data need not be copied.
                 view = InstanceView(instance_id, row.process_id, loaded.version, status,
@@ -1912,6 +2012,22 @@ class Runtime:
             raise self._incident(exc, instance_id, process_id, command, inputs, actor, at) from None
         finally:
             _pending_breaches.reset(token)
+
+    def _before_lock(self, actor: str, at: datetime, task_id: str | None, instance_id: str | None,
+                     check: TaskCheck | None, working, budget: int) -> "_Early":
+        """What a command reads and restores before it takes the write lock, on a read connection
+        of its own: the person, the task and instance rows (the access check done on them), the
+        definition and the restored workflow."""
+        with self.store.reading() as conn:
+            who = person(conn, actor) if check is not None else None
+            row, task_row = _locate(conn, False, task_id, instance_id, who)
+            _admit(conn, row, task_row, task_id, who, check)
+            loaded = loaded_definition(conn, row.definition_id)
+        # Restored in the command's deterministic context, as under the lock (no connection: a
+        # restore reads nothing).
+        with command_context(CommandContext(row.id, at, calendar=working, actor=actor)), _budgeted(budget):
+            workflow, counter = state.load_state(row.state, loaded.spec, loaded.subprocess_specs)
+        return _Early(who, row, task_row, loaded, workflow, counter)
 
     def _notify(self, conn: Connection, events: list[dict], instance_id: str, at: datetime,
                 loaded: LoadedDefinition) -> None:
@@ -2029,6 +2145,51 @@ def _append_log(conn: Connection, instance_id: str, seq: int, at: datetime, acto
         "instance_id": instance_id, "seq": seq, "at": at, "actor": actor, "command": command,
         "task_id": task_id, "input": inputs, "state_hash": state_hash, "prev_hash": prev,
         "hash": entry_hash})
+
+
+@dataclass
+class _Early:
+    """What `Runtime._before_lock` read and restored."""
+    who: access.Person | None
+    row: Any
+    task_row: Any
+    loaded: LoadedDefinition
+    workflow: BpmnWorkflow
+    counter: int
+
+
+def _locate(conn: Connection, locked: bool, task_id: str | None, instance_id: str | None,
+            who: access.Person | None) -> tuple[Any, Any]:
+    """(instance row, task row or None) of a command on task `task_id` or instance `instance_id`.
+    `locked` (PostgreSQL, in the write transaction): the instance row is locked, and the task is
+    read again once the lock is ours (the joined read may predate the holder's commit)."""
+    if task_id is not None:
+        row = (_SELECT_TASK_INSTANCE_LOCKED if locked else _SELECT_TASK_INSTANCE).first(conn, {"task_id": task_id})
+        if row is None:
+            raise _missing_task(conn, task_id, who)
+        task_row = row
+        if locked:
+            task_row = _SELECT_TASK.first(conn, {"task_id": task_id})
+            if task_row is None:
+                raise _missing_task(conn, task_id, who)
+        return row, task_row
+    row = (_SELECT_INSTANCE_LOCKED if locked else _SELECT_INSTANCE).first(conn, {"instance_id": instance_id})
+    if row is None:
+        raise NotFound("there is no instance %(instance)s", instance=instance_id)
+    return row, None
+
+
+def _admit(conn: Connection, row, task_row, task_id: str | None, who: access.Person | None,
+           check: TaskCheck | None) -> None:
+    """The command's access check on the task (a refusal told as `_told` says), and the instance
+    must be running."""
+    if check is not None:
+        try:
+            check(_TaskRef(task_id, task_row.role, task_row.assignee, task_row.office_scope), who)
+        except EngineError as refusal:
+            raise _told(conn, refusal, task_id, row.id, who, row.initiator) from None
+    if row.status != "running":
+        raise Conflict("instance %(instance)s is %(status)s", instance=row.id, status=row.status)
 
 
 @dataclass(frozen=True)

@@ -654,6 +654,10 @@ class Store:
         self._reader = sessionmaker(reader, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
         self._write_engine = writer
+        self._read_engine = reader
+        # Whether a read sees what other connections committed: not so for an in-memory SQLite
+        # database, which is one per connection.
+        self.shared = not (self.is_sqlite and self.engine.url.database in (None, "", ":memory:"))
         # SQLite's writers take turns in arrival order (WriterQueue); an in-memory database is
         # one per connection, so there is nothing to queue for.
         self.writers: WriterQueue | None = (
@@ -674,6 +678,13 @@ class Store:
         """One transaction that commits on success and rolls back on any exception."""
         with self._turn(), self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for reads outside any write transaction (and outside SQLite's writer
+        queue): on SQLite one read transaction (one snapshot), on PostgreSQL autocommit."""
+        with self._read_engine.connect() as connection:
+            yield connection
 
     @contextmanager
     def read(self) -> Iterator[Session]:
