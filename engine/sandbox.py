@@ -388,6 +388,8 @@ class _Pool:
 
     def close(self) -> None:
         with self._cond:
+            if self._pid != os.getpid():  # forked: the idle children are the parent's to end
+                self._idle, self._count, self._pid = [], 0, os.getpid()
             idle, self._idle = self._idle, []
             self._count -= len(idle)
         for child in idle:
