@@ -41,7 +41,8 @@ from datetime import datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# The tree whose engine is measured: this checkout, or (--against, for --phases) the exported one.
+ROOT = Path(os.environ.get("BENCH_VERIFY_TREE") or Path(__file__).resolve().parent.parent)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -232,6 +233,22 @@ def against(path: Path, rev: str, runs: int, say) -> list[dict]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def phases_of(tree: Path | None, path: Path, rev: str) -> dict:
+    """`phases` of the engine in `tree` (None: an export of `rev`), in a fresh interpreter."""
+    work = None
+    if tree is None:
+        work = Path(tempfile.mkdtemp(prefix="bpm-bench-verify-phases-"))
+        tree = _export(rev, work)
+    try:
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phases-only", "--db", str(path)],
+                              env={**os.environ, "BENCH_VERIFY_TREE": str(tree)}, cwd=tree, check=True,
+                              capture_output=True, text=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def phases(path: Path, sample: int) -> dict:
     """One cold verification of `sample` instances in this process on one CPU, split by where the
     time goes (wall ms per instance): reading the log and the instance (ORM), serialising the
@@ -248,16 +265,18 @@ def phases(path: Path, sample: int) -> dict:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     spent: dict[str, float] = {}
+    used: dict[str, float] = {}
 
     def timed(owner, name: str, label: str):
         inner = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - began
+                used[label] = used.get(label, 0.0) + time.process_time() - cpu
         setattr(owner, name, wrapper)
         return inner
 
@@ -272,10 +291,13 @@ def phases(path: Path, sample: int) -> dict:
             audit.verify(session, ids[0], rt.script_engine)  # definitions restored, sandbox started
             audit.forget_verdicts()
             spent.clear()
-            began = time.perf_counter()
+            used.clear()
+            children = _sandbox_cpu()
+            began, cpu = time.perf_counter(), time.process_time()
             for instance_id in ids[1:]:
                 assert audit.verify(session, instance_id, rt.script_engine).ok
-            whole = time.perf_counter() - began
+            whole, cpu = time.perf_counter() - began, time.process_time() - cpu
+            children = _sandbox_cpu() - children
     finally:
         for owner, name, inner in kept:
             setattr(owner, name, inner)
@@ -283,8 +305,26 @@ def phases(path: Path, sample: int) -> dict:
     n = len(ids) - 1
     split = {label: round(seconds / n * 1000, 2) for label, seconds in spent.items()}
     split["SpiffWorkflow re-running the steps, and the rest"] = round((whole - sum(spent.values())) / n * 1000, 2)
-    return {"sample": n, "ms_per_instance": round(whole / n * 1000, 2),
-            "instances_per_second": round(n / whole, 1), "phases_ms": split}
+    own = {label: round(seconds / n * 1000, 2) for label, seconds in used.items()}
+    own["SpiffWorkflow re-running the steps, and the rest"] = round((cpu - sum(used.values())) / n * 1000, 2)
+    own["the sandbox processes (running the scripts)"] = round(children / n * 1000, 2)
+    return {"engine": str(Path(audit.__file__).resolve().parent.parent), "sample": n,
+            "ms_per_instance": round(whole / n * 1000, 2),
+            "instances_per_second": round(n / whole, 1), "phases_ms": split,
+            "cpu_ms_per_instance": round((cpu + children) / n * 1000, 2), "phases_cpu_ms": own}
+
+
+def _sandbox_cpu() -> float:
+    """CPU seconds the script sandbox's child processes of this process have used so far."""
+    from engine import sandbox
+    total = 0.0
+    for child in list(getattr(sandbox._pool, "_idle", [])):
+        try:
+            fields = Path(f"/proc/{child.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def parts(path: Path, sample: int) -> dict:
@@ -358,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", metavar="REV", help="also verify with the tree of this git revision, "
                                                         "side by side (one CPU and all CPUs)")
     parser.add_argument("--runs", type=int, default=3, help="with --against: timed runs of each setup")
+    parser.add_argument("--phases-only", action="store_true", help=argparse.SUPPRESS)  # (--against's --phases)
     args = parser.parse_args(argv)
+    if args.phases_only:
+        print(json.dumps(phases(args.db, min(counts(args.db)[0] - 1, 200)), ensure_ascii=False))
+        return 0
 
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -377,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = against(path, args.against, args.runs, say)
             result = {"instances": total, "process": args.process, "target": TARGET, "rows": rows}
             if args.phases:
-                result["phases"] = phases(path, min(total - 1, 200))
+                result["phases"] = {}
+                for side, tree in ((f"at {args.against}", None), ("this checkout", ROOT)):
+                    result["phases"][side] = phases_of(tree, path, args.against)
             if args.json:
                 print(json.dumps(result, indent=2))
             else:
