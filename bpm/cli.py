@@ -590,6 +590,8 @@ def cmd_replay(args) -> None:
 
 def cmd_verify(args) -> None:
     """Check hash chains and replay, for one instance or all; name the first bad step."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from sqlalchemy import select
 
     from engine import audit
@@ -613,6 +615,9 @@ def cmd_verify(args) -> None:
             verdicts = audit.verify_many(store.url, ids, _script_engine, jobs)
         except LookupError as exc:  # an instance deleted meanwhile
             raise Refused(str(exc)) from None
+        except BrokenProcessPool:
+            raise Refused(f"a verifying process ended before its instances were verified (out of memory?); "
+                          f"try a smaller --jobs than {jobs}") from None
     else:
         runtime = _runtime(store)
         with store.read() as session:

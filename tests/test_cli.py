@@ -473,3 +473,12 @@ def test_verify_all_in_two_processes_finds_a_rewritten_log_and_says_what_one_pro
     assert "step 3 (complete): replaying it gives state" in json.loads(out)[order.index(tampered)]["problem"]
     assert err.startswith(f"bpm verify: 1 of 5 instance(s) failed verification; first: {tampered}: step 3")
     assert bpm("verify", "--all", "--jobs", "0")[2].strip() == "bpm verify: --jobs must be 1 or more, not 0"
+
+    def broken(*args):
+        from concurrent.futures.process import BrokenProcessPool
+        raise BrokenProcessPool("a child process terminated abruptly")
+    monkeypatch.setattr(audit, "verify_many", broken)
+    code, out, err = bpm("verify", "--all", "--jobs", "2")
+    assert code == 1 and out == "" and err.strip() == (
+        "bpm verify: a verifying process ended before its instances were verified (out of memory?); "
+        "try a smaller --jobs than 2")
