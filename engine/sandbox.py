@@ -18,8 +18,9 @@ allocate more than its own length times the size of its data allows; it runs in-
 script made only of `name = <such an expression>` lines likewise, with its results' sizes
 checked before they become data — and of `try:` blocks of such lines with one `except
 NameError:` of such lines (an optional field read), when the `try` part names nothing the pool's
-builtins define (so a name missing here is missing there too). Anything else, and any value a guard does not admit, goes to
-the pool: the fast path never decides an outcome the pool would decide differently.
+builtins define (so a name missing here is missing there too). Anything else, and any value a
+guard does not admit, goes to the pool: the fast path never decides an outcome the pool would
+decide differently.
 
 Settings (environment variables, read at each call): `BPM_SCRIPT_CPU_SECONDS` (default 2),
 `BPM_SCRIPT_WALL_SECONDS` (default 5), `BPM_SCRIPT_MEMORY_MB` (default 256, on top of the
