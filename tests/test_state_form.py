@@ -14,7 +14,7 @@ import pytest
 from engine import audit, state
 from engine.runtime import Runtime
 
-from .test_pruning import Loop
+from .test_pruning import Loop, restored
 from .test_runtime import T0, deploy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,6 @@ def test_data_beyond_plain_json_is_converted_as_the_registry_converts_it(sqlite_
     deploy(sqlite_store, "rework_sub.bpmn")
     runtime = Runtime(sqlite_store)
     view = runtime.start("rework_sub", "rep.wang", {}, at=T0)
-    from tests.test_pruning import restored
     workflow, _ = restored(sqlite_store, view.id)
     odd = {"when": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), "day": date(2026, 1, 2),
            "span": timedelta(hours=3), "set": {1, 2}, "pair": (1, "a"), "money": Decimal("1.50"),
