@@ -101,6 +101,11 @@ def _runtime(store: Store) -> Runtime:
     return Runtime(store, SERVICES, lookups=LOOKUPS)
 
 
+def _script_engine(store: Store):
+    """The script engine of a runtime on `store` (a process of `bpm verify --all --jobs N`)."""
+    return _runtime(store).script_engine
+
+
 def _views(store: Store):
     from engine.views import Views
     return Views(store, _runtime(store).script_engine)
@@ -601,6 +606,8 @@ def cmd_replay(args) -> None:
 
 def cmd_verify(args) -> None:
     """Check hash chains and replay, for one instance or all; name the first bad step."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from sqlalchemy import select
 
     from engine import audit
@@ -611,17 +618,31 @@ def cmd_verify(args) -> None:
         return _verify_bundle(args)
     if bool(args.instance_id) == bool(args.all):
         raise Refused("name one instance, or give --all, or --bundle FILE")
+    jobs = audit.default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise Refused(f"--jobs must be 1 or more, not {jobs}")
     store = _store()
-    runtime = _runtime(store)
     with store.read() as session:
         ids = ([args.instance_id] if args.instance_id else
                list(session.scalars(select(Instance.id).order_by(Instance.created_at, Instance.id))))
-        verdicts = []
-        for instance_id in ids:
-            try:
-                verdicts.append(audit.verify(session, instance_id, runtime.script_engine))
-            except LookupError:
-                raise Refused(f"there is no instance {instance_id}") from None
+    if jobs > 1 and len(ids) > 1:
+        store.dispose()  # (the processes open their own connections)
+        try:
+            verdicts = audit.verify_many(store.url, ids, _script_engine, jobs)
+        except LookupError as exc:  # an instance deleted meanwhile
+            raise Refused(str(exc)) from None
+        except BrokenProcessPool:
+            raise Refused(f"a verifying process ended before its instances were verified (out of memory?); "
+                          f"try a smaller --jobs than {jobs}") from None
+    else:
+        runtime = _runtime(store)
+        with store.read() as session:
+            verdicts = []
+            for instance_id in ids:
+                try:
+                    verdicts.append(audit.verify(session, instance_id, runtime.script_engine))
+                except LookupError:
+                    raise Refused(f"there is no instance {instance_id}") from None
     bad = [v for v in verdicts if not v.ok]
     _print(args, [{"instance_id": v.instance_id, "steps": v.steps, "ok": v.ok, "problem": v.problem}
                   for v in verdicts],
@@ -950,6 +971,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("instance_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every instance")
     p.add_argument("--bundle", metavar="FILE", help="check an evidence bundle (bpm bundle) offline, without the database")
+    p.add_argument("--jobs", type=int, metavar="N", help="with --all: verify in N processes at once (default: "
+                                                         "the number of CPUs; output and exit code as with 1)")
     p = command("bundle", cmd_bundle, "write an evidence bundle of instances (log, definition files, state hashes, "
                                       "verification, manifest), checked offline by bpm verify --bundle")
     p.add_argument("instance_ids", nargs="+", metavar="ID")

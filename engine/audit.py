@@ -306,6 +306,55 @@ def verify(session: Session, instance_id: str, script_engine) -> Verdict:
     return found if found is not None else _stored_verdict(session, instance, entries)
 
 
+def default_jobs() -> int:
+    """How many processes `verify_many` uses by default: the CPUs this process may run on."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+def verify_many(url: str, instance_ids: Sequence[str], make_script_engine: Callable[[Any], Any],
+                jobs: int) -> list[Verdict]:
+    """`verify` of each instance, in the order given, by `jobs` processes at once (each opens the
+    database at `url` itself and gets its script engine from `make_script_engine(store)`, a
+    module-level function). Instances are handed out in small slices so a slow one holds up
+    only its slice; the verdicts are the ones `verify` gives one by one, in the same order. An
+    instance that is not there raises LookupError, as `verify` does. The caller holds no
+    connection of its own open across the call (the processes are forked where the system can)."""
+    import math
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ids = list(instance_ids)
+    jobs = max(1, min(jobs, len(ids)))
+    size = max(1, min(32, math.ceil(len(ids) / (jobs * 8))))
+    slices = [ids[i:i + size] for i in range(0, len(ids), size)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_verifier,
+                             initargs=(url, make_script_engine)) as pool:
+        return [verdict for part in pool.map(_verify_slice, slices) for verdict in part]
+
+
+_verifier: tuple[Any, Any] | None = None   # (store, script engine) of a `verify_many` process
+
+
+def _start_verifier(url: str, make_script_engine: Callable[[Any], Any]) -> None:
+    global _verifier
+    from .store import Store
+    forget_verdicts()  # (a forked process starts with its parent's: each verdict is made here)
+    store = Store(url)
+    _verifier = (store, make_script_engine(store))
+
+
+def _verify_slice(ids: list[str]) -> list[Verdict]:
+    store, script_engine = _verifier
+    with store.read() as session:
+        return [verify(session, instance_id, script_engine) for instance_id in ids]
+
+
 def _stored_verdict(session: Session, instance: Instance, entries: list[LogEntry]) -> Verdict:
     """What is stored beside the (whole) log — the instance row and the replay checkpoints — is
     what the log says: checked on every call, never cached."""

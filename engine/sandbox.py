@@ -16,8 +16,11 @@ conditional operators, subscripts and displays, plus `+ - * / // %` through guar
 only numbers of bounded size (and `+` of bounded strings and lists), cannot run for longer or
 allocate more than its own length times the size of its data allows; it runs in-process. A
 script made only of `name = <such an expression>` lines likewise, with its results' sizes
-checked before they become data. Anything else, and any value a guard does not admit, goes to
-the pool: the fast path never decides an outcome the pool would decide differently.
+checked before they become data — and of `try:` blocks of such lines with one `except
+NameError:` of such lines (an optional field read), when the `try` part names nothing the pool's
+builtins define (so a name missing here is missing there too). Anything else, and any value a
+guard does not admit, goes to the pool: the fast path never decides an outcome the pool would
+decide differently.
 
 Settings (environment variables, read at each call): `BPM_SCRIPT_CPU_SECONDS` (default 2),
 `BPM_SCRIPT_WALL_SECONDS` (default 5), `BPM_SCRIPT_MEMORY_MB` (default 256, on top of the
@@ -388,6 +391,8 @@ class _Pool:
 
     def close(self) -> None:
         with self._cond:
+            if self._pid != os.getpid():  # forked: the idle children are the parent's to end
+                self._idle, self._count, self._pid = [], 0, os.getpid()
             idle, self._idle = self._idle, []
             self._count -= len(idle)
         for child in idle:
@@ -520,7 +525,7 @@ def _mod(a: Any, b: Any) -> Any:
 
 
 _GUARDS = {"_add_": _add, "_sub_": _sub, "_mul_": _mul, "_div_": _div, "_floordiv_": _floordiv,
-           "_mod_": _mod}
+           "_mod_": _mod, "_NameError_": NameError}  # (the scope has no builtins: `except NameError` names it so)
 _BINOPS = {ast.Add: "_add_", ast.Sub: "_sub_", ast.Mult: "_mul_", ast.Div: "_div_",
            ast.FloorDiv: "_floordiv_", ast.Mod: "_mod_"}
 # Every node type an admitted expression may hold; anything else (calls, attributes,
@@ -556,6 +561,37 @@ def _admitted(node: ast.AST) -> bool:
     return True
 
 
+def _fast_statement(statement: ast.stmt) -> bool:
+    """`name = <admitted expression>`, or `pass`."""
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Assign) and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name) and _admitted(ast.Expression(statement.value)))
+
+
+def _fast_try(statement: ast.Try) -> bool:
+    """`try: <fast statements> except NameError: <fast statements>` (no `as`, `else`, `finally`),
+    whose `try` part names nothing the pool's builtins define: a NameError here is then one there
+    too (here the scope has no builtins; there a missing name may be a builtin, which would not
+    raise). The usual form of "this field, if the form had it": `try: x = y except NameError: x = None`."""
+    if statement.orelse or statement.finalbody or len(statement.handlers) != 1:
+        return False
+    handler = statement.handlers[0]
+    if not (isinstance(handler.type, ast.Name) and handler.type.id == "NameError" and handler.name is None):
+        return False
+    if not all(_fast_statement(s) for s in (*statement.body, *handler.body)):
+        return False
+    builtins = _pool_builtins()
+    return not any(isinstance(node, ast.Name) and node.id in builtins
+                   for s in statement.body for node in ast.walk(s))
+
+
+@lru_cache(maxsize=1)
+def _pool_builtins() -> frozenset[str]:
+    """The names a script in the pool finds without the task data (engine.scripts' builtins)."""
+    from . import scripts
+    return frozenset(scripts._make_builtins())
+
+
 @lru_cache(maxsize=8192)
 def _fast_code(source: str, mode: str) -> tuple[CodeType, tuple[str, ...]] | None:
     """Compiled guarded code and the names a script assigns, or None: not for the fast path."""
@@ -569,17 +605,22 @@ def _fast_code(source: str, mode: str) -> tuple[CodeType, tuple[str, ...]] | Non
             tree = ast.parse(source, "<bpmn-fast>", "exec")
             names = []
             for statement in tree.body:
-                if isinstance(statement, ast.Pass):
-                    continue
-                if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                        and isinstance(statement.targets[0], ast.Name)
-                        and _admitted(ast.Expression(statement.value))):
+                if isinstance(statement, ast.Try):
+                    if not _fast_try(statement):
+                        return None
+                    names += [s.targets[0].id for s in (*statement.body, *statement.handlers[0].body)
+                              if isinstance(s, ast.Assign)]
+                elif not _fast_statement(statement):
                     return None
-                names.append(statement.targets[0].id)
+                elif isinstance(statement, ast.Assign):
+                    names.append(statement.targets[0].id)
             assigned = tuple(dict.fromkeys(names))
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and node.id.startswith("_"):
                 return None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try):
+                node.handlers[0].type = ast.Name("_NameError_", ast.Load())
         tree = ast.fix_missing_locations(_Guarded().visit(tree))
         return compile(tree, "<bpmn-fast>", mode), assigned
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -621,7 +662,8 @@ def _bounded(value: Any, budget: list[int]) -> None:
 
 
 def fast_exec(source: str, context: dict, external: dict | None = None) -> dict | Any:
-    """The values a `name = expression` script assigns (not yet stored), or NOT_FAST."""
+    """The values a script of `name = expression` lines (and `try:` blocks of them with `except
+    NameError:`) assigns, not yet stored, or NOT_FAST."""
     if external:
         return NOT_FAST
     compiled = _fast_code(source, "exec") if type(source) is str else None
@@ -629,9 +671,12 @@ def fast_exec(source: str, context: dict, external: dict | None = None) -> dict 
         return NOT_FAST
     code, assigned = compiled
     scope = _scope(context, None)
+    wanted = set(assigned)
     try:
         exec(code, scope)
-        results = {name: scope[name] for name in assigned}
+        # In the order the names are in now (new ones as they were first bound, which after a
+        # NameError may differ from the source's): the order the pool's run leaves them in.
+        results = {name: value for name, value in scope.items() if name in wanted}
         budget = [_MAX_FAST_NODES]
         for value in results.values():
             _bounded(value, budget)

@@ -430,3 +430,60 @@ def test_deploy_marks_a_foreign_file_executable_and_maps_its_lanes(bpm):
     assert stored.count('isExecutable="true"') == 2 and stored.count('name="role" value="sales_rep"') == 3
     assert re.sub(r'<spiffworkflow:properties [^>]*><spiffworkflow:property name="role" value="sales_rep"/>'
                   r"</spiffworkflow:properties>", "", stored).replace('isExecutable="true"', 'isExecutable="false"') == original
+
+
+def test_verify_all_in_two_processes_finds_a_rewritten_log_and_says_what_one_process_says(
+        bpm, tmp_path, monkeypatch):
+    """`bpm verify --all --jobs 2` verifies slices in two processes: the instance whose approver's
+    input was changed (its chain recomputed, so only the replay finds it) is named, and the output
+    and exit code are those of `--jobs 1`, instance by instance in the same order."""
+    from engine import audit
+    from engine.runtime import _entry_hash
+    from engine.store import Instance, LogEntry, Store
+    bpm("deploy", APPROVAL)
+    ids = []
+    for amount in range(1, 6):
+        ids.append(json.loads(bpm("start", "approval", "--as", "rep.wang", "--data",
+                                  json.dumps({"amount": amount}), "--json")[1])["id"])
+        task_id = next(t["id"] for t in json.loads(bpm("tasks", "--as", "rep.wang", "--json")[1])
+                       if t["instance_id"] == ids[-1])
+        assert bpm("claim", task_id, "--as", "rep.wang")[0] == 0
+        assert bpm("complete", task_id, "--as", "rep.wang", "--data", '{"note": "ok"}')[0] == 0
+    tampered = ids[3]
+    store = Store(f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    with store.write() as s:
+        entry = s.query(LogEntry).filter_by(instance_id=tampered, seq=3).one()
+        entry.input = {**entry.input, "data": {**entry.input["data"], "note": "changed"}}
+        entry.hash = _entry_hash(tampered, 3, entry.at, entry.actor, entry.command, entry.input,
+                                 entry.state_hash, entry.prev_hash)
+        s.get(Instance, tampered).log_hash = entry.hash
+    store.dispose()
+
+    used = []
+    many = audit.verify_many
+    monkeypatch.setattr(audit, "verify_many", lambda *a, **k: used.append(a[3]) or many(*a, **k))
+    results = {}
+    for jobs in ("1", "2"):
+        for form in ((), ("--json",)):
+            audit.forget_verdicts()
+            results[jobs, form] = bpm("verify", "--all", "--jobs", jobs, *form)
+    assert used == [2, 2]  # --jobs 2 went to the processes; --jobs 1 did not
+    assert results["1", ()] == results["2", ()]
+    assert results["1", ("--json",)] == results["2", ("--json",)]
+    code, out, err = results["2", ("--json",)]
+    order = [v["instance_id"] for v in json.loads(out)]  # (by start time, then id)
+    assert sorted(order) == sorted(ids)
+    assert code == 1 and [(v["instance_id"], v["ok"]) for v in json.loads(out)] == [
+        (i, i != tampered) for i in order]
+    assert "step 3 (complete): replaying it gives state" in json.loads(out)[order.index(tampered)]["problem"]
+    assert err.startswith(f"bpm verify: 1 of 5 instance(s) failed verification; first: {tampered}: step 3")
+    assert bpm("verify", "--all", "--jobs", "0")[2].strip() == "bpm verify: --jobs must be 1 or more, not 0"
+
+    def broken(*args):
+        from concurrent.futures.process import BrokenProcessPool
+        raise BrokenProcessPool("a child process terminated abruptly")
+    monkeypatch.setattr(audit, "verify_many", broken)
+    code, out, err = bpm("verify", "--all", "--jobs", "2")
+    assert code == 1 and out == "" and err.strip() == (
+        "bpm verify: a verifying process ended before its instances were verified (out of memory?); "
+        "try a smaller --jobs than 2")

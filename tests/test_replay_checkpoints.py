@@ -152,6 +152,28 @@ def test_the_history_replays_each_step_once_per_log_head(rt, monkeypatch):
         assert audit.verify(s, instance_id, rt.script_engine).ok and len(ran) == 8
 
 
+def test_the_instance_page_and_its_record_check_replay_once_per_log_head(rt, monkeypatch):
+    """An auditor's instance page (steps, diagram, the record check) views after views, then the
+    history: each step re-executed once for the log head; one more command, only the new step."""
+    instance_id = rework_contract(rt, 2)        # 5 steps
+    import engine.views
+    audit.forget_verdicts()
+    engine.views._steps.clear()
+    ran = counting(monkeypatch)
+    views = views_of(rt)
+    for _ in range(3):
+        page = views.instance_page(instance_id, viewer="audit.han")
+        assert page.replayed and page.verdict.ok and len(page.steps) == 5
+    assert views.history(instance_id)[1] and ran == [1, 2, 3, 4, 5]
+    view = rt.instance(instance_id)
+    rt.complete(view.tasks[0].id, "dm.zhou", {"decision": "approve"}, at=page.steps[-1].at + timedelta(hours=1))
+    ran.clear()
+    for _ in range(2):
+        page = views.instance_page(instance_id, viewer="audit.han")
+        assert page.verdict.ok and len(page.steps) == 6
+    assert ran == [6]
+
+
 def test_bpm_replay_to_a_step_starts_at_its_checkpoint_and_verify_names_a_forged_one(bpm, tmp_path):
     """The command line: `bpm replay --to` says where it started; `--from-start` re-executes all;
     a checkpoint edited in the database makes `bpm verify` exit 1 naming it."""

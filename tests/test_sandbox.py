@@ -385,3 +385,50 @@ def test_a_worker_pass_with_a_poisoned_timer_returns(poisoned_database):
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert f"failed {instance_id}: " in done.stdout and "exceeded the 1 s CPU limit" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "bpm worker: 1 timer(s) failed; see `bpm incidents`"
+
+
+TRY_SCRIPTS = [  # (script, data): the form's optional fields, as the processes read them
+    ("try:\n    x = y\nexcept NameError:\n    x = None", {"y": [1, {"a": 2}], "k": 0}),
+    ("try:\n    x = y\nexcept NameError:\n    x = None", {"k": 0}),
+    ("try:\n    a = 1\n    b = missing\nexcept NameError:\n    b = 2\n    c = 3", {"b": 0}),
+    # the handler binds names in another order than the source: the pool keeps the order they were bound in
+    ("try:\n    x = missing\n    y = 1\nexcept NameError:\n    y = 2\n    x = 3", {"k": 0}),
+    ("try:\n    x = y\nexcept NameError:\n    pass\nz = 1\ntry:\n    w = q\nexcept NameError:\n    w = 'none'",
+     {"q": "yes"}),
+    ("paid = 0\ntry:\n    ref = contract_no\nexcept NameError:\n    ref = None\ntry:\n    by = approver\n"
+     "except NameError:\n    by = 'dept_manager'", {"approver": "gm"}),
+]
+
+
+@pytest.mark.parametrize("script, data", TRY_SCRIPTS)
+def test_try_except_name_error_scripts_run_in_process_and_leave_what_the_pool_leaves(script, data, monkeypatch):
+    pooled = sandbox.run("exec", script, dict(data), None, T0)
+    assert pooled["ok"], pooled
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError(f"{script!r} went to the pool")
+
+    monkeypatch.setattr(sandbox, "run", no_pool)
+    here = dict(data)
+    SandboxedEnvironment().execute(script, here)
+    assert list(here.items()) == list(pooled["data"].items())
+
+
+@pytest.mark.parametrize("script", [
+    "try:\n    x = len\nexcept NameError:\n    x = None",        # a builtin in the pool: no NameError there
+    "try:\n    x = now\nexcept NameError:\n    x = None",
+    "try:\n    x = [amount, round]\nexcept NameError:\n    x = None",
+    "try:\n    x = y\nexcept KeyError:\n    x = None",
+    "try:\n    x = y\nexcept (NameError, KeyError):\n    x = None",
+    "try:\n    x = y\nexcept NameError as e:\n    x = None",
+    "try:\n    x = y\nexcept:\n    x = None",
+    "try:\n    x = y\nexcept NameError:\n    x = None\nelse:\n    z = 1",
+    "try:\n    x = y\nexcept NameError:\n    x = None\nfinally:\n    z = 1",
+    "try:\n    x = y\nexcept NameError:\n    x = None\nexcept KeyError:\n    x = 1",
+    "try:\n    try:\n        x = y\n    except NameError:\n        x = 1\nexcept NameError:\n    x = None",
+    "try:\n    del y\nexcept NameError:\n    pass",
+    "try:\n    x = f(y)\nexcept NameError:\n    x = None",
+    "try:\n    x = _y\nexcept NameError:\n    x = None",
+])
+def test_other_try_scripts_never_run_in_process(script):
+    assert sandbox.fast_exec(script, dict(DATA_)) is sandbox.NOT_FAST
