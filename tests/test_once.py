@@ -413,6 +413,13 @@ def test_no_form_lets_a_step_write_what_a_script_a_service_or_a_rule_computes():
         scripts = [*tree.iterfind(".//bpmn:script", ns), *tree.iterfind(".//spiffworkflow:postScript", ns)]
         for script in scripts:
             for node in ast.walk(ast.parse(script.text or "")):
+                # `x = None` (or another literal: "", False, []) computes nothing: it defaults an
+                # optional field of a later form (`try: reason / except NameError: reason = None`)
+                # or clears an earlier answer before the step is asked again; a name counts once
+                # any script gives it a computed value
+                if isinstance(node, ast.Assign) and (isinstance(node.value, ast.Constant) or (
+                        isinstance(node.value, (ast.List, ast.Dict)) and not list(ast.iter_child_nodes(node.value)))):
+                    continue
                 targets = node.targets if isinstance(node, ast.Assign) else \
                     [node.target] if isinstance(node, ast.AugAssign) else []
                 computed |= {t.id for t in targets if isinstance(t, ast.Name)}
