@@ -5,9 +5,11 @@ owned by the Alembic migrations in `engine/migrations`; `migrate()` applies them
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timezone
@@ -559,30 +561,52 @@ class NestedWrite(RuntimeError):
 
 
 class WriterQueue:
-    """Write transactions on one SQLite database, one at a time, in the order they asked.
+    """Write transactions on one SQLite database, one at a time, in the order they asked — the
+    threads of this process in a FIFO queue, and the processes on the file through a lock file.
 
-    SQLite lets one connection write at a time; without this, threads that find the database
-    locked sleep and retry inside `BEGIN IMMEDIATE` (sqlite3's busy handler) and whichever retries
-    at the right moment wins, so a command could wait seconds while later ones went first. Here
-    each writer takes a place in a FIFO queue before it begins, and the one finishing hands the
-    turn to the next in line (no newcomer can barge in between). Within one process only: other
-    processes on the same file still meet SQLite's busy timeout.
+    SQLite lets one connection write at a time; without this, writers that find the database
+    locked sleep and retry inside `BEGIN IMMEDIATE` (sqlite3's busy handler, up to 100 ms a sleep)
+    and whichever retries at the right moment wins, so a command could wait seconds while later
+    ones went first. Here each writer thread takes a place in a FIFO queue before it begins, and
+    the one finishing hands the turn to the next in line (no newcomer can barge in between).
+
+    Other processes on the same file (`bpm serve`'s timer worker, a CLI command) are met through
+    `<database>-writer.lock` beside the database: the thread whose turn it is takes an exclusive
+    `flock` on it before `BEGIN IMMEDIATE` and gives it up after COMMIT or ROLLBACK. A process
+    that finds it taken sleeps in the kernel and is woken when it is given up, instead of polling
+    in SQLite's busy handler; the kernel drops the lock of a process that dies, however it dies.
+    The file holds nothing, is created when first needed and is never deleted (deleting it while
+    in use would let two processes each lock a file of their own). Writers that do not use this
+    code (the sqlite3 shell) still meet SQLite's busy timeout, as before.
 
     A thread that asks again while it holds the turn is refused (`NestedWrite`) rather than left
-    waiting for itself. `BPM_SQLITE_WRITER_QUEUE=0` turns the queue off (benchmarks compare)."""
+    waiting for itself. A writer waits `timeout` seconds in all (its place in the queue and the
+    file lock) and then gets `TimeoutError`. `BPM_SQLITE_WRITER_QUEUE=0` turns both the queue and
+    the lock file off (benchmarks compare)."""
 
-    def __init__(self, timeout: float = 30.0):
+    def __init__(self, timeout: float = 30.0, lock_path: str | None = None):
         self.timeout = timeout  # seconds a writer waits for its turn, as SQLite's busy timeout
+        self.lock_path = lock_path  # the lock file shared with other processes (None: this process only)
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._holder: int | None = None  # thread ident holding the turn
         self._waiting: deque[tuple[int, threading.Event]] = deque()
+        self._file: int | None = None  # descriptor holding the lock file's flock, while a turn lasts
 
     @contextmanager
     def turn(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout
         self._acquire()
         try:
+            if self.lock_path is not None:
+                self._file = _lock_file(self.lock_path, deadline, self.timeout)
             yield
         finally:
+            if self._file is not None:
+                _unlock_file(self._file)
+                self._file = None
             self._release()
 
     def _acquire(self) -> None:
@@ -619,15 +643,94 @@ class WriterQueue:
             return len(self._waiting)
 
 
+def lock_file_path(database: str) -> str:
+    """The lock file the processes writing the SQLite database at path `database` share."""
+    return os.path.abspath(database) + "-writer.lock"
+
+
+def _lock_file(path: str, deadline: float, timeout: float) -> int | None:
+    """Take the exclusive flock on the lock file `path`, waiting until `deadline` (monotonic):
+    the descriptor that holds it, or None where the file cannot be opened (a read-only folder,
+    where nothing can be written either: SQLite's own locking then says so).
+
+    Uncontended, one open and one flock. Contended, a helper thread waits in a blocking flock,
+    asleep in the kernel and woken when the holder gives the lock up, while this thread waits
+    for it at most until the deadline. Not a LOCK_NB poll (a poll is what SQLite's busy handler
+    does: a waiter that sleeps between tries loses to one that comes at the right moment) and not
+    an alarm (SIGALRM reaches the main thread only, and writers run in request threads). A helper
+    whose writer gave up unlocks at once if it ever gets the lock; each wait has a descriptor of
+    its own, so an abandoned one never holds a later writer's lock."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    guard, done = threading.Lock(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def wait() -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            outcome["error"] = exc
+        with guard:
+            if outcome.get("abandoned"):
+                os.close(fd)  # (closing the only descriptor of a lock gives it up)
+                return
+            done.set()
+
+    threading.Thread(target=wait, name="sqlite-writer-lock", daemon=True).start()
+    if not done.wait(max(deadline - time.monotonic(), 0.0)):
+        with guard:
+            if not done.is_set():
+                outcome["abandoned"] = True
+                raise TimeoutError(f"waited {timeout:g} s for the database's write lock: a write "
+                                   f"transaction of another process holds it ({path})")
+    if "error" in outcome:
+        os.close(fd)
+        raise outcome["error"]
+    return fd
+
+
+def _unlock_file(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)  # explicit: a forked child's copy of the descriptor keeps no lock
+    finally:
+        os.close(fd)
+
+
 _WRITER_QUEUES: dict[str, WriterQueue] = {}
 _WRITER_QUEUES_LOCK = threading.Lock()
 
 
-def writer_queue(url: str) -> WriterQueue:
+def writer_queue(url: str, database: str | None = None) -> WriterQueue:
     """The process's queue of writers to the SQLite database at `url` (one per database, shared
-    by every Store on it)."""
+    by every Store on it); `database`, the file's path, gives it the lock file it shares with the
+    other processes writing that file."""
     with _WRITER_QUEUES_LOCK:
-        return _WRITER_QUEUES.setdefault(url, WriterQueue())
+        queue = _WRITER_QUEUES.get(url)
+        if queue is None:
+            queue = _WRITER_QUEUES[url] = WriterQueue(lock_path=lock_file_path(database) if database else None)
+        return queue
+
+
+def _writer_queues_after_fork() -> None:
+    """A forked child starts with empty queues: the threads that held or waited for a turn in the
+    parent do not exist in the child, and the parent's lock file descriptor is the parent's."""
+    global _WRITER_QUEUES_LOCK
+    _WRITER_QUEUES_LOCK = threading.Lock()
+    for queue in _WRITER_QUEUES.values():
+        queue._reset()
+
+
+os.register_at_fork(after_in_child=_writer_queues_after_fork)
 
 
 def _writer_queue_enabled() -> bool:
@@ -660,9 +763,10 @@ class Store:
         self.shared = not (self.is_sqlite and self.engine.url.database in (None, "", ":memory:"))
         # SQLite's writers take turns in arrival order (WriterQueue); an in-memory database is
         # one per connection, so there is nothing to queue for.
+        # Other processes on the same file take turns with this one through its lock file.
         self.writers: WriterQueue | None = (
-            writer_queue(self.url) if self.is_sqlite and _writer_queue_enabled() and self.engine.url.database
-            not in (None, "", ":memory:") else None)
+            writer_queue(self.url, self.engine.url.database) if self.is_sqlite and _writer_queue_enabled()
+            and self.shared else None)
 
     def _turn(self):
         return self.writers.turn() if self.writers is not None else nullcontext()
