@@ -97,20 +97,20 @@ IN_PROCESS = ("import sys, threading; sys.path.insert(0, {root!r})\n"
 
 
 @contextmanager
-def server(url: str, kind: str):
-    """A server of `kind` on a free port: (its process, the port)."""
+def server(url: str, kind: str, root: Path = ROOT):
+    """A server of `kind` on a free port, run from the checkout at `root`: (its process, the port)."""
     port = bench_web.free_port()
     commands = {
         "waitress-1": ["-m", "bpm", "serve", "--port", str(port), "--workers", "0"],
-        "gunicorn-1": ["-c", GUNICORN_1.format(root=str(ROOT), port=port)],
+        "gunicorn-1": ["-c", GUNICORN_1.format(root=str(root), port=port)],
         "gunicorn-2": ["-m", "bpm", "serve", "--port", str(port), "--processes", "2", "--workers", "0"],
         "separate-worker": ["-m", "bpm", "serve", "--port", str(port)],  # the default: 1 worker process
-        "in-process-worker": ["-c", IN_PROCESS.format(root=str(ROOT), port=port)],
+        "in-process-worker": ["-c", IN_PROCESS.format(root=str(root), port=port)],
     }
     env = {**os.environ, "BPM_DATABASE_URL": url}
     env.pop("BPM_NOW", None)
     errors = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, *commands[kind]], cwd=ROOT, env=env, stdout=errors, stderr=errors)
+    proc = subprocess.Popen([sys.executable, *commands[kind]], cwd=root, env=env, stdout=errors, stderr=errors)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -12,8 +12,16 @@ PT4H timer after the start). For each server kind, in turn:
     below 0.1 s reads as "on time");
   - after the load, up to 30 s for the last timers; one still waiting then counts as unfired.
 
+With `--against REV` the server (and its worker) of git revision REV, unpacked with `git
+archive`, is measured against this tree's, each on a fresh database, in rounds alternating which
+goes first (`--rounds`), for the server kinds `--kinds` (default: separate-worker only). The
+timers' feeder is this tree's engine in both. The feeder reads the due_timer table in a read
+transaction (before 2026-12-05 it polled inside a write transaction, one more writer every 0.1 s).
+
 Usage: .venv/bin/python bench/timers_load.py [--backend sqlite|postgresql|both] [--clients 16]
                                              [--seconds 30] [--json]
+       .venv/bin/python bench/timers_load.py --backend sqlite --against REV [--rounds 2]
+                                             [--kinds separate-worker,in-process-worker]
 """
 from __future__ import annotations
 
@@ -67,7 +75,7 @@ def feed_and_watch(store: Store, stop: threading.Event, results: list[float], pe
                 log(f"feeder: {exc}")
             next_start = now_m + 1.0
         if pending:
-            with store.transaction() as conn:
+            with store.reading() as conn:
                 still = set(conn.execute(text("SELECT instance_id FROM due_timer WHERE instance_id IN :ids")
                                          .bindparams(bindparam("ids", expanding=True)),
                                          {"ids": list(pending)}).scalars())
@@ -79,9 +87,9 @@ def feed_and_watch(store: Store, stop: threading.Event, results: list[float], pe
         time.sleep(0.1)
 
 
-def one(url: str, kind: str, clients: int, seconds: float) -> dict:
+def one(url: str, kind: str, clients: int, seconds: float, root: Path = ROOT) -> dict:
     store = Store(url)
-    with bench_serve.server(url, kind) as (_proc, port):
+    with bench_serve.server(url, kind, root) as (_proc, port):
         bench_serve.bench_web.one_instance(bench_serve._warm(port), "standard")
         tok = bench_serve.tokens(port)
         ctx = multiprocessing.get_context("fork")
@@ -116,10 +124,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--against", metavar="REV", help="compare the server of git revision REV with this tree's")
+    parser.add_argument("--rounds", type=int, default=2, help="(--against) rounds, alternating which goes first")
+    parser.add_argument("--kinds", default="separate-worker", help="(--against) server kinds, comma-separated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = []
+    if args.against:
+        before = _tree(args.against)
+        sides = [(f"before ({args.against})", before), ("after", ROOT)]
+        for round_no in range(args.rounds):
+            for backend in backends:
+                for kind in args.kinds.split(","):
+                    for label, root in (sides if round_no % 2 == 0 else sides[::-1]):
+                        with bench_serve.database(backend) as url:
+                            store = Store(url)
+                            versions.deploy(store, [WAITING], actor="design.yang")
+                            store.dispose()
+                            r = {"backend": backend, "code": label, "round": round_no + 1,
+                                 **one(url, kind, args.clients, args.seconds, root)}
+                        log(f"{backend} {kind} {label} round {round_no + 1}: {r}")
+                        results.append(r)
+        _report(args, results)
+        return
     for backend in backends:
         with bench_serve.database(backend) as url:
             store = Store(url)
@@ -129,12 +157,29 @@ def main(argv: list[str] | None = None) -> None:
                 r = {"backend": backend, **one(url, kind, args.clients, args.seconds)}
                 log(f"{backend} {kind}: {r}")
                 results.append(r)
+    _report(args, results)
+
+
+def _tree(ref: str) -> Path:
+    """The files of git revision `ref`, unpacked in a temporary folder."""
+    import subprocess
+    import tarfile
+    import tempfile
+    from io import BytesIO
+    into = Path(tempfile.mkdtemp(prefix="bpm_timers_tree_"))
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into)
+    return into
+
+
+def _report(args, results: list[dict]) -> None:
     if args.json:
         print(json.dumps({"clients": args.clients, "seconds": args.seconds, "results": results,
                           "machine": bench_serve.bench_web.machine()}, indent=2))
         return
     for r in results:
-        print(f"{r['backend']:10} {r['kind']:17} timers {r['timers']:3} (unfired {r['unfired']}), within 1 s "
+        print(f"{r['backend']:10} {r['kind']:17} {r.get('code', '')} timers {r['timers']:3} (unfired {r['unfired']}), within 1 s "
               f"{r['within_1s']}, lateness p50/p95/max {r['lateness_s']} s; HTTP {r['http_instances_per_s']} "
               f"instances/s, errors {r['http_errors']}")
 

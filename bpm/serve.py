@@ -7,8 +7,8 @@ request threads, and under load timers fired 7–15 s late (issue 12). A separat
 on time; on PostgreSQL it also wakes when a command writes a nearer timer (engine.wakeup).
 
 SQLite serves one process only: the database is one file with one writer at a time, so several
-processes add no write throughput, and their writers would wait on the file lock with busy-timeout
-retries that are served in no order. The worker process writes too, but briefly and rarely.
+processes add no write throughput. The worker process writes too, but briefly and rarely, and
+takes its turn with the server's writers through the database's lock file (engine.store.WriterQueue).
 """
 from __future__ import annotations
 
