@@ -16,7 +16,8 @@ With `--against REV` the server (and its worker) of git revision REV, unpacked w
 archive`, is measured against this tree's, each on a fresh database, in rounds alternating which
 goes first (`--rounds`), for the server kinds `--kinds` (default: separate-worker only). The
 timers' feeder is this tree's engine in both. The feeder reads the due_timer table in a read
-transaction (before 2026-12-05 it polled inside a write transaction, one more writer every 0.1 s).
+transaction; before 2026-12-05 it polled inside a write transaction, one more writing process
+every 0.1 s besides the server and its worker: `--poll-in-write` measures that way again.
 
 Usage: .venv/bin/python bench/timers_load.py [--backend sqlite|postgresql|both] [--clients 16]
                                              [--seconds 30] [--json]
@@ -58,6 +59,9 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+POLL_IN_WRITE = False  # --poll-in-write: read due_timer inside a write transaction, as before 2026-12-05
+
+
 def feed_and_watch(store: Store, stop: threading.Event, results: list[float], pending: dict) -> None:
     """One timer a second, due 1–2 s after it is written; lateness of each as it goes."""
     runtime = Runtime(store)
@@ -75,7 +79,7 @@ def feed_and_watch(store: Store, stop: threading.Event, results: list[float], pe
                 log(f"feeder: {exc}")
             next_start = now_m + 1.0
         if pending:
-            with store.reading() as conn:
+            with (store.transaction() if POLL_IN_WRITE else store.reading()) as conn:
                 still = set(conn.execute(text("SELECT instance_id FROM due_timer WHERE instance_id IN :ids")
                                          .bindparams(bindparam("ids", expanding=True)),
                                          {"ids": list(pending)}).scalars())
@@ -127,8 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--against", metavar="REV", help="compare the server of git revision REV with this tree's")
     parser.add_argument("--rounds", type=int, default=2, help="(--against) rounds, alternating which goes first")
     parser.add_argument("--kinds", default="separate-worker", help="(--against) server kinds, comma-separated")
+    parser.add_argument("--poll-in-write", action="store_true",
+                        help="the feeder polls in a write transaction (a third writing process, as before)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    global POLL_IN_WRITE
+    POLL_IN_WRITE = args.poll_in_write
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = []
     if args.against:

@@ -682,18 +682,28 @@ def _lock_file(path: str, deadline: float, timeout: float) -> int | None:
             outcome["error"] = exc
         with guard:
             if outcome.get("abandoned"):
-                os.close(fd)  # (closing the only descriptor of a lock gives it up)
+                _unlock_file(fd)
                 return
             done.set()
 
     threading.Thread(target=wait, name="sqlite-writer-lock", daemon=True).start()
-    if not done.wait(max(deadline - time.monotonic(), 0.0)):
+    try:
+        got = done.wait(max(deadline - time.monotonic(), 0.0))
+    except BaseException:  # interrupted (Ctrl-C, a stopping worker's SIGTERM): give the wait up
+        got = False
+        with guard:
+            if not done.is_set():
+                outcome["abandoned"] = True
+                raise
+        _unlock_file(fd)
+        raise
+    if not got:
         with guard:
             if not done.is_set():
                 outcome["abandoned"] = True
                 raise TimeoutError(f"waited {timeout:g} s for the database's write lock: a write "
                                    f"transaction of another process holds it ({path})")
-    if "error" in outcome:
+    if "error" in outcome:  # (no lock was taken)
         os.close(fd)
         raise outcome["error"]
     return fd
@@ -727,6 +737,11 @@ def _writer_queues_after_fork() -> None:
     global _WRITER_QUEUES_LOCK
     _WRITER_QUEUES_LOCK = threading.Lock()
     for queue in _WRITER_QUEUES.values():
+        if queue._file is not None:
+            try:
+                os.close(queue._file)  # the child's copy only: the parent's lock stays the parent's
+            except OSError:
+                pass
         queue._reset()
 
 
