@@ -16,7 +16,7 @@ body — and other processes' services read them.
 - `claim(kind, key, data, ref=None, taken=...)` (Python, for domain services) publishes a record
   as a hold on a key — one receipt claimed by one expense claim — refused with the domain's own
   sentence (`taken`, given the key and the holder: the holding instance's business key) when
-  another instance holds it; `release(kind, key)` gives this instance's hold up (its record is
+  another instance holds it (the holder's data may be named too); `release(kind, key)` gives this instance's hold up (its record is
   deleted by the command's transaction), so another instance may claim the key. A service could
   not make this exclusive by reading first: two commands may both read "free" before either
   writes; only the key's row, inserted by the command's own transaction, can refuse the second.
@@ -181,8 +181,10 @@ def _insert(conn: Connection):
 def _refuse(conn: Connection, record: dict, owner: str) -> None:
     from .runtime import Conflict  # (engine.runtime imports this module)
     holder = conn.execute(select(Instance.business_key).where(Instance.id == owner)).scalar() or owner
-    if record.get("taken"):
-        raise Conflict(record["taken"], key=record["key"], holder=holder)
+    if record.get("taken"):  # the holder's data may be named too (a month's run: when it started)
+        held = conn.execute(select(_R.c.data).where(_R.c.kind == record["kind"], _R.c.key == record["key"])).scalar()
+        named = {k: v for k, v in (held or {}).items() if isinstance(v, (str, int, float))}
+        raise Conflict(record["taken"], **{**named, "key": record["key"], "holder": holder})
     raise Conflict("the %(kind)s %(key)s is already kept by another instance (%(owner)s)",
                    kind=record["kind"], key=record["key"], owner=holder)
 

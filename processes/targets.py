@@ -4,7 +4,11 @@
 - `target_plan` — the month a run is for (the month after the run's instant, China time), its
   dates (submit by the 28th, change until the 10th, the check on the 28th) and the regions the
   company has now (rows of the `office` table directly under the root), each with its regional
-  manager.
+  manager. A month is started once: the run holds the record `monthly_target_run` keyed by the
+  month (engine.records.claim), so a hand start for a month the timer (or a hand) started already
+  is refused with one sentence, and so is the 20th's timer run of a month started by hand before
+  it (the worker logs the sentence and does not try that run again) — also when two starts come
+  at the same instant on PostgreSQL (the key's row refuses the second).
 - `region_split` — the region's share of the year's target for the month, by office, as the
   decision table `monthly_target_split` (kept by the sales plan department) gives it.
 - `assess_figure` / `assess_change` — the −5 % rule (a figure more than `max_shortfall` below the
@@ -35,6 +39,9 @@ from .amounts import money, number, shown
 CHINA = ZoneInfo("Asia/Shanghai")  # the company's time zone: the 20th, 28th and 10th are China's days
 SUBMIT_DAY, CHANGE_DAY, CHECK_DAY = 28, 10, 28
 CHECK_HOUR = 9  # the check task opens on the 28th at 09:00; the figures count up to the 28th 00:00
+RUN_KIND = "monthly_target_run"
+STARTED = ("the targets of %(key)s were started already (%(holder)s, on %(started_on)s): "
+           "a month's targets are started once")
 
 
 def _conn():
@@ -84,6 +91,7 @@ def target_plan(scheduled_for: Any = None) -> dict:
     month = _next_month(today)
     submit = today.replace(day=SUBMIT_DAY)
     label = f"{month.year:04d}-{month.month:02d}"
+    _hold_month(label)
     return {
         "month": label, "year": month.year, "month_no": month.month,
         "business_key": f"MT-{label}",
@@ -97,6 +105,16 @@ def target_plan(scheduled_for: Any = None) -> dict:
         "check_at": _at(month.replace(day=CHECK_DAY), CHECK_HOUR).isoformat(),
         "regions": regions(),
     }
+
+
+def _hold_month(label: str) -> None:
+    """This run holds `label`'s month, or it is refused: started already (see the module)."""
+    held = records.find(RUN_KIND, label)
+    if held is not None and held["instance_id"] != determinism.current().instance_id:
+        holder = _conn().execute(select(Instance.business_key).where(Instance.id == held["instance_id"])).scalar()
+        raise InvalidInput(STARTED, {"scheduled_for": "started already"}, key=label,
+                           holder=holder or held["instance_id"], started_on=held["data"].get("started_on", "?"))
+    records.claim(RUN_KIND, label, {"month": label, "started_on": clock.local_text(clock.now())}, taken=STARTED)
 
 
 def region_split(region: Any, offices: Any, targets: Any) -> dict:
