@@ -53,8 +53,8 @@ _TICKET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
 
 
 def assign_claim_number() -> str:
-    """"BX-YYYYMMDD-" and ten hex digits (报销), the date the engine's present."""
-    return f"BX-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
+    """"BX-YYYYMMDD-" and ten hex digits (报销), the date the company's day of the engine's present."""
+    return f"BX-{clock.local_date().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
 
 
 # --- form lookup ---------------------------------------------------------------------------------

@@ -36,7 +36,13 @@ from engine.store import BusinessRecord, Instance, Office, User, UserRole
 
 from .amounts import money, number, shown
 
-CHINA = ZoneInfo("Asia/Shanghai")  # the company's time zone: the 20th, 28th and 10th are China's days
+
+
+def _zone() -> ZoneInfo:
+    """The company's time zone (BPM_TIMEZONE, default Asia/Shanghai, engine.clock): the 20th, 28th
+    and 10th are China's days, as are the days the order chain keeps (`received_on`)."""
+    return clock.zone()
+
 SUBMIT_DAY, CHANGE_DAY, CHECK_DAY = 28, 10, 28
 CHECK_HOUR = 9  # the check task opens on the 28th at 09:00; the figures count up to the 28th 00:00
 RUN_KIND = "monthly_target_run"
@@ -56,7 +62,7 @@ def _next_month(day: date) -> date:
 
 
 def _at(day: date, hour: int = 0) -> datetime:
-    return datetime.combine(day, time(hour), CHINA)
+    return datetime.combine(day, time(hour), _zone())
 
 
 def regions() -> list[dict]:
@@ -86,8 +92,8 @@ def target_plan(scheduled_for: Any = None) -> dict:
             raise InvalidInput("the run %(run)r is not a day such as 2026-12-20", {"scheduled_for": "not a day"},
                                run=scheduled_for) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=CHINA)
-    today = when.astimezone(CHINA).date()
+            when = when.replace(tzinfo=_zone())
+    today = when.astimezone(_zone()).date()
     month = _next_month(today)
     submit = today.replace(day=SUBMIT_DAY)
     label = f"{month.year:04d}-{month.month:02d}"
@@ -157,7 +163,7 @@ def assess_figure(split: Any, expected: Any, reason: Any, remedy: Any, max_short
     return {"expected": money(value), "split": money(split_v), "difference": money(value - split_v),
             "shortfall_pct": money(short * 100), "below_limit": below,
             "reason": reason or None, "remedy": remedy or None,
-            "on": clock.now().astimezone(CHINA).date().isoformat()}
+            "on": clock.now().astimezone(_zone()).date().isoformat()}
 
 
 def assess_change(changes_used: Any, change_until: Any, changed_on: Any, split: Any, expected: Any,
@@ -166,7 +172,7 @@ def assess_change(changes_used: Any, change_until: Any, changed_on: Any, split: 
     the −5 % rule as for the forecast. Refused with a sentence otherwise."""
     until = datetime.fromisoformat(change_until)
     if clock.now() >= until:
-        last = (until.astimezone(CHINA) - timedelta(days=1)).date().isoformat()
+        last = (until.astimezone(_zone()) - timedelta(days=1)).date().isoformat()
         raise InvalidInput("the figure may be changed only until the 10th (%(last)s); it is fixed now",
                            {"choice": "after the 10th"}, last=last)
     if (number(changes_used) or 0) >= 1:
@@ -193,7 +199,7 @@ def target_progress(region: Any, month_start: Any, cutoff: Any, target: Any, rea
     conn = _conn()
     start = _at(date.fromisoformat(month_start))
     until = datetime.fromisoformat(cutoff)
-    first_day, last_day = start.date(), until.astimezone(CHINA).date()
+    first_day, last_day = start.date(), until.astimezone(_zone()).date()
     target_v, ratio = number(target) or 0.0, number(reach_ratio)
     ratio = 0.7 if ratio is None else ratio
     sales = collections = 0.0
