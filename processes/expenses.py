@@ -47,7 +47,8 @@ from .amounts import CENT, money as _money, number as _number, shown as _shown
 
 RECEIPT = "expense_receipt"
 HOLD = "expense_receipt_hold"
-TAKEN = "receipt %(key)s is already claimed by %(holder)s: a receipt is claimed once"
+_l = str  # marks a refusal's template for the web's catalogs (babel.cfg: -k _l); pages translate it
+TAKEN = _l("receipt %(key)s is already claimed by %(holder)s: a receipt is claimed once")
 NOON = time(12, 0)
 _TICKET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
 
