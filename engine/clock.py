@@ -5,13 +5,14 @@ to the command's logged time; outside a command, `now()` reads `BPM_NOW` if set.
 
 Also how a person reads an instant: `local_text` writes it in the deployment's time zone
 (`BPM_TIMEZONE`, default Asia/Shanghai) — the pages' `when` filter, the command line and the
-notices all use it; stored times stay UTC.
+notices all use it; stored times stay UTC. `local_date` is the company's day of an instant
+("today" by default): from 00:00 to 08:00 China time it is one day after the UTC date.
 """
 from __future__ import annotations
 
 import os
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _fixed: ContextVar[datetime | None] = ContextVar("bpm_fixed_now", default=None)
@@ -75,6 +76,14 @@ def zone(name: str | None = None) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ClockError(f"BPM_TIMEZONE {name!r} is not a time zone such as {DEFAULT_ZONE}") from None
+
+
+def local_date(instant: datetime | None = None, zone_name_: str | None = None) -> date:
+    """The day `instant` (default: the present) falls on in the deployment's zone (or `zone_name_`)."""
+    instant = now() if instant is None else instant
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=timezone.utc)
+    return instant.astimezone(zone(zone_name_)).date()
 
 
 def local_text(value: datetime | str | None, zone_name_: str | None = None) -> str:

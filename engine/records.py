@@ -10,6 +10,16 @@ body — and other processes' services read them.
   record is written by the transaction of the command whose step published it (like archive
   grants), replacing the earlier version; a key is owned by the instance that first published it,
   and another instance publishing the same kind and key is refused (the whole command with it).
+  The first insert of a key is atomic (`INSERT … ON CONFLICT DO NOTHING`, then the owner read):
+  two commands publishing one new key at the same instant on PostgreSQL do not both pass — the
+  second waits for the first's commit and is refused, as if it had come later.
+- `claim(kind, key, data, ref=None, taken=...)` (Python, for domain services) publishes a record
+  as a hold on a key — one receipt claimed by one expense claim — refused with the domain's own
+  sentence (`taken`, given the key and the holder: the holding instance's business key) when
+  another instance holds it (the holder's data may be named too); `release(kind, key)` gives this instance's hold up (its record is
+  deleted by the command's transaction), so another instance may claim the key. A service could
+  not make this exclusive by reading first: two commands may both read "free" before either
+  writes; only the key's row, inserted by the command's own transaction, can refuse the second.
 - `read_record(kind, key)` and `read_records(kind, ref)` are engine services too, and `find` /
   `referring` are their Python forms for domain services in `processes/`. They read through the
   running command's transaction and see what the same command published before them. As every
@@ -92,6 +102,24 @@ def publish_record(kind: Any, key: Any, data: Any, ref: Any = None) -> dict:
     return {"kind": kind, "key": key, "ref": ref}
 
 
+def claim(kind: str, key: Any, data: dict, ref: Any = None, *, taken: str | None = None) -> dict:
+    """Hold `kind`/`key` for this instance (see the module): `publish_record`, refused with `taken`
+    (a sentence with %(key)s and %(holder)s) when another instance holds the key."""
+    published = publish_record(kind, key, data, ref)
+    if taken:
+        _pending(_context("publish_record"), kind, key=published["key"])[-1]["taken"] = taken
+    return published
+
+
+def release(kind: str, key: Any) -> None:
+    """Give up this instance's record `kind`/`key` (deleted when the command commits); a record
+    another instance holds is left alone."""
+    ctx = _context("publish_record")
+    key = _checked_key(key, "key")
+    ctx.records = [r for r in ctx.records if (r["kind"], r["key"]) != (kind, key)] + [
+        {"kind": kind, "key": key, "released": True}]
+
+
 def find(kind: str, key: Any, *, lock: bool = False) -> dict | None:
     """The record `kind`/`key` (as this command would leave it), or None; inside a command only.
 
@@ -103,7 +131,7 @@ def find(kind: str, key: Any, *, lock: bool = False) -> dict | None:
         return None
     key = key.strip()
     if (mine := _pending(ctx, kind, key=key)):
-        return _unsaved(mine[-1], ctx)
+        return None if mine[-1].get("released") else _unsaved(mine[-1], ctx)
     query = select(_R).where(_R.c.kind == kind, _R.c.key == key)
     row = ctx.conn.execute(query.with_for_update() if lock else query).first()
     return _as_json(row) if row is not None else None
@@ -115,7 +143,7 @@ def referring(kind: str, ref: Any) -> list[dict]:
     if not isinstance(ref, str) or not ref.strip():
         return []
     ref = ref.strip()
-    mine = {r["key"]: _unsaved(r, ctx) for r in _pending(ctx, kind, ref=ref)}
+    mine = {r["key"]: _unsaved(r, ctx) for r in _pending(ctx, kind, ref=ref) if not r.get("released")}
     stored = {row.key: _as_json(row) for row in ctx.conn.execute(
         select(_R).where(_R.c.kind == kind, _R.c.ref == ref).order_by(_R.c.key))}
     stored = {k: v for k, v in stored.items() if not any(r["kind"] == kind and r["key"] == k for r in ctx.records)}
@@ -141,24 +169,54 @@ SERVICES = {"publish_record": publish_record, "read_record": read_record, "read_
 
 # --- written by the command's transaction ------------------------------------------------------
 
+def _insert(conn: Connection):
+    """An insert that does nothing where the key exists (PostgreSQL and SQLite alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_R).on_conflict_do_nothing(index_elements=[_R.c.kind, _R.c.key])
+
+
+def _refuse(conn: Connection, record: dict, owner: str) -> None:
+    from .runtime import Conflict  # (engine.runtime imports this module)
+    holder = conn.execute(select(Instance.business_key).where(Instance.id == owner)).scalar() or owner
+    if record.get("taken"):  # the holder's data may be named too (a month's run: when it started)
+        held = conn.execute(select(_R.c.data).where(_R.c.kind == record["kind"], _R.c.key == record["key"])).scalar()
+        named = {k: v for k, v in (held or {}).items() if isinstance(v, (str, int, float))}
+        raise Conflict(record["taken"], **{**named, "key": record["key"], "holder": holder})
+    raise Conflict("the %(kind)s %(key)s is already kept by another instance (%(owner)s)",
+                   kind=record["kind"], key=record["key"], owner=holder)
+
+
 def write(conn: Connection, records: list[dict], *, instance_id: str, process_id: str, at: datetime) -> None:
     """Write what a command published; refused (and the command with it) where another instance
-    owns the key."""
-    from .runtime import Conflict  # (engine.runtime imports this module)
+    owns the key — also when it published the key at the same instant (the insert is atomic)."""
     for record in records:
-        row = conn.execute(select(_R.c.instance_id, _R.c.revision).where(
-            _R.c.kind == record["kind"], _R.c.key == record["key"])).first()
+        where = (_R.c.kind == record["kind"], _R.c.key == record["key"])
+        if record.get("released"):
+            conn.execute(_R.delete().where(*where, _R.c.instance_id == instance_id))
+            continue
+        row = conn.execute(select(_R.c.instance_id, _R.c.revision).where(*where)).first()
         values = {"ref": record["ref"], "customer": record["customer"], "data": record["data"],
                   "updated_at": at}
         if row is None:
-            conn.execute(_R.insert().values(kind=record["kind"], key=record["key"], instance_id=instance_id,
-                                            process_id=process_id, revision=1, **values))
-        elif row.instance_id != instance_id:
-            raise Conflict("the %(kind)s %(key)s is already kept by another instance (%(owner)s)",
-                           kind=record["kind"], key=record["key"], owner=row.instance_id)
-        else:
-            conn.execute(_R.update().where(_R.c.kind == record["kind"], _R.c.key == record["key"])
-                         .values(revision=row.revision + 1, **values))
+            inserted = conn.execute(_insert(conn).values(kind=record["kind"], key=record["key"],
+                                                         instance_id=instance_id, process_id=process_id,
+                                                         revision=1, **values))
+            if inserted.rowcount == 1:
+                continue
+            # Inserted, or another command inserted the key since the read above and committed
+            # (the insert waited for it; psycopg may not say which: rowcount -1): whose is it?
+            row = conn.execute(select(_R.c.instance_id, _R.c.revision).where(*where)).first()
+            if row is None:
+                raise RuntimeError(f"the {record['kind']} {record['key']} could not be written")
+            if row.instance_id == instance_id:
+                continue
+            _refuse(conn, record, row.instance_id)
+        if row.instance_id != instance_id:
+            _refuse(conn, record, row.instance_id)
+        conn.execute(_R.update().where(*where).values(revision=row.revision + 1, **values))
 
 
 # --- read outside a command (pages, API, CLI) --------------------------------------------------

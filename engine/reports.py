@@ -397,7 +397,10 @@ class SlaReport:
 # `engine.access.may_see_capital`. Choices, each marked in docs/processes.md:
 # - collections (回款) are the money received on the region's orders — deposits and balances, by the
 #   day received (`payments[].received_on`), whether or not the order is settled yet;
-# - the year's collections are those of the calendar year up to today;
+# - the year's collections are those of the calendar year up to today; "today" is the company's day
+#   (clock.local_date, BPM_TIMEZONE), as are the days the order chain keeps: `received_on` is the
+#   day the bank received the money as finance gives it (or the company's day it was booked) and
+#   `balance_due_date` the day the rep was told (see docs/processes.md §10);
 # - retail customers' goods (零售客户): orders without a contract (phone or fax orders), the value
 #   shipped to the customer and not yet paid;
 # - stock (库存占用): goods made for the region's orders and not yet shipped — the unshipped value of
@@ -506,8 +509,9 @@ class CapitalReport:
             return [r for r in regions(session) if access.may_see_capital(who, r["id"])]
 
     def figure(self, viewer: str, region: str, *, today: date | None = None) -> dict:
-        """The region's capital in use on `today` (the engine's present by default)."""
-        today = today or clock.now().date()
+        """The region's capital in use on `today` (by default the company's day of the engine's
+        present, BPM_TIMEZONE: at 01:00 China time on 1 December it is 1 December, not UTC's 30 November)."""
+        today = today or clock.local_date()
         with self.store.read() as session:
             who = person(session, viewer)
             if not access.may_see_capital(who, region):

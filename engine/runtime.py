@@ -1305,11 +1305,13 @@ class Runtime:
                                    at=now, scheduled=instant)
             except IntegrityError:
                 continue  # another worker started this run meanwhile
-            except CommandFailed as exc:
+            except (CommandFailed, InvalidInput, Conflict) as exc:
+                # Failed (an incident to retry), or refused by the process (a month's targets
+                # started by hand already): kept, so the run is not tried at every pass.
                 failed[process_id] = str(exc)
                 try:
                     with self.store.transaction() as conn:
-                        schedules.record_failure(conn, process_id, instant, exc.incident_id, now)
+                        schedules.record_failure(conn, process_id, instant, getattr(exc, "incident_id", None), now)
                 except IntegrityError:
                     pass
                 continue

@@ -23,7 +23,12 @@ this module applies them to the lines of one claim and says, line by line, why a
   仅由一人代申报): every line carries its receipt number (票据号), kept as the business record
   "expense_receipt" (key claim/receipt, ref the receipt number). A receipt another claim already
   holds — not rejected, not withdrawn — is refused, naming the line and the claim that holds it;
-  so a taxi shared by several travellers, or a shared room, is paid to one claim only.
+  so a taxi shared by several travellers, or a shared room, is paid to one claim only. The
+  claim also holds each receipt as the record "expense_receipt_hold" keyed by the receipt number
+  alone (engine.records.claim): two claims naming one receipt filed at the same instant on
+  PostgreSQL cannot both pass the check above, the second to commit is refused by that key
+  ("receipt … is already claimed by BX-…") and nothing of it is written. A receipt dropped from the
+  claim, or a rejected claim's, is released (engine.records.release); a paid claim's stays held.
 
 `assess_claim` refuses bad input with one sentence naming the line's field (`InvalidInput`); the
 engine then changes nothing and the claim form stays open.
@@ -41,13 +46,16 @@ from engine.runtime import InvalidInput
 from .amounts import CENT, money as _money, number as _number, shown as _shown
 
 RECEIPT = "expense_receipt"
+HOLD = "expense_receipt_hold"
+_l = str  # marks a refusal's template for the web's catalogs (babel.cfg: -k _l); pages translate it
+TAKEN = _l("receipt %(key)s is already claimed by %(holder)s: a receipt is claimed once")
 NOON = time(12, 0)
 _TICKET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
 
 
 def assign_claim_number() -> str:
-    """"BX-YYYYMMDD-" and ten hex digits (报销), the date the engine's present."""
-    return f"BX-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
+    """"BX-YYYYMMDD-" and ten hex digits (报销), the date the company's day of the engine's present."""
+    return f"BX-{clock.local_date().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
 
 
 # --- form lookup ---------------------------------------------------------------------------------
@@ -100,8 +108,14 @@ def _keep_receipts(claim_no: str, claimant: str, receipts: list[str], earlier: l
         records.publish_record(RECEIPT, f"{claim_no}/{receipt_no}",
                                {"claim_no": claim_no, "receipt_no": receipt_no, "claimant": claimant,
                                 "status": status}, ref=receipt_no)
+        if status == "rejected":
+            records.release(HOLD, receipt_no)
+        else:
+            records.claim(HOLD, receipt_no, {"claim_no": claim_no, "claimant": claimant, "status": status},
+                          taken=TAKEN)
     for receipt_no in earlier:
         if receipt_no not in receipts:
+            records.release(HOLD, receipt_no)
             records.publish_record(RECEIPT, f"{claim_no}/{receipt_no}",
                                    {"claim_no": claim_no, "receipt_no": receipt_no, "claimant": claimant,
                                     "status": "withdrawn"}, ref=receipt_no)

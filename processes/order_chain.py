@@ -171,8 +171,10 @@ def book_deposit(order: dict, received: Any, received_on: str, voucher_no: Any =
 
 def _received_on(payment: dict) -> str:
     """The day the bank received the money (`received_on`, as the receipts page sends it): an ISO
-    date not after today; without one, today (a bank notice is booked the day it arrives)."""
-    today = clock.now().date()
+    date not after today; without one, today (a bank notice is booked the day it arrives). Today
+    is the company's day (clock.local_date, China time), as finance dates a notice: at 01:00 on
+    1 December China time it is 1 December, though UTC's is still 30 November."""
+    today = clock.local_date()
     given = payment.get("received_on")
     if given in (None, ""):
         return today.isoformat()

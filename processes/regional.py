@@ -10,7 +10,9 @@ The rate and the categories paid as spent are the decision table `regional_expen
 - the region's collections of the month are the money received in that month on the orders its
   people raised (the order chain's "order" records, engine.records.in_region; counted by
   engine.reports.collections, the same count the capital-in-use figure uses) *(choice: 回款 is
-  money in, deposits and balances, whether or not the order is settled yet)*;
+  money in, deposits and balances, whether or not the order is settled yet)*; the day of a
+  payment is its `received_on`, a day of the company's calendar (China time: a bank notice booked
+  at 01:00 on 1 December is December's, engine.clock.local_date), as the filing's month is;
 - the cap is collections × rate; the filing's lines count against it except those paid as spent,
   and so do the region's earlier filings of the same month that were not rejected *(choice: a
   month's cap is not renewed by filing twice)*;
@@ -36,8 +38,8 @@ KIND = "regional_expense"
 
 
 def assign_filing_number() -> str:
-    """"FY-YYYYMMDD-" and ten hex digits (费用); the date is the engine's present."""
-    return f"FY-{clock.now().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
+    """"FY-YYYYMMDD-" and ten hex digits (费用); the date is the company's day of the engine's present."""
+    return f"FY-{clock.local_date().strftime('%Y%m%d')}-{secrets.token_hex(5)}"
 
 
 def _month(month: Any) -> tuple[date, date]:

@@ -4,7 +4,11 @@
 - `target_plan` — the month a run is for (the month after the run's instant, China time), its
   dates (submit by the 28th, change until the 10th, the check on the 28th) and the regions the
   company has now (rows of the `office` table directly under the root), each with its regional
-  manager.
+  manager. A month is started once: the run holds the record `monthly_target_run` keyed by the
+  month (engine.records.claim), so a hand start for a month the timer (or a hand) started already
+  is refused with one sentence, and so is the 20th's timer run of a month started by hand before
+  it (the worker logs the sentence and does not try that run again) — also when two starts come
+  at the same instant on PostgreSQL (the key's row refuses the second).
 - `region_split` — the region's share of the year's target for the month, by office, as the
   decision table `monthly_target_split` (kept by the sales plan department) gives it.
 - `assess_figure` / `assess_change` — the −5 % rule (a figure more than `max_shortfall` below the
@@ -32,9 +36,19 @@ from engine.store import BusinessRecord, Instance, Office, User, UserRole
 
 from .amounts import money, number, shown
 
-CHINA = ZoneInfo("Asia/Shanghai")  # the company's time zone: the 20th, 28th and 10th are China's days
+
+
+def _zone() -> ZoneInfo:
+    """The company's time zone (BPM_TIMEZONE, default Asia/Shanghai, engine.clock): the 20th, 28th
+    and 10th are China's days, as are the days the order chain keeps (`received_on`)."""
+    return clock.zone()
+
 SUBMIT_DAY, CHANGE_DAY, CHECK_DAY = 28, 10, 28
 CHECK_HOUR = 9  # the check task opens on the 28th at 09:00; the figures count up to the 28th 00:00
+RUN_KIND = "monthly_target_run"
+_l = str  # marks a refusal's template for the web's catalogs (babel.cfg: -k _l); pages translate it
+STARTED = _l("the targets of %(key)s were started already (%(holder)s, on %(started_on)s): "
+             "a month's targets are started once")
 
 
 def _conn():
@@ -49,7 +63,7 @@ def _next_month(day: date) -> date:
 
 
 def _at(day: date, hour: int = 0) -> datetime:
-    return datetime.combine(day, time(hour), CHINA)
+    return datetime.combine(day, time(hour), _zone())
 
 
 def regions() -> list[dict]:
@@ -79,11 +93,12 @@ def target_plan(scheduled_for: Any = None) -> dict:
             raise InvalidInput("the run %(run)r is not a day such as 2026-12-20", {"scheduled_for": "not a day"},
                                run=scheduled_for) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=CHINA)
-    today = when.astimezone(CHINA).date()
+            when = when.replace(tzinfo=_zone())
+    today = when.astimezone(_zone()).date()
     month = _next_month(today)
     submit = today.replace(day=SUBMIT_DAY)
     label = f"{month.year:04d}-{month.month:02d}"
+    _hold_month(label)
     return {
         "month": label, "year": month.year, "month_no": month.month,
         "business_key": f"MT-{label}",
@@ -97,6 +112,16 @@ def target_plan(scheduled_for: Any = None) -> dict:
         "check_at": _at(month.replace(day=CHECK_DAY), CHECK_HOUR).isoformat(),
         "regions": regions(),
     }
+
+
+def _hold_month(label: str) -> None:
+    """This run holds `label`'s month, or it is refused: started already (see the module)."""
+    held = records.find(RUN_KIND, label)
+    if held is not None and held["instance_id"] != determinism.current().instance_id:
+        holder = _conn().execute(select(Instance.business_key).where(Instance.id == held["instance_id"])).scalar()
+        raise InvalidInput(STARTED, {"scheduled_for": "started already"}, key=label,
+                           holder=holder or held["instance_id"], started_on=held["data"].get("started_on", "?"))
+    records.claim(RUN_KIND, label, {"month": label, "started_on": clock.local_text(clock.now())}, taken=STARTED)
 
 
 def region_split(region: Any, offices: Any, targets: Any) -> dict:
@@ -139,7 +164,7 @@ def assess_figure(split: Any, expected: Any, reason: Any, remedy: Any, max_short
     return {"expected": money(value), "split": money(split_v), "difference": money(value - split_v),
             "shortfall_pct": money(short * 100), "below_limit": below,
             "reason": reason or None, "remedy": remedy or None,
-            "on": clock.now().astimezone(CHINA).date().isoformat()}
+            "on": clock.now().astimezone(_zone()).date().isoformat()}
 
 
 def assess_change(changes_used: Any, change_until: Any, changed_on: Any, split: Any, expected: Any,
@@ -148,7 +173,7 @@ def assess_change(changes_used: Any, change_until: Any, changed_on: Any, split: 
     the −5 % rule as for the forecast. Refused with a sentence otherwise."""
     until = datetime.fromisoformat(change_until)
     if clock.now() >= until:
-        last = (until.astimezone(CHINA) - timedelta(days=1)).date().isoformat()
+        last = (until.astimezone(_zone()) - timedelta(days=1)).date().isoformat()
         raise InvalidInput("the figure may be changed only until the 10th (%(last)s); it is fixed now",
                            {"choice": "after the 10th"}, last=last)
     if (number(changes_used) or 0) >= 1:
@@ -175,7 +200,7 @@ def target_progress(region: Any, month_start: Any, cutoff: Any, target: Any, rea
     conn = _conn()
     start = _at(date.fromisoformat(month_start))
     until = datetime.fromisoformat(cutoff)
-    first_day, last_day = start.date(), until.astimezone(CHINA).date()
+    first_day, last_day = start.date(), until.astimezone(_zone()).date()
     target_v, ratio = number(target) or 0.0, number(reach_ratio)
     ratio = 0.7 if ratio is None else ratio
     sales = collections = 0.0

@@ -409,3 +409,65 @@ def test_the_pages_show_the_reason_of_each_cut_and_refuse_a_flight_without_its_t
     assert "第 2 行：业务人员出差住宿 160 元/天核减至 60：业务人员标准 45–60 元/天" in page
     page = unescape(pages("om.wu", "en").get(f"/tasks/{approval.id}").get_data(as_text=True))
     assert "hotel 160/day on a staff trip cut to 60: staff cap 45–60" in page
+
+
+# --- one claim per receipt, also when two claims are filed at the same instant (PostgreSQL) ------------
+
+def test_two_claims_filed_at_the_same_instant_naming_one_receipt_one_is_refused(rt, store, monkeypatch):
+    """Both claims read "nobody holds TX-RACE" before either writes (a barrier forces it); the
+    receipt's hold is a row keyed by the receipt, so the second to commit is refused with one
+    sentence naming the receipt and the claim holding it, and nothing of it is written."""
+    if store.is_sqlite:
+        pytest.skip("SQLite serialises writers: the second claim reads the first's receipt (tested above)")
+    import threading
+
+    from engine.errors import EngineError
+    from processes import expenses
+    other = Runtime(store, processes.SERVICES, lookups=processes.LOOKUPS)
+    views = {}
+    for user in ("rep.wang", "rep.feng"):
+        views[user] = back_from_the_trip(rt, rt.start("expense_claim", user, trip(), at=T0))
+    both_read = threading.Barrier(2, timeout=30)
+    holder = expenses._holder
+
+    def read_then_wait(receipt_no, claim_no):
+        found = holder(receipt_no, claim_no)
+        both_read.wait()  # neither has written when both have read
+        return found
+
+    monkeypatch.setattr(expenses, "_holder", read_then_wait)
+    outcome: dict[str, object] = {}
+
+    def file(runtime, user):
+        try:
+            outcome[user] = runtime.complete(the_task(views[user], "file_claim").id, user,
+                                             claim(ticket("taxi", 45, "TX-RACE")), at=BACK + timedelta(minutes=10))
+        except Exception as exc:  # noqa: BLE001 (asserted below)
+            outcome[user] = exc
+
+    threads = [threading.Thread(target=file, args=(runtime, user))
+               for runtime, user in ((rt, "rep.wang"), (other, "rep.feng"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(expenses, "_holder", holder)
+    assert set(outcome) == {"rep.wang", "rep.feng"}
+    refused = [u for u, o in outcome.items() if isinstance(o, Exception)]
+    assert len(refused) == 1, outcome
+    loser = refused[0]
+    winner = "rep.feng" if loser == "rep.wang" else "rep.wang"
+    held_by = outcome[winner].data["claim_no"]
+    assert str(outcome[loser]) == f"receipt TX-RACE is already claimed by {held_by}: a receipt is claimed once"
+    assert isinstance(outcome[loser], EngineError) and outcome[loser].status == "conflict"
+    # nothing of the refused claim was written: its task is open, it keeps no receipt
+    view = rt.instance(views[loser].id)
+    assert the_task(view, "file_claim").assignee == loser and "assessed_lines" not in view.data
+    with store.read() as s:
+        kept = {(r.kind, r.key): r.data.get("claim_no") for r in s.scalars(select(BusinessRecord))
+                if r.kind.startswith("expense_receipt")}
+    assert set(kept.values()) == {held_by}
+    # the refused traveller files again without the taxi the other claimed
+    view = rt.complete(the_task(view, "file_claim").id, loser, claim(ticket("train", 200, "T-RACE")),
+                       at=BACK + timedelta(minutes=20))
+    assert the_task(view, "approve_claim")

@@ -12,7 +12,7 @@ with real order_to_settlement instances as the source of the collections:
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -331,3 +331,32 @@ def test_the_command_line_asks_the_same_rule(tmp_path, monkeypatch, capsys):
         "the VP of sales and the general manager may")
     code, _, err = run("capital", "--as", "om.wu")
     assert code == 1 and "may not see the capital in use of any region" in err
+
+
+# --- China's day, not UTC's: 2026-12-01 01:00 in China is 2026-11-30 17:00 UTC --------------------------
+
+def test_between_midnight_and_eight_in_china_the_day_is_chinas_for_receipts_the_cap_and_the_capital(
+        rt, store, monkeypatch):
+    from .test_orders import to_balance
+    night = datetime(2026, 11, 30, 17, 0, tzinfo=timezone.utc)  # 2026-12-01 01:00 China time
+    clock = Clock()
+    view = to_balance(rt, rt.start("order_to_settlement", "rep.wang", phone_order("C-B01"), at=clock()), clock)
+    order_no = view.data["order_no"]
+    # a bank notice booked at 01:00 is received on 1 December; a notice dated 1 December is not "after today"
+    pay(rt, view, 20000, night)
+    rt.message("payment_received", {"order_no": order_no, "amount": 10000, "received_on": "2026-12-01"},
+               {"order_no": order_no}, actor="fin.chu", at=night + timedelta(minutes=1))
+    days = [(p["amount"], p["received_on"]) for p in kept(store, "order", order_no)["payments"]]
+    assert days[-2:] == [(20000, "2026-12-01"), (10000, "2026-12-01")]
+    # December's cap counts them, November's does not
+    december = rt.start("regional_expense", "rm.zheng", filing("2026-12", over_cap_reason="x"),
+                        at=night + timedelta(minutes=2))
+    november = rt.start("regional_expense", "rm.zheng", filing("2026-11", over_cap_reason="x"),
+                        at=night + timedelta(minutes=3))
+    assert december.data["collections"] == 30000 and november.data["collections"] == 30000  # (deposit 11-2x)
+    # the capital figure is as of 1 December, and on 1 January 01:00 the year's collections are 2027's
+    monkeypatch.setenv("BPM_NOW", night.isoformat())
+    assert CapitalReport(store).figure("vp.qian", "south_china")["as_of"] == "2026-12-01"
+    monkeypatch.setenv("BPM_NOW", "2026-12-31T17:00:00+00:00")
+    new_year = CapitalReport(store).figure("vp.qian", "south_china")
+    assert (new_year["as_of"], new_year["year_collections"]) == ("2027-01-01", 0)

@@ -326,3 +326,32 @@ def test_the_forecast_page_shows_the_split_and_a_short_figure_is_refused_next_to
     assert ("write the reason and the remedy" in said) or ("须写明原因及补救措施" in said)
     assert [t.element_id for t in rt.instance(view.id).tasks] == ["forecast"]
     assert client.get(f"/instances/{view.id}").status_code == 200
+
+
+# --- a month is started once ------------------------------------------------------------------------
+
+def test_a_month_the_timer_started_is_not_started_again_by_hand(rt, store):
+    view = started(rt)
+    forecasts = [(t.id, t.assignee) for t in tasks_of(view, "forecast")]
+    at = RUN + timedelta(hours=2)
+    for start in ({}, {"scheduled_for": "2026-12-21"}):  # a hand start for January, twice
+        with pytest.raises(InvalidInput) as refused:
+            rt.start("monthly_target", "plan.chen", start, at=at)
+        assert str(refused.value) == (f"the targets of 2027-01 were started already ({view.business_key}, on "
+                                      "2026-12-20 09:00): a month's targets are started once")
+        assert list(refused.value.fields) == ["scheduled_for"]
+    assert [r.id for r in month_runs(store)] == [view.id]
+    assert [(t.id, t.assignee) for t in tasks_of(rt.instance(view.id), "forecast")] == forecasts
+
+
+def test_the_timer_does_not_start_a_month_started_by_hand_and_a_second_hand_start_is_refused(rt, store):
+    first = rt.start("monthly_target", "plan.chen", {"note": "提前发起"}, at=RUN - timedelta(days=1))
+    assert first.business_key == "MT-2027-01"
+    with pytest.raises(InvalidInput, match="the targets of 2027-01 were started already"):
+        rt.start("monthly_target", "plan.chen", {}, at=RUN - timedelta(hours=1))
+    done = timers.run_once(rt, RUN + timedelta(seconds=30))  # the 20th's run for January: refused, quietly
+    assert done.started == [] and "the targets of 2027-01 were started already" in done.failed["monthly_target"]
+    assert timers.run_once(rt, RUN + timedelta(minutes=5)).failed == {}  # tried once, not at every pass
+    assert [r.id for r in month_runs(store)] == [first.id]
+    # February is another month
+    assert rt.start("monthly_target", "plan.chen", {"scheduled_for": "2027-01-20"}, at=RUN).business_key == "MT-2027-02"

@@ -146,7 +146,7 @@ def _page(values: dict | None = None, errors: dict | None = None, message: str |
     order = _order(order_no) if order_no else None
     if order is not None:
         order = _with_payments(order)
-    today = clock.now().date().isoformat()
+    today = clock.local_date().isoformat()
     values = values if values is not None else {"order_no": order_no or "", "received_on": today}
     return render_template("receipts.html", orders=orders, asked=asked, search_errors=search_errors,
                            order=order, values=values, errors=errors or {}, message=message,
@@ -261,9 +261,9 @@ def _checked(values: dict) -> tuple[dict, int]:
         errors["received_on"] = _("Give the date received as YYYY-MM-DD.")
     if not values["received_on"]:
         errors["received_on"] = _("Give the date the money was received.")
-    elif received is not None and received > clock.now().date():
+    elif received is not None and received > clock.local_date():
         errors["received_on"] = _("The date received cannot be later than today (%(today)s).",
-                                  today=clock.now().date().isoformat())
+                                  today=clock.local_date().isoformat())
     return errors, status
 
 
