@@ -278,7 +278,9 @@ def _new_path() -> Path:
 
 
 def _remove(path: Path) -> None:
-    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+    # the database, its WAL files and the writers' lock file (engine.store.lock_file_path): the
+    # run's store is gone, nobody else knows this database
+    for each in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-writer.lock"))):
         try:
             each.unlink()
         except FileNotFoundError:
